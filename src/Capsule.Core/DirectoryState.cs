@@ -1,0 +1,107 @@
+using System.Collections.Immutable;
+
+namespace Capsule.Core;
+
+/// <summary>What changed in the directory; agents apply these to their translation tables.</summary>
+public enum ChangeKind { HostPut, HostDeleted, CapsulePut, CapsuleDeleted }
+
+public sealed record DirectoryChange(long Revision, ChangeKind Kind, HostRecord? Host, CapsuleRecord? Capsule);
+
+/// <summary>
+/// The directory's state and rules (seed Fig. 4/7), with no I/O: locator allocation from the pool,
+/// which host holds each capsule, and a revision that grows by one with every change. The embedded
+/// store persists it and an etcd store maps the same operations onto keys, so both obey these rules.
+/// Immutable, so a snapshot handed to a watcher can never change under it.
+/// </summary>
+public sealed class DirectoryState
+{
+    public Prefix Pool { get; }
+    public long Revision { get; }
+    public ImmutableSortedDictionary<string, HostRecord> Hosts { get; }
+    public ImmutableSortedDictionary<string, CapsuleRecord> Capsules { get; }
+
+    public DirectoryState(Prefix pool) : this(pool, 0, ImmutableSortedDictionary<string, HostRecord>.Empty, ImmutableSortedDictionary<string, CapsuleRecord>.Empty) { }
+
+    public DirectoryState(Prefix pool, long revision, ImmutableSortedDictionary<string, HostRecord> hosts, ImmutableSortedDictionary<string, CapsuleRecord> capsules)
+    {
+        Pool = pool; Revision = revision; Hosts = hosts; Capsules = capsules;
+    }
+
+    public readonly record struct Result(DirectoryState State, DirectoryChange? Change, string? Error)
+    {
+        public bool Ok => Error is null;
+    }
+
+    Result Fail(string error) => new(this, null, error);
+
+    public Result PutHost(HostRecord host)
+    {
+        if (Names.HostNameError(host.Name) is { } e) return Fail(e);
+        foreach (var h in Hosts.Values)
+            if (h.Name != host.Name && h.Underlay == host.Underlay)
+                return Fail($"underlay address {host.Underlay} already belongs to host '{h.Name}'");
+        if (Hosts.TryGetValue(host.Name, out var existing) && existing == host)
+            return new(this, null, null); // re-registration with nothing new: no revision spent
+        var rev = Revision + 1;
+        return new(new DirectoryState(Pool, rev, Hosts.SetItem(host.Name, host), Capsules), new(rev, ChangeKind.HostPut, host, null), null);
+    }
+
+    public Result DeleteHost(string name)
+    {
+        if (!Hosts.ContainsKey(name)) return Fail($"no host named '{name}'");
+        foreach (var c in Capsules.Values)
+            if (c.Host == name && c.State != CapsuleState.Suspended)
+                return Fail($"host '{name}' still holds capsule '{c.Name}'");
+        var rev = Revision + 1;
+        return new(new DirectoryState(Pool, rev, Hosts.Remove(name), Capsules), new(rev, ChangeKind.HostDeleted, Hosts[name], null), null);
+    }
+
+    /// <summary>Reserves the lowest free locator in the pool for a new capsule on <paramref name="host"/>.</summary>
+    public Result AllocateCapsule(string name, string host)
+    {
+        if (Names.CapsuleNameError(name) is { } e) return Fail(e);
+        if (Capsules.ContainsKey(name)) return Fail($"a capsule named '{name}' already exists");
+        if (!Hosts.ContainsKey(host)) return Fail($"no host named '{host}'");
+        var locator = FreeLocator();
+        if (locator.IsNone) return Fail($"the locator pool {Pool} is exhausted ({Capsules.Count} capsules)");
+        var rev = Revision + 1;
+        var rec = new CapsuleRecord(name, locator, host, CapsuleState.Creating, rev);
+        return new(new DirectoryState(Pool, rev, Hosts, Capsules.Add(name, rec)), new(rev, ChangeKind.CapsulePut, null, rec), null);
+    }
+
+    /// <summary>Moves a capsule to another host and/or state; its locator never changes.</summary>
+    public Result UpdateCapsule(string name, string host, CapsuleState state, string? detail = null, long expectRevision = 0)
+    {
+        if (!Capsules.TryGetValue(name, out var cur)) return Fail($"no capsule named '{name}'");
+        if (expectRevision != 0 && cur.Revision != expectRevision)
+            return Fail($"capsule '{name}' changed meanwhile (revision {cur.Revision}, expected {expectRevision})");
+        if (state != CapsuleState.Suspended && !Hosts.ContainsKey(host)) return Fail($"no host named '{host}'");
+        var rev = Revision + 1;
+        var rec = cur with { Host = host, State = state, Revision = rev, Detail = detail };
+        return new(new DirectoryState(Pool, rev, Hosts, Capsules.SetItem(name, rec)), new(rev, ChangeKind.CapsulePut, null, rec), null);
+    }
+
+    /// <summary>Forgets a capsule and returns its locator to the pool.</summary>
+    public Result ReleaseCapsule(string name)
+    {
+        if (!Capsules.TryGetValue(name, out var cur)) return Fail($"no capsule named '{name}'");
+        var rev = Revision + 1;
+        return new(new DirectoryState(Pool, rev, Hosts, Capsules.Remove(name)), new(rev, ChangeKind.CapsuleDeleted, null, cur with { Revision = rev }), null);
+    }
+
+    /// <summary>
+    /// Lowest free address, skipping the network address, the first host address (kept for a future
+    /// pool gateway) and broadcast. Linear in the number of capsules: allocation is control path.
+    /// </summary>
+    Locator FreeLocator()
+    {
+        var used = new HashSet<uint>(Capsules.Count);
+        foreach (var c in Capsules.Values) used.Add(c.Locator.Value);
+        for (ulong off = 2; off < Pool.Size - 1; off++)
+        {
+            var l = Pool.At((uint)off);
+            if (!used.Contains(l.Value)) return l;
+        }
+        return Locator.None;
+    }
+}

@@ -1,0 +1,21 @@
+namespace Capsule.Core;
+
+public enum CapsuleState
+{
+    /// <summary>Locator reserved, plumbing being built.</summary>
+    Creating = 0,
+    Running = 1,
+    /// <summary>Its process tree is gone (exited or killed); the capsule keeps its locator until removed.</summary>
+    Stopped = 2,
+    Migrating = 3,
+    Suspended = 4,
+}
+
+/// <summary>A host that runs an agent: its name, its underlay address and where its agent listens.</summary>
+public sealed record HostRecord(string Name, Locator Underlay, string AgentEndpoint);
+
+/// <summary>A capsule as the directory knows it (seed Fig. 4): its locator and the host it is on.</summary>
+public sealed record CapsuleRecord(string Name, Locator Locator, string Host, CapsuleState State, long Revision)
+{
+    public string? Detail { get; init; }
+}

@@ -1,0 +1,96 @@
+using System.Collections.Frozen;
+using System.Runtime.CompilerServices;
+
+namespace Capsule.Core;
+
+/// <summary>
+/// The seed's translation table (Fig. 8) as seen by one host: capsule locator → host underlay
+/// address, which locators are local, and which underlay addresses are known hosts. Immutable: the
+/// agent builds a new one for each directory change and publishes it with one reference write, so
+/// the data plane reads it lock-free, once per batch.
+/// </summary>
+public sealed class TranslationTable
+{
+    public static readonly TranslationTable Empty = new(Locator.None, 0, FrozenDictionary<uint, uint>.Empty, FrozenSet<uint>.Empty, FrozenSet<uint>.Empty);
+
+    readonly FrozenDictionary<uint, uint> _hostOf;
+    readonly FrozenSet<uint> _local;
+    readonly FrozenSet<uint> _hosts;
+
+    public Locator Self { get; }
+    public uint Epoch { get; }
+    public int Count => _hostOf.Count;
+
+    TranslationTable(Locator self, uint epoch, FrozenDictionary<uint, uint> hostOf, FrozenSet<uint> local, FrozenSet<uint> hosts)
+    {
+        Self = self; Epoch = epoch; _hostOf = hostOf; _local = local; _hosts = hosts;
+    }
+
+    /// <summary>Builds the table for host <paramref name="self"/> from a directory state.</summary>
+    public static TranslationTable From(DirectoryState state, string self)
+    {
+        var selfAddr = state.Hosts.TryGetValue(self, out var me) ? me.Underlay : Locator.None;
+        var hostOf = new Dictionary<uint, uint>();
+        var local = new HashSet<uint>();
+        foreach (var c in state.Capsules.Values)
+        {
+            // Only capsules that run somewhere route: a creating, migrating or suspended capsule's
+            // packets have no live destination yet.
+            if (c.State != CapsuleState.Running || !state.Hosts.TryGetValue(c.Host, out var h)) continue;
+            if (c.Host == self) local.Add(c.Locator.Value);
+            else hostOf[c.Locator.Value] = h.Underlay.Value;
+        }
+        var hosts = new HashSet<uint>();
+        foreach (var h in state.Hosts.Values)
+            if (h.Name != self) hosts.Add(h.Underlay.Value);
+        return new TranslationTable(selfAddr, unchecked((uint)state.Revision), hostOf.ToFrozenDictionary(), local.ToFrozenSet(), hosts.ToFrozenSet());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool IsLocal(Locator l) => _local.Contains(l.Value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool IsKnownHost(Locator underlay) => _hosts.Contains(underlay.Value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGetHost(Locator capsule, out Locator host)
+    {
+        if (_hostOf.TryGetValue(capsule.Value, out var h)) { host = new(h); return true; }
+        host = default;
+        return false;
+    }
+}
+
+/// <summary>
+/// The per-packet decisions of the data plane, pure so they are tested without a kernel.
+/// Outbound: a packet a local capsule sent that the kernel routed to the TUN. Inbound: a datagram
+/// another host's agent sent us.
+/// </summary>
+public static class Forwarding
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static DropReason Outbound(TranslationTable t, ReadOnlySpan<byte> packet, out Locator toHost)
+    {
+        toHost = default;
+        if (!Ipv4.IsValid(packet)) return DropReason.BadInnerPacket;
+        if (!t.IsLocal(Ipv4.Source(packet))) return DropReason.SpoofedSource;
+        return t.TryGetHost(Ipv4.Destination(packet), out toHost) ? DropReason.None : DropReason.NoRoute;
+    }
+
+    /// <summary>Checks a received datagram; on success <paramref name="inner"/> is the packet to deliver.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static DropReason Inbound(TranslationTable t, Locator fromHost, ReadOnlySpan<byte> datagram, out Range inner)
+    {
+        inner = default;
+        // Who sent it is checked before anything in it is believed.
+        if (!t.IsKnownHost(fromHost)) return DropReason.UnknownHost;
+        var r = Wire.TryReadHeader(datagram, out _, out _);
+        if (r != DropReason.None) return r;
+        var p = datagram[Wire.HeaderSize..];
+        if (!Ipv4.IsValid(p)) return DropReason.BadInnerPacket;
+        if (!t.IsLocal(Ipv4.Destination(p))) return DropReason.NotLocalCapsule;
+        if (!t.TryGetHost(Ipv4.Source(p), out var srcHost) || srcHost != fromHost) return DropReason.SourceHostMismatch;
+        inner = Wire.HeaderSize..datagram.Length;
+        return DropReason.None;
+    }
+}

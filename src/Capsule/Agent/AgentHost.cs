@@ -1,0 +1,67 @@
+using Capsule.Dir;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Capsule.Agent;
+
+/// <summary>capsuled: one per host. Composes the data plane, the capsule runtime and the gRPC API.</summary>
+internal static class AgentHost
+{
+    public static async Task<int> RunAsync(AgentOptions options, string? pidFile, CancellationToken ct)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        ConfigureCommon(builder, options.Listen);
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton<IDirectory>(new RemoteDirectory(options.Directory));
+        builder.Services.AddSingleton<CapsuleRuntime>();
+        builder.Services.AddSingleton<DataPlaneHost>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<DataPlaneHost>());
+        var app = builder.Build();
+        app.MapGrpcService<AgentService>();
+        return await RunServerAsync(app, options.Listen, pidFile, ct);
+    }
+
+    /// <summary>Logging and a Kestrel endpoint (a unix socket or http://addr:port) speaking HTTP/2 for gRPC.</summary>
+    public static void ConfigureCommon(WebApplicationBuilder builder, string listen)
+    {
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
+        builder.Logging.SetMinimumLevel(LogLevel.Information);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Services.AddGrpc();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            if (listen.StartsWith("unix:", StringComparison.Ordinal))
+            {
+                var path = listen["unix:".Length..];
+                if (File.Exists(path)) File.Delete(path); // stale socket from a crash
+                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+                k.ListenUnixSocket(path, l => l.Protocols = HttpProtocols.Http2);
+            }
+            else
+            {
+                var uri = new Uri(listen);
+                k.Listen(System.Net.IPAddress.Parse(uri.Host), uri.Port, l => l.Protocols = HttpProtocols.Http2);
+            }
+        });
+    }
+
+    public static async Task<int> RunServerAsync(WebApplication app, string listen, string? pidFile, CancellationToken ct)
+    {
+        if (pidFile is not null) await File.WriteAllTextAsync(pidFile, Environment.ProcessId.ToString(), ct);
+        try
+        {
+            await app.RunAsync(ct);
+            return 0;
+        }
+        finally
+        {
+            if (listen.StartsWith("unix:", StringComparison.Ordinal)) File.Delete(listen["unix:".Length..]);
+            if (pidFile is not null) File.Delete(pidFile);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+using Capsule.Core;
+using Capsule.Dir;
+using Capsule.Linux;
+using Capsule.Protos;
+using Grpc.Core;
+
+namespace Capsule.Agent;
+
+/// <summary>The agent's gRPC API, used by the CLI (and, for migration, by peer agents).</summary>
+internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime, DataPlaneHost dataPlane) : Protos.HostAgent.HostAgentBase
+{
+    static async Task<T> Guard<T>(Func<Task<T>> f)
+    {
+        try { return await f(); }
+        catch (DirectoryException e) { throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message)); }
+        catch (KeyNotFoundException e) { throw new RpcException(new Status(StatusCode.NotFound, e.Message)); }
+        catch (ArgumentException e) { throw new RpcException(new Status(StatusCode.InvalidArgument, e.Message)); }
+        catch (Exception e) when (e is CommandFailedException or InvalidOperationException or TimeoutException or IOException)
+        {
+            throw new RpcException(new Status(StatusCode.Internal, e.Message));
+        }
+    }
+
+    CapsuleInfo Info(LocalCapsule c)
+    {
+        var info = new CapsuleInfo
+        {
+            Name = c.Name, Locator = c.Locator.ToString(), Host = options.Host, Netns = c.Netns, StateDir = c.Dir,
+            Pid = CapsuleProcess.IsAlive(c.Pid) ? c.Pid : 0,
+            State = CapsuleProcess.IsAlive(c.Pid) ? Protos.CapsuleState.Running : Protos.CapsuleState.Stopped,
+        };
+        info.Command.AddRange(c.Command);
+        return info;
+    }
+
+    public override Task<CapsuleInfo> Create(CreateRequest request, ServerCallContext context) =>
+        Guard(async () => Info(await runtime.CreateAsync(request.Name, request.Command, context.CancellationToken)));
+
+    public override Task<Empty> Remove(NameRequest request, ServerCallContext context) =>
+        Guard(async () => { await runtime.RemoveAsync(request.Name, context.CancellationToken); return new Empty(); });
+
+    public override Task<CapsuleInfo> Get(NameRequest request, ServerCallContext context) =>
+        Guard(() => Task.FromResult(Info(runtime.Find(request.Name) ?? throw new KeyNotFoundException($"capsule '{request.Name}' is not on host {options.Host}"))));
+
+    public override Task<ListReply> List(Empty request, ServerCallContext context)
+    {
+        var r = new ListReply();
+        foreach (var c in runtime.All) r.Capsules.Add(Info(c));
+        return Task.FromResult(r);
+    }
+
+    public override Task<LogsReply> Logs(LogsRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        var c = runtime.Find(request.Name) ?? throw new KeyNotFoundException($"capsule '{request.Name}' is not on host {options.Host}");
+        var path = request.Stderr ? c.StderrPath : c.StdoutPath;
+        if (!File.Exists(path)) return new LogsReply();
+        await using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        var max = request.MaxBytes > 0 ? request.MaxBytes : 1 << 20;
+        if (fs.Length > max) fs.Seek(-max, SeekOrigin.End);
+        var buf = new byte[fs.Length - fs.Position];
+        await fs.ReadExactlyAsync(buf);
+        return new LogsReply { Data = Google.Protobuf.ByteString.CopyFrom(buf) };
+    });
+
+    public override async Task<StatsReply> Stats(Empty request, ServerCallContext context)
+    {
+        var e = dataPlane.Engine;
+        var r = new StatsReply { Host = options.Host, Capsules = runtime.All.Count, Routes = e.Table.Count };
+        void C(string n, long v) => r.Counters.Add(new Counter { Name = n, Value = v });
+        C("egress_packets", e.Egress.Packets); C("egress_bytes", e.Egress.Bytes); C("egress_batches", e.Egress.Batches);
+        C("ingress_packets", e.Ingress.Packets); C("ingress_bytes", e.Ingress.Bytes); C("ingress_batches", e.Ingress.Batches);
+        foreach (var reason in DropCounters.Reasons)
+        {
+            var v = e.Egress.Drops[reason] + e.Ingress.Drops[reason];
+            r.Drops.Add(new Counter { Name = DropCounters.Key(reason), Value = v });
+        }
+        // Drops the kernel makes for us (nft), so one view shows every refused packet.
+        foreach (var (name, v) in await HostNetwork.CountersAsync())
+            r.Drops.Add(new Counter { Name = "kernel_" + name, Value = v });
+        return r;
+    }
+}

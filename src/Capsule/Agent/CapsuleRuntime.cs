@@ -1,0 +1,112 @@
+using System.Collections.Concurrent;
+using Capsule.Core;
+using Capsule.Dir;
+using Capsule.Linux;
+using Microsoft.Extensions.Logging;
+
+namespace Capsule.Agent;
+
+/// <summary>
+/// The capsules on this host (seed Fig. 3): creating one takes a locator from the directory, builds
+/// its namespaces and starts its first process; any failure on the way undoes what was done and
+/// gives the locator back, so a failed create leaves nothing behind.
+/// </summary>
+internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory, ILogger<CapsuleRuntime> log)
+{
+    readonly ConcurrentDictionary<string, LocalCapsule> _capsules = new();
+    // One create or remove at a time per host: plumbing steps of two capsules never interleave.
+    readonly SemaphoreSlim _gate = new(1, 1);
+
+    public IReadOnlyCollection<LocalCapsule> All => (IReadOnlyCollection<LocalCapsule>)_capsules.Values;
+    public LocalCapsule? Find(string name) => _capsules.GetValueOrDefault(name);
+
+    /// <summary>Picks up capsules a previous run of this agent started (they outlive it).</summary>
+    public async Task RecoverAsync(CancellationToken ct)
+    {
+        var root = Path.Combine(options.StateDir, "capsules");
+        if (!Directory.Exists(root)) return;
+        var snapshot = await directory.SnapshotAsync(ct);
+        foreach (var dir in Directory.EnumerateDirectories(root))
+        {
+            var c = LocalCapsule.Load(dir);
+            if (c is null) continue;
+            if (!snapshot.Capsules.TryGetValue(c.Name, out var rec) || rec.Host != options.Host)
+            {
+                log.LogWarning("capsule {Name} is no longer placed on this host; removing its leftovers", c.Name);
+                await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
+                Directory.Delete(dir, recursive: true);
+                continue;
+            }
+            // The nft set was rebuilt empty at start-up; let the capsule send again.
+            if (CapsuleProcess.IsAlive(c.Pid)) await HostNetwork.AllowAsync(CapsuleNetwork.HostIf(c.Locator), c.Locator);
+            _capsules[c.Name] = c;
+            log.LogInformation("recovered capsule {Name} ({Locator}, pid {Pid})", c.Name, c.Locator, c.Pid);
+        }
+    }
+
+    public async Task<LocalCapsule> CreateAsync(string name, IReadOnlyList<string> command, CancellationToken ct)
+    {
+        if (command.Count == 0) throw new ArgumentException("a command to run is required (capsule create NAME --host HOST -- CMD...)");
+        await _gate.WaitAsync(ct);
+        try
+        {
+            var rec = await directory.AllocateAsync(name, options.Host, ct);
+            var netns = options.CapsuleNetns(name);
+            var dir = options.CapsuleDir(name);
+            CapsuleProcess.Started? started = null;
+            try
+            {
+                Directory.CreateDirectory(dir);
+                await CapsuleNetwork.CreateAsync(netns, rec.Locator, options.InnerMtu);
+                var c0 = new LocalCapsule(name, rec.Locator, netns, dir, 0, [.. command]);
+                started = await CapsuleProcess.StartAsync(netns, name, c0.StdoutPath, c0.StderrPath, command, ct);
+                var c = c0 with { Pid = started.Pid };
+                c.Save();
+                await directory.UpdateAsync(name, options.Host, CapsuleState.Running, expectRevision: rec.Revision, ct: ct);
+                _capsules[name] = c;
+                WatchExit(c, started.Launcher);
+                log.LogInformation("created capsule {Name} at {Locator}, pid {Pid}", name, rec.Locator, c.Pid);
+                return c;
+            }
+            catch (Exception e)
+            {
+                log.LogWarning("create {Name} failed, undoing: {Error}", name, e.Message);
+                if (started is not null) await CapsuleProcess.KillAsync(started.Pid);
+                await CapsuleNetwork.DestroyAsync(netns, rec.Locator);
+                try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+                await directory.ReleaseAsync(name, CancellationToken.None);
+                throw;
+            }
+        }
+        finally { _gate.Release(); }
+    }
+
+    /// <summary>When the capsule's process tree ends by itself, the directory says so and its traffic stops routing.</summary>
+    void WatchExit(LocalCapsule c, System.Diagnostics.Process launcher) => _ = Task.Run(async () =>
+    {
+        await launcher.WaitForExitAsync();
+        if (_capsules.TryGetValue(c.Name, out var cur) && cur.Pid == c.Pid)
+        {
+            log.LogInformation("capsule {Name} stopped (its first process exited)", c.Name);
+            try { await directory.UpdateAsync(c.Name, options.Host, CapsuleState.Stopped, "first process exited"); }
+            catch (DirectoryException e) { log.LogWarning("could not record stop of {Name}: {Error}", c.Name, e.Message); }
+        }
+        launcher.Dispose();
+    });
+
+    public async Task RemoveAsync(string name, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            if (!_capsules.TryRemove(name, out var c))
+                throw new KeyNotFoundException($"capsule '{name}' is not on host {options.Host}");
+            await CapsuleProcess.KillAsync(c.Pid);
+            await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
+            Directory.Delete(c.Dir, recursive: true);
+            await directory.ReleaseAsync(name, ct);
+            log.LogInformation("removed capsule {Name}", name);
+        }
+        finally { _gate.Release(); }
+    }
+}

@@ -1,0 +1,14 @@
+using System.CommandLine;
+
+namespace Capsule.Cli;
+
+/// <summary>`capsule bench ...`: benchmarks that build their own lab and print a table.</summary>
+internal static partial class Bench
+{
+    public static Command Build()
+    {
+        var bench = new Command("bench", "Benchmarks that build their own lab and print a table");
+        bench.Subcommands.Add(Dataplane());
+        return bench;
+    }
+}

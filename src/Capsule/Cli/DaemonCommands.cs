@@ -1,0 +1,47 @@
+using System.CommandLine;
+using Capsule.Agent;
+using Capsule.Core;
+using Capsule.Dir;
+
+namespace Capsule.Cli;
+
+/// <summary>The daemons: `capsule agent` (capsuled, one per host) and `capsule directory` (the embedded directory).</summary>
+internal static class DaemonCommands
+{
+    public static IEnumerable<Command> Build()
+    {
+        var pidFile = new Option<string?>("--pid-file") { Description = "Write the process id here while running" };
+        {
+            var host = new Option<string>("--host") { Required = true, Description = "This host's name" };
+            var underlay = new Option<string>("--underlay") { Required = true, Description = "This host's underlay IPv4 address" };
+            var port = new Option<int>("--port") { DefaultValueFactory = _ => Wire.DefaultPort, Description = "UDP port for host-to-host traffic" };
+            var mtu = new Option<int>("--underlay-mtu") { DefaultValueFactory = _ => 1500, Description = "MTU of the underlay path" };
+            var directory = new Option<string>("--directory") { Required = true, Description = "Directory endpoint (unix:/path or http://host:port)" };
+            var listen = new Option<string>("--listen") { Required = true, Description = "Where to serve the agent API (unix:/path or http://addr:port)" };
+            var state = new Option<string>("--state") { Required = true, Description = "This host's state folder" };
+            var prefix = new Option<string>("--netns-prefix") { DefaultValueFactory = _ => "capsule", Description = "Prefix of capsule namespace names" };
+            var agent = new Command("agent", "Run the host agent (capsuled) in the current network namespace")
+                { host, underlay, port, mtu, directory, listen, state, prefix, pidFile };
+            agent.Hidden = true;
+            agent.SetAction((pr, ct) => CommandTree.Run(async () =>
+            {
+                if (Names.HostNameError(pr.GetValue(host)) is { } e) throw new UserError(e);
+                if (pr.GetValue(mtu) is < 576 or > 65535) throw new UserError("--underlay-mtu must be between 576 and 65535");
+                var o = new AgentOptions(pr.GetValue(host)!, Locator.Parse(pr.GetValue(underlay)!), pr.GetValue(port), pr.GetValue(mtu),
+                    pr.GetValue(directory)!, pr.GetValue(listen)!, pr.GetValue(state)!, pr.GetValue(prefix)!);
+                return await AgentHost.RunAsync(o, pr.GetValue(pidFile), ct);
+            }));
+            yield return agent;
+        }
+        {
+            var state = new Option<string>("--state") { Required = true, Description = "Folder holding the directory's durable state" };
+            var listen = new Option<string>("--listen") { Required = true, Description = "Where to serve (unix:/path or http://addr:port)" };
+            var pool = new Option<string>("--pool") { DefaultValueFactory = _ => "100.64.0.0/16", Description = "Locator pool, an IPv4 prefix" };
+            var dir = new Command("directory", "Run the embedded capsule directory") { state, listen, pool, pidFile };
+            dir.Hidden = true;
+            dir.SetAction((pr, ct) => CommandTree.Run(async () =>
+                await DirectoryServer.RunAsync(pr.GetValue(state)!, Prefix.Parse(pr.GetValue(pool)!), pr.GetValue(listen)!, pr.GetValue(pidFile), ct)));
+            yield return dir;
+        }
+    }
+}

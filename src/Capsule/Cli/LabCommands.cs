@@ -1,0 +1,49 @@
+using System.CommandLine;
+using Capsule.Lab;
+using Capsule.Linux;
+
+namespace Capsule.Cli;
+
+internal static class LabCommands
+{
+    public static Command Build()
+    {
+        var lab = new Command("lab", "Simulated hosts on this machine, each a network namespace with its own agent");
+
+        var hosts = new Option<int>("--hosts") { Description = "How many hosts (h1..hN)", DefaultValueFactory = _ => 2 };
+        var up = new Command("up", "Create the lab: underlay segment, directory, hosts h1..hN with an agent each") { hosts };
+        up.SetAction((pr, ct) => CommandTree.Run(async () =>
+        {
+            var s = CommandTree.SessionOf(pr);
+            var runner = new LabRunner(s.Paths, Output.Step);
+            var record = await runner.UpAsync(pr.GetValue(hosts), ct);
+            Console.WriteLine($"lab '{s.Paths.Name}' is up: {string.Join(", ", record.Hosts.Select(h => $"{h.Name} ({h.Underlay})"))}");
+            return 0;
+        }));
+
+        var down = new Command("down", "Remove every namespace, link, process and file the lab made");
+        down.SetAction((pr, ct) => CommandTree.Run(async () =>
+        {
+            var s = CommandTree.SessionOf(pr);
+            await new LabRunner(s.Paths, Output.Step).DownAsync(ct);
+            Console.WriteLine($"lab '{s.Paths.Name}' is down");
+            return 0;
+        }));
+
+        var host = new Argument<string>("host") { Description = "Simulated host, e.g. h1" };
+        var cmd = new Argument<string[]>("command") { Description = "Command to run (after --)", Arity = ArgumentArity.OneOrMore };
+        var exec = new Command("exec", "Run a command on a simulated host (in its network namespace)") { host, cmd };
+        exec.SetAction((pr, ct) => CommandTree.Run(async () =>
+        {
+            var s = CommandTree.SessionOf(pr);
+            var ns = s.Paths.HostNetns(pr.GetValue(host)!);
+            if (!Netns.Exists(ns)) throw new UserError($"no host '{pr.GetValue(host)}' in lab '{s.Paths.Name}'");
+            return await Self.RunAttachedAsync("nsenter", [$"--net={Netns.Dir}/{ns}", "--", .. pr.GetValue(cmd)!], ct);
+        }));
+
+        lab.Subcommands.Add(up);
+        lab.Subcommands.Add(down);
+        lab.Subcommands.Add(exec);
+        return lab;
+    }
+}

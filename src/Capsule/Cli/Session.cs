@@ -1,0 +1,41 @@
+using Capsule.Core;
+using Capsule.Dir;
+using Capsule.Lab;
+using Capsule.Protos;
+using Capsule.Rpc;
+using Grpc.Core;
+
+namespace Capsule.Cli;
+
+/// <summary>What a CLI command talks to: the directory of the chosen lab, and agents found through it.</summary>
+internal sealed class Session(string lab)
+{
+    public LabPaths Paths { get; } = new(lab);
+    public IDirectory Directory => _directory ??= new RemoteDirectory(DirectoryEndpoint);
+    IDirectory? _directory;
+
+    string DirectoryEndpoint =>
+        Environment.GetEnvironmentVariable("CAPSULE_DIRECTORY") is { Length: > 0 } e ? e
+        : File.Exists(Paths.DirectorySocket) ? Paths.DirectoryEndpoint
+        : throw new UserError($"lab '{Paths.Name}' is not up (no directory at {Paths.DirectorySocket}); start it with `capsule lab up`{(Paths.Name == LabPaths.DefaultName ? "" : " --lab " + Paths.Name)}");
+
+    public async Task<(HostRecord Host, HostAgent.HostAgentClient Agent)> AgentAsync(string host, CancellationToken ct)
+    {
+        var state = await Directory.SnapshotAsync(ct);
+        if (!state.Hosts.TryGetValue(host, out var h))
+            throw new UserError($"no host named '{host}'; hosts: {string.Join(", ", state.Hosts.Keys)}");
+        return (h, new HostAgent.HostAgentClient(Channels.For(h.AgentEndpoint)));
+    }
+
+    public async Task<(CapsuleRecord Capsule, HostAgent.HostAgentClient Agent)> CapsuleAsync(string name, CancellationToken ct)
+    {
+        var state = await Directory.SnapshotAsync(ct);
+        if (!state.Capsules.TryGetValue(name, out var c))
+            throw new UserError($"no capsule named '{name}'; `capsule ls` lists them");
+        var (_, agent) = await AgentAsync(c.Host, ct);
+        return (c, agent);
+    }
+}
+
+/// <summary>An error the user can act on; printed as one line, exit code 1.</summary>
+internal sealed class UserError(string message) : Exception(message);

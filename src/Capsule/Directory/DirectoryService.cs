@@ -1,0 +1,45 @@
+using Capsule.Protos;
+using Grpc.Core;
+
+namespace Capsule.Dir;
+
+/// <summary>Serves a directory over gRPC; directory rule violations become FailedPrecondition with the rule's own words.</summary>
+internal sealed class DirectoryService(EmbeddedDirectory dir) : Protos.CapsuleDirectory.CapsuleDirectoryBase
+{
+    static async Task<T> Guard<T>(Func<Task<T>> f)
+    {
+        try { return await f(); }
+        catch (DirectoryException e) { throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message)); }
+    }
+
+    static readonly Empty Done = new();
+
+    public override Task<Empty> PutHost(Host request, ServerCallContext context) =>
+        Guard(async () => { await dir.PutHostAsync(request.ToCore()); return Done; });
+
+    public override Task<Empty> DeleteHost(NameRequest request, ServerCallContext context) =>
+        Guard(async () => { await dir.DeleteHostAsync(request.Name); return Done; });
+
+    public override Task<CapsuleEntry> Allocate(AllocateRequest request, ServerCallContext context) =>
+        Guard(async () => (await dir.AllocateAsync(request.Name, request.Host)).ToWire());
+
+    public override Task<CapsuleEntry> Update(UpdateRequest request, ServerCallContext context) =>
+        Guard(async () => (await dir.UpdateAsync(request.Name, request.Host, (Core.CapsuleState)request.State,
+            request.Detail.Length == 0 ? null : request.Detail, request.ExpectRevision)).ToWire());
+
+    public override Task<Empty> Release(NameRequest request, ServerCallContext context) =>
+        Guard(async () => { await dir.ReleaseAsync(request.Name); return Done; });
+
+    public override Task<Snapshot> GetSnapshot(SnapshotRequest request, ServerCallContext context) =>
+        Task.FromResult(dir.State.ToWire());
+
+    public override async Task Watch(WatchRequest request, IServerStreamWriter<Snapshot> responseStream, ServerCallContext context)
+    {
+        try
+        {
+            await foreach (var s in dir.WatchAsync(context.CancellationToken))
+                await responseStream.WriteAsync(s.ToWire(), context.CancellationToken);
+        }
+        catch (OperationCanceledException) { }
+    }
+}

@@ -1,0 +1,119 @@
+using System.Collections.Immutable;
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using System.Threading.Channels;
+using Capsule.Core;
+
+namespace Capsule.Dir;
+
+/// <summary>
+/// The default directory: one process, the state in memory, every change written to disk before
+/// it is acknowledged (write to a temporary file, fsync, rename), and pushed to watchers.
+/// </summary>
+internal sealed class EmbeddedDirectory : IDirectory
+{
+    readonly string _file;
+    readonly Lock _gate = new();
+    readonly List<Channel<DirectoryState>> _watchers = [];
+    DirectoryState _state;
+
+    public EmbeddedDirectory(string stateDir, Prefix pool)
+    {
+        Directory.CreateDirectory(stateDir);
+        _file = Path.Combine(stateDir, "directory.json");
+        _state = File.Exists(_file) ? Load(_file, pool) : new DirectoryState(pool);
+    }
+
+    public DirectoryState State { get { lock (_gate) return _state; } }
+
+    Task<T> Apply<T>(Func<DirectoryState, DirectoryState.Result> op, Func<DirectoryState.Result, T> pick)
+    {
+        lock (_gate)
+        {
+            var r = op(_state);
+            if (!r.Ok) throw new DirectoryException(r.Error!);
+            if (r.Change is not null)
+            {
+                Save(_file, r.State); // durable before anyone hears of it
+                _state = r.State;
+                foreach (var w in _watchers) w.Writer.TryWrite(r.State);
+            }
+            return Task.FromResult(pick(r));
+        }
+    }
+
+    public Task PutHostAsync(HostRecord host, CancellationToken ct = default) => Apply(s => s.PutHost(host), _ => 0);
+    public Task DeleteHostAsync(string name, CancellationToken ct = default) => Apply(s => s.DeleteHost(name), _ => 0);
+    public Task<CapsuleRecord> AllocateAsync(string name, string host, CancellationToken ct = default) =>
+        Apply(s => s.AllocateCapsule(name, host), r => r.Change!.Capsule!);
+    public Task<CapsuleRecord> UpdateAsync(string name, string host, CapsuleState state, string? detail = null, long expectRevision = 0, CancellationToken ct = default) =>
+        Apply(s => s.UpdateCapsule(name, host, state, detail, expectRevision), r => r.Change!.Capsule!);
+    public Task ReleaseAsync(string name, CancellationToken ct = default) => Apply(s => s.ReleaseCapsule(name), _ => 0);
+    public Task<DirectoryState> SnapshotAsync(CancellationToken ct = default) => Task.FromResult(State);
+
+    public async IAsyncEnumerable<DirectoryState> WatchAsync([EnumeratorCancellation] CancellationToken ct)
+    {
+        // Unbounded is safe: each item is an immutable state, and a slow watcher only needs the
+        // newest, so it skips ahead below rather than replaying every step.
+        var ch = Channel.CreateUnbounded<DirectoryState>(new UnboundedChannelOptions { SingleReader = true });
+        DirectoryState first;
+        lock (_gate) { _watchers.Add(ch); first = _state; }
+        try
+        {
+            yield return first;
+            while (await ch.Reader.WaitToReadAsync(ct))
+            {
+                DirectoryState? latest = null;
+                while (ch.Reader.TryRead(out var s)) latest = s;
+                if (latest is not null) yield return latest;
+            }
+        }
+        finally
+        {
+            lock (_gate) _watchers.Remove(ch);
+        }
+    }
+
+    // ---- persistence ----
+
+    sealed record FileHost(string Name, string Underlay, string AgentEndpoint);
+    sealed record FileCapsule(string Name, string Locator, string Host, CapsuleState State, long Revision, string? Detail);
+    sealed record FileState(int Format, string Pool, long Revision, List<FileHost> Hosts, List<FileCapsule> Capsules);
+
+    static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+
+    static void Save(string file, DirectoryState s)
+    {
+        var dto = new FileState(1, s.Pool.ToString(), s.Revision,
+            s.Hosts.Values.Select(h => new FileHost(h.Name, h.Underlay.ToString(), h.AgentEndpoint)).ToList(),
+            s.Capsules.Values.Select(c => new FileCapsule(c.Name, c.Locator.ToString(), c.Host, c.State, c.Revision, c.Detail)).ToList());
+        var tmp = file + ".tmp";
+        using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            JsonSerializer.Serialize(fs, dto, Json);
+            fs.Flush(flushToDisk: true);
+        }
+        File.Move(tmp, file, overwrite: true);
+    }
+
+    static DirectoryState Load(string file, Prefix pool)
+    {
+        FileState dto;
+        try
+        {
+            dto = JsonSerializer.Deserialize<FileState>(File.ReadAllText(file), Json)
+                  ?? throw new DirectoryException($"{file} is empty");
+        }
+        catch (JsonException e)
+        {
+            throw new DirectoryException($"{file} is not a readable directory state ({e.Message}); move it aside to start empty");
+        }
+        if (dto.Format != 1) throw new DirectoryException($"{file} has format {dto.Format}; this build reads format 1");
+        var filePool = Prefix.Parse(dto.Pool);
+        if (filePool != pool)
+            throw new DirectoryException($"{file} was made for pool {filePool}, not {pool}; start with --pool {filePool} or move the file aside");
+        var hosts = dto.Hosts.ToImmutableSortedDictionary(h => h.Name, h => new HostRecord(h.Name, Locator.Parse(h.Underlay), h.AgentEndpoint));
+        var caps = dto.Capsules.ToImmutableSortedDictionary(c => c.Name, c => new CapsuleRecord(c.Name, Locator.Parse(c.Locator), c.Host, c.State, c.Revision) { Detail = c.Detail });
+        return new DirectoryState(filePool, dto.Revision, hosts, caps);
+    }
+}

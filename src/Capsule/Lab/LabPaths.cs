@@ -1,0 +1,35 @@
+namespace Capsule.Lab;
+
+/// <summary>
+/// Where a lab keeps things. Every namespace a lab makes starts with its name and a dash, which is
+/// how `lab down` finds all of them even when the lab's own record was lost in a crash.
+/// </summary>
+internal sealed record LabPaths(string Name)
+{
+    public const string DefaultName = "lab";
+    public const string UnderlaySubnet = "198.18.0"; // RFC 2544 benchmarking range: never a real network
+    public const string Pool = "100.64.0.0/16";
+
+    public string RunDir => $"/run/capsule/labs/{Name}";
+    public string StateDir => $"/var/lib/capsule/labs/{Name}";
+    public string RecordFile => Path.Combine(RunDir, "lab.json");
+    public string DirectorySocket => Path.Combine(RunDir, "directory.sock");
+    public string DirectoryEndpoint => "unix:" + DirectorySocket;
+    public string DirectoryPidFile => Path.Combine(RunDir, "directory.pid");
+    public string DirectoryLog => Path.Combine(RunDir, "directory.log");
+    public string NetnsPrefix => Name;
+    public string UnderlayNetns => $"{Name}-ul";
+    public string HostNetns(string host) => $"{Name}-{host}";
+    public string AgentEndpoint(string host) => $"unix:{RunDir}/{host}.sock";
+    public string AgentPidFile(string host) => Path.Combine(RunDir, $"{host}.pid");
+    public string AgentLog(string host) => Path.Combine(RunDir, $"{host}.log");
+    public string HostStateDir(string host) => Path.Combine(StateDir, "hosts", host);
+    public string Underlay(int index) => $"{UnderlaySubnet}.{index}";
+
+    public bool Owns(string netns) => netns.StartsWith(Name + "-", StringComparison.Ordinal);
+
+    public static string? NameError(string name) =>
+        name.Length is >= 1 and <= 8 && char.IsAsciiLetterLower(name[0]) && name.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c))
+            ? null
+            : $"lab name '{name}' must be 1-8 characters of a-z and 0-9, starting with a letter";
+}

@@ -1,0 +1,159 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Capsule.Dir;
+using Capsule.Linux;
+using Capsule.Protos;
+using Capsule.Rpc;
+using Grpc.Core;
+
+namespace Capsule.Lab;
+
+/// <summary>
+/// A lab: simulated hosts h1..hN as network namespaces on one underlay segment (a bridge in a
+/// namespace of its own), the embedded directory, and one agent per host. Everything it makes is
+/// named with the lab's prefix and written down before it is made, so `down` removes all of it,
+/// also after a crash.
+/// </summary>
+internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
+{
+    public sealed record HostEntry(string Name, string Underlay, string Endpoint, string Netns);
+    public sealed record Record(string Name, List<HostEntry> Hosts, string Directory);
+
+    public LabPaths Paths => paths;
+    void Say(string s) => progress?.Invoke(s);
+
+    public Record? Load() =>
+        File.Exists(paths.RecordFile) ? JsonSerializer.Deserialize<Record>(File.ReadAllText(paths.RecordFile)) : null;
+
+    public bool Exists => File.Exists(paths.RecordFile) || Netns.List().Any(paths.Owns);
+
+    public async Task<Record> UpAsync(int hosts, CancellationToken ct)
+    {
+        if (hosts is < 1 or > 200) throw new ArgumentException("--hosts must be between 1 and 200");
+        if (Exists) throw new InvalidOperationException($"lab '{paths.Name}' is already up (or left over from a crash); run `capsule lab down{(paths.Name == LabPaths.DefaultName ? "" : " --lab " + paths.Name)}` first");
+        try
+        {
+            return await BuildAsync(hosts, ct);
+        }
+        catch
+        {
+            Say("lab up failed; removing what was made");
+            await DownAsync(CancellationToken.None);
+            throw;
+        }
+    }
+
+    async Task<Record> BuildAsync(int hosts, CancellationToken ct)
+    {
+        Directory.CreateDirectory(paths.RunDir);
+        Directory.CreateDirectory(paths.StateDir);
+        var record = new Record(paths.Name, [], paths.DirectoryEndpoint);
+        Save(record);
+
+        Say($"underlay segment {LabPaths.UnderlaySubnet}.0/24");
+        var ul = paths.UnderlayNetns;
+        await Netns.AddAsync(ul);
+        await Netns.SysctlAsync(ul, "net.ipv6.conf.all.disable_ipv6", "1");
+        await Cmd.Ip(ul, "link", "add", "br0", "type", "bridge");
+        await Cmd.Ip(ul, "link", "set", "br0", "up");
+
+        for (var i = 1; i <= hosts; i++)
+        {
+            var h = $"h{i}";
+            var ns = paths.HostNetns(h);
+            var entry = new HostEntry(h, paths.Underlay(i), paths.AgentEndpoint(h), ns);
+            record.Hosts.Add(entry);
+            Save(record);
+            await Netns.AddAsync(ns);
+            await Netns.SysctlAsync(ns, "net.ipv6.conf.all.disable_ipv6", "1");
+            await Netns.SysctlAsync(ns, "net.ipv6.conf.default.disable_ipv6", "1");
+            await Cmd.Ip(ns, "link", "add", "ul0", "type", "veth", "peer", "name", h, "netns", ul);
+            await Cmd.Ip(ul, "link", "set", h, "master", "br0", "up");
+            await Cmd.Ip(ns, "addr", "add", entry.Underlay + "/24", "dev", "ul0");
+            await Cmd.Ip(ns, "link", "set", "ul0", "up");
+        }
+
+        Say("directory");
+        var (self, prefix) = Self.Command();
+        Self.StartDaemon(paths.DirectoryLog, [self, .. prefix, "directory",
+            "--state", Path.Combine(paths.StateDir, "directory"), "--listen", paths.DirectoryEndpoint,
+            "--pool", LabPaths.Pool, "--pid-file", paths.DirectoryPidFile]);
+        var directory = new RemoteDirectory(paths.DirectoryEndpoint);
+        await WaitAsync("the directory", paths.DirectoryLog, async () => { await directory.SnapshotAsync(ct); return true; }, ct);
+
+        foreach (var h in record.Hosts)
+        {
+            Say($"host {h.Name} ({h.Underlay}): agent");
+            Self.StartDaemon(paths.AgentLog(h.Name), ["nsenter", $"--net={Netns.Dir}/{h.Netns}", "--", self, .. prefix, "agent",
+                "--host", h.Name, "--underlay", h.Underlay, "--directory", paths.DirectoryEndpoint,
+                "--listen", h.Endpoint, "--state", paths.HostStateDir(h.Name), "--netns-prefix", paths.NetnsPrefix,
+                "--pid-file", paths.AgentPidFile(h.Name)]);
+        }
+        foreach (var h in record.Hosts)
+        {
+            var agent = new Protos.HostAgent.HostAgentClient(Channels.For(h.Endpoint));
+            await WaitAsync($"agent {h.Name}", paths.AgentLog(h.Name), async () =>
+            {
+                await agent.StatsAsync(new Empty(), cancellationToken: ct);
+                return (await directory.SnapshotAsync(ct)).Hosts.ContainsKey(h.Name);
+            }, ct);
+        }
+        return record;
+    }
+
+    void Save(Record r)
+    {
+        var tmp = paths.RecordFile + ".tmp";
+        File.WriteAllText(tmp, JsonSerializer.Serialize(r));
+        File.Move(tmp, paths.RecordFile, overwrite: true);
+    }
+
+    static async Task WaitAsync(string what, string log, Func<Task<bool>> probe, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        string? last = null;
+        while (sw.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            try
+            {
+                if (await probe()) return;
+            }
+            catch (Exception e) when (e is RpcException or DirectoryException or IOException) { last = e.Message; }
+            await Task.Delay(50, ct);
+        }
+        var tail = File.Exists(log) ? string.Join('\n', File.ReadLines(log).TakeLast(15)) : "(no log)";
+        throw new TimeoutException($"{what} did not come up within 30 s ({last}). Last lines of {log}:\n{tail}");
+    }
+
+    /// <summary>Removes every process, namespace, link and file of the lab. Safe to run twice or on a half-made lab.</summary>
+    public async Task DownAsync(CancellationToken ct)
+    {
+        var daemons = new List<int>();
+        if (Directory.Exists(paths.RunDir))
+            foreach (var f in Directory.EnumerateFiles(paths.RunDir, "*.pid"))
+                if (int.TryParse(File.ReadAllText(f).Trim(), out var pid) && IsOurs(pid)) daemons.Add(pid);
+        // Agents first, politely, so they can say goodbye to the directory; then everything by force.
+        foreach (var pid in daemons) Native.kill(pid, 15);
+        var sw = Stopwatch.StartNew();
+        while (daemons.Any(CapsuleProcess.IsAlive) && sw.Elapsed < TimeSpan.FromSeconds(5)) await Task.Delay(20, ct);
+        foreach (var pid in daemons) Native.kill(pid, 9);
+
+        // Capsules before hosts: a capsule's namespace holds one end of a veth whose other end is in a host.
+        var owned = Netns.List().Where(paths.Owns).OrderBy(n => n.Contains("-c-") ? 0 : 1).ToList();
+        foreach (var ns in owned)
+        {
+            Say($"removing {ns}");
+            await Netns.KillAllAsync(ns);
+            await Netns.DeleteAsync(ns);
+        }
+        foreach (var dir in new[] { paths.RunDir, paths.StateDir })
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+    }
+
+    bool IsOurs(int pid)
+    {
+        try { return File.ReadAllText($"/proc/{pid}/cmdline").Contains(paths.RunDir, StringComparison.Ordinal); }
+        catch (IOException) { return false; }
+        catch (UnauthorizedAccessException) { return false; }
+    }
+}

@@ -1,0 +1,46 @@
+using Capsule.Core;
+
+namespace Capsule.Linux;
+
+/// <summary>
+/// One capsule's network: its own namespace holding only its locator on eth0, a veth to the
+/// host, and a default route via the host. Nothing in the capsule names the host, so the same
+/// plumbing rebuilt on another host looks identical from inside.
+/// </summary>
+internal static class CapsuleNetwork
+{
+    /// <summary>Host-side veth name, derived from the locator so it is unique on the host and short enough (15 chars).</summary>
+    public static string HostIf(Locator l) => $"{HostNetwork.CapsuleIfPrefix}{l.Value:x8}";
+
+    public static async Task CreateAsync(string netns, Locator locator, int mtu)
+    {
+        var hostIf = HostIf(locator);
+        var loc = locator.ToString();
+        var m = mtu.ToString();
+        await Netns.AddAsync(netns);
+        await Netns.SysctlAsync(netns, "net.ipv6.conf.all.disable_ipv6", "1");
+        await Netns.SysctlAsync(netns, "net.ipv6.conf.default.disable_ipv6", "1");
+        await Cmd.TryIp(null, "link", "del", hostIf); // left over from a crash: start clean
+        await Cmd.Ip(null, "link", "add", hostIf, "mtu", m, "type", "veth", "peer", "name", "eth0", "netns", netns);
+        await Netns.SysctlAsync(null, $"net.ipv6.conf.{hostIf}.disable_ipv6", "1");
+        await Cmd.Ip(null, "addr", "add", HostNetwork.CapsuleGateway + "/32", "dev", hostIf);
+        await Cmd.Ip(null, "link", "set", hostIf, "up");
+        await Cmd.Ip(null, "route", "replace", loc + "/32", "dev", hostIf);
+        await HostNetwork.AllowAsync(hostIf, locator);
+        await Cmd.Ip(netns, "addr", "add", loc + "/32", "dev", "eth0");
+        await Cmd.Ip(netns, "link", "set", "eth0", "mtu", m, "up");
+        await Cmd.Ip(netns, "route", "add", HostNetwork.CapsuleGateway, "dev", "eth0", "scope", "link");
+        await Cmd.Ip(netns, "route", "add", "default", "via", HostNetwork.CapsuleGateway, "dev", "eth0");
+    }
+
+    /// <summary>Removes everything <see cref="CreateAsync"/> made; safe on a half-built capsule.</summary>
+    public static async Task DestroyAsync(string netns, Locator locator)
+    {
+        var hostIf = HostIf(locator);
+        await HostNetwork.RevokeAsync(hostIf, locator);
+        await Cmd.TryIp(null, "route", "del", locator + "/32", "dev", hostIf);
+        await Cmd.TryIp(null, "link", "del", hostIf);
+        await Netns.KillAllAsync(netns);
+        await Netns.DeleteAsync(netns);
+    }
+}

@@ -1,0 +1,82 @@
+using System.Text.RegularExpressions;
+using Capsule.Core;
+
+namespace Capsule.Linux;
+
+/// <summary>
+/// The host side of the plumbing, in the agent's own network namespace: forwarding on, the locator
+/// pool routed into the TUN, and an nftables table that keeps capsules honest (a capsule sends only
+/// with its own locator, and reaches neither the host nor the underlay directly).
+/// </summary>
+internal static partial class HostNetwork
+{
+    public const string Table = "capsule";
+    /// <summary>Prefix of host-side capsule veth names; the nft rules match on it.</summary>
+    public const string CapsuleIfPrefix = "cv";
+    /// <summary>The capsule's next hop: every host-side capsule veth carries it, so a capsule's routes never name a host.</summary>
+    public const string CapsuleGateway = "169.254.1.1";
+
+    public static async Task SetupAsync(string tun, Prefix pool, int innerMtu)
+    {
+        await Netns.SysctlAsync(null, "net.ipv4.ip_forward", "1");
+        // Capsule packets arrive on the TUN with remote sources and on veths with local ones; the
+        // routing is symmetric but loose filtering is what the overlay needs, and nft does the
+        // strict per-capsule source check below.
+        await Netns.SysctlAsync(null, "net.ipv4.conf.all.rp_filter", "0");
+        await Netns.SysctlAsync(null, "net.ipv4.conf.default.rp_filter", "0");
+        await Cmd.Ip(null, "link", "set", tun, "mtu", innerMtu.ToString(), "up");
+        await Cmd.Ip(null, "route", "replace", pool.ToString(), "dev", tun);
+        await Cmd.RunAsync("nft", ["-f", "-"], stdin: Ruleset(tun));
+    }
+
+    // The whole table is replaced at once (`delete` of a missing table is tolerated by `add` first),
+    // so an agent restart never stacks a second copy of the rules.
+    static string Ruleset(string tun) => $$"""
+        add table ip {{Table}}
+        delete table ip {{Table}}
+        table ip {{Table}} {
+          set locators { type ifname . ipv4_addr; }
+          counter spoofed_source {}
+          counter capsule_to_host {}
+          counter capsule_to_underlay {}
+          chain prerouting {
+            type filter hook prerouting priority raw; policy accept;
+            iifname "{{CapsuleIfPrefix}}*" iifname . ip saddr != @locators counter name spoofed_source drop
+          }
+          chain input {
+            type filter hook input priority filter; policy accept;
+            iifname "{{CapsuleIfPrefix}}*" counter name capsule_to_host drop
+          }
+          chain forward {
+            type filter hook forward priority filter; policy accept;
+            iifname "{{CapsuleIfPrefix}}*" oifname != "{{tun}}" oifname != "{{CapsuleIfPrefix}}*" counter name capsule_to_underlay drop
+          }
+        }
+        """;
+
+    public static Task AllowAsync(string hostIf, Locator locator) =>
+        Cmd.RunAsync("nft", ["add", "element", "ip", Table, "locators", $"{{ \"{hostIf}\" . {locator} }}"]);
+
+    public static Task RevokeAsync(string hostIf, Locator locator) =>
+        Cmd.TryRunAsync("nft", ["delete", "element", "ip", Table, "locators", $"{{ \"{hostIf}\" . {locator} }}"]);
+
+    public static async Task TeardownAsync(string tun, Prefix pool)
+    {
+        await Cmd.TryIp(null, "route", "del", pool.ToString(), "dev", tun);
+        await Cmd.TryRunAsync("nft", ["delete", "table", "ip", Table]);
+    }
+
+    /// <summary>The kernel-side drop counters of the table above, by name.</summary>
+    public static async Task<Dictionary<string, long>> CountersAsync()
+    {
+        var result = new Dictionary<string, long>();
+        var r = await Cmd.TryRunAsync("nft", ["list", "counters", "table", "ip", Table]);
+        if (!r.Ok) return result;
+        foreach (Match m in CounterLine().Matches(r.Stdout))
+            result[m.Groups[1].Value] = long.Parse(m.Groups[2].Value);
+        return result;
+    }
+
+    [GeneratedRegex(@"counter (\w+) \{\s*packets (\d+)")]
+    private static partial Regex CounterLine();
+}
