@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Diagnostics.CodeAnalysis;
 using System.Net;
+
 using System.Runtime.CompilerServices;
 
 namespace Capsule.Core;
@@ -25,12 +26,30 @@ public readonly record struct Locator(uint Value) : IComparable<Locator>
 
     public static bool TryParse([NotNullWhen(true)] string? text, out Locator locator)
     {
+        // Exactly four decimal parts of 0..255: IPAddress.TryParse would also take "10", "127.1",
+        // hex and octal ("010" is 8), which silently name a different address than the one meant.
         locator = default;
-        if (text is null || !IPAddress.TryParse(text, out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
-            return false;
-        Span<byte> b = stackalloc byte[4];
-        ip.TryWriteBytes(b, out _);
-        locator = Read(b);
+        if (text is null) return false;
+        var s = text.AsSpan();
+        uint value = 0;
+        for (var part = 0; part < 4; part++)
+        {
+            var dot = part < 3 ? s.IndexOf('.') : s.Length;
+            if (dot <= 0 || dot > 3) return false;
+            var digits = s[..dot];
+            if (digits.Length > 1 && digits[0] == '0') return false;
+            uint octet = 0;
+            foreach (var c in digits)
+            {
+                if (!char.IsAsciiDigit(c)) return false;
+                octet = octet * 10 + (uint)(c - '0');
+            }
+            if (octet > 255) return false;
+            value = (value << 8) | octet;
+            s = part < 3 ? s[(dot + 1)..] : s[dot..];
+        }
+        if (!s.IsEmpty) return false;
+        locator = new Locator(value);
         return true;
     }
 
@@ -64,8 +83,11 @@ public readonly record struct Prefix(Locator Network, int Length)
 
     public static Prefix Parse(string text)
     {
+        ArgumentNullException.ThrowIfNull(text);
         var slash = text.IndexOf('/');
-        if (slash < 0 || !Locator.TryParse(text[..slash], out var net) || !int.TryParse(text[(slash + 1)..], out var len) || len is < 8 or > 30)
+        var lenText = slash < 0 ? "" : text[(slash + 1)..];
+        if (slash < 0 || !Locator.TryParse(text[..slash], out var net) || lenText.Length is 0 or > 2 || !lenText.All(char.IsAsciiDigit)
+            || !int.TryParse(lenText, out var len) || len is < 8 or > 30)
             throw new FormatException($"'{text}' is not an IPv4 prefix (expected a.b.c.d/len with len 8..30)");
         var p = new Prefix(net, len);
         if ((net.Value & ~p.Mask) != 0)

@@ -109,15 +109,23 @@ public class LocatorTests
         Assert.True(l.IsNone);
     }
 
-    [Fact(Skip = "BUG: Locator.TryParse delegates to IPAddress.TryParse, which accepts the legacy inet_aton forms: " +
-                 "'10' -> 0.0.0.10, '1.2.3' -> 1.2.0.3, '127.1' -> 127.0.0.1, '2130706433' -> 127.0.0.1, " +
-                 "'0x7f.0.0.1' -> 127.0.0.1 and, worst, zero-padded octets as octal: '010.0.0.1' -> 8.0.0.1. " +
-                 "The documented contract (and the error message) is a.b.c.d in decimal.")]
+    [Fact]
     public void Parse_accepts_only_dotted_quad_decimal()
     {
         string[] notDottedQuad = ["10", "1.2.3", "127.1", "2130706433", "0x7f.0.0.1", "010.0.0.1", "100.064.0.0"];
         var accepted = notDottedQuad.Where(s => Locator.TryParse(s, out _)).Select(s => $"{s} -> {Locator.Parse(s)}").ToList();
         Assert.True(accepted.Count == 0, "accepted: " + string.Join(", ", accepted));
+    }
+
+    [Fact]
+    public void Prefix_parse_rejects_non_dotted_quad_networks()
+    {
+        string[] bad = ["100.064.0.0/16", "100.64/16", "10/8"];
+        foreach (var t in bad)
+        {
+            var ex = Assert.Throws<FormatException>(() => Prefix.Parse(t));
+            Assert.DoesNotContain("did you mean", ex.Message);
+        }
     }
 
     [Fact]

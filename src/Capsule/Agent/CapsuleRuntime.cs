@@ -47,6 +47,8 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
     public async Task<LocalCapsule> CreateAsync(string name, IReadOnlyList<string> command, CancellationToken ct)
     {
         if (command.Count == 0) throw new ArgumentException("a command to run is required (capsule create NAME --host HOST -- CMD...)");
+        // Found now, not after the plumbing: a typo gets a plain answer instead of a capsule that stops at once.
+        if (Resolve(command[0]) is null) throw new ArgumentException($"command not found on host {options.Host}: {command[0]}");
         await _gate.WaitAsync(ct);
         try
         {
@@ -80,6 +82,12 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         }
         finally { _gate.Release(); }
     }
+
+    static string? Resolve(string program) =>
+        program.Contains('/')
+            ? (File.Exists(program) ? program : null)
+            : (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin").Split(':', StringSplitOptions.RemoveEmptyEntries)
+                .Select(d => Path.Combine(d, program)).FirstOrDefault(File.Exists);
 
     /// <summary>When the capsule's process tree ends by itself, the directory says so and its traffic stops routing.</summary>
     void WatchExit(LocalCapsule c, System.Diagnostics.Process launcher) => _ = Task.Run(async () =>

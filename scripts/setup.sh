@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what Capsule needs on a fresh Debian 12 machine and builds it. Idempotent, and quick
+# when nothing is missing: package checks are one dpkg-query, the build runs only when a source
+# file is newer than the last build.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+config="${CAPSULE_CONFIG:-Release}"
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "capsule: run as root (namespaces, TUN and nftables need it), e.g. sudo $0" >&2
+  exit 1
+fi
+
+# Runtime tools, then the ones the tests, demo and benchmarks drive (unmodified programs).
+packages=(iproute2 nftables util-linux procps hostname kmod
+          iperf3 curl tcpdump iputils-ping python3 redis-server redis-tools)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "capsule: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+if ! command -v dotnet >/dev/null 2>&1; then
+  echo "capsule: the .NET 10 SDK (dotnet) is required and not on PATH" >&2
+  exit 1
+fi
+
+stamp="$root/artifacts/.built-$config"
+if [ ! -f "$stamp" ] || [ -n "$(find "$root/src" "$root/tests" "$root/Directory.Build.props" -newer "$stamp" -type f -print -quit 2>/dev/null)" ]; then
+  echo "capsule: building ($config)" >&2
+  mkdir -p "$root/artifacts"
+  dotnet build "$root/Capsule.slnx" -c "$config" -nologo -clp:ErrorsOnly -v:q >&2
+  touch "$stamp"
+fi

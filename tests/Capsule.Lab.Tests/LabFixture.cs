@@ -1,0 +1,92 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Xunit;
+
+namespace Capsule.Lab.Tests;
+
+/// <summary>Runs the real `capsule` binary, as a user would.</summary>
+public static class Cli
+{
+    public static string Binary => Path.Combine(AppContext.BaseDirectory, "capsule");
+
+    public sealed record Result(int Code, string Out, string Err)
+    {
+        public Result Ok()
+        {
+            Assert.True(Code == 0, $"exit {Code}\nstdout: {Out}\nstderr: {Err}");
+            return this;
+        }
+    }
+
+    public static Task<Result> Run(string lab, params string[] args) => Exec(Binary, ["--lab", lab, .. args]);
+
+    public static async Task<Result> Exec(string file, IEnumerable<string> args, int timeoutSeconds = 180)
+    {
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(timeoutSeconds));
+        var o = p.StandardOutput.ReadToEndAsync(cts.Token);
+        var e = p.StandardError.ReadToEndAsync(cts.Token);
+        try { await p.WaitForExitAsync(cts.Token); }
+        catch (OperationCanceledException)
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} ran over {timeoutSeconds} s");
+        }
+        return new Result(p.ExitCode, await o, await e);
+    }
+}
+
+/// <summary>
+/// A lab of its own for a test class: named with a random prefix so two labs never collide, and
+/// always torn down, also when tests fail.
+/// </summary>
+public class LabFixture : IAsyncLifetime
+{
+    public string Name { get; } = "t" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray())[..6];
+    protected virtual int Hosts => 2;
+
+    public async Task InitializeAsync() => await Cli.Run(Name, "lab", "up", "--hosts", Hosts.ToString()).ContinueWith(t => t.Result.Ok());
+
+    public async Task DisposeAsync() => await Cli.Run(Name, "lab", "down");
+
+    public Task<Cli.Result> Run(params string[] args) => Cli.Run(Name, args);
+
+    public async Task<(string Locator, int Pid)> Create(string name, string host, params string[] command)
+    {
+        var r = (await Run(["create", name, "--host", host, "--json", "--", .. command])).Ok();
+        using var doc = JsonDocument.Parse(r.Out);
+        return (doc.RootElement.GetProperty("locator").GetString()!, doc.RootElement.GetProperty("pid").GetInt32());
+    }
+
+    /// <summary>Runs a command in a capsule's namespaces via `capsule exec`.</summary>
+    public Task<Cli.Result> InCapsule(string capsule, params string[] command) => Run(["exec", capsule, "--", .. command]);
+
+    /// <summary>Runs a command on a simulated host via `capsule lab exec`.</summary>
+    public Task<Cli.Result> OnHost(string host, params string[] command) => Run(["lab", "exec", host, "--", .. command]);
+
+    public async Task<Dictionary<string, long>> Stats(string host)
+    {
+        var r = (await Run("stats", host, "--json")).Ok();
+        using var doc = JsonDocument.Parse(r.Out);
+        var d = new Dictionary<string, long>();
+        foreach (var p in doc.RootElement.GetProperty("counters").EnumerateObject()) d[p.Name] = p.Value.GetInt64();
+        foreach (var p in doc.RootElement.GetProperty("drops").EnumerateObject()) d["drop_" + p.Name] = p.Value.GetInt64();
+        return d;
+    }
+
+    /// <summary>Waits until a TCP port accepts connections from inside <paramref name="capsule"/>.</summary>
+    public async Task WaitForPort(string capsule, string address, int port)
+    {
+        for (var i = 0; i < 100; i++)
+        {
+            if ((await InCapsule(capsule, "bash", "-c", $"exec 3<>/dev/tcp/{address}/{port}")).Code == 0) return;
+            await Task.Delay(100);
+        }
+        Assert.Fail($"{address}:{port} never accepted a connection from {capsule}");
+    }
+}
+
+[CollectionDefinition("lab")]
+public class LabCollection : ICollectionFixture<LabFixture>;

@@ -1,0 +1,130 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using System.Text.Json;
+using Xunit;
+
+namespace Capsule.Lab.Tests;
+
+/// <summary>
+/// Capsules on h1 and h2 talking through the overlay, with unmodified programs: iperf3, curl and
+/// python's http.server, tcpdump on the underlay. One lab for the class; each test uses capsules
+/// of its own and removes them.
+/// </summary>
+[Collection("lab")]
+public sealed class OverlayTests(LabFixture lab)
+{
+    [Fact]
+    public async Task Iperf3_tcp_and_udp_between_capsules_on_two_hosts()
+    {
+        var (srv, _) = await lab.Create("ipsrv", "h2", "iperf3", "-s");
+        await lab.Create("ipcli", "h1", "sleep", "infinity");
+        try
+        {
+            await lab.WaitForPort("ipcli", srv, 5201);
+            var tcp = (await lab.InCapsule("ipcli", "iperf3", "-c", srv, "-t", "2", "-J")).Ok();
+            using (var doc = JsonDocument.Parse(tcp.Out))
+            {
+                var end = doc.RootElement.GetProperty("end");
+                var received = end.GetProperty("sum_received").GetProperty("bytes").GetInt64();
+                var sent = end.GetProperty("sum_sent").GetProperty("bytes").GetInt64();
+                Assert.True(received > 1_000_000, $"TCP moved only {received} bytes");
+                Assert.True(received <= sent);
+            }
+            // UDP at a modest rate: the overlay must carry it with (almost) no loss.
+            var udp = (await lab.InCapsule("ipcli", "iperf3", "-c", srv, "-u", "-b", "50M", "-t", "2", "-J")).Ok();
+            using (var doc = JsonDocument.Parse(udp.Out))
+            {
+                var sum = doc.RootElement.GetProperty("end").GetProperty("sum");
+                var packets = sum.GetProperty("packets").GetInt64();
+                var lost = sum.GetProperty("lost_percent").GetDouble();
+                Assert.True(packets > 1000, $"only {packets} UDP datagrams");
+                Assert.True(lost < 2.0, $"UDP lost {lost}% through the overlay");
+            }
+        }
+        finally
+        {
+            await lab.Run("rm", "ipsrv");
+            await lab.Run("rm", "ipcli");
+        }
+    }
+
+    [Fact]
+    public async Task A_50_MB_file_crosses_the_overlay_intact_over_http()
+    {
+        var www = Path.Combine(Path.GetTempPath(), lab.Name + "-www");
+        Directory.CreateDirectory(www);
+        var blob = new byte[50 << 20];
+        Random.Shared.NextBytes(blob);
+        await File.WriteAllBytesAsync(Path.Combine(www, "blob"), blob);
+        var want = Convert.ToHexStringLower(SHA256.HashData(blob));
+        try
+        {
+            var (web, _) = await lab.Create("web", "h1", "python3", "-m", "http.server", "8080", "--directory", www);
+            await lab.Create("fetch", "h2", "sleep", "infinity");
+            await lab.WaitForPort("fetch", web, 8080);
+            var r = (await lab.InCapsule("fetch", "sh", "-c", $"curl -sS --fail http://{web}:8080/blob | sha256sum")).Ok();
+            Assert.Equal(want, r.Out.Split(' ')[0]);
+        }
+        finally
+        {
+            await lab.Run("rm", "web");
+            await lab.Run("rm", "fetch");
+            Directory.Delete(www, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task The_underlay_carries_only_host_addresses_outside_and_capsule_addresses_inside()
+    {
+        var (a, _) = await lab.Create("capa", "h1", "sleep", "infinity");
+        var (b, _) = await lab.Create("capb", "h2", "sleep", "infinity");
+        var pcap = Path.Combine(Path.GetTempPath(), lab.Name + ".pcap");
+        try
+        {
+            // tcpdump on the underlay bridge, in the lab's underlay namespace; bounded by count and time.
+            var capture = Cli.Exec("timeout", ["20", "nsenter", $"--net=/run/netns/{lab.Name}-ul", "--", "tcpdump", "-i", "br0", "-n", "-U", "-c", "10", "-w", pcap, "ip"]);
+            await Task.Delay(1000); // let tcpdump attach
+            (await lab.InCapsule("capa", "ping", "-c", "5", "-i", "0.2", b)).Ok();
+            await capture;
+            var packets = ReadPcap(pcap);
+            Assert.True(packets.Count >= 10, $"captured only {packets.Count} packets");
+            var hosts = new[] { "198.18.0.1", "198.18.0.2" };
+            foreach (var eth in packets)
+            {
+                var ip = eth.AsSpan(14);
+                Assert.Equal(0x45, ip[0]);
+                Assert.Contains(Addr(ip[12..]), hosts);
+                Assert.Contains(Addr(ip[16..]), hosts);
+                Assert.Equal(17, ip[9]); // UDP between agents, nothing else
+                var udp = ip[20..];
+                Assert.Equal(7470, BinaryPrimitives.ReadUInt16BigEndian(udp[2..]));
+                var payload = udp[8..];
+                Assert.Equal(0xCA, payload[0]); // our header
+                var inner = payload[8..];
+                Assert.Equal(new[] { a, b }.Order(), new[] { Addr(inner[12..]), Addr(inner[16..]) }.Order());
+            }
+        }
+        finally
+        {
+            await lab.Run("rm", "capa");
+            await lab.Run("rm", "capb");
+            File.Delete(pcap);
+        }
+    }
+
+    static string Addr(ReadOnlySpan<byte> b) => $"{b[0]}.{b[1]}.{b[2]}.{b[3]}";
+
+    /// <summary>Minimal pcap reader: Ethernet frames as captured.</summary>
+    static List<byte[]> ReadPcap(string path)
+    {
+        var data = File.ReadAllBytes(path);
+        var frames = new List<byte[]>();
+        for (var off = 24; off + 16 <= data.Length;)
+        {
+            var len = (int)BinaryPrimitives.ReadUInt32LittleEndian(data.AsSpan(off + 8));
+            frames.Add(data.AsSpan(off + 16, len).ToArray());
+            off += 16 + len;
+        }
+        return frames;
+    }
+}
