@@ -24,7 +24,10 @@ internal static partial class HostNetwork
         // strict per-capsule source check below.
         await Netns.SysctlAsync(null, "net.ipv4.conf.all.rp_filter", "0");
         await Netns.SysctlAsync(null, "net.ipv4.conf.default.rp_filter", "0");
-        await Cmd.Ip(null, "link", "set", tun, "mtu", innerMtu.ToString(), "up");
+        // The TUN's queue absorbs a TCP sender's bursts while the one egress thread drains it;
+        // at the default 500 it overflowed under a single iperf3 stream (thousands of drops, each
+        // one a retransmission), so it is sized for bursts of a few milliseconds at line rate.
+        await Cmd.Ip(null, "link", "set", tun, "mtu", innerMtu.ToString(), "txqueuelen", "10000", "up");
         await Cmd.Ip(null, "route", "replace", pool.ToString(), "dev", tun);
         await Cmd.RunAsync("nft", ["-f", "-"], stdin: Ruleset(tun));
     }
