@@ -32,6 +32,12 @@ public sealed class OverlayTests(LabFixture lab)
             }
             // UDP at a modest rate: the overlay must carry it with (almost) no loss.
             var udp = (await lab.InCapsule("ipcli", "iperf3", "-c", srv, "-u", "-b", "50M", "-t", "2", "-J")).Ok();
+            var bigUdp = (await lab.InCapsule("ipcli", "iperf3", "-c", srv, "-u", "-b", "20M", "-l", "8000", "-t", "2", "-J")).Ok();
+            using (var doc = JsonDocument.Parse(bigUdp.Out))
+            {
+                var lost = doc.RootElement.GetProperty("end").GetProperty("sum").GetProperty("lost_percent").GetDouble();
+                Assert.True(lost < 2.0, $"8000-byte UDP datagrams lost {lost}% through the overlay");
+            }
             using (var doc = JsonDocument.Parse(udp.Out))
             {
                 var sum = doc.RootElement.GetProperty("end").GetProperty("sum");
@@ -109,6 +115,32 @@ public sealed class OverlayTests(LabFixture lab)
             await lab.Run("rm", "capa");
             await lab.Run("rm", "capb");
             File.Delete(pcap);
+        }
+    }
+
+    [Fact]
+    public async Task Same_host_traffic_stays_local_and_oversized_datagrams_are_fragmented_not_lost()
+    {
+        var (near, _) = await lab.Create("near", "h1", "sleep", "infinity");
+        await lab.Create("here", "h1", "sleep", "infinity");
+        var (far, _) = await lab.Create("far", "h2", "sleep", "infinity");
+        try
+        {
+            var before = await lab.Stats("h1");
+            (await lab.InCapsule("here", "ping", "-c", "3", "-i", "0.2", "-W", "2", near)).Ok();
+            var after = await lab.Stats("h1");
+            Assert.Equal(before["egress_packets"], after["egress_packets"]); // never entered the overlay
+
+            // 4000-byte ICMP and 8000-byte UDP datagrams exceed the capsule MTU (1464): the capsule's
+            // kernel fragments them to fit, each fragment is wrapped, and all of them arrive.
+            (await lab.InCapsule("here", "ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "4000", far)).Ok();
+            Assert.Contains(" mtu 1464 ", (await lab.InCapsule("far", "ip", "-o", "link", "show", "eth0")).Ok().Out);
+        }
+        finally
+        {
+            await lab.Run("rm", "near");
+            await lab.Run("rm", "here");
+            await lab.Run("rm", "far");
         }
     }
 
