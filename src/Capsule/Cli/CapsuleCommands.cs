@@ -34,14 +34,14 @@ internal static class CapsuleCommands
         {
             var name = NameArg();
             var command = CommandArg();
-            var exec = new Command("exec", "Run a command inside a capsule (its network, PID, UTS and IPC namespaces); returns its exit code") { name, command };
+            var exec = new Command("exec", "Run a command inside a capsule (its network, PID, UTS, IPC and mount namespaces); returns its exit code") { name, command };
             exec.SetAction((pr, ct) => CommandTree.Run(async () =>
             {
                 var s = CommandTree.SessionOf(pr);
                 var (c, agent) = await s.CapsuleAsync(pr.GetValue(name)!, ct);
                 var info = await agent.GetAsync(new NameRequest { Name = c.Name }, cancellationToken: ct);
                 if (info.Pid == 0) throw new UserError($"capsule '{c.Name}' is not running ({info.State.ToString().ToLowerInvariant()})");
-                return await Self.RunAttachedAsync("nsenter", ["-t", info.Pid.ToString(), "--net", "--pid", "--uts", "--ipc", "--", .. pr.GetValue(command)!], ct);
+                return await Self.RunAttachedAsync("nsenter", ["-t", info.Pid.ToString(), "--net", "--pid", "--uts", "--ipc", "--mount", "--", .. pr.GetValue(command)!], ct);
             }));
             yield return exec;
         }

@@ -24,6 +24,12 @@ internal sealed record LabPaths(string Name)
     public string AgentPidFile(string host) => Path.Combine(RunDir, $"{host}.pid");
     public string AgentLog(string host) => Path.Combine(RunDir, $"{host}.log");
     public string HostStateDir(string host) => Path.Combine(StateDir, "hosts", host);
+    /// <summary>
+    /// The one path at which every simulated host sees its own state folder (a bind mount in that
+    /// host's mount namespace). A capsule's files keep their path when it moves, as on real hosts,
+    /// yet no two simulated hosts share a disk, so no test passes by accident of one.
+    /// </summary>
+    public string HostView => Path.Combine(RunDir, "hostview");
     public string Underlay(int index) => $"{UnderlaySubnet}.{index}";
 
     public bool Owns(string netns) => netns.StartsWith(Name + "-", StringComparison.Ordinal);

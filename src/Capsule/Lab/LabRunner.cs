@@ -84,9 +84,16 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         foreach (var h in record.Hosts)
         {
             Say($"host {h.Name} ({h.Underlay}): agent");
-            Self.StartDaemon(paths.AgentLog(h.Name), ["nsenter", $"--net={Netns.Dir}/{h.Netns}", "--", self, .. prefix, "agent",
+            Directory.CreateDirectory(paths.HostStateDir(h.Name));
+            Directory.CreateDirectory(paths.HostView);
+            // Its own mount namespace (propagation unchanged, so /run/netns stays shared with the
+            // machine and `ip netns` sees the capsules) with its own folder bound at the common view.
+            Self.StartDaemon(paths.AgentLog(h.Name), ["nsenter", $"--net={Netns.Dir}/{h.Netns}", "--",
+                "unshare", "--mount", "--propagation", "unchanged", "--",
+                "sh", "-c", """mount --bind "$1" "$2" && shift 2 && exec "$@" """, "sh", paths.HostStateDir(h.Name), paths.HostView,
+                self, .. prefix, "agent",
                 "--host", h.Name, "--underlay", h.Underlay, "--directory", paths.DirectoryEndpoint,
-                "--listen", h.Endpoint, "--state", paths.HostStateDir(h.Name), "--netns-prefix", paths.NetnsPrefix,
+                "--listen", h.Endpoint, "--state", paths.HostView, "--netns-prefix", paths.NetnsPrefix,
                 "--pid-file", paths.AgentPidFile(h.Name)]);
         }
         foreach (var h in record.Hosts)
