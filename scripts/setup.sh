@@ -30,6 +30,9 @@ if ! command -v dotnet >/dev/null 2>&1; then
   exit 1
 fi
 
+# CRIU 4.2.1 in a private folder (the system criu does not work on this kernel; see DESIGN.md).
+"$root/scripts/install-criu.sh" >&2
+
 stamp="$root/artifacts/.built-$config"
 if [ ! -f "$stamp" ] || [ -n "$(find "$root/src" "$root/tests" "$root/Directory.Build.props" -newer "$stamp" -type f -print -quit 2>/dev/null)" ]; then
   echo "capsule: building ($config)" >&2

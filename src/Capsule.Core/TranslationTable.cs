@@ -26,8 +26,13 @@ public sealed class TranslationTable
         Self = self; Epoch = epoch; _hostOf = hostOf; _local = local; _hosts = hosts;
     }
 
-    /// <summary>Builds the table for host <paramref name="self"/> from a directory state.</summary>
-    public static TranslationTable From(DirectoryState state, string self)
+    /// <summary>
+    /// Builds the table for host <paramref name="self"/> from a directory state. <paramref name="pins"/>
+    /// (locator → host underlay address) win over the directory: a migration sets them so that the
+    /// new route is in force on the hosts that flush to it before the directory change reaches them.
+    /// A pin to this host's own address makes the locator local.
+    /// </summary>
+    public static TranslationTable From(DirectoryState state, string self, IReadOnlyDictionary<Locator, Locator>? pins = null)
     {
         var selfAddr = state.Hosts.TryGetValue(self, out var me) ? me.Underlay : Locator.None;
         var hostOf = new Dictionary<uint, uint>();
@@ -40,6 +45,12 @@ public sealed class TranslationTable
             if (c.Host == self) local.Add(c.Locator.Value);
             else hostOf[c.Locator.Value] = h.Underlay.Value;
         }
+        if (pins is not null)
+            foreach (var (loc, host) in pins)
+            {
+                if (host == selfAddr) { local.Add(loc.Value); hostOf.Remove(loc.Value); }
+                else { hostOf[loc.Value] = host.Value; local.Remove(loc.Value); }
+            }
         var hosts = new HashSet<uint>();
         foreach (var h in state.Hosts.Values)
             if (h.Name != self) hosts.Add(h.Underlay.Value);

@@ -47,7 +47,7 @@ public sealed class LifecycleTests(LabFixture lab)
         var gone = await lab.Run("exec", "life", "--", "true");
         Assert.Equal(1, gone.Code);
         Assert.Contains("no capsule named 'life'", gone.Err);
-        Assert.False(File.Exists($"/run/netns/{lab.Name}-c-life"));
+        Assert.False(File.Exists($"/run/netns/{lab.Name}-h1-c-life"));
 
         var noHost = await lab.Run("create", "x", "--host", "h9", "--", "true");
         Assert.Equal(1, noHost.Code);
@@ -61,7 +61,7 @@ public sealed class LifecycleTests(LabFixture lab)
         var failing = await lab.Run("create", "dies", "--host", "h1", "--", "/nonexistent/program");
         Assert.Equal(1, failing.Code);
         Assert.Contains("/nonexistent/program", failing.Err);
-        Assert.False(File.Exists($"/run/netns/{lab.Name}-c-dies"));
+        Assert.False(File.Exists($"/run/netns/{lab.Name}-h1-c-dies"));
         Assert.DoesNotContain("\"dies\"", (await lab.Run("ls", "--json")).Ok().Out);
     }
 

@@ -13,12 +13,15 @@ internal static class AgentHost
 {
     public static async Task<int> RunAsync(AgentOptions options, string? pidFile, CancellationToken ct)
     {
+        Linux.Native.CloseInheritedOnExec();
         var builder = WebApplication.CreateSlimBuilder();
         ConfigureCommon(builder, options.Listen);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<IDirectory>(new RemoteDirectory(options.Directory));
         builder.Services.AddSingleton<CapsuleRuntime>();
         builder.Services.AddSingleton<DataPlaneHost>();
+        builder.Services.AddSingleton(new Checkpoint.Criu(options.Criu));
+        builder.Services.AddSingleton<Migration>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<DataPlaneHost>());
         var app = builder.Build();
         app.MapGrpcService<AgentService>();

@@ -12,9 +12,12 @@ internal sealed record AgentOptions(
     string Listen,
     string StateDir,
     string NetnsPrefix,
+    string Criu = Checkpoint.Criu.DefaultBinary,
     string Tun = "cap0")
 {
     public int InnerMtu => UnderlayMtu - Wire.Overhead;
-    public string CapsuleNetns(string capsule) => $"{NetnsPrefix}-c-{capsule}";
+    // Network namespace names are machine-wide; the host is in it so that, in a lab, source and
+    // target of a migration each hold their own namespace for the capsule while it moves.
+    public string CapsuleNetns(string capsule) => $"{NetnsPrefix}-{Host}-c-{capsule}";
     public string CapsuleDir(string capsule) => Path.Combine(StateDir, "capsules", capsule);
 }

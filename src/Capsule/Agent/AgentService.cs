@@ -7,7 +7,7 @@ using Grpc.Core;
 namespace Capsule.Agent;
 
 /// <summary>The agent's gRPC API, used by the CLI (and, for migration, by peer agents).</summary>
-internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime, DataPlaneHost dataPlane) : Protos.HostAgent.HostAgentBase
+internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime, DataPlaneHost dataPlane, Migration migration) : Protos.HostAgent.HostAgentBase
 {
     static async Task<T> Guard<T>(Func<Task<T>> f)
     {
@@ -15,7 +15,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         catch (DirectoryException e) { throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message)); }
         catch (KeyNotFoundException e) { throw new RpcException(new Status(StatusCode.NotFound, e.Message)); }
         catch (ArgumentException e) { throw new RpcException(new Status(StatusCode.InvalidArgument, e.Message)); }
-        catch (Exception e) when (e is CommandFailedException or InvalidOperationException or TimeoutException or IOException)
+        catch (Exception e) when (e is CommandFailedException or InvalidOperationException or TimeoutException or IOException or Checkpoint.CheckpointException)
         {
             throw new RpcException(new Status(StatusCode.Internal, e.Message));
         }
@@ -32,6 +32,31 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         info.Command.AddRange(c.Command);
         return info;
     }
+
+    public override Task<HoldReply> Hold(HoldRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        var cut = await dataPlane.Engine.HoldAsync(Locator.Parse(request.Locator), Locator.Parse(request.Via), request.Capacity > 0 ? request.Capacity : Migration.DefaultHoldPackets);
+        return new HoldReply { SentPackets = cut.Packets, SentBytes = cut.Bytes };
+    });
+
+    public override Task<ReleaseReply> Release(ReleaseRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        var loc = Locator.Parse(request.Locator);
+        var to = Locator.Parse(request.ToUnderlay);
+        dataPlane.Pin(loc, to); // the new route first, so nothing sent after the flush goes the old way
+        var r = await dataPlane.Engine.ReleaseAsync(loc, to);
+        return new ReleaseReply { Flushed = r.Flushed, Dropped = r.Dropped };
+    });
+
+    public override async Task Migrate(MigrateRequest request, IServerStreamWriter<MigrateProgress> responseStream, ServerCallContext context)
+    {
+        var result = await Guard(() => migration.RunAsync(request,
+            (phase, message) => responseStream.WriteAsync(new MigrateProgress { Phase = phase, Message = message }), context.CancellationToken));
+        await responseStream.WriteAsync(new MigrateProgress { Phase = "done", Result = result });
+    }
+
+    public override Task<ReceiveReply> Receive(IAsyncStreamReader<ImageChunk> requestStream, ServerCallContext context) =>
+        Guard(() => migration.ReceiveAsync(requestStream, context.CancellationToken));
 
     public override Task<CapsuleInfo> Create(CreateRequest request, ServerCallContext context) =>
         Guard(async () => Info(await runtime.CreateAsync(request.Name, request.Command, context.CancellationToken)));
@@ -68,6 +93,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         var r = new StatsReply { Host = options.Host, Capsules = runtime.All.Count, Routes = e.Table.Count };
         void C(string n, long v) => r.Counters.Add(new Counter { Name = n, Value = v });
         C("egress_packets", e.Egress.Packets); C("egress_bytes", e.Egress.Bytes); C("egress_batches", e.Egress.Batches);
+        C("held", e.Egress.Held); C("flushed", e.Egress.Flushed); C("hold_dropped", e.Egress.HoldDropped);
         C("ingress_packets", e.Ingress.Packets); C("ingress_bytes", e.Ingress.Bytes); C("ingress_batches", e.Ingress.Batches);
         foreach (var reason in DropCounters.Reasons)
         {

@@ -17,7 +17,32 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
     // One create or remove at a time per host: plumbing steps of two capsules never interleave.
     readonly SemaphoreSlim _gate = new(1, 1);
 
+    readonly ConcurrentDictionary<string, DateTime> _moving = new();
+
     public IReadOnlyCollection<LocalCapsule> All => (IReadOnlyCollection<LocalCapsule>)_capsules.Values;
+    public AgentOptions Options => options;
+
+    /// <summary>Marks a capsule as moving; false if it already is (one migration at a time per capsule).</summary>
+    public bool TryBeginMove(string name) => _moving.TryAdd(name, DateTime.UtcNow);
+    public void EndMove(string name) => _moving.TryRemove(name, out _);
+    public bool IsMoving(string name) => _moving.ContainsKey(name);
+
+    /// <summary>Takes over a capsule restored on this host by a migration.</summary>
+    public void Adopt(LocalCapsule c)
+    {
+        c.Save();
+        _capsules[c.Name] = c;
+        WatchExit(c);
+    }
+
+    /// <summary>Forgets a capsule that moved away: its plumbing and files here go, its locator stays (it lives on elsewhere).</summary>
+    public async Task EvictAsync(LocalCapsule c)
+    {
+        _capsules.TryRemove(c.Name, out _);
+        await CapsuleProcess.KillAsync(c.Pid);
+        await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
+        if (Directory.Exists(c.Dir)) Directory.Delete(c.Dir, recursive: true);
+    }
     public LocalCapsule? Find(string name) => _capsules.GetValueOrDefault(name);
 
     /// <summary>Picks up capsules a previous run of this agent started (they outlive it).</summary>
@@ -90,16 +115,22 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
                 .Select(d => Path.Combine(d, program)).FirstOrDefault(File.Exists);
 
     /// <summary>When the capsule's process tree ends by itself, the directory says so and its traffic stops routing.</summary>
-    void WatchExit(LocalCapsule c, System.Diagnostics.Process launcher) => _ = Task.Run(async () =>
+    void WatchExit(LocalCapsule c, System.Diagnostics.Process? launcher = null) => _ = Task.Run(async () =>
     {
-        await launcher.WaitForExitAsync();
-        if (_capsules.TryGetValue(c.Name, out var cur) && cur.Pid == c.Pid)
+        if (launcher is not null) await launcher.WaitForExitAsync();
+        else
+        {
+            // A restored tree is not our child (CRIU detached it), so it cannot be waited for; look.
+            while (CapsuleProcess.IsAlive(c.Pid)) await Task.Delay(500);
+        }
+        // A tree that ended because it moved away is not "stopped".
+        if (!IsMoving(c.Name) && _capsules.TryGetValue(c.Name, out var cur) && cur.Pid == c.Pid)
         {
             log.LogInformation("capsule {Name} stopped (its first process exited)", c.Name);
             try { await directory.UpdateAsync(c.Name, options.Host, CapsuleState.Stopped, "first process exited"); }
             catch (DirectoryException e) { log.LogWarning("could not record stop of {Name}: {Error}", c.Name, e.Message); }
         }
-        launcher.Dispose();
+        launcher?.Dispose();
     });
 
     public async Task RemoveAsync(string name, CancellationToken ct)
@@ -107,6 +138,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         await _gate.WaitAsync(ct);
         try
         {
+            if (IsMoving(name)) throw new InvalidOperationException($"capsule '{name}' is migrating; remove it when the migration has ended");
             if (!_capsules.TryRemove(name, out var c))
                 throw new KeyNotFoundException($"capsule '{name}' is not on host {options.Host}");
             await CapsuleProcess.KillAsync(c.Pid);

@@ -18,6 +18,9 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
     Engine? _engine;
     Prefix _pool;
     readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    readonly Lock _tableGate = new();
+    DirectoryState? _state;
+    System.Collections.Immutable.ImmutableDictionary<Locator, Locator> _pins = System.Collections.Immutable.ImmutableDictionary<Locator, Locator>.Empty;
 
     public Engine Engine => _engine ?? throw new InvalidOperationException("the data plane is not running yet");
     public Task Ready => _ready.Task;
@@ -45,10 +48,8 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
             {
                 await foreach (var state in directory.WatchAsync(stop))
                 {
-                    var table = TranslationTable.From(state, options.Host);
-                    Engine.Publish(table);
+                    Rebuild(state);
                     _ready.TrySetResult();
-                    log.LogDebug("table at revision {Rev}: {Routes} remote capsules", state.Revision, table.Count);
                 }
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested) { }
@@ -58,6 +59,41 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
                 log.LogWarning("directory watch lost: {Error}; retrying", e.Message);
                 await Task.Delay(500, stop).ContinueWith(_ => { });
             }
+        }
+    }
+
+    public DirectoryState? State { get { lock (_tableGate) return _state; } }
+
+    /// <summary>
+    /// Routes <paramref name="locator"/> to <paramref name="host"/> (this host's address: local)
+    /// ahead of the directory, until the directory says the same.
+    /// </summary>
+    public void Pin(Locator locator, Locator host)
+    {
+        lock (_tableGate) { _pins = _pins.SetItem(locator, host); Rebuild(_state); }
+    }
+
+    public void Unpin(Locator locator)
+    {
+        lock (_tableGate) { _pins = _pins.Remove(locator); Rebuild(_state); }
+    }
+
+    void Rebuild(DirectoryState? state)
+    {
+        if (state is null) return;
+        lock (_tableGate)
+        {
+            _state = state;
+            // A pin has done its job once the directory routes the locator the same way.
+            foreach (var (loc, host) in _pins)
+            {
+                var c = state.Capsules.Values.FirstOrDefault(x => x.Locator == loc);
+                if (c is { State: CapsuleState.Running } && state.Hosts.TryGetValue(c.Host, out var h) && h.Underlay == host)
+                    _pins = _pins.Remove(loc);
+            }
+            var table = TranslationTable.From(state, options.Host, _pins);
+            Engine.Publish(table);
+            log.LogDebug("table at revision {Rev}: {Routes} remote capsules, {Pins} pinned", state.Revision, table.Count, _pins.Count);
         }
     }
 

@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using System.Runtime.CompilerServices;
+using System.Collections.Concurrent;
 using Capsule.Core;
 using Capsule.Linux;
 
@@ -8,8 +8,14 @@ namespace Capsule.DataPlane;
 /// <summary>Packet and byte counts for one direction; written by one thread only.</summary>
 internal sealed class FlowCounters
 {
-    public long Packets, Bytes, Batches;
+    public long Packets, Bytes, Batches, Held, Flushed, HoldDropped;
     public readonly DropCounters Drops = new();
+}
+
+/// <summary>Packets and bytes of one flow between a host and a capsule (the unit the migration cut counts).</summary>
+internal sealed class FlowCount
+{
+    public long Packets, Bytes;
 }
 
 /// <summary>
@@ -17,7 +23,12 @@ internal sealed class FlowCounters
 /// egress reads packets the kernel routed to the TUN, wraps each for the host that holds its
 /// destination and sends the batch with one sendmmsg; ingress takes a batch with one recvmmsg,
 /// checks each datagram and writes the inner packet to the TUN, whence the kernel delivers it to
-/// the capsule's veth. The translation table is read once per batch; nothing allocates per packet.
+/// the capsule's veth. The translation table is read once per batch; nothing allocates per packet
+/// (a flow's counter is allocated once, when the flow is first seen).
+///
+/// Hold and flush (seed Fig. 5B/6) run on the egress thread itself, as commands between batches:
+/// a hold starts at a batch boundary, so "sent before the cut" is exactly what the counters say,
+/// and a flush sends every held packet before any packet read after it, so order is kept.
 /// </summary>
 internal sealed unsafe class Engine : IDisposable
 {
@@ -25,16 +36,22 @@ internal sealed unsafe class Engine : IDisposable
 
     readonly Tun _tun;
     readonly UdpEndpoint _udp;
-    readonly int _stopFd;
+    readonly int _stopFd, _ctlFd;
     readonly int _maxInner;
     readonly PacketBatch _out = new(BatchSize);
     readonly PacketBatch _in = new(BatchSize);
     readonly Thread _egress, _ingress;
+    readonly ConcurrentQueue<Action> _commands = new();
+    readonly Dictionary<uint, HoldBuffer> _holds = []; // egress thread only
     TranslationTable _table = TranslationTable.Empty;
     int _disposed;
 
     public FlowCounters Egress { get; } = new();
     public FlowCounters Ingress { get; } = new();
+    /// <summary>Packets sent per (host, destination locator), key host &lt;&lt; 32 | locator (egress thread writes, anyone reads).</summary>
+    public ConcurrentDictionary<ulong, FlowCount> SentTo { get; } = new();
+    /// <summary>Packets delivered per (sending host, destination locator), key host &lt;&lt; 32 | locator.</summary>
+    public ConcurrentDictionary<ulong, FlowCount> ReceivedFrom { get; } = new();
     public TranslationTable Table => Volatile.Read(ref _table);
 
     public Engine(Tun tun, UdpEndpoint udp, int underlayMtu)
@@ -44,6 +61,8 @@ internal sealed unsafe class Engine : IDisposable
         _maxInner = underlayMtu - Wire.Overhead;
         _stopFd = Native.eventfd(0, Native.EFD_CLOEXEC | Native.EFD_NONBLOCK);
         Native.ThrowIfFailed(_stopFd, "eventfd");
+        _ctlFd = Native.eventfd(0, Native.EFD_CLOEXEC | Native.EFD_NONBLOCK);
+        Native.ThrowIfFailed(_ctlFd, "eventfd");
         _egress = new Thread(EgressLoop) { Name = "capsule-egress", IsBackground = true };
         _ingress = new Thread(IngressLoop) { Name = "capsule-ingress", IsBackground = true };
     }
@@ -53,19 +72,108 @@ internal sealed unsafe class Engine : IDisposable
     /// <summary>Publishes a new table; the next batch in each direction uses it.</summary>
     public void Publish(TranslationTable table) => Volatile.Write(ref _table, table);
 
-    /// <summary>Waits for readability of <paramref name="fd"/>; false when asked to stop.</summary>
-    bool WaitReadable(int fd)
+    // ---- control: hold and flush, run on the egress thread ----
+
+    Task<T> OnEgress<T>(Func<T> f)
     {
-        var fds = stackalloc Native.PollFd[2];
+        var tcs = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _commands.Enqueue(() =>
+        {
+            try { tcs.SetResult(f()); }
+            catch (Exception e) { tcs.SetException(e); }
+        });
+        ulong one = 1;
+        Native.write(_ctlFd, &one, 8);
+        return tcs.Task;
+    }
+
+    /// <summary>
+    /// Starts holding packets for <paramref name="locator"/>; returns what was sent to it before the
+    /// hold, the cut that the capsule's host waits to have received.
+    /// </summary>
+    public Task<(long Packets, long Bytes)> HoldAsync(Locator locator, Locator via, int capacity) => OnEgress(() =>
+    {
+        if (!_holds.ContainsKey(locator.Value)) _holds[locator.Value] = new HoldBuffer(capacity);
+        return SentTo.TryGetValue(Key(via, locator), out var f) ? (f.Packets, f.Bytes) : (0L, 0L);
+    });
+
+    static ulong Key(Locator host, Locator locator) => ((ulong)host.Value << 32) | locator.Value;
+
+    /// <summary>
+    /// Ends a hold: sends every held packet, in order, to <paramref name="toHost"/> (or, when that is
+    /// this host, back into the TUN for a local capsule). Returns (flushed, dropped while full).
+    /// </summary>
+    public Task<(long Flushed, long Dropped)> ReleaseAsync(Locator locator, Locator toHost) => OnEgress(() =>
+    {
+        if (!_holds.Remove(locator.Value, out var hold)) return (0L, 0L);
+        using (hold)
+        {
+            var c = Egress;
+            var self = toHost == Table.Self;
+            var n = 0;
+            for (var i = 0; i < hold.Count; i++)
+            {
+                var len = hold.Length(i);
+                if (self)
+                {
+                    if (Native.write(_tun.Fd, hold.Slot(i) + Wire.HeaderSize, (nuint)len) < 0) c.Drops.Add(DropReason.IoError);
+                    continue;
+                }
+                // Held packets are wrapped in place and sent in batches like any others.
+                Wire.WriteHeader(new Span<byte>(hold.Slot(i), Wire.HeaderSize), Wire.Kind.Ipv4, Table.Epoch);
+                _out.Addrs[n] = UdpEndpoint.SockAddr(toHost, _udp.Port);
+                _out.Iovs[n].Base = hold.Slot(i);
+                _out.Iovs[n].Len = (nuint)(len + Wire.HeaderSize);
+                Count(Key(toHost, locator), len);
+                if (++n == _out.Capacity) { Send(_out, n, c); n = 0; }
+            }
+            if (n > 0) Send(_out, n, c);
+            _out.ResetIovBases();
+            c.Flushed += hold.Count;
+            return ((long)hold.Count, hold.Dropped);
+        }
+    });
+
+    /// <summary>Hosts that have sent packets to <paramref name="locator"/>: the peers a migration must hold.</summary>
+    public IEnumerable<(Locator Host, long Packets)> SendersTo(Locator locator)
+    {
+        foreach (var (key, f) in ReceivedFrom)
+            if ((uint)key == locator.Value) yield return (new Locator((uint)(key >> 32)), Volatile.Read(ref f.Packets));
+    }
+
+    public long ReceivedFromHost(Locator host, Locator locator) =>
+        ReceivedFrom.TryGetValue(Key(host, locator), out var f) ? Volatile.Read(ref f.Packets) : 0;
+
+    void RunCommands()
+    {
+        ulong drained;
+        Native.read(_ctlFd, &drained, 8);
+        while (_commands.TryDequeue(out var cmd)) cmd();
+    }
+
+    // ---- the hot path ----
+
+    /// <summary>Waits for <paramref name="fd"/> or a command; false when asked to stop.</summary>
+    bool Wait(int fd, bool commands)
+    {
+        var fds = stackalloc Native.PollFd[3];
         fds[0] = new Native.PollFd { Fd = fd, Events = Native.POLLIN };
         fds[1] = new Native.PollFd { Fd = _stopFd, Events = Native.POLLIN };
+        fds[2] = new Native.PollFd { Fd = _ctlFd, Events = Native.POLLIN };
         while (true)
         {
-            var rc = Native.poll(fds, 2, -1);
+            var rc = Native.poll(fds, commands ? 3u : 2u, -1);
             if (rc < 0 && Native.Errno == Native.EINTR) continue;
             if (rc < 0 || fds[1].REvents != 0) return false;
-            if (fds[0].REvents != 0) return true;
+            if (fds[0].REvents != 0 || (commands && fds[2].REvents != 0)) return true;
         }
+    }
+
+    void Count(ulong key, long bytes)
+    {
+        if (!SentTo.TryGetValue(key, out var f)) f = SentTo.GetOrAdd(key, _ => new FlowCount());
+        f.Packets++;
+        f.Bytes += bytes;
     }
 
     void EgressLoop()
@@ -73,8 +181,9 @@ internal sealed unsafe class Engine : IDisposable
         var b = _out;
         var c = Egress;
         var tunFd = _tun.Fd;
-        while (WaitReadable(tunFd))
+        while (Wait(tunFd, commands: true))
         {
+            if (!_commands.IsEmpty) RunCommands();
             var table = Table;
             var n = 0;
             while (n < b.Capacity)
@@ -87,12 +196,20 @@ internal sealed unsafe class Engine : IDisposable
                     break; // EAGAIN: the TUN queue is drained for now
                 }
                 var packet = new ReadOnlySpan<byte>(slot + Wire.HeaderSize, (int)r);
+                if (_holds.Count != 0 && Ipv4.IsValid(packet) && _holds.TryGetValue(Ipv4.Destination(packet).Value, out var hold))
+                {
+                    // Checked before routing: while a capsule moves, its packets wait here whatever the table says.
+                    if (hold.TryAdd(packet)) c.Held++;
+                    else c.HoldDropped++;
+                    continue;
+                }
                 var verdict = Forwarding.Outbound(table, packet, out var host);
                 if (verdict == DropReason.None && r > _maxInner) verdict = DropReason.TooBig;
                 if (verdict != DropReason.None) { c.Drops.Add(verdict); continue; }
                 Wire.WriteHeader(new Span<byte>(slot, Wire.HeaderSize), Wire.Kind.Ipv4, table.Epoch);
                 b.Addrs[n] = UdpEndpoint.SockAddr(host, _udp.Port);
                 b.Iovs[n].Len = (nuint)(r + Wire.HeaderSize);
+                Count(Key(host, Ipv4.Destination(packet)), r);
                 c.Bytes += r;
                 n++;
             }
@@ -126,7 +243,7 @@ internal sealed unsafe class Engine : IDisposable
         var c = Ingress;
         var udpFd = _udp.Fd;
         var tunFd = _tun.Fd;
-        while (WaitReadable(udpFd))
+        while (Wait(udpFd, commands: false))
         {
             var n = Native.recvmmsg(udpFd, b.Msgs, (uint)b.Capacity, Native.MSG_DONTWAIT, null);
             if (n <= 0) continue;
@@ -146,6 +263,10 @@ internal sealed unsafe class Engine : IDisposable
                     c.Drops.Add(DropReason.IoError);
                     continue;
                 }
+                var key = ((ulong)from.Value << 32) | Ipv4.Destination(datagram[Wire.HeaderSize..]).Value;
+                if (!ReceivedFrom.TryGetValue(key, out var f)) f = ReceivedFrom.GetOrAdd(key, _ => new FlowCount());
+                f.Packets++;
+                f.Bytes += len - Wire.HeaderSize;
                 c.Packets++;
                 c.Bytes += len - Wire.HeaderSize;
             }
@@ -164,6 +285,8 @@ internal sealed unsafe class Engine : IDisposable
         if (_egress.IsAlive) _egress.Join();
         if (_ingress.IsAlive) _ingress.Join();
         Native.close(_stopFd);
+        Native.close(_ctlFd);
+        foreach (var h in _holds.Values) h.Dispose();
         _out.Dispose();
         _in.Dispose();
     }

@@ -39,6 +39,12 @@ internal sealed unsafe class PacketBatch : IDisposable
 
     public byte* Slot(int i) => Slots + (nint)i * SlotSize;
 
+    /// <summary>Points every iovec back at its own slot (a flush borrows them for held packets).</summary>
+    public void ResetIovBases()
+    {
+        for (var i = 0; i < Capacity; i++) Iovs[i].Base = Slot(i);
+    }
+
     /// <summary>recvmmsg overwrites name and buffer lengths; restore them before the next call.</summary>
     public void ResetForReceive(int count)
     {

@@ -45,7 +45,7 @@ internal static class CapsuleProcess
         throw new TimeoutException("the capsule's first process did not appear within 10 s");
     }
 
-    public static bool IsAlive(int pid) => pid > 0 && Directory.Exists($"/proc/{pid}");
+    public static bool IsAlive(int pid) => pid > 0 && Directory.Exists($"/proc/{pid}") && !IsZombie(pid);
 
     /// <summary>Kills the capsule's PID 1, which makes the kernel kill every process in its PID namespace.</summary>
     public static async Task KillAsync(int pid)

@@ -117,3 +117,17 @@ internal static partial class Native
     [LibraryImport(Libc)]
     public static partial uint geteuid();
 }
+
+internal static partial class Native
+{
+    public const uint CLOSE_RANGE_CLOEXEC = 4;
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int close_range(uint first, uint last, uint flags);
+
+    /// <summary>
+    /// Marks every inherited descriptor above stderr close-on-exec. An agent inherits whatever its
+    /// starter left open; a capsule must not, or CRIU finds host files in it that it cannot move.
+    /// </summary>
+    public static void CloseInheritedOnExec() => close_range(3, uint.MaxValue, CLOSE_RANGE_CLOEXEC);
+}

@@ -1,0 +1,259 @@
+using System.Diagnostics;
+using Capsule.Checkpoint;
+using Capsule.Core;
+using Capsule.Dir;
+using Capsule.Linux;
+using Capsule.Protos;
+using Capsule.Rpc;
+using Google.Protobuf;
+using Grpc.Core;
+using CapsuleState = Capsule.Core.CapsuleState;
+using Microsoft.Extensions.Logging;
+
+namespace Capsule.Agent;
+
+/// <summary>
+/// Live migration (seed Fig. 5A/5B/6), driven by the capsule's current host:
+/// sync (peers hold, the cut is agreed by counts) → freeze and dump (CRIU) → transfer (one
+/// checksummed archive) → restore on the target → switch the directory and flush the held packets
+/// to the new host. Until the switch, any failure puts the capsule back, running, where it was.
+/// After it, the old host keeps nothing for the capsule: no forwarding is left behind.
+/// </summary>
+internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane, IDirectory directory, Criu criu, ILogger<Migration> log)
+{
+    AgentOptions O => runtime.Options;
+    public const int DefaultHoldPackets = 4096;
+    /// <summary>How long the source waits for packets sent before the cut; past it TCP retransmits what was lost.</summary>
+    static readonly TimeSpan CutWait = TimeSpan.FromMilliseconds(500);
+
+    public async Task<MigrateResult> RunAsync(MigrateRequest req, Func<string, string, Task> progress, CancellationToken ct)
+    {
+        var c = runtime.Find(req.Name) ?? throw new KeyNotFoundException($"capsule '{req.Name}' is not on host {O.Host}");
+        if (req.Target == O.Host) throw new ArgumentException($"capsule '{req.Name}' is already on {O.Host}");
+        if (!CapsuleProcess.IsAlive(c.Pid)) throw new InvalidOperationException($"capsule '{req.Name}' is not running");
+        if (!runtime.TryBeginMove(req.Name)) throw new InvalidOperationException($"capsule '{req.Name}' is already migrating; wait for that migration to end");
+        try
+        {
+            return await MoveAsync(c, req, progress, ct);
+        }
+        finally { runtime.EndMove(req.Name); }
+    }
+
+    async Task<MigrateResult> MoveAsync(LocalCapsule c, MigrateRequest req, Func<string, string, Task> progress, CancellationToken ct)
+    {
+        var state = await directory.SnapshotAsync(ct);
+        if (!state.Hosts.TryGetValue(req.Target, out var target)) throw new ArgumentException($"no host named '{req.Target}'");
+        var self = state.Hosts[O.Host].Underlay;
+        var targetAgent = new HostAgent.HostAgentClient(Channels.For(target.AgentEndpoint));
+        await criu.CheckAsync(ct);
+        // Refuse before anything is touched if the target cannot be reached.
+        try { await targetAgent.StatsAsync(new Empty(), deadline: DateTime.UtcNow.AddSeconds(3), cancellationToken: ct); }
+        catch (RpcException e) { throw new InvalidOperationException($"target {req.Target} is unreachable ({e.Status.Detail}); nothing was changed"); }
+
+        var holdPackets = req.HoldPackets > 0 ? req.HoldPackets : DefaultHoldPackets;
+        var clock = new PhaseClock();
+        var result = new MigrateResult { Times = new PhaseTimes() };
+        var loc = c.Locator;
+        var hostIf = CapsuleNetwork.HostIf(loc);
+        var work = Path.Combine(O.StateDir, "migrations", c.Name);
+        var images = Path.Combine(work, "images");
+        if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+
+        // 1. Sync: every host that has sent to the capsule holds its packets; we wait to have
+        //    received everything each sent before its hold began (the cut).
+        await progress("sync", "peers hold the capsule's packets; agreeing on the cut");
+        var peers = dataPlane.Engine.SendersTo(loc).Select(p => p.Host).Where(h => h != self).Distinct().ToList();
+        var peerAgents = peers.Select(p => (Addr: p, Host: state.Hosts.Values.FirstOrDefault(h => h.Underlay == p)))
+            .Where(p => p.Host is not null)
+            .Select(p => (p.Addr, Agent: new HostAgent.HostAgentClient(Channels.For(p.Host!.AgentEndpoint)))).ToList();
+        // Local peers reach the capsule through its veth; with that route gone they reach the TUN, and our own hold.
+        await Cmd.TryIp(null, "route", "del", loc + "/32", "dev", hostIf);
+        await dataPlane.Engine.HoldAsync(loc, self, holdPackets);
+        // Still local here until the dump is done, whatever the directory says meanwhile: the
+        // capsule's own packets (its kernel keeps sending while it runs) go out as before.
+        dataPlane.Pin(loc, self);
+        var held = new List<(Locator Addr, HostAgent.HostAgentClient Agent)>();
+        var dumped = false;
+        try
+        {
+            foreach (var p in peerAgents)
+            {
+                var cut = await p.Agent.HoldAsync(new HoldRequest { Locator = loc.ToString(), Via = self.ToString(), Capacity = holdPackets }, deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: ct);
+                held.Add(p);
+                var sw = Stopwatch.StartNew();
+                while (dataPlane.Engine.ReceivedFromHost(p.Addr, loc) < cut.SentPackets && sw.Elapsed < CutWait) await Task.Delay(1, ct);
+                result.Unaccounted += Math.Max(0, cut.SentPackets - dataPlane.Engine.ReceivedFromHost(p.Addr, loc));
+            }
+            result.Peers = held.Count;
+            // From here no host routes to the capsule (holds aside), and this host delivers nothing to it.
+            await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating, $"to {req.Target}", ct: ct);
+            result.Times.SyncMs = clock.Lap();
+
+            // 2. Freeze and dump.
+            await progress("dump", "freezing and checkpointing the process tree (CRIU)");
+            if (req.FailAt == "dump") throw new CheckpointException("dump failed on purpose (--fail-at dump)");
+            await criu.DumpAsync(c.Pid, images, ct);
+            dumped = true;
+            // The tree is gone; its namespace must now neither receive (a stray packet would meet no
+            // socket and be answered with a reset) nor send. Not local here any more: both are dropped.
+            dataPlane.Unpin(loc);
+            result.Times.DumpMs = clock.Lap();
+
+            // 3. Transfer, and 4. restore on the target (its reply comes once the capsule runs there).
+            await progress("transfer", $"sending the image to {req.Target}");
+            var archive = Path.Combine(work, "image.tar");
+            await ImageArchive.WriteAsync(archive, images, c.Dir, ct);
+            result.ImageBytes = new FileInfo(archive).Length;
+            var reply = await SendAsync(targetAgent, c, archive, req.FailAt, ct);
+            result.Times.RestoreMs = reply.RestoreMs;
+            result.Times.TransferMs = clock.Lap() - reply.RestoreMs;
+            result.Pid = reply.Pid;
+
+            // 5. Switch and flush: the directory names the new host; every holder sends what it kept there.
+            await progress("flush", "switching the directory and flushing held packets to the new host");
+            await directory.UpdateAsync(c.Name, req.Target, CapsuleState.Running, ct: CancellationToken.None);
+            await FlushAsync(held, loc, target.Underlay, result);
+            var own = await dataPlane.Engine.ReleaseAsync(loc, target.Underlay);
+            dataPlane.Pin(loc, target.Underlay);
+            result.Held += own.Flushed + own.Dropped; result.Flushed += own.Flushed; result.Dropped += own.Dropped;
+            await runtime.EvictAsync(c);
+            Directory.Delete(work, recursive: true);
+            result.Times.FlushMs = clock.Lap();
+            result.Times.TotalMs = clock.Total;
+            result.Ok = true;
+            result.Host = req.Target;
+            log.LogInformation("migrated {Name} to {Target} in {Total} ms (image {Bytes} bytes, {Held} held)", c.Name, req.Target, result.Times.TotalMs, result.ImageBytes, result.Held);
+            return result;
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !dumped)
+        {
+            log.LogWarning("migration of {Name} failed: {Error}; resuming it here", c.Name, e.Message);
+            await progress("rollback", $"failed: {Describe(e)}; resuming the capsule on {O.Host}");
+            await RollBackAsync(c, dumped, images, held, loc, hostIf, self, result);
+            if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+            result.Ok = false;
+            result.Error = Describe(e);
+            result.ResumedOnSource = true;
+            result.Host = O.Host;
+            result.Times.TotalMs = clock.Total;
+            return result;
+        }
+    }
+
+    static string Describe(Exception e) => e is RpcException r ? r.Status.Detail : e.Message;
+
+    async Task<ReceiveReply> SendAsync(HostAgent.HostAgentClient target, LocalCapsule c, string archive, string failAt, CancellationToken ct)
+    {
+        var sha = await ImageArchive.Sha256Async(archive, ct);
+        using var call = target.Receive(cancellationToken: ct);
+        var first = new ImageChunk { Name = c.Name, Locator = c.Locator.ToString(), FailAt = failAt ?? "" };
+        first.Command.AddRange(c.Command);
+        await call.RequestStream.WriteAsync(first, ct);
+        await using (var fs = File.OpenRead(archive))
+        {
+            var buf = new byte[1 << 20];
+            int n;
+            var firstData = true;
+            while ((n = await fs.ReadAsync(buf, ct)) > 0)
+            {
+                // A corrupt transfer, on purpose: flip one byte of the first chunk after the checksum was taken.
+                if (firstData && failAt == "transfer") buf[0] ^= 0xFF;
+                firstData = false;
+                await call.RequestStream.WriteAsync(new ImageChunk { Data = ByteString.CopyFrom(buf, 0, n) }, ct);
+            }
+        }
+        await call.RequestStream.WriteAsync(new ImageChunk { Sha256 = sha }, ct);
+        await call.RequestStream.CompleteAsync();
+        return await call;
+    }
+
+    static async Task FlushAsync(List<(Locator Addr, HostAgent.HostAgentClient Agent)> held, Locator loc, Locator to, MigrateResult result)
+    {
+        var replies = await Task.WhenAll(held.Select(async p =>
+        {
+            try { return await p.Agent.ReleaseAsync(new ReleaseRequest { Locator = loc.ToString(), ToUnderlay = to.ToString() }, deadline: DateTime.UtcNow.AddSeconds(5)); }
+            catch (RpcException) { return new ReleaseReply(); } // that peer's agent is gone: nothing of it to flush
+        }));
+        foreach (var r in replies) { result.Held += r.Flushed + r.Dropped; result.Flushed += r.Flushed; result.Dropped += r.Dropped; }
+    }
+
+    /// <summary>Puts the capsule back as it was: running here, reachable here, held packets delivered here.</summary>
+    async Task RollBackAsync(LocalCapsule c, bool dumped, string images, List<(Locator Addr, HostAgent.HostAgentClient Agent)> held,
+        Locator loc, string hostIf, Locator self, MigrateResult result)
+    {
+        if (dumped)
+        {
+            // CRIU ended the tree after the dump; bring it back from the same images, into the same namespace.
+            var pid = await criu.RestoreAsync(images, c.Netns, CancellationToken.None);
+            var back = c with { Pid = pid };
+            runtime.Adopt(back);
+            result.Pid = pid;
+        }
+        else result.Pid = c.Pid;
+        await Cmd.TryIp(null, "route", "replace", loc + "/32", "dev", hostIf);
+        dataPlane.Pin(loc, self);
+        try { await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Running, ct: CancellationToken.None); }
+        catch (DirectoryException e) { log.LogWarning("could not record {Name} as running again: {Error}", c.Name, e.Message); }
+        await FlushAsync(held, loc, self, result);
+        var own = await dataPlane.Engine.ReleaseAsync(loc, self);
+        result.Held += own.Flushed + own.Dropped; result.Flushed += own.Flushed; result.Dropped += own.Dropped;
+    }
+
+    /// <summary>Target side: receive the image, check it, rebuild the capsule's network, restore its processes.</summary>
+    public async Task<ReceiveReply> ReceiveAsync(IAsyncStreamReader<ImageChunk> stream, CancellationToken ct)
+    {
+        if (!await stream.MoveNext(ct)) throw new ArgumentException("empty image stream");
+        var head = stream.Current;
+        if (Names.CapsuleNameError(head.Name) is { } bad) throw new ArgumentException(bad);
+        var loc = Locator.Parse(head.Locator);
+        if (runtime.Find(head.Name) is not null) throw new InvalidOperationException($"capsule '{head.Name}' already runs on {O.Host}");
+        var work = Path.Combine(O.StateDir, "migrations", head.Name + ".in");
+        var images = Path.Combine(work, "images");
+        var archive = Path.Combine(work, "image.tar");
+        var dir = O.CapsuleDir(head.Name);
+        var netns = O.CapsuleNetns(head.Name);
+        if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+        Directory.CreateDirectory(work);
+        var built = false;
+        try
+        {
+            string? sha = null;
+            long bytes = 0;
+            await using (var fs = File.Create(archive))
+            {
+                while (await stream.MoveNext(ct))
+                {
+                    var chunk = stream.Current;
+                    if (chunk.Sha256.Length > 0) { sha = chunk.Sha256; break; }
+                    chunk.Data.WriteTo(fs);
+                    bytes += chunk.Data.Length;
+                }
+            }
+            if (sha is null) throw new InvalidDataException("the image stream ended without its checksum (transfer cut short)");
+            var got = await ImageArchive.Sha256Async(archive, ct);
+            if (got != sha) throw new InvalidDataException($"corrupt transfer: image checksum {got[..12]}… does not match the sender's {sha[..12]}…");
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            await ImageArchive.ExtractAsync(archive, images, dir, ct);
+
+            var sw = Stopwatch.StartNew();
+            if (head.FailAt == "restore") throw new CheckpointException("restore failed on purpose (--fail-at restore)");
+            await CapsuleNetwork.CreateAsync(netns, loc, O.InnerMtu);
+            built = true;
+            var self = dataPlane.State!.Hosts[O.Host].Underlay;
+            dataPlane.Pin(loc, self); // local here before anyone flushes to us
+            var pid = await criu.RestoreAsync(images, netns, ct);
+            runtime.Adopt(new LocalCapsule(head.Name, loc, netns, dir, pid, [.. head.Command]));
+            Directory.Delete(work, recursive: true);
+            log.LogInformation("restored capsule {Name} ({Locator}) as pid {Pid} from {Bytes} bytes", head.Name, loc, pid, bytes);
+            return new ReceiveReply { Pid = pid, RestoreMs = sw.ElapsedMilliseconds, Bytes = bytes };
+        }
+        catch
+        {
+            dataPlane.Unpin(loc);
+            if (built) await CapsuleNetwork.DestroyAsync(netns, loc);
+            if (Directory.Exists(dir) && runtime.Find(head.Name) is null) Directory.Delete(dir, recursive: true);
+            if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+            throw;
+        }
+    }
+}
