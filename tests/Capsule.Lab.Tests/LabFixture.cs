@@ -45,7 +45,7 @@ public static class Cli
 public class LabFixture : IAsyncLifetime
 {
     public string Name { get; } = "t" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray())[..6];
-    protected virtual int Hosts => 2;
+    public int Hosts { get; init; } = 3;
 
     public async Task InitializeAsync() => await Cli.Run(Name, "lab", "up", "--hosts", Hosts.ToString()).ContinueWith(t => t.Result.Ok());
 
@@ -74,6 +74,34 @@ public class LabFixture : IAsyncLifetime
         foreach (var p in doc.RootElement.GetProperty("counters").EnumerateObject()) d[p.Name] = p.Value.GetInt64();
         foreach (var p in doc.RootElement.GetProperty("drops").EnumerateObject()) d["drop_" + p.Name] = p.Value.GetInt64();
         return d;
+    }
+
+    public static string Tool(string name) => Path.Combine(AppContext.BaseDirectory, "tools", name);
+
+    /// <summary>Migrates a capsule and returns the result as JSON (the command's --json output).</summary>
+    public async Task<JsonElement> Migrate(string capsule, string to, params string[] extra)
+    {
+        var r = await Run(["migrate", capsule, "--to", to, "--json", .. extra]);
+        Assert.True(r.Out.TrimStart().StartsWith('{'), $"migrate printed no result (exit {r.Code}): {r.Err}");
+        return JsonDocument.Parse(r.Out).RootElement.Clone();
+    }
+
+    public async Task<string> Logs(string capsule) => (await Run("logs", capsule)).Ok().Out;
+
+    /// <summary>Waits until a capsule's standard output contains <paramref name="text"/>.</summary>
+    public async Task<string> WaitForLog(string capsule, string text, int seconds = 60)
+    {
+        var until = DateTime.UtcNow.AddSeconds(seconds);
+        string log;
+        do
+        {
+            log = await Logs(capsule);
+            if (log.Contains(text)) return log;
+            Assert.DoesNotContain("ERROR", log);
+            await Task.Delay(200);
+        } while (DateTime.UtcNow < until);
+        Assert.Fail($"'{text}' never appeared in the output of {capsule}:\n{log}");
+        return log;
     }
 
     /// <summary>Waits until a TCP port accepts connections from inside <paramref name="capsule"/>.</summary>

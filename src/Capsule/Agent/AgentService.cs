@@ -15,7 +15,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         catch (DirectoryException e) { throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message)); }
         catch (KeyNotFoundException e) { throw new RpcException(new Status(StatusCode.NotFound, e.Message)); }
         catch (ArgumentException e) { throw new RpcException(new Status(StatusCode.InvalidArgument, e.Message)); }
-        catch (Exception e) when (e is CommandFailedException or InvalidOperationException or TimeoutException or IOException or Checkpoint.CheckpointException)
+        catch (Exception e) when (e is CommandFailedException or InvalidOperationException or TimeoutException or IOException or InvalidDataException or Checkpoint.CheckpointException)
         {
             throw new RpcException(new Status(StatusCode.Internal, e.Message));
         }

@@ -62,13 +62,16 @@ internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane,
         // 1. Sync: every host that has sent to the capsule holds its packets; we wait to have
         //    received everything each sent before its hold began (the cut).
         await progress("sync", "peers hold the capsule's packets; agreeing on the cut");
-        var peers = dataPlane.Engine.SendersTo(loc).Select(p => p.Host).Where(h => h != self).Distinct().ToList();
+        var peers = req.NoHold ? [] : dataPlane.Engine.SendersTo(loc).Select(p => p.Host).Where(h => h != self).Distinct().ToList();
         var peerAgents = peers.Select(p => (Addr: p, Host: state.Hosts.Values.FirstOrDefault(h => h.Underlay == p)))
             .Where(p => p.Host is not null)
             .Select(p => (p.Addr, Agent: new HostAgent.HostAgentClient(Channels.For(p.Host!.AgentEndpoint)))).ToList();
         // Local peers reach the capsule through its veth; with that route gone they reach the TUN, and our own hold.
-        await Cmd.TryIp(null, "route", "del", loc + "/32", "dev", hostIf);
-        await dataPlane.Engine.HoldAsync(loc, self, holdPackets);
+        if (!req.NoHold)
+        {
+            await Cmd.TryIp(null, "route", "del", loc + "/32", "dev", hostIf);
+            await dataPlane.Engine.HoldAsync(loc, self, holdPackets);
+        }
         // Still local here until the dump is done, whatever the directory says meanwhile: the
         // capsule's own packets (its kernel keeps sending while it runs) go out as before.
         dataPlane.Pin(loc, self);
@@ -117,7 +120,7 @@ internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane,
             dataPlane.Pin(loc, target.Underlay);
             result.Held += own.Flushed + own.Dropped; result.Flushed += own.Flushed; result.Dropped += own.Dropped;
             await runtime.EvictAsync(c);
-            Directory.Delete(work, recursive: true);
+            if (Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is null) Directory.Delete(work, recursive: true);
             result.Times.FlushMs = clock.Lap();
             result.Times.TotalMs = clock.Total;
             result.Ok = true;
@@ -243,7 +246,7 @@ internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane,
             dataPlane.Pin(loc, self); // local here before anyone flushes to us
             var pid = await criu.RestoreAsync(images, netns, ct);
             runtime.Adopt(new LocalCapsule(head.Name, loc, netns, dir, pid, [.. head.Command]));
-            Directory.Delete(work, recursive: true);
+            if (Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is null) Directory.Delete(work, recursive: true);
             log.LogInformation("restored capsule {Name} ({Locator}) as pid {Pid} from {Bytes} bytes", head.Name, loc, pid, bytes);
             return new ReceiveReply { Pid = pid, RestoreMs = sw.ElapsedMilliseconds, Bytes = bytes };
         }
