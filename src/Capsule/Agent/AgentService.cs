@@ -50,8 +50,14 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
 
     public override async Task Migrate(MigrateRequest request, IServerStreamWriter<MigrateProgress> responseStream, ServerCallContext context)
     {
-        var result = await Guard(() => migration.RunAsync(request,
-            (phase, message) => responseStream.WriteAsync(new MigrateProgress { Phase = phase, Message = message }), context.CancellationToken));
+        // A migration, once begun, runs to its end (moved, or resumed where it was) even if the
+        // CLI that asked for it goes away: stopping half-way could leave the capsule nowhere.
+        async Task Report(string phase, string message)
+        {
+            try { await responseStream.WriteAsync(new MigrateProgress { Phase = phase, Message = message }); }
+            catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException or RpcException) { }
+        }
+        var result = await Guard(() => migration.RunAsync(request, Report, CancellationToken.None));
         await responseStream.WriteAsync(new MigrateProgress { Phase = "done", Result = result });
     }
 

@@ -128,15 +128,27 @@ internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane,
             log.LogInformation("migrated {Name} to {Target} in {Total} ms (image {Bytes} bytes, {Held} held)", c.Name, req.Target, result.Times.TotalMs, result.ImageBytes, result.Held);
             return result;
         }
-        catch (Exception e) when (e is not OperationCanceledException || !dumped)
+        catch (Exception e)
         {
             log.LogWarning("migration of {Name} failed: {Error}; resuming it here", c.Name, e.Message);
             await progress("rollback", $"failed: {Describe(e)}; resuming the capsule on {O.Host}");
-            await RollBackAsync(c, dumped, images, held, loc, hostIf, self, result);
-            if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
             result.Ok = false;
             result.Error = Describe(e);
-            result.ResumedOnSource = true;
+            try
+            {
+                await RollBackAsync(c, dumped, images, held, loc, hostIf, self, result);
+                result.ResumedOnSource = true;
+            }
+            catch (Exception r)
+            {
+                // Keep the images: they are what is left of the capsule.
+                log.LogError("could not resume {Name} on {Host}: {Error}; its images stay in {Work}", c.Name, O.Host, r.Message, work);
+                result.Error += $"; resuming it on {O.Host} failed too ({Describe(r)}); its checkpoint is kept in {work}";
+                result.Host = O.Host;
+                result.Times.TotalMs = clock.Total;
+                return result;
+            }
+            if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
             result.Host = O.Host;
             result.Times.TotalMs = clock.Total;
             return result;
