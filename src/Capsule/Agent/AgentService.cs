@@ -42,8 +42,8 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
     public override Task<ReleaseReply> Release(ReleaseRequest request, ServerCallContext context) => Guard(async () =>
     {
         var loc = Locator.Parse(request.Locator);
-        var to = Locator.Parse(request.ToUnderlay);
-        dataPlane.Pin(loc, to); // the new route first, so nothing sent after the flush goes the old way
+        var to = request.ToUnderlay.Length == 0 ? Locator.None : Locator.Parse(request.ToUnderlay);
+        if (!to.IsNone) dataPlane.Pin(loc, to); // the new route first, so nothing sent after the flush goes the old way
         var r = await dataPlane.Engine.ReleaseAsync(loc, to);
         return new ReleaseReply { Flushed = r.Flushed, Dropped = r.Dropped };
     });
@@ -60,6 +60,12 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         var result = await Guard(() => migration.RunAsync(request, Report, CancellationToken.None));
         await responseStream.WriteAsync(new MigrateProgress { Phase = "done", Result = result });
     }
+
+    public override Task<SuspendResult> Suspend(SuspendRequest request, ServerCallContext context) =>
+        Guard(() => migration.SuspendAsync(request, CancellationToken.None));
+
+    public override Task<ResumeResult> Resume(ResumeRequest request, ServerCallContext context) =>
+        Guard(() => migration.ResumeAsync(request, CancellationToken.None));
 
     public override Task<ReceiveReply> Receive(IAsyncStreamReader<ImageChunk> requestStream, ServerCallContext context) =>
         Guard(() => migration.ReceiveAsync(requestStream, context.CancellationToken));

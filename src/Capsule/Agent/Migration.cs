@@ -19,7 +19,7 @@ namespace Capsule.Agent;
 /// to the new host. Until the switch, any failure puts the capsule back, running, where it was.
 /// After it, the old host keeps nothing for the capsule: no forwarding is left behind.
 /// </summary>
-internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane, IDirectory directory, Criu criu, ILogger<Migration> log)
+internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane, IDirectory directory, Criu criu, ILogger<Migration> log)
 {
     AgentOptions O => runtime.Options;
     public const int DefaultHoldPackets = 4096;
@@ -54,7 +54,6 @@ internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane,
         var clock = new PhaseClock();
         var result = new MigrateResult { Times = new PhaseTimes() };
         var loc = c.Locator;
-        var hostIf = CapsuleNetwork.HostIf(loc);
         var work = Path.Combine(O.StateDir, "migrations", c.Name);
         var images = Path.Combine(work, "images");
         if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
@@ -62,31 +61,11 @@ internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane,
         // 1. Sync: every host that has sent to the capsule holds its packets; we wait to have
         //    received everything each sent before its hold began (the cut).
         await progress("sync", "peers hold the capsule's packets; agreeing on the cut");
-        var peers = req.NoHold ? [] : dataPlane.Engine.SendersTo(loc).Select(p => p.Host).Where(h => h != self).Distinct().ToList();
-        var peerAgents = peers.Select(p => (Addr: p, Host: state.Hosts.Values.FirstOrDefault(h => h.Underlay == p)))
-            .Where(p => p.Host is not null)
-            .Select(p => (p.Addr, Agent: new HostAgent.HostAgentClient(Channels.For(p.Host!.AgentEndpoint)))).ToList();
-        // Local peers reach the capsule through its veth; with that route gone they reach the TUN, and our own hold.
-        if (!req.NoHold)
-        {
-            await Cmd.TryIp(null, "route", "del", loc + "/32", "dev", hostIf);
-            await dataPlane.Engine.HoldAsync(loc, self, holdPackets);
-        }
-        // Still local here until the dump is done, whatever the directory says meanwhile: the
-        // capsule's own packets (its kernel keeps sending while it runs) go out as before.
-        dataPlane.Pin(loc, self);
         var held = new List<(Locator Addr, HostAgent.HostAgentClient Agent)>();
         var dumped = false;
         try
         {
-            foreach (var p in peerAgents)
-            {
-                var cut = await p.Agent.HoldAsync(new HoldRequest { Locator = loc.ToString(), Via = self.ToString(), Capacity = holdPackets }, deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: ct);
-                held.Add(p);
-                var sw = Stopwatch.StartNew();
-                while (dataPlane.Engine.ReceivedFromHost(p.Addr, loc) < cut.SentPackets && sw.Elapsed < CutWait) await Task.Delay(1, ct);
-                result.Unaccounted += Math.Max(0, cut.SentPackets - dataPlane.Engine.ReceivedFromHost(p.Addr, loc));
-            }
+            result.Unaccounted = await SyncAsync(c, state, self, holdPackets, req.NoHold, held, ct);
             result.Peers = held.Count;
             // From here no host routes to the capsule (holds aside), and this host delivers nothing to it.
             await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating, $"to {req.Target}", ct: ct);
@@ -136,7 +115,7 @@ internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane,
             result.Error = Describe(e);
             try
             {
-                await RollBackAsync(c, dumped, images, held, loc, hostIf, self, result);
+                await RollBackAsync(c, dumped, images, held, self, result);
                 result.ResumedOnSource = true;
             }
             catch (Exception r)
@@ -153,6 +132,40 @@ internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane,
             result.Times.TotalMs = clock.Total;
             return result;
         }
+    }
+
+    /// <summary>
+    /// The cut (seed Fig. 5B): this host and every host that has sent to the capsule hold its
+    /// packets; each peer says how many it had sent here before holding, and we wait (bounded) to
+    /// have received them all. Returns how many were still missing when the wait ended. Peers that
+    /// hold are added to <paramref name="held"/> as they answer, so a failure part-way releases them.
+    /// </summary>
+    async Task<long> SyncAsync(LocalCapsule c, DirectoryState state, Locator self, int holdPackets, bool noHold,
+        List<(Locator Addr, HostAgent.HostAgentClient Agent)> held, CancellationToken ct)
+    {
+        var loc = c.Locator;
+        // Still local here until the dump is done, whatever the directory says meanwhile: the
+        // capsule's own packets (its kernel keeps sending while it runs) go out as before.
+        dataPlane.Pin(loc, self);
+        if (noHold) return 0;
+        // Local peers reach the capsule through its veth; with that route gone they reach the TUN, and our own hold.
+        await Cmd.TryIp(null, "route", "del", loc + "/32", "dev", CapsuleNetwork.HostIf(loc));
+        await dataPlane.Engine.HoldAsync(loc, self, holdPackets);
+        var peers = dataPlane.Engine.SendersTo(loc).Select(p => p.Host).Where(h => h != self).Distinct()
+            .Select(p => (Addr: p, Host: state.Hosts.Values.FirstOrDefault(h => h.Underlay == p)))
+            .Where(p => p.Host is not null)
+            .Select(p => (p.Addr, Agent: new HostAgent.HostAgentClient(Channels.For(p.Host!.AgentEndpoint)))).ToList();
+        var cuts = await Task.WhenAll(peers.Select(async p =>
+        {
+            var cut = await p.Agent.HoldAsync(new HoldRequest { Locator = loc.ToString(), Via = self.ToString(), Capacity = holdPackets },
+                deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: ct);
+            lock (held) held.Add(p);
+            return (p.Addr, cut.SentPackets);
+        }));
+        var sw = Stopwatch.StartNew();
+        long Missing() => cuts.Sum(x => Math.Max(0, x.SentPackets - dataPlane.Engine.ReceivedFromHost(x.Addr, loc)));
+        while (Missing() > 0 && sw.Elapsed < CutWait) await Task.Delay(1, ct);
+        return Missing();
     }
 
     static string Describe(Exception e) => e is RpcException r ? r.Status.Detail : e.Message;
@@ -194,8 +207,9 @@ internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane,
 
     /// <summary>Puts the capsule back as it was: running here, reachable here, held packets delivered here.</summary>
     async Task RollBackAsync(LocalCapsule c, bool dumped, string images, List<(Locator Addr, HostAgent.HostAgentClient Agent)> held,
-        Locator loc, string hostIf, Locator self, MigrateResult result)
+        Locator self, MigrateResult result)
     {
+        var loc = c.Locator;
         if (dumped)
         {
             // CRIU ended the tree after the dump; bring it back from the same images, into the same namespace.
@@ -205,7 +219,7 @@ internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane,
             result.Pid = pid;
         }
         else result.Pid = c.Pid;
-        await Cmd.TryIp(null, "route", "replace", loc + "/32", "dev", hostIf);
+        await Cmd.TryIp(null, "route", "replace", loc + "/32", "dev", CapsuleNetwork.HostIf(loc));
         dataPlane.Pin(loc, self);
         try { await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Running, ct: CancellationToken.None); }
         catch (DirectoryException e) { log.LogWarning("could not record {Name} as running again: {Error}", c.Name, e.Message); }
@@ -223,13 +237,9 @@ internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane,
         var loc = Locator.Parse(head.Locator);
         if (runtime.Find(head.Name) is not null) throw new InvalidOperationException($"capsule '{head.Name}' already runs on {O.Host}");
         var work = Path.Combine(O.StateDir, "migrations", head.Name + ".in");
-        var images = Path.Combine(work, "images");
         var archive = Path.Combine(work, "image.tar");
-        var dir = O.CapsuleDir(head.Name);
-        var netns = O.CapsuleNetns(head.Name);
         if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
         Directory.CreateDirectory(work);
-        var built = false;
         try
         {
             string? sha = null;
@@ -247,27 +257,45 @@ internal sealed class Migration(CapsuleRuntime runtime, DataPlaneHost dataPlane,
             if (sha is null) throw new InvalidDataException("the image stream ended without its checksum (transfer cut short)");
             var got = await ImageArchive.Sha256Async(archive, ct);
             if (got != sha) throw new InvalidDataException($"corrupt transfer: image checksum {got[..12]}… does not match the sender's {sha[..12]}…");
+            var (pid, ms) = await RestoreHereAsync(head.Name, loc, [.. head.Command], archive, work, head.FailAt, ct);
+            return new ReceiveReply { Pid = pid, RestoreMs = ms, Bytes = bytes };
+        }
+        finally
+        {
+            if (Directory.Exists(work) && Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is null) Directory.Delete(work, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// Unpacks a capsule's archive here, rebuilds its network with the same locator and restores
+    /// its processes. On failure everything it made is removed again. Returns (pid, restore ms).
+    /// </summary>
+    async Task<(int Pid, long Ms)> RestoreHereAsync(string name, Locator loc, string[] command, string archive, string work, string failAt, CancellationToken ct)
+    {
+        var images = Path.Combine(work, "images");
+        var dir = O.CapsuleDir(name);
+        var netns = O.CapsuleNetns(name);
+        var built = false;
+        try
+        {
             if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
             await ImageArchive.ExtractAsync(archive, images, dir, ct);
-
             var sw = Stopwatch.StartNew();
-            if (head.FailAt == "restore") throw new CheckpointException("restore failed on purpose (--fail-at restore)");
+            if (failAt == "restore") throw new CheckpointException("restore failed on purpose (--fail-at restore)");
             await CapsuleNetwork.CreateAsync(netns, loc, O.InnerMtu);
             built = true;
             var self = dataPlane.State!.Hosts[O.Host].Underlay;
             dataPlane.Pin(loc, self); // local here before anyone flushes to us
             var pid = await criu.RestoreAsync(images, netns, ct);
-            runtime.Adopt(new LocalCapsule(head.Name, loc, netns, dir, pid, [.. head.Command]));
-            if (Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is null) Directory.Delete(work, recursive: true);
-            log.LogInformation("restored capsule {Name} ({Locator}) as pid {Pid} from {Bytes} bytes", head.Name, loc, pid, bytes);
-            return new ReceiveReply { Pid = pid, RestoreMs = sw.ElapsedMilliseconds, Bytes = bytes };
+            runtime.Adopt(new LocalCapsule(name, loc, netns, dir, pid, command));
+            log.LogInformation("restored capsule {Name} ({Locator}) as pid {Pid}", name, loc, pid);
+            return (pid, sw.ElapsedMilliseconds);
         }
         catch
         {
             dataPlane.Unpin(loc);
             if (built) await CapsuleNetwork.DestroyAsync(netns, loc);
-            if (Directory.Exists(dir) && runtime.Find(head.Name) is null) Directory.Delete(dir, recursive: true);
-            if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+            if (Directory.Exists(dir) && runtime.Find(name) is null) Directory.Delete(dir, recursive: true);
             throw;
         }
     }

@@ -9,6 +9,7 @@ internal static partial class Bench
     {
         var bench = new Command("bench", "Benchmarks that build their own lab and print a table");
         bench.Subcommands.Add(Dataplane());
+        bench.Subcommands.Add(Migrate());
         return bench;
     }
 }

@@ -11,6 +11,9 @@ internal static class CapsuleCommands
     static Argument<string> NameArg() => new("name") { Description = "Capsule name" };
     static Argument<string[]> CommandArg() => new("command") { Description = "Command to run (after --)", Arity = ArgumentArity.OneOrMore };
 
+    static string? SuspendedFile(string? detail) =>
+        detail?.Split(' ').FirstOrDefault(p => p.StartsWith("file=", StringComparison.Ordinal))?[5..];
+
     public static IEnumerable<Command> Build()
     {
         {
@@ -50,10 +53,14 @@ internal static class CapsuleCommands
             ls.SetAction((pr, ct) => CommandTree.Run(async () =>
             {
                 var state = await CommandTree.SessionOf(pr).Directory.SnapshotAsync(ct);
-                var rows = state.Capsules.Values.Select(c => new { c.Name, Locator = c.Locator.ToString(), c.Host, State = c.State.Word(), c.Detail }).ToList();
+                var rows = state.Capsules.Values.Select(c => new
+                {
+                    c.Name, Locator = c.Locator.ToString(), Host = c.State == Core.CapsuleState.Suspended ? "" : c.Host, State = c.State.Word(),
+                    File = c.State == Core.CapsuleState.Suspended ? SuspendedFile(c.Detail) : null, c.Detail,
+                }).ToList();
                 if (pr.GetValue(CommandTree.JsonOption)) { Output.WriteJson(rows); return 0; }
-                var t = Output.Table("NAME", "LOCATOR", "HOST", "STATE");
-                foreach (var r in rows) t.AddRow(r.Name, r.Locator, r.Host, r.State);
+                var t = Output.Table("NAME", "LOCATOR", "HOST", "STATE", "");
+                foreach (var r in rows) t.AddRow(r.Name, r.Locator, r.Host, r.State, Markup.Escape(r.File is null ? "" : "in " + r.File));
                 AnsiConsole.Write(t);
                 return 0;
             }));
@@ -66,6 +73,14 @@ internal static class CapsuleCommands
             {
                 var s = CommandTree.SessionOf(pr);
                 var (c, agent) = await s.CapsuleAsync(pr.GetValue(name)!, ct);
+                if (c.State == Core.CapsuleState.Suspended)
+                {
+                    // Nothing runs anywhere: give the locator back and let every holder drop what it kept.
+                    await s.Directory.ReleaseAsync(c.Name, ct);
+                    await s.ReleaseHoldsAsync(c.Locator, Core.Locator.None, ct);
+                    Console.WriteLine($"suspended capsule {c.Name} removed; locator {c.Locator} released, its file ({c.Detail}) can no longer be resumed");
+                    return 0;
+                }
                 await agent.RemoveAsync(new NameRequest { Name = c.Name }, cancellationToken: ct);
                 Console.WriteLine($"capsule {c.Name} removed; locator {c.Locator} released");
                 return 0;

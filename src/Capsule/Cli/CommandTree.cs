@@ -24,6 +24,7 @@ internal static class CommandTree
         root.Options.Add(LabOption);
         root.Subcommands.Add(LabCommands.Build());
         foreach (var c in CapsuleCommands.Build()) root.Subcommands.Add(c);
+        foreach (var c in SuspendCommands.Build()) root.Subcommands.Add(c);
         root.Subcommands.Add(MigrateCommand.Build());
         root.Subcommands.Add(Doctor.Build());
         root.Subcommands.Add(Demo.Build());

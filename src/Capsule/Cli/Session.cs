@@ -27,6 +27,21 @@ internal sealed class Session(string lab)
         return (h, new HostAgent.HostAgentClient(Channels.For(h.AgentEndpoint)));
     }
 
+    /// <summary>Tells every host's agent to end its hold for <paramref name="locator"/>: flush to <paramref name="to"/>, or drop when none.</summary>
+    public async Task ReleaseHoldsAsync(Locator locator, Locator to, CancellationToken ct)
+    {
+        var state = await Directory.SnapshotAsync(ct);
+        await Task.WhenAll(state.Hosts.Values.Select(async h =>
+        {
+            try
+            {
+                await new HostAgent.HostAgentClient(Channels.For(h.AgentEndpoint)).ReleaseAsync(
+                    new ReleaseRequest { Locator = locator.ToString(), ToUnderlay = to.IsNone ? "" : to.ToString() }, deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: ct);
+            }
+            catch (RpcException) { } // an agent that is down holds nothing
+        }));
+    }
+
     public async Task<(CapsuleRecord Capsule, HostAgent.HostAgentClient Agent)> CapsuleAsync(string name, CancellationToken ct)
     {
         var state = await Directory.SnapshotAsync(ct);

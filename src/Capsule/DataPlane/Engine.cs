@@ -101,13 +101,20 @@ internal sealed unsafe class Engine : IDisposable
 
     /// <summary>
     /// Ends a hold: sends every held packet, in order, to <paramref name="toHost"/> (or, when that is
-    /// this host, back into the TUN for a local capsule). Returns (flushed, dropped while full).
+    /// this host, back into the TUN for a local capsule; when it is none, nowhere: they are dropped).
+    /// Returns (flushed, dropped).
     /// </summary>
     public Task<(long Flushed, long Dropped)> ReleaseAsync(Locator locator, Locator toHost) => OnEgress(() =>
     {
         if (!_holds.Remove(locator.Value, out var hold)) return (0L, 0L);
         using (hold)
         {
+            if (toHost.IsNone)
+            {
+                // Nowhere to go (the capsule was removed while it slept): the held packets are dropped, and counted.
+                Egress.HoldDropped += hold.Count;
+                return (0L, hold.Count + hold.Dropped);
+            }
             var c = Egress;
             var self = toHost == Table.Self;
             var n = 0;
