@@ -64,6 +64,12 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
             }
             // The nft set was rebuilt empty at start-up; let the capsule send again.
             if (CapsuleProcess.IsAlive(c.Pid)) await HostNetwork.AllowAsync(CapsuleNetwork.HostIf(c.Locator), c.Locator);
+            else if (rec.State == CapsuleState.Running)
+            {
+                // The host went down under it (a reboot): say so; `capsule rm` clears it away.
+                log.LogWarning("capsule {Name} did not survive the host's restart", c.Name);
+                await directory.UpdateAsync(c.Name, options.Host, CapsuleState.Stopped, "its host restarted", ct: ct);
+            }
             _capsules[c.Name] = c;
             log.LogInformation("recovered capsule {Name} ({Locator}, pid {Pid})", c.Name, c.Locator, c.Pid);
         }

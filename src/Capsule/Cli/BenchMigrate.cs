@@ -87,7 +87,7 @@ internal static partial class Bench
                         Seconds = seconds,
                         Modes = rows,
                         CriuFloorMs = floor,
-                        CriuFloorNote = "dump_ms + restore_ms of the hold-and-flush migration of the same capsule",
+                        CriuFloorNote = "dump_ms plus restore_ms of the hold-and-flush migration of the same capsule",
                         StallOverFloor = rows.ToDictionary(r => r.Mode, r => Ratio(r) is { } x ? Math.Round(x, 2) : (double?)null),
                         Goal = new { StallOverFloorAtMost = 1.2, PeerRtos = 0 },
                     });
@@ -156,7 +156,7 @@ internal static partial class Bench
                 return new Row(
                     mode.Name, mode.NoHold, result.Ok, result.Ok ? null : result.Error,
                     stall, replies,
-                    result.Ok ? new { Sync = t.SyncMs, FreezeDump = t.DumpMs, Transfer = t.TransferMs, Restore = t.RestoreMs, Flush = t.FlushMs, Total = t.TotalMs } : null,
+                    result.Times is not null ? new { Sync = t.SyncMs, FreezeDump = t.DumpMs, Transfer = t.TransferMs, Restore = t.RestoreMs, Flush = t.FlushMs, Total = t.TotalMs } : null,
                     result.Ok ? result.ImageBytes : null,
                     result.Held, result.Flushed, result.Dropped,
                     Delta(before, after, "TcpExt.TCPTimeouts"), Delta(before, after, "Tcp.RetransSegs"),
@@ -282,10 +282,11 @@ internal static partial class Bench
             {
                 var ok = r.Result is { Ok: true };
                 var times = r.Result?.Times;
-                string P(Func<PhaseTimes, long> f) => ok && times is not null ? f(times).ToString(CultureInfo.InvariantCulture) : "—";
+                // A failed migration still has the times of the phases it went through (and its total, rollback included).
+                string P(Func<PhaseTimes, long> f) => times is not null && (ok || f(times) > 0) ? f(times).ToString(CultureInfo.InvariantCulture) : "—";
                 var stall = r.StallMs is { } s ? s.ToString("F0", CultureInfo.InvariantCulture) : "[red]—[/]";
                 t.AddRow(
-                    Markup.Escape(r.Mode) + (ok ? "" : " [red](failed)[/]"),
+                    ok ? Markup.Escape(r.Mode) : $"[red]{Markup.Escape(r.Mode)}[/]",
                     stall,
                     P(x => x.SyncMs), P(x => x.DumpMs), P(x => x.TransferMs), P(x => x.RestoreMs), P(x => x.FlushMs),
                     P(x => x.TotalMs),
@@ -305,8 +306,13 @@ internal static partial class Bench
                 ? $"CRIU floor (dump + restore)¹: [bold]{f} ms[/]"
                 : "CRIU floor (dump + restore)¹: [red]not measured (the hold-and-flush migration failed)[/]");
             foreach (var r in rows)
+            {
+                // Phase times vary from run to run; a mode's own dump + restore shows how much of its stall is that.
+                var own = r.NoHold && r.Result is { Ok: true } o && r.StallMs is { } s && o.Times.DumpMs + o.Times.RestoreMs is > 0 and var of
+                    ? $" [grey](against its own dump + restore of {of} ms: {(s / of).ToString("F2", CultureInfo.InvariantCulture)}×)[/]" : "";
                 AnsiConsole.MarkupLine($"stall / floor, {Markup.Escape(r.Mode)}: " +
-                    (ratio(r) is { } x ? $"[bold]{x.ToString("F2", CultureInfo.InvariantCulture)}×[/]" : "—"));
+                    (ratio(r) is { } x ? $"[bold]{x.ToString("F2", CultureInfo.InvariantCulture)}×[/]" : "—") + own);
+            }
             AnsiConsole.MarkupLine("[grey]¹ freeze+dump + restore of the same capsule in the hold-and-flush migration: what no migration of it can go below. Goal: stall ≤ 1.2 × floor and no retransmission timeout at the peer.[/]");
         }
 

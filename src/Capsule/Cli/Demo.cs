@@ -128,13 +128,13 @@ internal static partial class Demo
         var sw = Stopwatch.StartNew();
         var log = "";
         string? shown = null, line = null;
-        var lastPrint = TimeSpan.FromSeconds(-1);
+        var lastPrint = TimeSpan.Zero; // the first line after a second, when there is something to see
         while (true)
         {
             try { log = (await Logs(s, "client", ct)).Out; }
             catch (RpcException) { } // the capsule may be between hosts for a moment; try again
             var m = DoneLine().Match(log) is { Success: true } d ? d : ProgressLine().Matches(log).LastOrDefault();
-            if (m is not null && m.Groups[1].Value != "0")
+            if (m is not null)
                 line = $"   stream at {clock.Elapsed.TotalSeconds,4:F1} s: {Mb(m.Groups[1].Value)} sent, {Mb(m.Groups[2].Value)} echoed back";
             var stop = stopAt?.Any(log.Contains) == true || sw.Elapsed >= duration;
             if (line is not null && line != shown)

@@ -41,7 +41,18 @@ internal static class LabCommands
             return await Self.RunAttachedAsync("nsenter", [$"--net={Netns.Dir}/{ns}", "--", .. pr.GetValue(cmd)!], ct);
         }));
 
+        var which = new Argument<string[]>("hosts") { Description = "Hosts to restart (all when none is named)", Arity = ArgumentArity.ZeroOrMore };
+        var restart = new Command("restart", "Restart simulated hosts as a reboot would: their processes and capsules end, their disks and the directory stay") { which };
+        restart.SetAction((pr, ct) => CommandTree.Run(async () =>
+        {
+            var s = CommandTree.SessionOf(pr);
+            await new LabRunner(s.Paths, Output.Step).RestartAsync(pr.GetValue(which) ?? [], ct);
+            Console.WriteLine("restarted");
+            return 0;
+        }));
+
         lab.Subcommands.Add(up);
+        lab.Subcommands.Add(restart);
         lab.Subcommands.Add(down);
         lab.Subcommands.Add(exec);
         return lab;

@@ -50,7 +50,7 @@ internal sealed unsafe class Engine : IDisposable
     public FlowCounters Ingress { get; } = new();
     /// <summary>Packets sent per (host, destination locator), key host &lt;&lt; 32 | locator (egress thread writes, anyone reads).</summary>
     public ConcurrentDictionary<ulong, FlowCount> SentTo { get; } = new();
-    /// <summary>Packets delivered per (sending host, destination locator), key host &lt;&lt; 32 | locator.</summary>
+    /// <summary>Packets arrived per (sending host, destination locator), key host &lt;&lt; 32 | locator (ingress thread writes).</summary>
     public ConcurrentDictionary<ulong, FlowCount> ReceivedFrom { get; } = new();
     public TranslationTable Table => Volatile.Read(ref _table);
 
@@ -264,16 +264,21 @@ internal sealed unsafe class Engine : IDisposable
                 var verdict = (b.Msgs[i].Hdr.Flags & MsgTrunc) != 0 && table.IsKnownHost(from)
                     ? DropReason.Malformed
                     : Forwarding.Inbound(table, from, datagram, out _);
+                // The cut counts what arrived from a known host, delivered or not: a migration waits
+                // for packets to be here, and one this host then refuses has arrived all the same.
+                if (verdict is not (DropReason.UnknownHost or DropReason.Malformed or DropReason.BadVersion) && len >= Wire.HeaderSize + Ipv4.MinHeader)
+                {
+                    var key = Key(from, Ipv4.Destination(datagram[Wire.HeaderSize..]));
+                    if (!ReceivedFrom.TryGetValue(key, out var f)) f = ReceivedFrom.GetOrAdd(key, _ => new FlowCount());
+                    f.Packets++;
+                    f.Bytes += len - Wire.HeaderSize;
+                }
                 if (verdict != DropReason.None) { c.Drops.Add(verdict); continue; }
                 if (Native.write(tunFd, slot + Wire.HeaderSize, (nuint)(len - Wire.HeaderSize)) < 0)
                 {
                     c.Drops.Add(DropReason.IoError);
                     continue;
                 }
-                var key = ((ulong)from.Value << 32) | Ipv4.Destination(datagram[Wire.HeaderSize..]).Value;
-                if (!ReceivedFrom.TryGetValue(key, out var f)) f = ReceivedFrom.GetOrAdd(key, _ => new FlowCount());
-                f.Packets++;
-                f.Bytes += len - Wire.HeaderSize;
                 c.Packets++;
                 c.Bytes += len - Wire.HeaderSize;
             }

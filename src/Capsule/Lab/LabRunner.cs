@@ -60,17 +60,10 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         for (var i = 1; i <= hosts; i++)
         {
             var h = $"h{i}";
-            var ns = paths.HostNetns(h);
-            var entry = new HostEntry(h, paths.Underlay(i), paths.AgentEndpoint(h), ns);
+            var entry = new HostEntry(h, paths.Underlay(i), paths.AgentEndpoint(h), paths.HostNetns(h));
             record.Hosts.Add(entry);
             Save(record);
-            await Netns.AddAsync(ns);
-            await Netns.SysctlAsync(ns, "net.ipv6.conf.all.disable_ipv6", "1");
-            await Netns.SysctlAsync(ns, "net.ipv6.conf.default.disable_ipv6", "1");
-            await Cmd.Ip(ns, "link", "add", "ul0", "type", "veth", "peer", "name", h, "netns", ul);
-            await Cmd.Ip(ul, "link", "set", h, "master", "br0", "up");
-            await Cmd.Ip(ns, "addr", "add", entry.Underlay + "/24", "dev", "ul0");
-            await Cmd.Ip(ns, "link", "set", "ul0", "up");
+            await PlugInAsync(entry);
         }
 
         Say("directory");
@@ -81,31 +74,76 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         var directory = new RemoteDirectory(paths.DirectoryEndpoint);
         await WaitAsync("the directory", paths.DirectoryLog, async () => { await directory.SnapshotAsync(ct); return true; }, ct);
 
-        foreach (var h in record.Hosts)
-        {
-            Say($"host {h.Name} ({h.Underlay}): agent");
-            Directory.CreateDirectory(paths.HostStateDir(h.Name));
-            Directory.CreateDirectory(paths.HostView);
-            // Its own mount namespace (propagation unchanged, so /run/netns stays shared with the
-            // machine and `ip netns` sees the capsules) with its own folder bound at the common view.
-            Self.StartDaemon(paths.AgentLog(h.Name), ["nsenter", $"--net={Netns.Dir}/{h.Netns}", "--",
-                "unshare", "--mount", "--propagation", "unchanged", "--",
-                "sh", "-c", """mount --bind "$1" "$2" && shift 2 && exec "$@" """, "sh", paths.HostStateDir(h.Name), paths.HostView,
-                self, .. prefix, "agent",
-                "--host", h.Name, "--underlay", h.Underlay, "--directory", paths.DirectoryEndpoint,
-                "--listen", h.Endpoint, "--state", paths.HostView, "--netns-prefix", paths.NetnsPrefix,
-                "--pid-file", paths.AgentPidFile(h.Name)]);
-        }
-        foreach (var h in record.Hosts)
-        {
-            var agent = new Protos.HostAgent.HostAgentClient(Channels.For(h.Endpoint));
-            await WaitAsync($"agent {h.Name}", paths.AgentLog(h.Name), async () =>
-            {
-                await agent.StatsAsync(new Empty(), cancellationToken: ct);
-                return (await directory.SnapshotAsync(ct)).Hosts.ContainsKey(h.Name);
-            }, ct);
-        }
+        foreach (var h in record.Hosts) BootAgent(h);
+        foreach (var h in record.Hosts) await WaitForAgentAsync(h, directory, ct);
         return record;
+    }
+
+    /// <summary>A host's namespace and its link to the underlay segment.</summary>
+    async Task PlugInAsync(HostEntry h)
+    {
+        var ul = paths.UnderlayNetns;
+        await Netns.AddAsync(h.Netns);
+        await Netns.SysctlAsync(h.Netns, "net.ipv6.conf.all.disable_ipv6", "1");
+        await Netns.SysctlAsync(h.Netns, "net.ipv6.conf.default.disable_ipv6", "1");
+        await Cmd.Ip(h.Netns, "link", "add", "ul0", "type", "veth", "peer", "name", h.Name, "netns", ul);
+        await Cmd.Ip(ul, "link", "set", h.Name, "master", "br0", "up");
+        await Cmd.Ip(h.Netns, "addr", "add", h.Underlay + "/24", "dev", "ul0");
+        await Cmd.Ip(h.Netns, "link", "set", "ul0", "up");
+    }
+
+    void BootAgent(HostEntry h)
+    {
+        Say($"host {h.Name} ({h.Underlay}): agent");
+        var (self, prefix) = Self.Command();
+        Directory.CreateDirectory(paths.HostStateDir(h.Name));
+        Directory.CreateDirectory(paths.HostView);
+        // Its own mount namespace (propagation unchanged, so /run/netns stays shared with the
+        // machine and `ip netns` sees the capsules) with its own folder bound at the common view.
+        Self.StartDaemon(paths.AgentLog(h.Name), ["nsenter", $"--net={Netns.Dir}/{h.Netns}", "--",
+            "unshare", "--mount", "--propagation", "unchanged", "--",
+            "sh", "-c", """mount --bind "$1" "$2" && shift 2 && exec "$@" """, "sh", paths.HostStateDir(h.Name), paths.HostView,
+            self, .. prefix, "agent",
+            "--host", h.Name, "--underlay", h.Underlay, "--directory", paths.DirectoryEndpoint,
+            "--listen", h.Endpoint, "--state", paths.HostView, "--netns-prefix", paths.NetnsPrefix,
+            "--pid-file", paths.AgentPidFile(h.Name)]);
+    }
+
+    async Task WaitForAgentAsync(HostEntry h, RemoteDirectory directory, CancellationToken ct)
+    {
+        var agent = new Protos.HostAgent.HostAgentClient(Channels.For(h.Endpoint));
+        await WaitAsync($"agent {h.Name}", paths.AgentLog(h.Name), async () =>
+        {
+            await agent.StatsAsync(new Empty(), cancellationToken: ct);
+            return (await directory.SnapshotAsync(ct)).Hosts.ContainsKey(h.Name);
+        }, ct);
+    }
+
+    /// <summary>
+    /// Restarts simulated hosts as a reboot would: the agent and every process on the host are
+    /// killed, its namespaces (the capsules' too) are removed and made again, and a new agent
+    /// starts. Its disk (state folder) and the directory are kept.
+    /// </summary>
+    public async Task RestartAsync(IReadOnlyCollection<string> hosts, CancellationToken ct)
+    {
+        var record = Load() ?? throw new InvalidOperationException($"lab '{paths.Name}' is not up");
+        var chosen = hosts.Count == 0 ? record.Hosts : record.Hosts.Where(h => hosts.Contains(h.Name)).ToList();
+        foreach (var name in hosts)
+            if (record.Hosts.All(h => h.Name != name)) throw new ArgumentException($"no host '{name}' in lab '{paths.Name}'");
+        foreach (var h in chosen)
+        {
+            Say($"host {h.Name}: power off");
+            await StopDaemonsAsync([paths.AgentPidFile(h.Name)], ct);
+            foreach (var ns in Netns.List().Where(n => n.StartsWith(h.Netns + "-c-", StringComparison.Ordinal)).Append(h.Netns).ToList())
+            {
+                await Netns.KillAllAsync(ns);
+                await Netns.DeleteAsync(ns);
+            }
+            await PlugInAsync(h);
+            BootAgent(h);
+        }
+        var directory = new RemoteDirectory(paths.DirectoryEndpoint);
+        foreach (var h in chosen) await WaitForAgentAsync(h, directory, ct);
     }
 
     void Save(Record r)
@@ -135,15 +173,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
     /// <summary>Removes every process, namespace, link and file of the lab. Safe to run twice or on a half-made lab.</summary>
     public async Task DownAsync(CancellationToken ct)
     {
-        var daemons = new List<int>();
-        if (Directory.Exists(paths.RunDir))
-            foreach (var f in Directory.EnumerateFiles(paths.RunDir, "*.pid"))
-                if (int.TryParse(File.ReadAllText(f).Trim(), out var pid) && IsOurs(pid)) daemons.Add(pid);
-        // Agents first, politely, so they can say goodbye to the directory; then everything by force.
-        foreach (var pid in daemons) Native.kill(pid, 15);
-        var sw = Stopwatch.StartNew();
-        while (daemons.Any(CapsuleProcess.IsAlive) && sw.Elapsed < TimeSpan.FromSeconds(5)) await Task.Delay(20, ct);
-        foreach (var pid in daemons) Native.kill(pid, 9);
+        if (Directory.Exists(paths.RunDir)) await StopDaemonsAsync(Directory.GetFiles(paths.RunDir, "*.pid"), ct);
 
         // Capsules before hosts: a capsule's namespace holds one end of a veth whose other end is in a host.
         var owned = Netns.List().Where(paths.Owns).OrderBy(n => n.Contains("-c-") ? 0 : 1).ToList();
@@ -155,6 +185,18 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         }
         foreach (var dir in new[] { paths.RunDir, paths.StateDir })
             if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+    }
+
+    /// <summary>Stops the daemons named by pid files: politely first (they tidy up), then by force.</summary>
+    async Task StopDaemonsAsync(IEnumerable<string> pidFiles, CancellationToken ct)
+    {
+        var daemons = new List<int>();
+        foreach (var f in pidFiles)
+            if (File.Exists(f) && int.TryParse(File.ReadAllText(f).Trim(), out var pid) && IsOurs(pid)) daemons.Add(pid);
+        foreach (var pid in daemons) Native.kill(pid, 15);
+        var sw = Stopwatch.StartNew();
+        while (daemons.Any(CapsuleProcess.IsAlive) && sw.Elapsed < TimeSpan.FromSeconds(5)) await Task.Delay(20, ct);
+        foreach (var pid in daemons) Native.kill(pid, 9);
     }
 
     bool IsOurs(int pid)

@@ -1,0 +1,146 @@
+using System.Text.Json;
+using Xunit;
+
+namespace Capsule.Lab.Tests;
+
+/// <summary>Suspend a capsule to one file and resume it later on any host, with real CRIU and real TCP.</summary>
+[Collection("lab")]
+public sealed class SuspendTests(LabFixture lab) : IDisposable
+{
+    readonly string _dir = Directory.CreateTempSubdirectory("capsule-suspend-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    static string[] Stream(params string[] args) => ["python3", LabFixture.Tool("stream.py"), .. args];
+
+    [Fact]
+    public async Task A_capsule_suspended_for_seconds_and_resumed_elsewhere_keeps_its_tcp_stream()
+    {
+        var (srv, _) = await lab.Create("zsrv", "h1", Stream("server", "7010"));
+        await lab.WaitForLog("zsrv", "LISTENING");
+        await lab.Create("zcli", "h2", Stream("client", srv, "7010", "10"));
+        var file = Path.Combine(_dir, "zsrv.capsule");
+        try
+        {
+            await lab.WaitForLog("zcli", "PROGRESS sent=");
+            var s = (await lab.Run("suspend", "zsrv", "--to", file, "--json")).Ok();
+            using (var doc = JsonDocument.Parse(s.Out))
+                Assert.Equal(1, doc.RootElement.GetProperty("peers").GetInt32()); // h2 holds the client's packets
+            using (var ls = JsonDocument.Parse((await lab.Run("ls", "--json")).Ok().Out))
+            {
+                var me = ls.RootElement.EnumerateArray().Single(e => e.GetProperty("name").GetString() == "zsrv");
+                Assert.Equal("suspended", me.GetProperty("state").GetString());
+                Assert.Equal(file, me.GetProperty("file").GetString());
+            }
+            Assert.False(File.Exists($"/run/netns/{lab.Name}-h1-c-zsrv"));
+            Assert.Contains("zsrv", (await lab.Run("inspect", file)).Ok().Out);
+            using (var doc = JsonDocument.Parse((await lab.Run("inspect", file, "--json")).Ok().Out))
+            {
+                var meta = doc.RootElement.GetProperty("meta");
+                Assert.Equal(srv, meta.GetProperty("locator").GetString());
+                Assert.Contains(meta.GetProperty("connections").EnumerateArray(), c => c.GetString()!.StartsWith("ESTAB") && c.GetString()!.Contains(srv + ":7010"));
+                Assert.Contains(meta.GetProperty("processes").EnumerateArray(), p => p.GetProperty("pid").GetInt32() == 1 && p.GetProperty("command").GetString()!.Contains("stream.py"));
+                Assert.Equal(new FileInfo(file).Length, doc.RootElement.GetProperty("size").GetInt64());
+            }
+            await Task.Delay(3000);
+            var r = (await lab.Run("resume", file, "--on", "h3", "--json")).Ok();
+            using (var doc = JsonDocument.Parse(r.Out)) Assert.Equal("h3", doc.RootElement.GetProperty("host").GetString());
+            var done = await lab.WaitForLog("zcli", "DONE");
+            var line = done.Split('\n').Single(l => l.StartsWith("DONE"));
+            Assert.Contains($"echoed={line.Split(' ')[1][5..]}", line);
+            Assert.DoesNotContain("ERROR", await lab.Logs("zsrv"));
+        }
+        finally
+        {
+            await lab.Run("rm", "zcli");
+            await lab.Run("rm", "zsrv");
+        }
+    }
+
+    [Fact]
+    public async Task A_suspended_file_copied_elsewhere_resumes_after_the_hosts_restarted_and_counts_on()
+    {
+        await lab.Create("counter", "h1", "sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done");
+        var first = Path.Combine(_dir, "counter.capsule");
+        var moved = Path.Combine(_dir, "elsewhere", "counter.capsule");
+        try
+        {
+            await lab.WaitForLog("counter", "\n10\n");
+            (await lab.Run("suspend", "counter", "--to", first)).Ok();
+            Directory.CreateDirectory(Path.GetDirectoryName(moved)!);
+            File.Copy(first, moved);
+            File.Delete(first);
+            (await lab.Run("lab", "restart")).Ok();
+            (await lab.Run("resume", moved, "--on", "h2")).Ok();
+            var log = await lab.Logs("counter");
+            var last = int.Parse(log.Split('\n', StringSplitOptions.RemoveEmptyEntries).Last());
+            log = await lab.WaitForLog("counter", $"\n{last + 10}\n");
+            var numbers = log.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToList();
+            Assert.Equal(Enumerable.Range(1, numbers.Count), numbers); // no restart from 1, no gap, no repeat
+        }
+        finally
+        {
+            await lab.Run("rm", "counter");
+        }
+    }
+
+    [Fact]
+    public async Task Bad_resumes_get_a_clear_error_and_change_nothing()
+    {
+        await lab.Create("sleepy", "h1", "sleep", "infinity");
+        var file = Path.Combine(_dir, "sleepy.capsule");
+        try
+        {
+            (await lab.Run("suspend", "sleepy", "--to", file)).Ok();
+            var exists = await lab.Run("suspend", "sleepy", "--to", file);
+            Assert.Equal(1, exists.Code);
+            var before = (await lab.Run("ls", "--json")).Ok().Out;
+
+            var truncated = Path.Combine(_dir, "truncated.capsule");
+            var bytes = await File.ReadAllBytesAsync(file);
+            await File.WriteAllBytesAsync(truncated, bytes[..(bytes.Length / 2)]);
+            var r = await lab.Run("resume", truncated, "--on", "h2");
+            Assert.Equal(1, r.Code);
+            Assert.Contains("truncated", r.Err);
+
+            var tampered = Path.Combine(_dir, "tampered.capsule");
+            bytes[bytes.Length / 2] ^= 0x5A;
+            await File.WriteAllBytesAsync(tampered, bytes);
+            r = await lab.Run("resume", tampered, "--on", "h2");
+            Assert.Equal(1, r.Code);
+            Assert.Contains("checksum", r.Err);
+            Assert.Contains("checksum", (await lab.Run("inspect", tampered)).Err);
+
+            var notOurs = Path.Combine(_dir, "not-a-capsule");
+            await File.WriteAllTextAsync(notOurs, "hello");
+            r = await lab.Run("resume", notOurs, "--on", "h2");
+            Assert.Equal(1, r.Code);
+            Assert.Contains("not a capsule suspend file", r.Err);
+
+            Assert.Equal(before, (await lab.Run("ls", "--json")).Ok().Out);
+            Assert.False(File.Exists($"/run/netns/{lab.Name}-h2-c-sleepy"));
+
+            (await lab.Run("resume", file, "--on", "h2")).Ok();
+            var running = (await lab.Run("ls", "--json")).Ok().Out;
+            r = await lab.Run("resume", file, "--on", "h3");
+            Assert.Equal(1, r.Code);
+            Assert.Contains("resumed already", r.Err);
+            Assert.Equal(running, (await lab.Run("ls", "--json")).Ok().Out);
+
+            // Suspend again, then remove it: the locator goes back to the pool, and the file is refused.
+            var again = Path.Combine(_dir, "again.capsule");
+            (await lab.Run("suspend", "sleepy", "--to", again)).Ok();
+            (await lab.Run("rm", "sleepy")).Ok();
+            var released = (await lab.Run("ls", "--json")).Ok().Out;
+            r = await lab.Run("resume", again, "--on", "h2");
+            Assert.Equal(1, r.Code);
+            Assert.Contains("released", r.Err);
+            Assert.Equal(released, (await lab.Run("ls", "--json")).Ok().Out);
+            Assert.False(File.Exists($"/run/netns/{lab.Name}-h2-c-sleepy"));
+        }
+        finally
+        {
+            await lab.Run("rm", "sleepy");
+        }
+    }
+}
