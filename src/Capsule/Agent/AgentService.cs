@@ -67,6 +67,12 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
     public override Task<ResumeResult> Resume(ResumeRequest request, ServerCallContext context) =>
         Guard(() => migration.ResumeAsync(request, CancellationToken.None));
 
+    public override Task<Empty> Prepare(PrepareRequest request, ServerCallContext context) =>
+        Guard(async () => { await migration.PrepareAsync(request.Name, Locator.Parse(request.Locator), context.CancellationToken); return new Empty(); });
+
+    public override Task<Empty> Abort(NameRequest request, ServerCallContext context) =>
+        Guard(async () => { await migration.AbortAsync(request.Name); return new Empty(); });
+
     public override Task<ReceiveReply> Receive(IAsyncStreamReader<ImageChunk> requestStream, ServerCallContext context) =>
         Guard(() => migration.ReceiveAsync(requestStream, context.CancellationToken));
 

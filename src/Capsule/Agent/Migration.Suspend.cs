@@ -116,7 +116,7 @@ internal sealed partial class Migration
             var archive = Path.Combine(work, "payload.tar");
             await SuspendFile.ExtractPayloadAsync(req.File, archive, ct);
             var loc = Locator.Parse(meta.Locator);
-            var (pid, restoreMs) = await RestoreHereAsync(meta.Name, loc, meta.Command, archive, work, "", ct);
+            var (pid, restoreMs, _) = await RestoreHereAsync(meta.Name, loc, meta.Command, archive, work, "", ct);
             try
             {
                 // Only one resume of a file wins: the revision must still be the suspended one.

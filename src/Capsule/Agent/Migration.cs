@@ -50,6 +50,8 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
         try { await targetAgent.StatsAsync(new Empty(), deadline: DateTime.UtcNow.AddSeconds(3), cancellationToken: ct); }
         catch (RpcException e) { throw new InvalidOperationException($"target {req.Target} is unreachable ({e.Status.Detail}); nothing was changed"); }
 
+        // The target builds the capsule's network while we sync and dump: off the frozen path.
+        var prepared = targetAgent.PrepareAsync(new PrepareRequest { Name = c.Name, Locator = c.Locator.ToString() }, cancellationToken: ct).ResponseAsync;
         var holdPackets = req.HoldPackets > 0 ? req.HoldPackets : DefaultHoldPackets;
         var clock = new PhaseClock();
         var result = new MigrateResult { Times = new PhaseTimes() };
@@ -60,7 +62,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
 
         // 1. Sync: every host that has sent to the capsule holds its packets; we wait to have
         //    received everything each sent before its hold began (the cut).
-        await progress("sync", "peers hold the capsule's packets; agreeing on the cut");
+        await progress("sync", req.NoHold ? "not holding (comparison run): peers keep sending" : "peers hold the capsule's packets; agreeing on the cut");
         var held = new List<(Locator Addr, HostAgent.HostAgentClient Agent)>();
         var dumped = false;
         try
@@ -74,7 +76,9 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
             // 2. Freeze and dump.
             await progress("dump", "freezing and checkpointing the process tree (CRIU)");
             if (req.FailAt == "dump") throw new CheckpointException("dump failed on purpose (--fail-at dump)");
+            var criuClock = Stopwatch.StartNew();
             await criu.DumpAsync(c.Pid, images, ct);
+            result.Times.CriuDumpMs = criuClock.ElapsedMilliseconds;
             dumped = true;
             // The tree is gone; its namespace must now neither receive (a stray packet would meet no
             // socket and be answered with a reset) nor send. Not local here any more: both are dropped.
@@ -83,11 +87,10 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
 
             // 3. Transfer, and 4. restore on the target (its reply comes once the capsule runs there).
             await progress("transfer", $"sending the image to {req.Target}");
-            var archive = Path.Combine(work, "image.tar");
-            await ImageArchive.WriteAsync(archive, images, c.Dir, ct);
-            result.ImageBytes = new FileInfo(archive).Length;
-            var reply = await SendAsync(targetAgent, c, archive, req.FailAt, ct);
+            await prepared;
+            var reply = await SendAsync(targetAgent, c, images, req.FailAt, result, ct);
             result.Times.RestoreMs = reply.RestoreMs;
+            result.Times.CriuRestoreMs = reply.CriuMs;
             result.Times.TransferMs = clock.Lap() - reply.RestoreMs;
             result.Pid = reply.Pid;
 
@@ -113,6 +116,10 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
             await progress("rollback", $"failed: {Describe(e)}; resuming the capsule on {O.Host}");
             result.Ok = false;
             result.Error = Describe(e);
+            // Whatever the target built ahead goes (it never removes a capsule that runs there).
+            await prepared.ContinueWith(_ => { }, TaskScheduler.Default);
+            try { await targetAgent.AbortAsync(new NameRequest { Name = c.Name }, deadline: DateTime.UtcNow.AddSeconds(10)); }
+            catch (RpcException a) { log.LogWarning("could not tell {Target} to drop what it prepared: {Error}", req.Target, a.Status.Detail); }
             try
             {
                 await RollBackAsync(c, dumped, images, held, self, result);
@@ -149,7 +156,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
         dataPlane.Pin(loc, self);
         if (noHold) return 0;
         // Local peers reach the capsule through its veth; with that route gone they reach the TUN, and our own hold.
-        await Cmd.TryIp(null, "route", "del", loc + "/32", "dev", CapsuleNetwork.HostIf(loc));
+        await CapsuleNetwork.DetachAsync(loc);
         await dataPlane.Engine.HoldAsync(loc, self, holdPackets);
         var peers = dataPlane.Engine.SendersTo(loc).Select(p => p.Host).Where(h => h != self).Distinct()
             .Select(p => (Addr: p, Host: state.Hosts.Values.FirstOrDefault(h => h.Underlay == p)))
@@ -170,26 +177,24 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
 
     static string Describe(Exception e) => e is RpcException r ? r.Status.Detail : e.Message;
 
-    async Task<ReceiveReply> SendAsync(HostAgent.HostAgentClient target, LocalCapsule c, string archive, string failAt, CancellationToken ct)
+    /// <summary>Streams the image (CRIU's files and the capsule's own folder, as tar) to the target, then its checksum.</summary>
+    async Task<ReceiveReply> SendAsync(HostAgent.HostAgentClient target, LocalCapsule c, string images, string failAt, MigrateResult result, CancellationToken ct)
     {
-        var sha = await ImageArchive.Sha256Async(archive, ct);
         using var call = target.Receive(cancellationToken: ct);
         var first = new ImageChunk { Name = c.Name, Locator = c.Locator.ToString(), FailAt = failAt ?? "" };
         first.Command.AddRange(c.Command);
         await call.RequestStream.WriteAsync(first, ct);
-        await using (var fs = File.OpenRead(archive))
+        var chunks = 0;
+        await using var stream = new ChunkStream(async (data, token) =>
         {
-            var buf = new byte[1 << 20];
-            int n;
-            var firstData = true;
-            while ((n = await fs.ReadAsync(buf, ct)) > 0)
-            {
-                // A corrupt transfer, on purpose: flip one byte of the first chunk after the checksum was taken.
-                if (firstData && failAt == "transfer") buf[0] ^= 0xFF;
-                firstData = false;
-                await call.RequestStream.WriteAsync(new ImageChunk { Data = ByteString.CopyFrom(buf, 0, n) }, ct);
-            }
-        }
+            var bytes = ByteString.CopyFrom(data.Span);
+            // A corrupt transfer, on purpose: one byte of the first chunk flipped after it was hashed.
+            if (chunks++ == 0 && failAt == "transfer") bytes = ByteString.CopyFrom([(byte)(data.Span[0] ^ 0xFF), .. data.Span[1..]]);
+            await call.RequestStream.WriteAsync(new ImageChunk { Data = bytes }, token);
+        });
+        await ImageArchive.WriteAsync(stream, images, c.Dir, ct);
+        var sha = await stream.FinishAsync(ct);
+        result.ImageBytes = stream.Length;
         await call.RequestStream.WriteAsync(new ImageChunk { Sha256 = sha }, ct);
         await call.RequestStream.CompleteAsync();
         return await call;
@@ -219,13 +224,31 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
             result.Pid = pid;
         }
         else result.Pid = c.Pid;
-        await Cmd.TryIp(null, "route", "replace", loc + "/32", "dev", CapsuleNetwork.HostIf(loc));
+        await CapsuleNetwork.AttachAsync(loc);
         dataPlane.Pin(loc, self);
         try { await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Running, ct: CancellationToken.None); }
         catch (DirectoryException e) { log.LogWarning("could not record {Name} as running again: {Error}", c.Name, e.Message); }
         await FlushAsync(held, loc, self, result);
         var own = await dataPlane.Engine.ReleaseAsync(loc, self);
         result.Held += own.Flushed + own.Dropped; result.Flushed += own.Flushed; result.Dropped += own.Dropped;
+    }
+
+    readonly System.Collections.Concurrent.ConcurrentDictionary<string, Locator> _prepared = new();
+
+    /// <summary>Target side, ahead of the freeze: the capsule's network namespace, veth and routes, not yet routed to.</summary>
+    public async Task PrepareAsync(string name, Locator loc, CancellationToken ct)
+    {
+        if (Names.CapsuleNameError(name) is { } bad) throw new ArgumentException(bad);
+        if (runtime.Find(name) is not null) throw new InvalidOperationException($"capsule '{name}' already runs on {O.Host}");
+        await CapsuleNetwork.BuildAsync(O.CapsuleNetns(name), loc, O.InnerMtu);
+        _prepared[name] = loc;
+    }
+
+    /// <summary>Target side, after a failed migration: removes what <see cref="PrepareAsync"/> built.</summary>
+    public async Task AbortAsync(string name)
+    {
+        if (runtime.Find(name) is not null) return; // restored after all: it is the source's to sort out, not ours to kill
+        if (_prepared.TryRemove(name, out var loc)) await CapsuleNetwork.DestroyAsync(O.CapsuleNetns(name), loc);
     }
 
     /// <summary>Target side: receive the image, check it, rebuild the capsule's network, restore its processes.</summary>
@@ -244,21 +267,23 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
         {
             string? sha = null;
             long bytes = 0;
+            using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
             await using (var fs = File.Create(archive))
             {
                 while (await stream.MoveNext(ct))
                 {
                     var chunk = stream.Current;
                     if (chunk.Sha256.Length > 0) { sha = chunk.Sha256; break; }
-                    chunk.Data.WriteTo(fs);
+                    hash.AppendData(chunk.Data.Span);
+                    await fs.WriteAsync(chunk.Data.Memory, ct);
                     bytes += chunk.Data.Length;
                 }
             }
             if (sha is null) throw new InvalidDataException("the image stream ended without its checksum (transfer cut short)");
-            var got = await ImageArchive.Sha256Async(archive, ct);
+            var got = Convert.ToHexStringLower(hash.GetHashAndReset());
             if (got != sha) throw new InvalidDataException($"corrupt transfer: image checksum {got[..12]}… does not match the sender's {sha[..12]}…");
-            var (pid, ms) = await RestoreHereAsync(head.Name, loc, [.. head.Command], archive, work, head.FailAt, ct);
-            return new ReceiveReply { Pid = pid, RestoreMs = ms, Bytes = bytes };
+            var (pid, ms, criuMs) = await RestoreHereAsync(head.Name, loc, [.. head.Command], archive, work, head.FailAt, ct);
+            return new ReceiveReply { Pid = pid, RestoreMs = ms, Bytes = bytes, CriuMs = criuMs };
         }
         finally
         {
@@ -270,26 +295,30 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
     /// Unpacks a capsule's archive here, rebuilds its network with the same locator and restores
     /// its processes. On failure everything it made is removed again. Returns (pid, restore ms).
     /// </summary>
-    async Task<(int Pid, long Ms)> RestoreHereAsync(string name, Locator loc, string[] command, string archive, string work, string failAt, CancellationToken ct)
+    async Task<(int Pid, long Ms, long CriuMs)> RestoreHereAsync(string name, Locator loc, string[] command, string archive, string work, string failAt, CancellationToken ct)
     {
         var images = Path.Combine(work, "images");
         var dir = O.CapsuleDir(name);
         var netns = O.CapsuleNetns(name);
-        var built = false;
+        var built = _prepared.TryRemove(name, out _);
         try
         {
             if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
             await ImageArchive.ExtractAsync(archive, images, dir, ct);
             var sw = Stopwatch.StartNew();
             if (failAt == "restore") throw new CheckpointException("restore failed on purpose (--fail-at restore)");
-            await CapsuleNetwork.CreateAsync(netns, loc, O.InnerMtu);
+            if (!built) await CapsuleNetwork.BuildAsync(netns, loc, O.InnerMtu);
             built = true;
+            var criuClock = Stopwatch.StartNew();
+            var pid = await criu.RestoreAsync(images, netns, ct);
+            var criuMs = criuClock.ElapsedMilliseconds;
+            // Only now, with the sockets back, does anything reach the capsule here.
+            await CapsuleNetwork.AttachAsync(loc);
             var self = dataPlane.State!.Hosts[O.Host].Underlay;
             dataPlane.Pin(loc, self); // local here before anyone flushes to us
-            var pid = await criu.RestoreAsync(images, netns, ct);
             runtime.Adopt(new LocalCapsule(name, loc, netns, dir, pid, command));
             log.LogInformation("restored capsule {Name} ({Locator}) as pid {Pid}", name, loc, pid);
-            return (pid, sw.ElapsedMilliseconds);
+            return (pid, sw.ElapsedMilliseconds, criuMs);
         }
         catch
         {

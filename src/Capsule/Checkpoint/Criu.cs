@@ -17,11 +17,16 @@ internal sealed class Criu(string binary)
 
     public string Binary => binary;
 
+    bool _checked;
+
+    /// <summary>`criu check`, once per agent: the kernel and the binary do not change under a running agent.</summary>
     public async Task CheckAsync(CancellationToken ct)
     {
+        if (_checked) return;
         if (!File.Exists(binary)) throw new InvalidOperationException($"CRIU is not installed at {binary}; run scripts/install-criu.sh (./capsule does it)");
         var r = await Cmd.TryRunAsync(binary, ["check"], ct);
         if (!r.Ok) throw new InvalidOperationException($"`criu check` failed: {Tail(r.Stderr + r.Stdout)}");
+        _checked = true;
     }
 
     /// <summary>Checkpoints the tree rooted at <paramref name="pid"/>; afterwards the tree is gone (CRIU kills it) or, on failure, still running.</summary>

@@ -13,7 +13,12 @@ internal static class ImageArchive
     public static async Task WriteAsync(string archive, string images, string capsuleDir, CancellationToken ct)
     {
         await using var fs = File.Create(archive);
-        await using var tar = new TarWriter(fs, TarEntryFormat.Pax, leaveOpen: false);
+        await WriteAsync(fs, images, capsuleDir, ct);
+    }
+
+    public static async Task WriteAsync(Stream to, string images, string capsuleDir, CancellationToken ct)
+    {
+        await using var tar = new TarWriter(to, TarEntryFormat.Pax, leaveOpen: true);
         await AddTree(tar, images, "images", ct);
         await AddTree(tar, capsuleDir, "files", ct);
     }

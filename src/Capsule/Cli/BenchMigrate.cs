@@ -87,7 +87,7 @@ internal static partial class Bench
                     rows.Add(await RunModeAsync(session, tool, mode, seconds, step, ct));
 
                 var hold = rows[0].Result;
-                long? floor = hold is { Ok: true } ? hold.Times.DumpMs + hold.Times.RestoreMs : null;
+                long? floor = hold is { Ok: true } ? hold.Times.CriuDumpMs + hold.Times.CriuRestoreMs : null;
                 double? Ratio(Row r) => floor is > 0 && r.StallMs is { } s ? s / floor.Value : null;
 
                 if (json)
@@ -98,7 +98,7 @@ internal static partial class Bench
                         Warmup = warmup,
                         Modes = rows,
                         CriuFloorMs = floor,
-                        CriuFloorNote = "dump_ms plus restore_ms of the hold-and-flush migration of the same capsule",
+                        CriuFloorNote = "CRIU's own dump and restore times (criu_dump_ms + criu_restore_ms) in the hold-and-flush migration of the same capsule",
                         StallOverFloor = rows.ToDictionary(r => r.Mode, r => Ratio(r) is { } x ? Math.Round(x, 2) : (double?)null),
                         Goal = new { StallOverFloorAtMost = 1.2, PeerRtos = 0 },
                     });
@@ -167,7 +167,7 @@ internal static partial class Bench
                 return new Row(
                     mode.Name, mode.NoHold, result.Ok, result.Ok ? null : result.Error,
                     stall, replies,
-                    result.Times is not null ? new { Sync = t.SyncMs, FreezeDump = t.DumpMs, Transfer = t.TransferMs, Restore = t.RestoreMs, Flush = t.FlushMs, Total = t.TotalMs } : null,
+                    result.Times is not null ? new { Sync = t.SyncMs, FreezeDump = t.DumpMs, Transfer = t.TransferMs, Restore = t.RestoreMs, Flush = t.FlushMs, Total = t.TotalMs, CriuDump = t.CriuDumpMs, CriuRestore = t.CriuRestoreMs } : null,
                     result.Ok ? result.ImageBytes : null,
                     result.Held, result.Flushed, result.Dropped,
                     Delta(before, after, "TcpExt.TCPTimeouts"), Delta(before, after, "Tcp.RetransSegs"),
@@ -314,17 +314,17 @@ internal static partial class Bench
                 if (r.ClientError is { } ce) AnsiConsole.MarkupLine($"[red]{Markup.Escape(r.Mode)}: {Markup.Escape(ce)}[/]");
             }
             AnsiConsole.MarkupLine(floor is { } f
-                ? $"CRIU floor (dump + restore)¹: [bold]{f} ms[/]"
+                ? $"CRIU floor (criu dump + criu restore)¹: [bold]{f} ms[/]"
                 : "CRIU floor (dump + restore)¹: [red]not measured (the hold-and-flush migration failed)[/]");
             foreach (var r in rows)
             {
                 // Phase times vary from run to run; a mode's own dump + restore shows how much of its stall is that.
-                var own = r.NoHold && r.Result is { Ok: true } o && r.StallMs is { } s && o.Times.DumpMs + o.Times.RestoreMs is > 0 and var of
+                var own = r.NoHold && r.Result is { Ok: true } o && r.StallMs is { } s && o.Times.CriuDumpMs + o.Times.CriuRestoreMs is > 0 and var of
                     ? $" [grey](against its own dump + restore of {of} ms: {(s / of).ToString("F2", CultureInfo.InvariantCulture)}×)[/]" : "";
                 AnsiConsole.MarkupLine($"stall / floor, {Markup.Escape(r.Mode)}: " +
                     (ratio(r) is { } x ? $"[bold]{x.ToString("F2", CultureInfo.InvariantCulture)}×[/]" : "—") + own);
             }
-            AnsiConsole.MarkupLine("[grey]¹ freeze+dump + restore of the same capsule in the hold-and-flush migration: what no migration of it can go below. Goal: stall ≤ 1.2 × floor and no retransmission timeout at the peer.[/]");
+            AnsiConsole.MarkupLine("[grey]¹ the time the criu dump and criu restore commands themselves took for the same capsule in the hold-and-flush migration: what no migration of it can go below. Goal: stall ≤ 1.2 × floor and no retransmission timeout at the peer.[/]");
         }
 
         [GeneratedRegex(@"^DONE replies=(\d+) gap=([0-9.]+)")]

@@ -14,6 +14,18 @@ internal static class CapsuleNetwork
 
     public static async Task CreateAsync(string netns, Locator locator, int mtu)
     {
+        await BuildAsync(netns, locator, mtu);
+        await AttachAsync(locator);
+    }
+
+    /// <summary>
+    /// The namespace, its veth and its own addresses and routes; the host does not route to it yet.
+    /// A migration target builds this ahead of time, but attaches only once the restored processes
+    /// hold their sockets: a packet that reached the namespace before would meet no socket and be
+    /// answered with a reset.
+    /// </summary>
+    public static async Task BuildAsync(string netns, Locator locator, int mtu)
+    {
         var hostIf = HostIf(locator);
         var loc = locator.ToString();
         var m = mtu.ToString();
@@ -25,13 +37,25 @@ internal static class CapsuleNetwork
         await Netns.SysctlAsync(null, $"net.ipv6.conf.{hostIf}.disable_ipv6", "1");
         await Cmd.Ip(null, "addr", "add", HostNetwork.CapsuleGateway + "/32", "dev", hostIf);
         await Cmd.Ip(null, "link", "set", hostIf, "up");
-        await Cmd.Ip(null, "route", "replace", loc + "/32", "dev", hostIf);
-        await HostNetwork.AllowAsync(hostIf, locator);
         await Cmd.Ip(netns, "addr", "add", loc + "/32", "dev", "eth0");
         await Cmd.Ip(netns, "link", "set", "eth0", "mtu", m, "up");
         await Cmd.Ip(netns, "route", "add", HostNetwork.CapsuleGateway, "dev", "eth0", "scope", "link");
         await Cmd.Ip(netns, "route", "add", "default", "via", HostNetwork.CapsuleGateway, "dev", "eth0");
     }
+
+    /// <summary>The host routes the locator to the capsule's veth and lets the capsule send with it.</summary>
+    public static async Task AttachAsync(Locator locator)
+    {
+        var hostIf = HostIf(locator);
+        await Cmd.Ip(null, "route", "replace", locator + "/32", "dev", hostIf);
+        await HostNetwork.AllowAsync(hostIf, locator);
+    }
+
+    /// <summary>
+    /// The host stops routing the locator to the veth (the capsule may still send): while a capsule
+    /// moves, its same-host peers then reach it through the TUN, where the data plane holds them.
+    /// </summary>
+    public static Task DetachAsync(Locator locator) => Cmd.TryIp(null, "route", "del", locator + "/32", "dev", HostIf(locator));
 
     /// <summary>Removes everything <see cref="CreateAsync"/> made; safe on a half-built capsule.</summary>
     public static async Task DestroyAsync(string netns, Locator locator)
