@@ -11,8 +11,18 @@ public enum CapsuleState
     Suspended = 4,
 }
 
-/// <summary>A host that runs an agent: its name, its underlay address and where its agent listens.</summary>
-public sealed record HostRecord(string Name, Locator Underlay, string AgentEndpoint);
+/// <summary>
+/// A host that runs an agent: its name, its underlay address and where its agent listens. A
+/// gateway (the seed's special router, Fig. 9) also names the ordinary networks it serves, as
+/// prefixes joined by commas: capsule traffic for those goes to it.
+/// </summary>
+public sealed record HostRecord(string Name, Locator Underlay, string AgentEndpoint, string Serves = "")
+{
+    public bool IsGateway => Serves.Length > 0;
+
+    public IEnumerable<Prefix> ServedPrefixes =>
+        Serves.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Prefix.Parse);
+}
 
 /// <summary>A capsule as the directory knows it (seed Fig. 4): its locator and the host it is on.</summary>
 public sealed record CapsuleRecord(string Name, Locator Locator, string Host, CapsuleState State, long Revision)

@@ -11,19 +11,25 @@ namespace Capsule.Core;
 /// </summary>
 public sealed class TranslationTable
 {
-    public static readonly TranslationTable Empty = new(Locator.None, 0, FrozenDictionary<uint, uint>.Empty, FrozenSet<uint>.Empty, FrozenSet<uint>.Empty);
+    public static readonly TranslationTable Empty = new(Locator.None, 0, FrozenDictionary<uint, uint>.Empty, FrozenSet<uint>.Empty, FrozenSet<uint>.Empty, [], []);
 
     readonly FrozenDictionary<uint, uint> _hostOf;
     readonly FrozenSet<uint> _local;
     readonly FrozenSet<uint> _hosts;
+    // Ordinary networks behind gateways: few (one per gateway, typically), so a linear scan.
+    readonly (Prefix Net, uint Host)[] _routes;
+    readonly Prefix[] _served;
 
     public Locator Self { get; }
     public uint Epoch { get; }
     public int Count => _hostOf.Count;
+    /// <summary>This host is a gateway: it answers for unknown locators as a router would.</summary>
+    public bool IsGateway => _served.Length > 0;
 
-    TranslationTable(Locator self, uint epoch, FrozenDictionary<uint, uint> hostOf, FrozenSet<uint> local, FrozenSet<uint> hosts)
+    TranslationTable(Locator self, uint epoch, FrozenDictionary<uint, uint> hostOf, FrozenSet<uint> local, FrozenSet<uint> hosts,
+        (Prefix, uint)[] routes, Prefix[] served)
     {
-        Self = self; Epoch = epoch; _hostOf = hostOf; _local = local; _hosts = hosts;
+        Self = self; Epoch = epoch; _hostOf = hostOf; _local = local; _hosts = hosts; _routes = routes; _served = served;
     }
 
     /// <summary>
@@ -52,9 +58,16 @@ public sealed class TranslationTable
                 else { hostOf[loc.Value] = host.Value; local.Remove(loc.Value); }
             }
         var hosts = new HashSet<uint>();
+        var routes = new List<(Prefix, uint)>();
         foreach (var h in state.Hosts.Values)
-            if (h.Name != self) hosts.Add(h.Underlay.Value);
-        return new TranslationTable(selfAddr, unchecked((uint)state.Revision), hostOf.ToFrozenDictionary(), local.ToFrozenSet(), hosts.ToFrozenSet());
+        {
+            if (h.Name == self) continue;
+            hosts.Add(h.Underlay.Value);
+            foreach (var p in h.ServedPrefixes) routes.Add((p, h.Underlay.Value));
+        }
+        var served = me is null ? [] : me.ServedPrefixes.ToArray();
+        return new TranslationTable(selfAddr, unchecked((uint)state.Revision), hostOf.ToFrozenDictionary(), local.ToFrozenSet(), hosts.ToFrozenSet(),
+            [.. routes], served);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -68,6 +81,26 @@ public sealed class TranslationTable
     {
         if (_hostOf.TryGetValue(capsule.Value, out var h)) { host = new(h); return true; }
         host = default;
+        return false;
+    }
+
+    /// <summary>The host to send to for <paramref name="dst"/>: its capsule's host, else the gateway serving its network.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryRoute(Locator dst, out Locator host)
+    {
+        if (_hostOf.TryGetValue(dst.Value, out var h)) { host = new(h); return true; }
+        foreach (var (net, gw) in _routes)
+            if (net.Contains(dst)) { host = new(gw); return true; }
+        host = default;
+        return false;
+    }
+
+    /// <summary>An address in an ordinary network this host (a gateway) serves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool Serves(Locator a)
+    {
+        foreach (var p in _served)
+            if (p.Contains(a)) return true;
         return false;
     }
 }
@@ -84,8 +117,9 @@ public static class Forwarding
     {
         toHost = default;
         if (!Ipv4.IsValid(packet)) return DropReason.BadInnerPacket;
-        if (!t.IsLocal(Ipv4.Source(packet))) return DropReason.SpoofedSource;
-        return t.TryGetHost(Ipv4.Destination(packet), out toHost) ? DropReason.None : DropReason.NoRoute;
+        var src = Ipv4.Source(packet);
+        if (!t.IsLocal(src) && !t.Serves(src)) return DropReason.SpoofedSource;
+        return t.TryRoute(Ipv4.Destination(packet), out toHost) ? DropReason.None : DropReason.NoRoute;
     }
 
     /// <summary>Checks a received datagram; on success <paramref name="inner"/> is the packet to deliver.</summary>
@@ -99,8 +133,10 @@ public static class Forwarding
         if (r != DropReason.None) return r;
         var p = datagram[Wire.HeaderSize..];
         if (!Ipv4.IsValid(p)) return DropReason.BadInnerPacket;
-        if (!t.IsLocal(Ipv4.Destination(p))) return DropReason.NotLocalCapsule;
-        if (!t.TryGetHost(Ipv4.Source(p), out var srcHost) || srcHost != fromHost) return DropReason.SourceHostMismatch;
+        var dst = Ipv4.Destination(p);
+        if (!t.IsLocal(dst) && !t.Serves(dst)) return DropReason.NotLocalCapsule;
+        // The source must be a capsule on the sending host, or an address behind it if it is a gateway.
+        if (!t.TryRoute(Ipv4.Source(p), out var srcHost) || srcHost != fromHost) return DropReason.SourceHostMismatch;
         inner = Wire.HeaderSize..datagram.Length;
         return DropReason.None;
     }

@@ -13,9 +13,13 @@ internal sealed record AgentOptions(
     string StateDir,
     string NetnsPrefix,
     string Criu = Checkpoint.Criu.DefaultBinary,
+    string Serves = "",
+    string IcmpFrom = "",
     string Tun = "cap0")
 {
     public int InnerMtu => UnderlayMtu - Wire.Overhead;
+    /// <summary>A gateway's address for the ICMP answers it gives as a router (its ordinary-side address).</summary>
+    public Locator IcmpSource => IcmpFrom.Length > 0 ? Locator.Parse(IcmpFrom) : Underlay;
     // Network namespace names are machine-wide; the host is in it so that, in a lab, source and
     // target of a migration each hold their own namespace for the capsule while it moves.
     public string CapsuleNetns(string capsule) => $"{NetnsPrefix}-{Host}-c-{capsule}";

@@ -111,6 +111,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         var r = new StatsReply { Host = options.Host, Capsules = runtime.All.Count, Routes = e.Table.Count };
         void C(string n, long v) => r.Counters.Add(new Counter { Name = n, Value = v });
         C("egress_packets", e.Egress.Packets); C("egress_bytes", e.Egress.Bytes); C("egress_batches", e.Egress.Batches);
+        C("icmp_unreachable_sent", e.Egress.Unreachables);
         C("held", e.Egress.Held); C("flushed", e.Egress.Flushed); C("hold_dropped", e.Egress.HoldDropped);
         C("ingress_packets", e.Ingress.Packets); C("ingress_bytes", e.Ingress.Bytes); C("ingress_batches", e.Ingress.Batches);
         foreach (var reason in DropCounters.Reasons)

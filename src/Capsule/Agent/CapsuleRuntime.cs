@@ -78,6 +78,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
     public async Task<LocalCapsule> CreateAsync(string name, IReadOnlyList<string> command, CancellationToken ct)
     {
         if (command.Count == 0) throw new ArgumentException("a command to run is required (capsule create NAME --host HOST -- CMD...)");
+        if (options.Serves.Length > 0) throw new ArgumentException($"{options.Host} is a gateway; capsules run on hosts");
         // Found now, not after the plumbing: a typo gets a plain answer instead of a capsule that stops at once.
         if (Resolve(command[0]) is null) throw new ArgumentException($"command not found on host {options.Host}: {command[0]}");
         await _gate.WaitAsync(ct);

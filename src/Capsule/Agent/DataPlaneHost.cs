@@ -35,7 +35,8 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
         _engine = new Engine(_tun, _udp, options.UnderlayMtu);
         _engine.Start();
         await runtime.RecoverAsync(ct);
-        await directory.PutHostAsync(new HostRecord(options.Host, options.Underlay, options.Listen), ct);
+        _engine.IcmpSource = options.IcmpSource;
+        await directory.PutHostAsync(new HostRecord(options.Host, options.Underlay, options.Listen, options.Serves), ct);
         log.LogInformation("data plane up: {Tun} mtu {Mtu}, udp {Addr}:{Port}, pool {Pool}", options.Tun, options.InnerMtu, options.Underlay, options.Port, _pool);
         await base.StartAsync(ct);
     }
@@ -49,6 +50,7 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
                 await foreach (var state in directory.WatchAsync(stop))
                 {
                     Rebuild(state);
+                    await RouteGatewaysAsync(state);
                     _ready.TrySetResult();
                 }
             }
@@ -63,6 +65,24 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
     }
 
     public DirectoryState? State { get { lock (_tableGate) return _state; } }
+
+    readonly HashSet<Prefix> _gatewayRoutes = [];
+
+    /// <summary>Ordinary networks behind gateways are routed into the TUN too, so capsules reach them through the overlay.</summary>
+    async Task RouteGatewaysAsync(DirectoryState state)
+    {
+        var want = state.Hosts.Values.Where(h => h.Name != options.Host).SelectMany(h => h.ServedPrefixes).ToHashSet();
+        foreach (var p in want.Except(_gatewayRoutes).ToList())
+        {
+            await Cmd.Ip(null, "route", "replace", p.ToString(), "dev", options.Tun);
+            _gatewayRoutes.Add(p);
+        }
+        foreach (var p in _gatewayRoutes.Except(want).ToList())
+        {
+            await Cmd.TryIp(null, "route", "del", p.ToString(), "dev", options.Tun);
+            _gatewayRoutes.Remove(p);
+        }
+    }
 
     /// <summary>
     /// Routes <paramref name="locator"/> to <paramref name="host"/> (this host's address: local)

@@ -43,6 +43,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
     {
         var state = await directory.SnapshotAsync(ct);
         if (!state.Hosts.TryGetValue(req.Target, out var target)) throw new ArgumentException($"no host named '{req.Target}'");
+        if (target.IsGateway) throw new ArgumentException($"{req.Target} is a gateway; capsules run on hosts");
         var self = state.Hosts[O.Host].Underlay;
         var targetAgent = new HostAgent.HostAgentClient(Channels.For(target.AgentEndpoint));
         await criu.CheckAsync(ct);

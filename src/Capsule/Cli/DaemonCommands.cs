@@ -21,15 +21,20 @@ internal static class DaemonCommands
             var state = new Option<string>("--state") { Required = true, Description = "This host's state folder" };
             var prefix = new Option<string>("--netns-prefix") { DefaultValueFactory = _ => "capsule", Description = "Prefix of capsule namespace names" };
             var criu = new Option<string>("--criu") { DefaultValueFactory = _ => Checkpoint.Criu.DefaultBinary, Description = "CRIU binary (4.2.1 or newer)" };
+            var serves = new Option<string>("--serves") { DefaultValueFactory = _ => "", Description = "Gateway mode: the ordinary networks behind this host (prefixes, comma-separated)" };
+            var icmpFrom = new Option<string>("--icmp-from") { DefaultValueFactory = _ => "", Description = "Gateway mode: source address of the ICMP unreachable answers (its ordinary-side address)" };
             var agent = new Command("agent", "Run the host agent (capsuled) in the current network namespace")
-                { host, underlay, port, mtu, directory, listen, state, prefix, criu, pidFile };
+                { host, underlay, port, mtu, directory, listen, state, prefix, criu, serves, icmpFrom, pidFile };
             agent.Hidden = true;
             agent.SetAction((pr, ct) => CommandTree.Run(async () =>
             {
                 if (Names.HostNameError(pr.GetValue(host)) is { } e) throw new UserError(e);
                 if (pr.GetValue(mtu) is < 576 or > 65535) throw new UserError("--underlay-mtu must be between 576 and 65535");
+                foreach (var p in pr.GetValue(serves)!.Split(',', StringSplitOptions.RemoveEmptyEntries)) Prefix.Parse(p.Trim());
+                if (pr.GetValue(icmpFrom) is { Length: > 0 } f) Locator.Parse(f);
                 var o = new AgentOptions(pr.GetValue(host)!, Locator.Parse(pr.GetValue(underlay)!), pr.GetValue(port), pr.GetValue(mtu),
-                    pr.GetValue(directory)!, pr.GetValue(listen)!, pr.GetValue(state)!, pr.GetValue(prefix)!, pr.GetValue(criu)!);
+                    pr.GetValue(directory)!, pr.GetValue(listen)!, pr.GetValue(state)!, pr.GetValue(prefix)!, pr.GetValue(criu)!,
+                    pr.GetValue(serves)!, pr.GetValue(icmpFrom)!);
                 return await AgentHost.RunAsync(o, pr.GetValue(pidFile), ct);
             }));
             yield return agent;

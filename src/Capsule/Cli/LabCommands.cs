@@ -11,13 +11,14 @@ internal static class LabCommands
         var lab = new Command("lab", "Simulated hosts on this machine, each a network namespace with its own agent");
 
         var hosts = new Option<int>("--hosts") { Description = "How many hosts (h1..hN)", DefaultValueFactory = _ => 2 };
-        var up = new Command("up", "Create the lab: underlay segment, directory, hosts h1..hN with an agent each") { hosts };
+        var legacy = new Option<int>("--legacy") { Description = "How many ordinary hosts (l1..lM, no Capsule software) behind a gateway", DefaultValueFactory = _ => 0 };
+        var up = new Command("up", "Create the lab: underlay segment, directory, hosts h1..hN with an agent each, ordinary hosts behind a gateway") { hosts, legacy };
         up.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
             var s = CommandTree.SessionOf(pr);
             var runner = new LabRunner(s.Paths, Output.Step);
-            var record = await runner.UpAsync(pr.GetValue(hosts), ct);
-            Console.WriteLine($"lab '{s.Paths.Name}' is up: {string.Join(", ", record.Hosts.Select(h => $"{h.Name} ({h.Underlay})"))}");
+            var record = await runner.UpAsync(pr.GetValue(hosts), ct, pr.GetValue(legacy));
+            Console.WriteLine($"lab '{s.Paths.Name}' is up: {string.Join(", ", record.Hosts.Concat(record.Legacy.Select(l => new LabRunner.HostEntry(l.Name, l.Address, "", l.Netns))).Select(h => $"{h.Name} ({h.Underlay})"))}");
             return 0;
         }));
 
@@ -32,7 +33,7 @@ internal static class LabCommands
 
         var host = new Argument<string>("host") { Description = "Simulated host, e.g. h1" };
         var cmd = new Argument<string[]>("command") { Description = "Command to run (after --)", Arity = ArgumentArity.OneOrMore };
-        var exec = new Command("exec", "Run a command on a simulated host (in its network namespace)") { host, cmd };
+        var exec = new Command("exec", "Run a command on a simulated host or ordinary host (in its network namespace)") { host, cmd };
         exec.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
             var s = CommandTree.SessionOf(pr);

@@ -8,7 +8,7 @@ namespace Capsule.DataPlane;
 /// <summary>Packet and byte counts for one direction; written by one thread only.</summary>
 internal sealed class FlowCounters
 {
-    public long Packets, Bytes, Batches, Held, Flushed, HoldDropped;
+    public long Packets, Bytes, Batches, Held, Flushed, HoldDropped, Unreachables;
     public readonly DropCounters Drops = new();
 }
 
@@ -53,6 +53,8 @@ internal sealed unsafe class Engine : IDisposable
     /// <summary>Packets arrived per (sending host, destination locator), key host &lt;&lt; 32 | locator (ingress thread writes).</summary>
     public ConcurrentDictionary<ulong, FlowCount> ReceivedFrom { get; } = new();
     public TranslationTable Table => Volatile.Read(ref _table);
+    /// <summary>Source of the ICMP unreachable answers a gateway gives.</summary>
+    public Locator IcmpSource { get; set; }
 
     public Engine(Tun tun, UdpEndpoint udp, int underlayMtu)
     {
@@ -212,7 +214,12 @@ internal sealed unsafe class Engine : IDisposable
                 }
                 var verdict = Forwarding.Outbound(table, packet, out var host);
                 if (verdict == DropReason.None && r > _maxInner) verdict = DropReason.TooBig;
-                if (verdict != DropReason.None) { c.Drops.Add(verdict); continue; }
+                if (verdict != DropReason.None)
+                {
+                    c.Drops.Add(verdict);
+                    if (verdict == DropReason.NoRoute && table.IsGateway) AnswerUnreachable(packet, c);
+                    continue;
+                }
                 Wire.WriteHeader(new Span<byte>(slot, Wire.HeaderSize), Wire.Kind.Ipv4, table.Epoch);
                 b.Addrs[n] = UdpEndpoint.SockAddr(host, _udp.Port);
                 b.Iovs[n].Len = (nuint)(r + Wire.HeaderSize);
@@ -223,6 +230,25 @@ internal sealed unsafe class Engine : IDisposable
             if (n > 0) Send(b, n, c);
         }
     }
+
+    /// <summary>
+    /// A gateway answers as a router would for a locator no capsule holds; the answer goes back out
+    /// the TUN to the ordinary host, and nothing reaches the overlay. Rare, so a stack buffer is fine.
+    /// </summary>
+    void AnswerUnreachable(ReadOnlySpan<byte> packet, FlowCounters c)
+    {
+        Span<byte> answer = stackalloc byte[Icmp.MaxAnswer];
+        var n = Icmp.WriteHostUnreachable(packet, IcmpSource, answer);
+        if (n == 0) return;
+        // Sent, not written to the TUN: its source is this host's own address, which the kernel
+        // would drop as a martian if it came in through an interface.
+        if (_raw < 0) _raw = Native.socket(Native.AF_INET, Native.SOCK_RAW | Native.SOCK_CLOEXEC, Native.IPPROTO_RAW);
+        var to = UdpEndpoint.SockAddr(Ipv4.Source(packet), 0);
+        fixed (byte* p = answer)
+            if (_raw >= 0 && Native.sendto(_raw, p, (nuint)n, 0, &to, (uint)sizeof(Native.SockAddrIn)) > 0) c.Unreachables++;
+    }
+
+    int _raw = -1; // egress thread only
 
     void Send(PacketBatch b, int n, FlowCounters c)
     {
@@ -297,6 +323,7 @@ internal sealed unsafe class Engine : IDisposable
         if (_egress.IsAlive) _egress.Join();
         if (_ingress.IsAlive) _ingress.Join();
         Native.close(_stopFd);
+        if (_raw >= 0) Native.close(_raw);
         Native.close(_ctlFd);
         foreach (var h in _holds.Values) h.Dispose();
         _out.Dispose();

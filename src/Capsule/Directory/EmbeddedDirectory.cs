@@ -76,7 +76,7 @@ internal sealed class EmbeddedDirectory : IDirectory
 
     // ---- persistence ----
 
-    sealed record FileHost(string Name, string Underlay, string AgentEndpoint);
+    sealed record FileHost(string Name, string Underlay, string AgentEndpoint, string? Serves);
     sealed record FileCapsule(string Name, string Locator, string Host, CapsuleState State, long Revision, string? Detail);
     sealed record FileState(int Format, string Pool, long Revision, List<FileHost> Hosts, List<FileCapsule> Capsules);
 
@@ -85,7 +85,7 @@ internal sealed class EmbeddedDirectory : IDirectory
     static void Save(string file, DirectoryState s)
     {
         var dto = new FileState(1, s.Pool.ToString(), s.Revision,
-            s.Hosts.Values.Select(h => new FileHost(h.Name, h.Underlay.ToString(), h.AgentEndpoint)).ToList(),
+            s.Hosts.Values.Select(h => new FileHost(h.Name, h.Underlay.ToString(), h.AgentEndpoint, h.Serves.Length == 0 ? null : h.Serves)).ToList(),
             s.Capsules.Values.Select(c => new FileCapsule(c.Name, c.Locator.ToString(), c.Host, c.State, c.Revision, c.Detail)).ToList());
         var tmp = file + ".tmp";
         using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
@@ -112,7 +112,7 @@ internal sealed class EmbeddedDirectory : IDirectory
         var filePool = Prefix.Parse(dto.Pool);
         if (filePool != pool)
             throw new DirectoryException($"{file} was made for pool {filePool}, not {pool}; start with --pool {filePool} or move the file aside");
-        var hosts = dto.Hosts.ToImmutableSortedDictionary(h => h.Name, h => new HostRecord(h.Name, Locator.Parse(h.Underlay), h.AgentEndpoint));
+        var hosts = dto.Hosts.ToImmutableSortedDictionary(h => h.Name, h => new HostRecord(h.Name, Locator.Parse(h.Underlay), h.AgentEndpoint, h.Serves ?? ""));
         var caps = dto.Capsules.ToImmutableSortedDictionary(c => c.Name, c => new CapsuleRecord(c.Name, Locator.Parse(c.Locator), c.Host, c.State, c.Revision) { Detail = c.Detail });
         return new DirectoryState(filePool, dto.Revision, hosts, caps);
     }

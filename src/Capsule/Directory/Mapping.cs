@@ -9,8 +9,8 @@ namespace Capsule.Dir;
 /// <summary>Conversions between the core's records and their gRPC messages.</summary>
 internal static class Mapping
 {
-    public static Host ToWire(this HostRecord h) => new() { Name = h.Name, Underlay = h.Underlay.ToString(), AgentEndpoint = h.AgentEndpoint };
-    public static HostRecord ToCore(this Host h) => new(h.Name, Locator.Parse(h.Underlay), h.AgentEndpoint);
+    public static Host ToWire(this HostRecord h) => new() { Name = h.Name, Underlay = h.Underlay.ToString(), AgentEndpoint = h.AgentEndpoint, Serves = h.Serves };
+    public static HostRecord ToCore(this Host h) => new(h.Name, Locator.Parse(h.Underlay), h.AgentEndpoint, h.Serves);
 
     public static CapsuleEntry ToWire(this CapsuleRecord c) => new()
     {

@@ -9,6 +9,12 @@ internal sealed record LabPaths(string Name)
     public const string DefaultName = "lab";
     public const string UnderlaySubnet = "198.18.0"; // RFC 2544 benchmarking range: never a real network
     public const string Pool = "100.64.0.0/16";
+    /// <summary>The ordinary hosts' segment (RFC 5737 documentation range), behind the gateway.</summary>
+    public const string LegacySubnet = "198.51.100";
+    public const string LegacyNet = LegacySubnet + ".0/24";
+    public const string GatewayLegacyAddress = LegacySubnet + ".1";
+    public const string GatewayUnderlay = UnderlaySubnet + ".250";
+    public const string GatewayName = "gw";
 
     public string RunDir => $"/run/capsule/labs/{Name}";
     public string StateDir => $"/var/lib/capsule/labs/{Name}";
@@ -19,6 +25,8 @@ internal sealed record LabPaths(string Name)
     public string DirectoryLog => Path.Combine(RunDir, "directory.log");
     public string NetnsPrefix => Name;
     public string UnderlayNetns => $"{Name}-ul";
+    public string LegacySegmentNetns => $"{Name}-ls";
+    public string LegacyAddress(int index) => $"{LegacySubnet}.{10 + index}";
     public string HostNetns(string host) => $"{Name}-{host}";
     public string AgentEndpoint(string host) => $"unix:{RunDir}/{host}.sock";
     public string AgentPidFile(string host) => Path.Combine(RunDir, $"{host}.pid");

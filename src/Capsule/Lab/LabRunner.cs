@@ -16,8 +16,12 @@ namespace Capsule.Lab;
 /// </summary>
 internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
 {
-    public sealed record HostEntry(string Name, string Underlay, string Endpoint, string Netns);
-    public sealed record Record(string Name, List<HostEntry> Hosts, string Directory);
+    public sealed record HostEntry(string Name, string Underlay, string Endpoint, string Netns, string Serves = "", string IcmpFrom = "");
+    public sealed record LegacyEntry(string Name, string Address, string Netns);
+    public sealed record Record(string Name, List<HostEntry> Hosts, string Directory)
+    {
+        public List<LegacyEntry> Legacy { get; init; } = [];
+    }
 
     public LabPaths Paths => paths;
     void Say(string s) => progress?.Invoke(s);
@@ -27,13 +31,14 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
 
     public bool Exists => File.Exists(paths.RecordFile) || Netns.List().Any(paths.Owns);
 
-    public async Task<Record> UpAsync(int hosts, CancellationToken ct)
+    public async Task<Record> UpAsync(int hosts, CancellationToken ct, int legacy = 0)
     {
         if (hosts is < 1 or > 200) throw new ArgumentException("--hosts must be between 1 and 200");
+        if (legacy is < 0 or > 200) throw new ArgumentException("--legacy must be between 0 and 200");
         if (Exists) throw new InvalidOperationException($"lab '{paths.Name}' is already up (or left over from a crash); run `capsule lab down{(paths.Name == LabPaths.DefaultName ? "" : " --lab " + paths.Name)}` first");
         try
         {
-            return await BuildAsync(hosts, ct);
+            return await BuildAsync(hosts, legacy, ct);
         }
         catch
         {
@@ -43,7 +48,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         }
     }
 
-    async Task<Record> BuildAsync(int hosts, CancellationToken ct)
+    async Task<Record> BuildAsync(int hosts, int legacy, CancellationToken ct)
     {
         Directory.CreateDirectory(paths.RunDir);
         Directory.CreateDirectory(paths.StateDir);
@@ -65,6 +70,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             Save(record);
             await PlugInAsync(entry);
         }
+        if (legacy > 0) await BuildLegacyAsync(record, legacy);
 
         Say("directory");
         var (self, prefix) = Self.Command();
@@ -79,6 +85,39 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         return record;
     }
 
+    /// <summary>
+    /// Ordinary hosts l1..lM (plain namespaces, no agent) on a segment of their own, and the gateway
+    /// between that segment and the underlay; the locator pool is routed to the gateway there.
+    /// </summary>
+    async Task BuildLegacyAsync(Record record, int legacy)
+    {
+        Say($"ordinary hosts' segment {LabPaths.LegacyNet} and gateway {LabPaths.GatewayName}");
+        var ls = paths.LegacySegmentNetns;
+        await Netns.AddAsync(ls);
+        await Netns.SysctlAsync(ls, "net.ipv6.conf.all.disable_ipv6", "1");
+        await Cmd.Ip(ls, "link", "add", "br0", "type", "bridge");
+        await Cmd.Ip(ls, "link", "set", "br0", "up");
+        var gw = new HostEntry(LabPaths.GatewayName, LabPaths.GatewayUnderlay, paths.AgentEndpoint(LabPaths.GatewayName),
+            paths.HostNetns(LabPaths.GatewayName), LabPaths.LegacyNet, LabPaths.GatewayLegacyAddress);
+        record.Hosts.Add(gw);
+        Save(record);
+        await PlugInAsync(gw);
+        for (var i = 1; i <= legacy; i++)
+        {
+            var l = new LegacyEntry($"l{i}", paths.LegacyAddress(i), paths.HostNetns($"l{i}"));
+            record.Legacy.Add(l);
+            Save(record);
+            await Netns.AddAsync(l.Netns);
+            await Netns.SysctlAsync(l.Netns, "net.ipv6.conf.all.disable_ipv6", "1");
+            await Cmd.Ip(l.Netns, "link", "add", "eth0", "type", "veth", "peer", "name", l.Name, "netns", ls);
+            await Cmd.Ip(ls, "link", "set", l.Name, "master", "br0", "up");
+            await Cmd.Ip(l.Netns, "addr", "add", l.Address + "/24", "dev", "eth0");
+            await Cmd.Ip(l.Netns, "link", "set", "eth0", "up");
+            // An ordinary host: it knows nothing of capsules, only that the pool is behind a router.
+            await Cmd.Ip(l.Netns, "route", "add", LabPaths.Pool, "via", LabPaths.GatewayLegacyAddress);
+        }
+    }
+
     /// <summary>A host's namespace and its link to the underlay segment.</summary>
     async Task PlugInAsync(HostEntry h)
     {
@@ -90,6 +129,15 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         await Cmd.Ip(ul, "link", "set", h.Name, "master", "br0", "up");
         await Cmd.Ip(h.Netns, "addr", "add", h.Underlay + "/24", "dev", "ul0");
         await Cmd.Ip(h.Netns, "link", "set", "ul0", "up");
+        if (h.IcmpFrom.Length > 0)
+        {
+            // The gateway's other leg, on the ordinary hosts' segment.
+            var ls = paths.LegacySegmentNetns;
+            await Cmd.Ip(h.Netns, "link", "add", "lg0", "type", "veth", "peer", "name", h.Name, "netns", ls);
+            await Cmd.Ip(ls, "link", "set", h.Name, "master", "br0", "up");
+            await Cmd.Ip(h.Netns, "addr", "add", h.IcmpFrom + "/24", "dev", "lg0");
+            await Cmd.Ip(h.Netns, "link", "set", "lg0", "up");
+        }
     }
 
     void BootAgent(HostEntry h)
@@ -106,6 +154,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             self, .. prefix, "agent",
             "--host", h.Name, "--underlay", h.Underlay, "--directory", paths.DirectoryEndpoint,
             "--listen", h.Endpoint, "--state", paths.HostView, "--netns-prefix", paths.NetnsPrefix,
+            "--serves", h.Serves, "--icmp-from", h.IcmpFrom,
             "--pid-file", paths.AgentPidFile(h.Name)]);
     }
 
