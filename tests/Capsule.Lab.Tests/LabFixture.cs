@@ -47,15 +47,20 @@ public class LabFixture : IAsyncLifetime
     public string Name { get; } = "t" + Convert.ToHexStringLower(Guid.NewGuid().ToByteArray())[..6];
     public int Hosts { get; init; } = 3;
 
-    public async Task InitializeAsync() => await Cli.Run(Name, "lab", "up", "--hosts", Hosts.ToString()).ContinueWith(t => t.Result.Ok());
+    /// <summary>Ordinary hosts (l1..) behind the gateway.</summary>
+    public int Legacy { get; init; } = 1;
+
+    public async Task InitializeAsync() => await Cli.Run(Name, "lab", "up", "--hosts", Hosts.ToString(), "--legacy", Legacy.ToString()).ContinueWith(t => t.Result.Ok());
 
     public async Task DisposeAsync() => await Cli.Run(Name, "lab", "down");
 
     public Task<Cli.Result> Run(params string[] args) => Cli.Run(Name, args);
 
-    public async Task<(string Locator, int Pid)> Create(string name, string host, params string[] command)
+    public Task<(string Locator, int Pid)> Create(string name, string host, params string[] command) => CreateWith(name, host, [], command);
+
+    public async Task<(string Locator, int Pid)> CreateWith(string name, string host, string[] options, params string[] command)
     {
-        var r = (await Run(["create", name, "--host", host, "--json", "--", .. command])).Ok();
+        var r = (await Run(["create", name, "--host", host, "--json", .. options, "--", .. command])).Ok();
         using var doc = JsonDocument.Parse(r.Out);
         return (doc.RootElement.GetProperty("locator").GetString()!, doc.RootElement.GetProperty("pid").GetInt32());
     }
@@ -102,6 +107,24 @@ public class LabFixture : IAsyncLifetime
         } while (DateTime.UtcNow < until);
         Assert.Fail($"'{text}' never appeared in the output of {capsule}:\n{log}");
         return log;
+    }
+
+    /// <summary>
+    /// The kernel's TCP counters in a namespace (what nstat reads): TcpExt TCPTimeouts (retransmission
+    /// timeouts) and Tcp RetransSegs.
+    /// </summary>
+    public async Task<(long Timeouts, long Retrans)> TcpCounters(string netns)
+    {
+        long Field(string text, string section, string name)
+        {
+            var lines = text.Split('\n').Where(l => l.StartsWith(section + ":")).ToArray();
+            var keys = lines[0].Split(' ');
+            var values = lines[1].Split(' ');
+            return long.Parse(values[Array.IndexOf(keys, name)]);
+        }
+        var netstat = (await Cli.Exec("ip", ["netns", "exec", netns, "cat", "/proc/net/netstat"])).Ok().Out;
+        var snmp = (await Cli.Exec("ip", ["netns", "exec", netns, "cat", "/proc/net/snmp"])).Ok().Out;
+        return (Field(netstat, "TcpExt", "TCPTimeouts"), Field(snmp, "Tcp", "RetransSegs"));
     }
 
     /// <summary>Waits until a TCP port accepts connections from inside <paramref name="capsule"/>.</summary>

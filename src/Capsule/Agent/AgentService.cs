@@ -35,7 +35,8 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
 
     public override Task<HoldReply> Hold(HoldRequest request, ServerCallContext context) => Guard(async () =>
     {
-        var cut = await dataPlane.Engine.HoldAsync(Locator.Parse(request.Locator), Locator.Parse(request.Via), request.Capacity > 0 ? request.Capacity : Migration.DefaultHoldPackets);
+        var cut = await dataPlane.Engine.HoldAsync(Locator.Parse(request.Locator), Locator.Parse(request.Via),
+            request.Capacity > 0 ? request.Capacity : Migration.DefaultHoldPackets, request.UdpDrop);
         return new HoldReply { SentPackets = cut.Packets, SentBytes = cut.Bytes };
     });
 
@@ -77,7 +78,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         Guard(() => migration.ReceiveAsync(requestStream, context.CancellationToken));
 
     public override Task<CapsuleInfo> Create(CreateRequest request, ServerCallContext context) =>
-        Guard(async () => Info(await runtime.CreateAsync(request.Name, request.Command, context.CancellationToken)));
+        Guard(async () => Info(await runtime.CreateAsync(request.Name, request.Command, request.UdpDrop, context.CancellationToken)));
 
     public override Task<Empty> Remove(NameRequest request, ServerCallContext context) =>
         Guard(async () => { await runtime.RemoveAsync(request.Name, context.CancellationToken); return new Empty(); });

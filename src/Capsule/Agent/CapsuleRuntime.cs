@@ -75,7 +75,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         }
     }
 
-    public async Task<LocalCapsule> CreateAsync(string name, IReadOnlyList<string> command, CancellationToken ct)
+    public async Task<LocalCapsule> CreateAsync(string name, IReadOnlyList<string> command, bool udpDrop, CancellationToken ct)
     {
         if (command.Count == 0) throw new ArgumentException("a command to run is required (capsule create NAME --host HOST -- CMD...)");
         if (options.Serves.Length > 0) throw new ArgumentException($"{options.Host} is a gateway; capsules run on hosts");
@@ -92,7 +92,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
             {
                 Directory.CreateDirectory(dir);
                 await CapsuleNetwork.CreateAsync(netns, rec.Locator, options.InnerMtu);
-                var c0 = new LocalCapsule(name, rec.Locator, netns, dir, 0, [.. command]);
+                var c0 = new LocalCapsule(name, rec.Locator, netns, dir, 0, [.. command], udpDrop);
                 started = await CapsuleProcess.StartAsync(netns, name, c0.StdoutPath, c0.StderrPath, command, ct);
                 var c = c0 with { Pid = started.Pid };
                 c.Save();

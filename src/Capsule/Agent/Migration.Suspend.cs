@@ -57,7 +57,7 @@ internal sealed partial class Migration
                 var payload = Path.Combine(work, "payload.tar");
                 await ImageArchive.WriteAsync(payload, images, c.Dir, ct);
                 var id = Guid.NewGuid().ToString("n");
-                var meta = new SuspendMeta(SuspendFile.Version, id, c.Name, c.Locator.ToString(), c.Command, O.Host, DateTime.UtcNow, procs, conns, 0);
+                var meta = new SuspendMeta(SuspendFile.Version, id, c.Name, c.Locator.ToString(), c.Command, O.Host, DateTime.UtcNow, procs, conns, 0) { UdpDrop = c.UdpDrop };
                 await SuspendFile.WriteAsync(req.File, meta, payload, ct);
                 // The file is whole on disk before the directory says so: a crash before this line
                 // leaves the capsule recorded as migrating here, never as suspended to a half file.
@@ -106,6 +106,7 @@ internal sealed partial class Migration
         if (rec.Detail is null || !rec.Detail.EndsWith("id=" + meta.Id, StringComparison.Ordinal))
             throw new InvalidOperationException($"capsule '{meta.Name}' was suspended again since this file was made; resume its latest file ({rec.Detail})");
         if (runtime.Find(meta.Name) is not null) throw new InvalidOperationException($"capsule '{meta.Name}' already runs on {O.Host}");
+        if (O.Serves.Length > 0) throw new ArgumentException($"{O.Host} is a gateway; capsules run on hosts");
         await criu.CheckAsync(ct);
         if (!runtime.TryBeginMove(meta.Name)) throw new InvalidOperationException($"capsule '{meta.Name}' is being resumed already");
         var work = Path.Combine(O.StateDir, "migrations", meta.Name + ".resume");
@@ -116,7 +117,7 @@ internal sealed partial class Migration
             var archive = Path.Combine(work, "payload.tar");
             await SuspendFile.ExtractPayloadAsync(req.File, archive, ct);
             var loc = Locator.Parse(meta.Locator);
-            var (pid, restoreMs, _) = await RestoreHereAsync(meta.Name, loc, meta.Command, archive, work, "", ct);
+            var (pid, restoreMs, _) = await RestoreHereAsync(meta.Name, loc, meta.Command, meta.UdpDrop, archive, work, "", ct);
             try
             {
                 // Only one resume of a file wins: the revision must still be the suspended one.

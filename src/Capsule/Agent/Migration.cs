@@ -158,14 +158,14 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
         if (noHold) return 0;
         // Local peers reach the capsule through its veth; with that route gone they reach the TUN, and our own hold.
         await CapsuleNetwork.DetachAsync(loc);
-        await dataPlane.Engine.HoldAsync(loc, self, holdPackets);
+        await dataPlane.Engine.HoldAsync(loc, self, holdPackets, c.UdpDrop);
         var peers = dataPlane.Engine.SendersTo(loc).Select(p => p.Host).Where(h => h != self).Distinct()
             .Select(p => (Addr: p, Host: state.Hosts.Values.FirstOrDefault(h => h.Underlay == p)))
             .Where(p => p.Host is not null)
             .Select(p => (p.Addr, Agent: new HostAgent.HostAgentClient(Channels.For(p.Host!.AgentEndpoint)))).ToList();
         var cuts = await Task.WhenAll(peers.Select(async p =>
         {
-            var cut = await p.Agent.HoldAsync(new HoldRequest { Locator = loc.ToString(), Via = self.ToString(), Capacity = holdPackets },
+            var cut = await p.Agent.HoldAsync(new HoldRequest { Locator = loc.ToString(), Via = self.ToString(), Capacity = holdPackets, UdpDrop = c.UdpDrop },
                 deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: ct);
             lock (held) held.Add(p);
             return (p.Addr, cut.SentPackets);
@@ -182,7 +182,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
     async Task<ReceiveReply> SendAsync(HostAgent.HostAgentClient target, LocalCapsule c, string images, string failAt, MigrateResult result, CancellationToken ct)
     {
         using var call = target.Receive(cancellationToken: ct);
-        var first = new ImageChunk { Name = c.Name, Locator = c.Locator.ToString(), FailAt = failAt ?? "" };
+        var first = new ImageChunk { Name = c.Name, Locator = c.Locator.ToString(), FailAt = failAt ?? "", UdpDrop = c.UdpDrop };
         first.Command.AddRange(c.Command);
         await call.RequestStream.WriteAsync(first, ct);
         var chunks = 0;
@@ -283,7 +283,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
             if (sha is null) throw new InvalidDataException("the image stream ended without its checksum (transfer cut short)");
             var got = Convert.ToHexStringLower(hash.GetHashAndReset());
             if (got != sha) throw new InvalidDataException($"corrupt transfer: image checksum {got[..12]}… does not match the sender's {sha[..12]}…");
-            var (pid, ms, criuMs) = await RestoreHereAsync(head.Name, loc, [.. head.Command], archive, work, head.FailAt, ct);
+            var (pid, ms, criuMs) = await RestoreHereAsync(head.Name, loc, [.. head.Command], head.UdpDrop, archive, work, head.FailAt, ct);
             return new ReceiveReply { Pid = pid, RestoreMs = ms, Bytes = bytes, CriuMs = criuMs };
         }
         finally
@@ -296,7 +296,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
     /// Unpacks a capsule's archive here, rebuilds its network with the same locator and restores
     /// its processes. On failure everything it made is removed again. Returns (pid, restore ms).
     /// </summary>
-    async Task<(int Pid, long Ms, long CriuMs)> RestoreHereAsync(string name, Locator loc, string[] command, string archive, string work, string failAt, CancellationToken ct)
+    async Task<(int Pid, long Ms, long CriuMs)> RestoreHereAsync(string name, Locator loc, string[] command, bool udpDrop, string archive, string work, string failAt, CancellationToken ct)
     {
         var images = Path.Combine(work, "images");
         var dir = O.CapsuleDir(name);
@@ -317,7 +317,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
             await CapsuleNetwork.AttachAsync(loc);
             var self = dataPlane.State!.Hosts[O.Host].Underlay;
             dataPlane.Pin(loc, self); // local here before anyone flushes to us
-            runtime.Adopt(new LocalCapsule(name, loc, netns, dir, pid, command));
+            runtime.Adopt(new LocalCapsule(name, loc, netns, dir, pid, command, udpDrop));
             log.LogInformation("restored capsule {Name} ({Locator}) as pid {Pid}", name, loc, pid);
             return (pid, sw.ElapsedMilliseconds, criuMs);
         }

@@ -19,6 +19,7 @@ internal sealed record SuspendMeta(
     long PayloadBytes)
 {
     public sealed record Proc(int Pid, string Command);
+    public bool UdpDrop { get; init; }
 }
 
 /// <summary>

@@ -19,13 +19,15 @@ internal static class CapsuleCommands
         {
             var name = NameArg();
             var host = new Option<string>("--host") { Description = "Host to create it on, e.g. h1", Required = true };
+            var udp = new Option<string>("--udp-policy") { Description = "While it moves, its peers' UDP datagrams are held (buffer, up to the hold bound) or dropped and counted (drop)", DefaultValueFactory = _ => "buffer" };
+            udp.AcceptOnlyFromAmong("buffer", "drop");
             var command = CommandArg();
-            var create = new Command("create", "Create a capsule: a locator from the directory, its own namespaces, CMD as its first process") { name, host, command, CommandTree.JsonOption };
+            var create = new Command("create", "Create a capsule: a locator from the directory, its own namespaces, CMD as its first process") { name, host, udp, command, CommandTree.JsonOption };
             create.SetAction((pr, ct) => CommandTree.Run(async () =>
             {
                 var s = CommandTree.SessionOf(pr);
                 var (_, agent) = await s.AgentAsync(pr.GetValue(host)!, ct);
-                var req = new CreateRequest { Name = pr.GetValue(name)! };
+                var req = new CreateRequest { Name = pr.GetValue(name)!, UdpDrop = pr.GetValue(udp) == "drop" };
                 req.Command.AddRange(pr.GetValue(command)!);
                 var info = await agent.CreateAsync(req, cancellationToken: ct);
                 if (pr.GetValue(CommandTree.JsonOption)) Output.WriteJson(new { info.Name, info.Locator, info.Host, info.Pid });

@@ -17,17 +17,21 @@ internal sealed unsafe class HoldBuffer : IDisposable
     public int Count { get; private set; }
     public long Dropped { get; private set; }
 
-    public HoldBuffer(int capacity)
+    /// <summary>The capsule's policy for UDP while it moves: drop (and count) rather than hold.</summary>
+    public bool DropUdp { get; }
+
+    public HoldBuffer(int capacity, bool dropUdp)
     {
         Capacity = capacity;
+        DropUdp = dropUdp;
         _slots = (byte*)NativeMemory.Alloc((nuint)capacity * PacketBatch.SlotSize);
         _lengths = new int[capacity];
     }
 
-    /// <summary>Copies a packet in; false (and counted) when the buffer is full.</summary>
+    /// <summary>Copies a packet in; false (and counted) when the buffer is full or the policy drops it.</summary>
     public bool TryAdd(ReadOnlySpan<byte> packet)
     {
-        if (Count == Capacity || packet.Length > PacketBatch.SlotSize - Wire.HeaderSize) { Dropped++; return false; }
+        if (Count == Capacity || (DropUdp && Ipv4.Protocol(packet) == 17) || packet.Length > PacketBatch.SlotSize - Wire.HeaderSize) { Dropped++; return false; }
         packet.CopyTo(new Span<byte>(_slots + (nint)Count * PacketBatch.SlotSize + Wire.HeaderSize, PacketBatch.SlotSize - Wire.HeaderSize));
         _lengths[Count++] = packet.Length;
         return true;

@@ -47,6 +47,7 @@ internal static class CapsuleNetwork
     public static async Task AttachAsync(Locator locator)
     {
         var hostIf = HostIf(locator);
+        await Cmd.Ip(null, "route", "replace", locator + "/32", "dev", hostIf, "table", HostNetwork.DeliveryTable);
         await Cmd.Ip(null, "route", "replace", locator + "/32", "dev", hostIf);
         await HostNetwork.AllowAsync(hostIf, locator);
     }
@@ -54,6 +55,7 @@ internal static class CapsuleNetwork
     /// <summary>
     /// The host stops routing the locator to the veth (the capsule may still send): while a capsule
     /// moves, its same-host peers then reach it through the TUN, where the data plane holds them.
+    /// What the data plane delivers still reaches it (<see cref="HostNetwork.DeliveryTable"/>).
     /// </summary>
     public static Task DetachAsync(Locator locator) => Cmd.TryIp(null, "route", "del", locator + "/32", "dev", HostIf(locator));
 

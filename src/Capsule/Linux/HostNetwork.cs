@@ -15,6 +15,13 @@ internal static partial class HostNetwork
     public const string CapsuleIfPrefix = "cv";
     /// <summary>The capsule's next hop: every host-side capsule veth carries it, so a capsule's routes never name a host.</summary>
     public const string CapsuleGateway = "169.254.1.1";
+    /// <summary>
+    /// Routing table for packets the agent delivers (they come in through the TUN). It keeps every
+    /// local capsule's route even while a migration has taken it out of the main table: packets
+    /// sent before the cut still reach the capsule, while same-host peers' packets (main table)
+    /// go to the TUN and are held.
+    /// </summary>
+    public const string DeliveryTable = "7470";
 
     public static async Task SetupAsync(string tun, Prefix pool, int innerMtu)
     {
@@ -29,6 +36,8 @@ internal static partial class HostNetwork
         // one a retransmission), so it is sized for bursts of a few milliseconds at line rate.
         await Cmd.Ip(null, "link", "set", tun, "mtu", innerMtu.ToString(), "txqueuelen", "10000", "up");
         await Cmd.Ip(null, "route", "replace", pool.ToString(), "dev", tun);
+        await Cmd.TryIp(null, "rule", "del", "iif", tun, "lookup", DeliveryTable);
+        await Cmd.Ip(null, "rule", "add", "iif", tun, "lookup", DeliveryTable, "priority", "1000");
         await Cmd.RunAsync("nft", ["-f", "-"], stdin: Ruleset(tun));
     }
 
@@ -66,6 +75,7 @@ internal static partial class HostNetwork
     public static async Task TeardownAsync(string tun, Prefix pool)
     {
         await Cmd.TryIp(null, "route", "del", pool.ToString(), "dev", tun);
+        await Cmd.TryIp(null, "rule", "del", "iif", tun, "lookup", DeliveryTable);
         await Cmd.TryRunAsync("nft", ["delete", "table", "ip", Table]);
     }
 
