@@ -36,14 +36,14 @@ public sealed class DropTests(LabFixture lab)
 
             // From an address on the underlay that is no registered host: a well-formed datagram.
             var ul = $"--net=/run/netns/{lab.Name}-ul";
-            (await Cli.Exec("nsenter", [ul, "--", "ip", "addr", "add", "198.18.0.250/24", "dev", "br0"])).Ok();
+            (await Cli.Exec("nsenter", [ul, "--", "ip", "addr", "add", "198.18.0.240/24", "dev", "br0"])).Ok();
             try
             {
-                (await Cli.Exec("nsenter", [ul, "--", .. Sender("198.18.0.250", Wrapped(b, a))])).Ok();
+                (await Cli.Exec("nsenter", [ul, "--", .. Sender("198.18.0.240", Wrapped(b, a))])).Ok();
             }
             finally
             {
-                await Cli.Exec("nsenter", [ul, "--", "ip", "addr", "del", "198.18.0.250/24", "dev", "br0"]);
+                await Cli.Exec("nsenter", [ul, "--", "ip", "addr", "del", "198.18.0.240/24", "dev", "br0"]);
             }
 
             await Task.Delay(300);
