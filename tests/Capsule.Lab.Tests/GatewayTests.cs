@@ -130,3 +130,43 @@ public sealed class GatewayTests(LabFixture lab)
         Assert.Equal(h1["ingress_packets"], (await lab.Stats("h1"))["ingress_packets"]);
     }
 }
+
+/// <summary>The gateway's zero-window pause: an ordinary peer waits out a long freeze with no retransmission timeout.</summary>
+[Collection("lab")]
+public sealed class GatewayPauseTests(LabFixture lab)
+{
+    [Fact]
+    public async Task An_ordinary_peer_paused_with_a_zero_window_has_no_retransmission_timeout_and_one_not_paused_has()
+    {
+        // A heavy capsule (200 MB of memory to move) so the freeze far outlasts TCP's 200 ms minimum timer.
+        var (srv, _) = await lab.Create("heavy", "h1", "python3", LabFixture.Tool("stream.py"), "server", "7030", "200");
+        var l1 = $"{lab.Name}-l1";
+        try
+        {
+            await lab.WaitForLog("heavy", "LISTENING", seconds: 90);
+            async Task<(long Timeouts, JsonElement Migration, string Done)> Run(string to, params string[] extra)
+            {
+                var before = await lab.TcpCounters(l1);
+                var rr = Cli.Exec("ip", ["netns", "exec", l1, "python3", LabFixture.Tool("stream.py"), "rr", srv, "7030", "6"]);
+                await Task.Delay(1500);
+                var m = await lab.Migrate("heavy", to, extra);
+                Assert.True(m.GetProperty("ok").GetBoolean(), m.ToString());
+                var r = (await rr).Ok();
+                Assert.Contains("DONE", r.Out);
+                return ((await lab.TcpCounters(l1)).Timeouts - before.Timeouts, m, r.Out.Trim());
+            }
+            var paused = await Run("h2");
+            Assert.True(paused.Migration.GetProperty("phases_ms").GetProperty("total").GetInt64() > 400, paused.Migration.ToString());
+            Assert.Equal(0, paused.Timeouts);
+            var gw = await lab.Stats("gw");
+            Assert.True(gw["tcp_paused"] >= 1 && gw["tcp_reopened"] >= 1);
+
+            var unpaused = await Run("h3", "--no-pause");
+            Assert.True(unpaused.Timeouts >= 1, $"no timeout without the pause either: {unpaused.Done}");
+        }
+        finally
+        {
+            await lab.Run("rm", "heavy");
+        }
+    }
+}

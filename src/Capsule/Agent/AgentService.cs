@@ -36,7 +36,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
     public override Task<HoldReply> Hold(HoldRequest request, ServerCallContext context) => Guard(async () =>
     {
         var cut = await dataPlane.Engine.HoldAsync(Locator.Parse(request.Locator), Locator.Parse(request.Via),
-            request.Capacity > 0 ? request.Capacity : Migration.DefaultHoldPackets, request.UdpDrop);
+            request.Capacity > 0 ? request.Capacity : Migration.DefaultHoldPackets, request.UdpDrop, pause: !request.NoPause);
         return new HoldReply { SentPackets = cut.Packets, SentBytes = cut.Bytes };
     });
 
@@ -113,6 +113,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         void C(string n, long v) => r.Counters.Add(new Counter { Name = n, Value = v });
         C("egress_packets", e.Egress.Packets); C("egress_bytes", e.Egress.Bytes); C("egress_batches", e.Egress.Batches);
         C("icmp_unreachable_sent", e.Egress.Unreachables);
+        C("tcp_paused", e.PausesSent); C("tcp_reopened", e.ReopensSent); C("acked_for_paused_capsules", e.AckedOnBehalf);
         C("held", e.Egress.Held); C("flushed", e.Egress.Flushed); C("hold_dropped", e.Egress.HoldDropped);
         C("ingress_packets", e.Ingress.Packets); C("ingress_bytes", e.Ingress.Bytes); C("ingress_batches", e.Ingress.Batches);
         foreach (var reason in DropCounters.Reasons)

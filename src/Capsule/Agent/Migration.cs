@@ -68,7 +68,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
         var dumped = false;
         try
         {
-            result.Unaccounted = await SyncAsync(c, state, self, holdPackets, req.NoHold, held, ct);
+            result.Unaccounted = await SyncAsync(c, state, self, holdPackets, req.NoHold, held, ct, pause: !req.NoPause);
             result.Peers = held.Count;
             // From here no host routes to the capsule (holds aside), and this host delivers nothing to it.
             await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating, $"to {req.Target}", ct: ct);
@@ -149,7 +149,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
     /// hold are added to <paramref name="held"/> as they answer, so a failure part-way releases them.
     /// </summary>
     async Task<long> SyncAsync(LocalCapsule c, DirectoryState state, Locator self, int holdPackets, bool noHold,
-        List<(Locator Addr, HostAgent.HostAgentClient Agent)> held, CancellationToken ct)
+        List<(Locator Addr, HostAgent.HostAgentClient Agent)> held, CancellationToken ct, bool pause = true)
     {
         var loc = c.Locator;
         // Still local here until the dump is done, whatever the directory says meanwhile: the
@@ -165,7 +165,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
             .Select(p => (p.Addr, Agent: new HostAgent.HostAgentClient(Channels.For(p.Host!.AgentEndpoint)))).ToList();
         var cuts = await Task.WhenAll(peers.Select(async p =>
         {
-            var cut = await p.Agent.HoldAsync(new HoldRequest { Locator = loc.ToString(), Via = self.ToString(), Capacity = holdPackets, UdpDrop = c.UdpDrop },
+            var cut = await p.Agent.HoldAsync(new HoldRequest { Locator = loc.ToString(), Via = self.ToString(), Capacity = holdPackets, UdpDrop = c.UdpDrop, NoPause = !pause },
                 deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: ct);
             lock (held) held.Add(p);
             return (p.Addr, cut.SentPackets);

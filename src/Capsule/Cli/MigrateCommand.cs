@@ -17,7 +17,8 @@ internal static class MigrateCommand
         var hold = new Option<int>("--hold-packets") { Description = "Per-capsule hold bound at each host while it moves (packets; newest dropped when full)", DefaultValueFactory = _ => Agent.Migration.DefaultHoldPackets };
         var failAt = new Option<string?>("--fail-at") { Description = "Testing aid: make a phase fail on purpose (dump, transfer, restore)", Hidden = true };
         var noHold = new Option<bool>("--no-hold") { Description = "For comparison only: do not hold peers' packets while the capsule is frozen (they are lost)", Hidden = true };
-        var cmd = new Command("migrate", "Move a running capsule to another host; its connections stay open") { name, to, hold, failAt, noHold, CommandTree.JsonOption };
+        var noPause = new Option<bool>("--no-pause") { Description = "For comparison only: gateways hold but do not pause ordinary TCP peers with a zero window", Hidden = true };
+        var cmd = new Command("migrate", "Move a running capsule to another host; its connections stay open") { name, to, hold, failAt, noHold, noPause, CommandTree.JsonOption };
         cmd.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
             var fail = pr.GetValue(failAt);
@@ -26,7 +27,7 @@ internal static class MigrateCommand
             var s = CommandTree.SessionOf(pr);
             var (c, agent) = await s.CapsuleAsync(pr.GetValue(name)!, ct);
             var json = pr.GetValue(CommandTree.JsonOption);
-            using var call = agent.Migrate(new MigrateRequest { Name = c.Name, Target = pr.GetValue(to)!, HoldPackets = pr.GetValue(hold), FailAt = fail ?? "", NoHold = pr.GetValue(noHold) }, cancellationToken: ct);
+            using var call = agent.Migrate(new MigrateRequest { Name = c.Name, Target = pr.GetValue(to)!, HoldPackets = pr.GetValue(hold), FailAt = fail ?? "", NoHold = pr.GetValue(noHold), NoPause = pr.GetValue(noPause) }, cancellationToken: ct);
             MigrateResult? result = null;
             await foreach (var p in call.ResponseStream.ReadAllAsync(ct))
             {

@@ -30,7 +30,7 @@ internal sealed class FlowCount
 /// a hold starts at a batch boundary, so "sent before the cut" is exactly what the counters say,
 /// and a flush sends every held packet before any packet read after it, so order is kept.
 /// </summary>
-internal sealed unsafe class Engine : IDisposable
+internal sealed unsafe partial class Engine : IDisposable
 {
     public const int BatchSize = 64;
     const int FlushBurst = 32;
@@ -94,9 +94,13 @@ internal sealed unsafe class Engine : IDisposable
     /// Starts holding packets for <paramref name="locator"/>; returns what was sent to it before the
     /// hold, the cut that the capsule's host waits to have received.
     /// </summary>
-    public Task<(long Packets, long Bytes)> HoldAsync(Locator locator, Locator via, int capacity, bool dropUdp = false) => OnEgress(() =>
+    public Task<(long Packets, long Bytes)> HoldAsync(Locator locator, Locator via, int capacity, bool dropUdp = false, bool pause = false) => OnEgress(() =>
     {
-        if (!_holds.ContainsKey(locator.Value)) _holds[locator.Value] = new HoldBuffer(capacity, dropUdp);
+        if (!_holds.ContainsKey(locator.Value))
+        {
+            _holds[locator.Value] = new HoldBuffer(capacity, dropUdp);
+            if (pause && Table.IsGateway) PauseFlows(locator);
+        }
         return SentTo.TryGetValue(Key(via, locator), out var f) ? (f.Packets, f.Bytes) : (0L, 0L);
     });
 
@@ -148,6 +152,7 @@ internal sealed unsafe class Engine : IDisposable
             if (n > 0) Send(_out, n, c);
             _out.ResetIovBases();
             c.Flushed += hold.Count;
+            ResumeFlows(locator); // the window reopens only once everything held is on its way
             return ((long)hold.Count, hold.Dropped);
         }
     });
@@ -214,11 +219,14 @@ internal sealed unsafe class Engine : IDisposable
                     break; // EAGAIN: the TUN queue is drained for now
                 }
                 var packet = new ReadOnlySpan<byte>(slot + Wire.HeaderSize, (int)r);
+                if (table.IsGateway) TrackPeerSide(packet);
                 if (_holds.Count != 0 && Ipv4.IsValid(packet) && _holds.TryGetValue(Ipv4.Destination(packet).Value, out var hold))
                 {
                     // Checked before routing: while a capsule moves, its packets wait here whatever the table says.
-                    if (hold.TryAdd(packet)) c.Held++;
+                    var stored = hold.TryAdd(packet);
+                    if (stored) c.Held++;
                     else c.HoldDropped++;
+                    if (_flows.Count != 0) SpeakForPausedCapsule(packet, stored);
                     continue;
                 }
                 var verdict = Forwarding.Outbound(table, packet, out var host);
@@ -309,6 +317,7 @@ internal sealed unsafe class Engine : IDisposable
                     f.Bytes += len - Wire.HeaderSize;
                 }
                 if (verdict != DropReason.None) { c.Drops.Add(verdict); continue; }
+                if (table.IsGateway) TrackCapsuleSide(new Span<byte>(slot + Wire.HeaderSize, len - Wire.HeaderSize));
                 if (Native.write(tunFd, slot + Wire.HeaderSize, (nuint)(len - Wire.HeaderSize)) < 0)
                 {
                     c.Drops.Add(DropReason.IoError);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A long-lived TCP stream with checked data in both directions, for migration tests.
 
-server PORT            accept connections; check every byte received against the pattern, echo it back
+server PORT [MB]       accept connections; check every byte received against the pattern, echo it back;
+                       MB: first fill that much memory (a heavier capsule, so a migration takes longer)
 client HOST PORT SECS  send the pattern at a steady rate for SECS seconds, check every echoed byte,
                        then print DONE with the counts; print ERROR and exit 1 on any mismatch or reset
 rr HOST PORT SECS      request/response: send 64 bytes, wait for their echo, pause 2 ms, repeat for
@@ -25,7 +26,10 @@ def say(*a):
     print(*a, flush=True)
 
 
-def server(port):
+def server(port, ballast_mb=0):
+    ballast = bytearray(ballast_mb << 20)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = i & 0xFF  # touched, so the pages are real and CRIU has to move them
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("0.0.0.0", port))
@@ -131,7 +135,7 @@ def rr(host, port, secs):
 
 if __name__ == "__main__":
     if sys.argv[1] == "server":
-        server(int(sys.argv[2]))
+        server(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0)
     elif sys.argv[1] == "rr":
         rr(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     else:

@@ -1,0 +1,118 @@
+using System.Collections.Concurrent;
+using Capsule.Core;
+using Capsule.Linux;
+
+namespace Capsule.DataPlane;
+
+/// <summary>One TCP flow between an ordinary host and a capsule, as the gateway sees it.</summary>
+internal sealed class TcpFlow
+{
+    // Capsule side, from its segments (ingress thread).
+    public uint CapSeqNext, CapAck, CapTsVal;
+    public ushort CapWindow;
+    public bool Timestamps, CapSeen;
+    // Ordinary side (egress thread).
+    public uint PeerTsVal;
+    // The pause (egress thread sets and clears; ingress reads).
+    public volatile bool Paused;
+    public uint AckedForCapsule; // peer data held in order and acknowledged in the capsule's name
+    public bool AckedValid;
+}
+
+internal readonly record struct FlowKey(uint Capsule, ushort CapsulePort, uint Peer, ushort PeerPort);
+
+/// <summary>
+/// The gateway's pause (seed Fig. 9: "the transmit window … is set to zero and/or a keep alive
+/// message is sent back"). While a capsule with ordinary TCP peers moves, the gateway speaks for it:
+/// it acknowledges, with a zero window, the peer's segments it holds in order (so the peer has
+/// nothing unacknowledged, and no retransmission timer runs), rewrites the window of the capsule's
+/// own last segments to zero, answers the peer's window probes (the keepalive), and reopens the
+/// window once the held segments are on their way to the capsule's new host. Segments are only
+/// acknowledged once they are safely in the hold buffer; a full buffer acknowledges nothing more.
+/// </summary>
+internal sealed unsafe partial class Engine
+{
+    readonly ConcurrentDictionary<FlowKey, TcpFlow> _flows = new();
+    public long PausesSent, ReopensSent, AckedOnBehalf;
+
+    static bool After(uint a, uint b) => (int)(a - b) > 0;
+
+    /// <summary>Ingress (capsule → ordinary host): learn the capsule's sequence, ack and window; zero the window while paused.</summary>
+    void TrackCapsuleSide(Span<byte> packet)
+    {
+        if (!Tcp.TryParse(packet, out var s)) return;
+        var key = new FlowKey(s.Src.Value, s.SrcPort, s.Dst.Value, s.DstPort);
+        if (!_flows.TryGetValue(key, out var f))
+        {
+            if (s.Rst) return;
+            f = _flows.GetOrAdd(key, _ => new TcpFlow());
+        }
+        var next = s.Seq + s.SeqLength;
+        if (!f.CapSeen || After(next, f.CapSeqNext)) f.CapSeqNext = next;
+        if (s.HasAck && (!f.CapSeen || After(s.Ack, f.CapAck))) f.CapAck = s.Ack;
+        f.Timestamps = s.HasTimestamps;
+        if (s.HasTimestamps) f.CapTsVal = s.TsVal;
+        if (f.Paused) Tcp.SetWindow(packet, 0);
+        else f.CapWindow = s.Window;
+        f.CapSeen = true;
+        if (s.Rst) _flows.TryRemove(key, out _);
+    }
+
+    /// <summary>Egress (ordinary host → capsule): the peer's latest timestamp, to echo in what we send in the capsule's name.</summary>
+    void TrackPeerSide(ReadOnlySpan<byte> packet)
+    {
+        if (!Tcp.TryParse(packet, out var s)) return;
+        if (_flows.TryGetValue(new FlowKey(s.Dst.Value, s.DstPort, s.Src.Value, s.SrcPort), out var f) && s.HasTimestamps) f.PeerTsVal = s.TsVal;
+    }
+
+    void PauseFlows(Locator capsule)
+    {
+        foreach (var (key, f) in _flows)
+        {
+            if (key.Capsule != capsule.Value || !f.CapSeen) continue;
+            f.AckedForCapsule = f.CapAck;
+            f.AckedValid = true;
+            f.Paused = true;
+            SendAck(key, f, window: 0);
+            PausesSent++;
+        }
+    }
+
+    /// <summary>A segment for a paused flow was just held (or refused by a full hold): acknowledge what is held in order, window zero.</summary>
+    void SpeakForPausedCapsule(ReadOnlySpan<byte> packet, bool stored)
+    {
+        if (!Tcp.TryParse(packet, out var s)) return;
+        var key = new FlowKey(s.Dst.Value, s.DstPort, s.Src.Value, s.SrcPort);
+        if (!_flows.TryGetValue(key, out var f) || !f.Paused) return;
+        // The capsule may have acknowledged more than we knew at the pause (it ran until the freeze).
+        if (After(f.CapAck, f.AckedForCapsule)) f.AckedForCapsule = f.CapAck;
+        if (stored && s.PayloadLength > 0 && s.Seq == f.AckedForCapsule)
+        {
+            f.AckedForCapsule += s.SeqLength;
+            AckedOnBehalf++;
+        }
+        // Also the answer to a window probe: the keepalive that keeps the peer waiting.
+        SendAck(key, f, window: 0);
+    }
+
+    void ResumeFlows(Locator capsule)
+    {
+        foreach (var (key, f) in _flows)
+        {
+            if (key.Capsule != capsule.Value || !f.Paused) continue;
+            f.Paused = false;
+            SendAck(key, f, f.CapWindow == 0 ? (ushort)1 : f.CapWindow);
+            ReopensSent++;
+        }
+    }
+
+    void SendAck(FlowKey key, TcpFlow f, ushort window)
+    {
+        Span<byte> ack = stackalloc byte[Tcp.MaxAck];
+        var ackNo = f.AckedValid && After(f.AckedForCapsule, f.CapAck) ? f.AckedForCapsule : f.CapAck;
+        var n = Tcp.WriteAck(ack, new Locator(key.Capsule), key.CapsulePort, new Locator(key.Peer), key.PeerPort,
+            f.CapSeqNext, ackNo, window, f.Timestamps, f.CapTsVal, f.PeerTsVal);
+        // Into the TUN: the kernel routes it to the ordinary host as if the capsule had sent it.
+        fixed (byte* p = ack) Native.write(_tun.Fd, p, (nuint)n);
+    }
+}
