@@ -106,6 +106,12 @@ internal sealed unsafe partial class Engine
         }
     }
 
+    void ForgetFlows(Locator capsule)
+    {
+        foreach (var key in _flows.Keys)
+            if (key.Capsule == capsule.Value) _flows.TryRemove(key, out _);
+    }
+
     void SendAck(FlowKey key, TcpFlow f, ushort window)
     {
         Span<byte> ack = stackalloc byte[Tcp.MaxAck];

@@ -118,8 +118,10 @@ internal sealed unsafe partial class Engine : IDisposable
         {
             if (toHost.IsNone)
             {
-                // Nowhere to go (the capsule was removed while it slept): the held packets are dropped, and counted.
+                // Nowhere to go (the capsule was removed while it slept): the held packets are dropped,
+                // and counted, and nobody speaks for it any more.
                 Egress.HoldDropped += hold.Count;
+                ForgetFlows(locator);
                 return (0L, hold.Count + hold.Dropped);
             }
             var c = Egress;
