@@ -98,12 +98,22 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
             // 5. Switch and flush: the directory names the new host; every holder sends what it kept there.
             await progress("flush", "switching the directory and flushing held packets to the new host");
             await directory.UpdateAsync(c.Name, req.Target, CapsuleState.Running, ct: CancellationToken.None);
-            await FlushAsync(held, loc, target.Underlay, result);
-            var own = await dataPlane.Engine.ReleaseAsync(loc, target.Underlay);
-            dataPlane.Pin(loc, target.Underlay);
-            result.Held += own.Flushed + own.Dropped; result.Flushed += own.Flushed; result.Dropped += own.Dropped;
-            await runtime.EvictAsync(c);
-            if (Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is null) Directory.Delete(work, recursive: true);
+            // Switched: the capsule runs on the target and the directory says so. Nothing after this
+            // line may put it back here; a failure now is reported, not rolled back.
+            try
+            {
+                await FlushAsync(held, loc, target.Underlay, result);
+                var own = await dataPlane.Engine.ReleaseAsync(loc, target.Underlay);
+                dataPlane.Pin(loc, target.Underlay);
+                result.Held += own.Flushed + own.Dropped; result.Flushed += own.Flushed; result.Dropped += own.Dropped;
+                await runtime.EvictAsync(c);
+                if (Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is null) Directory.Delete(work, recursive: true);
+            }
+            catch (Exception e)
+            {
+                log.LogWarning("{Name} moved to {Target}, but tidying up here failed: {Error}", c.Name, req.Target, e.Message);
+                result.Error = $"moved, but removing what was left on {O.Host} failed: {Describe(e)}";
+            }
             result.Times.FlushMs = clock.Lap();
             result.Times.TotalMs = clock.Total;
             result.Ok = true;

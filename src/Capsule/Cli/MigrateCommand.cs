@@ -65,6 +65,9 @@ internal static class MigrateCommand
         t.AddRow("flush", r.Times.FlushMs.ToString(), "dropped (hold full)", r.Dropped.ToString());
         t.AddRow("[bold]total[/]", $"[bold]{r.Times.TotalMs}[/]", "sent before the cut, not seen", r.Unaccounted.ToString());
         AnsiConsole.Write(t);
-        Console.WriteLine($"capsule {name} now runs on {r.Host} (pid {r.Pid}); nothing of it is left on the old host");
+        Console.WriteLine(r.Error.Length == 0
+            ? $"capsule {name} now runs on {r.Host} (pid {r.Pid}); nothing of it is left on the old host"
+            : $"capsule {name} now runs on {r.Host} (pid {r.Pid})");
+        if (r.Error.Length > 0) Output.Error("warning: " + r.Error);
     }
 }
