@@ -37,6 +37,7 @@ public sealed class DirectoryState
     public Result PutHost(HostRecord host)
     {
         if (Names.HostNameError(host.Name) is { } e) return Fail(e);
+        if (host.ServesError is { } s) return Fail(s);
         foreach (var h in Hosts.Values)
             if (h.Name != host.Name && h.Underlay == host.Underlay)
                 return Fail($"underlay address {host.Underlay} already belongs to host '{h.Name}'");

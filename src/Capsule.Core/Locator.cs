@@ -81,6 +81,14 @@ public readonly record struct Prefix(Locator Network, int Length)
     public bool Contains(Locator l) => (l.Value & Mask) == Network.Value;
     public Locator At(uint offset) => new(Network.Value + offset);
 
+    public static bool TryParse(string? text, out Prefix prefix)
+    {
+        prefix = default;
+        if (text is null) return false;
+        try { prefix = Parse(text); return true; }
+        catch (FormatException) { return false; }
+    }
+
     public static Prefix Parse(string text)
     {
         ArgumentNullException.ThrowIfNull(text);

@@ -76,3 +76,95 @@ static class Dir
         return s;
     }
 }
+
+/// <summary>
+/// Reference Internet checksums and packet builders for the ICMP and TCP tests, written
+/// independently of the code under test (a modulo 0xFFFF one's-complement sum, not a fold).
+/// </summary>
+static class Inet
+{
+    /// <summary>RFC 1071 checksum of the concatenation of <paramref name="parts"/> (odd length padded with a zero byte).</summary>
+    public static ushort RefChecksum(params byte[][] parts)
+    {
+        var all = parts.SelectMany(p => p).ToArray();
+        ulong s = 0;
+        for (var i = 0; i < all.Length; i += 2)
+            s += (ulong)(all[i] << 8 | (i + 1 < all.Length ? all[i + 1] : 0));
+        var r = s % 0xFFFF;
+        if (r == 0 && s != 0) r = 0xFFFF; // one's complement: a non-zero sum never folds to +0
+        return (ushort)~r;
+    }
+
+    /// <summary>The TCP checksum of <paramref name="segment"/> with its checksum field taken as zero.</summary>
+    public static ushort RefTcpChecksum(Locator src, Locator dst, ReadOnlySpan<byte> segment)
+    {
+        var seg = segment.ToArray();
+        if (seg.Length >= 18) { seg[16] = 0; seg[17] = 0; }
+        var pseudo = new byte[12];
+        src.Write(pseudo.AsSpan(0));
+        dst.Write(pseudo.AsSpan(4));
+        pseudo[9] = 6;
+        BinaryPrimitives.WriteUInt16BigEndian(pseudo.AsSpan(10), (ushort)seg.Length);
+        return RefChecksum(pseudo, seg);
+    }
+
+    /// <summary>
+    /// An IPv4 packet with <paramref name="ipOptionWords"/> words of NOP options, the given
+    /// fragment field (flags + offset) and payload; correct header checksum.
+    /// </summary>
+    public static byte[] Ip(Locator src, Locator dst, byte protocol, byte[] payload, int ipOptionWords = 0, ushort fragField = 0x4000, byte ttl = 64)
+    {
+        var ihl = 20 + 4 * ipOptionWords;
+        var p = new byte[ihl + payload.Length];
+        p[0] = (byte)(0x40 | (ihl / 4));
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(2), (ushort)p.Length);
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(4), 0xBEEF);
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(6), fragField);
+        p[8] = ttl;
+        p[9] = protocol;
+        src.Write(p.AsSpan(12));
+        dst.Write(p.AsSpan(16));
+        for (var i = 20; i < ihl; i++) p[i] = 1; // IP option NOP
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(10), RefChecksum(p[..ihl]));
+        payload.CopyTo(p, ihl);
+        return p;
+    }
+
+    public static byte[] Pattern(int n, int seed = 0) => Enumerable.Range(0, n).Select(i => (byte)(i * 13 + 5 + seed)).ToArray();
+
+    /// <summary>
+    /// A TCP segment in an IPv4 packet; <paramref name="options"/> must be a multiple of 4 bytes.
+    /// Both checksums are correct unless the caller changes bytes afterwards.
+    /// </summary>
+    public static byte[] Tcp(Locator src, ushort sport, Locator dst, ushort dport, uint seq, uint ack, byte flags, ushort window,
+        byte[]? options = null, byte[]? payload = null, ushort fragField = 0x4000, int ipOptionWords = 0)
+    {
+        options ??= [];
+        payload ??= [];
+        Assert.True(options.Length % 4 == 0 && options.Length <= 40, "test bug: TCP options must be whole words");
+        var t = new byte[20 + options.Length + payload.Length];
+        BinaryPrimitives.WriteUInt16BigEndian(t.AsSpan(0), sport);
+        BinaryPrimitives.WriteUInt16BigEndian(t.AsSpan(2), dport);
+        BinaryPrimitives.WriteUInt32BigEndian(t.AsSpan(4), seq);
+        BinaryPrimitives.WriteUInt32BigEndian(t.AsSpan(8), ack);
+        t[12] = (byte)(((20 + options.Length) / 4) << 4);
+        t[13] = flags;
+        BinaryPrimitives.WriteUInt16BigEndian(t.AsSpan(14), window);
+        options.CopyTo(t, 20);
+        payload.CopyTo(t, 20 + options.Length);
+        BinaryPrimitives.WriteUInt16BigEndian(t.AsSpan(16), RefTcpChecksum(src, dst, t));
+        return Ip(src, dst, 6, t, ipOptionWords, fragField);
+    }
+
+    /// <summary>The timestamp option (kind 8, length 10) preceded by two NOPs, as Linux sends it.</summary>
+    public static byte[] TsOption(uint tsVal, uint tsEcr)
+    {
+        var o = new byte[12];
+        o[0] = 1; o[1] = 1; o[2] = 8; o[3] = 10;
+        BinaryPrimitives.WriteUInt32BigEndian(o.AsSpan(4), tsVal);
+        BinaryPrimitives.WriteUInt32BigEndian(o.AsSpan(8), tsEcr);
+        return o;
+    }
+
+    public static int Ihl(ReadOnlySpan<byte> p) => (p[0] & 0xF) * 4;
+}
