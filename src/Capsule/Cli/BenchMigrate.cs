@@ -16,23 +16,30 @@ internal static partial class Bench
     static Command Migrate()
     {
         var seconds = new Option<int>("--seconds") { Description = "Length of each request/response run in seconds (3-60)", DefaultValueFactory = _ => 6 };
-        var noWarmup = new Option<bool>("--no-warmup") { Description = "Skip the unreported warm-up migration (the first mode then also pays the agents' first-use costs)" };
-        var c = new Command("migrate", "Live migration under a request/response stream: the stall the peer sees, phase by phase, with and without holding") { seconds, noWarmup, CommandTree.JsonOption };
-        c.SetAction((pr, ct) => CommandTree.Run(() => MigrateBench.RunAsync(pr.GetValue(seconds), !pr.GetValue(noWarmup), pr.GetValue(CommandTree.JsonOption), ct)));
+        var noWarmup = new Option<bool>("--no-warmup") { Description = "Skip the unreported warm-up migrations (the first modes then also pay the agents' first-use costs)" };
+        var ballast = new Option<int>("--ballast") { Description = "MB of memory the server capsule fills first (0-1024), so it is heavier and its freeze longer: 200 shows the zero-window pause against TCP's 200 ms minimum RTO", DefaultValueFactory = _ => 0 };
+        var c = new Command("migrate", "Live migration under a request/response stream: the stall the peer sees, phase by phase, with and without holding, from a capsule peer and from an ordinary host behind the gateway") { seconds, noWarmup, ballast, CommandTree.JsonOption };
+        c.SetAction((pr, ct) => CommandTree.Run(() => MigrateBench.RunAsync(pr.GetValue(seconds), !pr.GetValue(noWarmup), pr.GetValue(ballast), pr.GetValue(CommandTree.JsonOption), ct)));
         return c;
     }
 
     /// <summary>
-    /// `capsule bench migrate`: one lab of three hosts. For each mode (hold-and-flush, the default,
-    /// and holding off, for comparison) a server capsule on h2 echoes a request/response loop run by
-    /// a client capsule on h1; the server is migrated h2 → h3 in the middle of it. Measured: the
+    /// `capsule bench migrate`: one lab of three hosts and one ordinary host (l1, behind the gateway
+    /// gw). For each mode a server capsule on h2 echoes a request/response loop and is migrated
+    /// h2 → h3 in the middle of it. The loop is run by a client capsule on h1 (hold-and-flush, the
+    /// default, and holding off, for comparison) or by a plain process on l1, whose packets the
+    /// gateway holds (with its zero-window pause, the default, and without it). Measured: the
     /// longest gap between replies the client saw (the stall), the migration's phase times, the
     /// packets held, and the client's own TCP counters (retransmission timeouts, retransmitted
-    /// segments) over the run. The CRIU floor (dump + restore of the same capsule) is what a
-    /// migration cannot go below; the stall is set against it. The lab is removed at the end whatever happens.
-    /// First, unless told not to, the same run once unreported: the first migration in fresh agents
-    /// pays one-off costs (JIT of the transfer and restore paths, measured at 150-250 ms more for
-    /// transfer + restore), which would otherwise all land on whichever mode runs first.
+    /// segments; l1's namespace for the ordinary peer) over the run, and for the ordinary peer the
+    /// zero-window pauses the gateway sent. --ballast MB makes the server heavier, so its freeze
+    /// outlasts TCP's 200 ms minimum retransmission timer and the pause's effect shows. The CRIU
+    /// floor (dump + restore of the same capsule) is what a migration cannot go below; the stall is
+    /// set against it. The lab is removed at the end whatever happens.
+    /// First, unless told not to, the same run once unreported for each kind of peer: the first
+    /// migration in fresh agents pays one-off costs (JIT of the transfer and restore paths, measured
+    /// at 150-250 ms more for transfer + restore; the gateway's hold and pause paths likewise), which
+    /// would otherwise all land on whichever mode runs first.
     /// </summary>
     static partial class MigrateBench
     {
@@ -40,13 +47,25 @@ internal static partial class Bench
         const int Port = 7100;
         static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(15);
 
-        sealed record Mode(string Name, bool NoHold);
-        static readonly Mode[] Modes = [new("hold-and-flush", false), new("holding off", true)];
+        const string OrdinaryHost = "l1";
+        const string Gateway = LabPaths.GatewayName;
+
+        /// <summary>Ordinary: the client is a plain process on l1, behind the gateway, rather than a capsule on h1.</summary>
+        sealed record Mode(string Name, bool NoHold, bool Ordinary = false, bool NoPause = false);
+        static readonly Mode[] Modes =
+        [
+            new("hold-and-flush", false),
+            new("holding off", true),
+            new("ordinary peer, zero-window pause", false, Ordinary: true),
+            new("ordinary peer, no pause", false, Ordinary: true, NoPause: true),
+        ];
 
         /// <summary>One mode's numbers. Null where it could not be measured; Error says why.</summary>
         sealed record Row(
             string Mode,
+            string Peer,
             bool NoHold,
+            bool NoPause,
             bool MigrationOk,
             string? MigrationError,
             double? StallMs,
@@ -58,12 +77,15 @@ internal static partial class Bench
             long? Dropped,
             long? PeerRtos,
             long? PeerRetransSegs,
+            long? GatewayTcpPaused,
+            long? GatewayTcpReopened,
             string? ClientError,
             [property: System.Text.Json.Serialization.JsonIgnore] MigrateResult? Result);
 
-        public static async Task<int> RunAsync(int seconds, bool warmup, bool json, CancellationToken ct)
+        public static async Task<int> RunAsync(int seconds, bool warmup, int ballast, bool json, CancellationToken ct)
         {
             if (seconds is < 3 or > 60) throw new UserError("--seconds must be between 3 and 60");
+            if (ballast is < 0 or > 1024) throw new UserError("--ballast must be between 0 and 1024 (MB)");
             var tool = Path.Combine(AppContext.BaseDirectory, "tools", "stream.py");
             if (!File.Exists(tool)) throw new UserError($"the stream tool is missing: {tool}");
             // With --json, stdout carries only the JSON; progress goes to stderr.
@@ -72,19 +94,23 @@ internal static partial class Bench
             var session = new Session(LabName);
             var lab = new LabRunner(session.Paths, step);
             if (lab.Exists) { step($"removing a previous '{LabName}' lab"); await lab.DownAsync(ct); }
-            step("building a lab of three hosts");
-            await lab.UpAsync(3, ct);
+            step("building a lab of three hosts and one ordinary host behind a gateway");
             try
             {
+                // Inside the try: a lab half made by a failed or cancelled `up` goes too.
+                await lab.UpAsync(3, ct, legacy: 1);
                 if (warmup)
                 {
-                    var w = await RunModeAsync(session, tool, new Mode("warm-up", false), 3, step, ct);
-                    if (w.MigrationError is not null || w.ClientError is not null)
-                        step($"warm-up: {w.MigrationError ?? w.ClientError} (not reported; going on)");
+                    foreach (var w in new[] { new Mode("warm-up", false), new Mode("warm-up, ordinary peer", false, Ordinary: true) })
+                    {
+                        var r = await RunModeAsync(session, tool, w, 3, ballast, step, ct);
+                        if (r.MigrationError is not null || r.ClientError is not null)
+                            step($"{w.Name}: {r.MigrationError ?? r.ClientError} (not reported; going on)");
+                    }
                 }
                 var rows = new List<Row>();
                 foreach (var mode in Modes)
-                    rows.Add(await RunModeAsync(session, tool, mode, seconds, step, ct));
+                    rows.Add(await RunModeAsync(session, tool, mode, seconds, ballast, step, ct));
 
                 var hold = rows[0].Result;
                 long? floor = hold is { Ok: true } ? hold.Times.CriuDumpMs + hold.Times.CriuRestoreMs : null;
@@ -96,6 +122,7 @@ internal static partial class Bench
                     {
                         Seconds = seconds,
                         Warmup = warmup,
+                        BallastMb = ballast,
                         Modes = rows,
                         CriuFloorMs = floor,
                         CriuFloorNote = "CRIU's own dump and restore times (criu_dump_ms + criu_restore_ms) in the hold-and-flush migration of the same capsule",
@@ -103,7 +130,7 @@ internal static partial class Bench
                         Goal = new { StallOverFloorAtMost = 1.2, PeerRtos = 0 },
                     });
                 }
-                else Print(rows, floor, Ratio, seconds, warmup);
+                else Print(rows, floor, Ratio, seconds, warmup, ballast);
                 return 0;
             }
             finally
@@ -113,32 +140,52 @@ internal static partial class Bench
             }
         }
 
-        static async Task<Row> RunModeAsync(Session session, string tool, Mode mode, int seconds, Action<string> step, CancellationToken ct)
+        static async Task<Row> RunModeAsync(Session session, string tool, Mode mode, int seconds, int ballast, Action<string> step, CancellationToken ct)
         {
             var secs = seconds.ToString(CultureInfo.InvariantCulture);
             var port = Port.ToString(CultureInfo.InvariantCulture);
+            var mb = ballast.ToString(CultureInfo.InvariantCulture);
             var made = new List<string>();
+            OrdinaryClient? ordinary = null;
             try
             {
-                step($"{mode.Name}: capsule srv on h2 (stream.py server {port})");
-                var srv = await Create(session, "srv", "h2", ["python3", tool, "server", port], ct);
+                step($"{mode.Name}: capsule srv on h2 (stream.py server {port} {mb})");
+                var srv = await Create(session, "srv", "h2", ["python3", tool, "server", port, mb], ct);
                 made.Add("srv");
-                await WaitForLog(session, "srv", "h2", "LISTENING", StartTimeout, ct);
+                // Filling the ballast takes a moment per hundred MB.
+                await WaitForLog(session, "srv", "h2", "LISTENING", StartTimeout + TimeSpan.FromMilliseconds(50.0 * ballast), ct);
 
-                step($"{mode.Name}: capsule cli on h1 (stream.py rr {srv.Locator} {port} {secs})");
-                var cli = await Create(session, "cli", "h1", ["python3", tool, "rr", srv.Locator, port, secs], ct);
-                made.Add("cli");
-                var started = await WaitForLog(session, "cli", "h1", "PROGRESS", StartTimeout, ct);
+                // The client: a capsule on h1, or a plain process on the ordinary host l1.
+                Func<string, TimeSpan, Task<(string? Line, string? Error)>> waitFor;
+                string peerNetns;
+                if (mode.Ordinary)
+                {
+                    peerNetns = session.Paths.HostNetns(OrdinaryHost);
+                    step($"{mode.Name}: process on {OrdinaryHost} (ip netns exec {peerNetns} stream.py rr {srv.Locator} {port} {secs})");
+                    ordinary = OrdinaryClient.Start(peerNetns, ["python3", tool, "rr", srv.Locator, port, secs]);
+                    waitFor = ordinary.WaitFor;
+                }
+                else
+                {
+                    step($"{mode.Name}: capsule cli on h1 (stream.py rr {srv.Locator} {port} {secs})");
+                    var cli = await Create(session, "cli", "h1", ["python3", tool, "rr", srv.Locator, port, secs], ct);
+                    made.Add("cli");
+                    peerNetns = cli.Netns;
+                    waitFor = (prefix, limit) => WaitForLog(session, "cli", "h1", prefix, limit, ct);
+                }
+                var started = await waitFor("PROGRESS", StartTimeout);
                 if (started.Error is { } early)
                     return Failed(mode, null, "client: " + early);
 
-                var before = await TcpCounters(cli.Netns, ct);
-                step($"{mode.Name}: migrating srv h2 -> h3{(mode.NoHold ? " without holding peers' packets" : "")}");
+                var before = await TcpCounters(peerNetns, ct);
+                var gwBefore = mode.Ordinary ? await GatewayCounters(session, ct) : null;
+                var how = mode.NoHold ? " without holding peers' packets" : mode.NoPause ? " (gateway holds, no zero-window pause)" : "";
+                step($"{mode.Name}: migrating srv h2 -> h3{how}");
                 MigrateResult result;
                 var (_, h2) = await session.AgentAsync("h2", ct);
                 try
                 {
-                    result = await MigrateAsync(h2, "srv", "h3", mode.NoHold, step, ct);
+                    result = await MigrateAsync(h2, "srv", "h3", mode.NoHold, mode.NoPause, step, ct);
                 }
                 catch (RpcException e)
                 {
@@ -148,8 +195,9 @@ internal static partial class Bench
                 if (result.Ok) step($"{mode.Name}: migrated in {result.Times.TotalMs} ms; waiting for the client's DONE");
                 else step($"{mode.Name}: migration failed: {result.Error}");
 
-                var done = await WaitForLog(session, "cli", "h1", "DONE", TimeSpan.FromSeconds(seconds + 30), ct);
-                var after = await TcpCounters(cli.Netns, ct);
+                var done = await waitFor("DONE", TimeSpan.FromSeconds(seconds + 30));
+                var after = await TcpCounters(peerNetns, ct);
+                var gwAfter = mode.Ordinary ? await GatewayCounters(session, ct) : null;
                 double? stall = null;
                 long? replies = null;
                 if (done.Line is { } line && DoneRegex().Match(line) is { Success: true } m)
@@ -165,17 +213,20 @@ internal static partial class Bench
 
                 var t = result.Times ?? new PhaseTimes();
                 return new Row(
-                    mode.Name, mode.NoHold, result.Ok, result.Ok ? null : result.Error,
+                    mode.Name, mode.Ordinary ? "ordinary" : "capsule", mode.NoHold, mode.NoPause, result.Ok, result.Ok ? null : result.Error,
                     stall, replies,
                     result.Times is not null ? new { Sync = t.SyncMs, FreezeDump = t.DumpMs, Transfer = t.TransferMs, Restore = t.RestoreMs, Flush = t.FlushMs, Total = t.TotalMs, CriuDump = t.CriuDumpMs, CriuRestore = t.CriuRestoreMs } : null,
                     result.Ok ? result.ImageBytes : null,
                     result.Held, result.Flushed, result.Dropped,
                     Delta(before, after, "TcpExt.TCPTimeouts"), Delta(before, after, "Tcp.RetransSegs"),
+                    Delta(gwBefore, gwAfter, "tcp_paused"), Delta(gwBefore, gwAfter, "tcp_reopened"),
                     clientError, result);
             }
             finally
             {
-                // Both capsules go before the next mode, wherever the server is now.
+                // The ordinary client is ours to end (it has normally exited by now).
+                ordinary?.Dispose();
+                // The capsules go before the next mode, wherever the server is now.
                 foreach (var name in made)
                 {
                     try
@@ -191,15 +242,101 @@ internal static partial class Bench
             }
         }
 
+        /// <summary>The gateway agent's counters (tcp_paused, tcp_reopened, ...); null if they could not be read.</summary>
+        static async Task<Dictionary<string, long>?> GatewayCounters(Session s, CancellationToken ct)
+        {
+            try
+            {
+                var (_, gw) = await s.AgentAsync(Gateway, ct);
+                var r = await gw.StatsAsync(new Empty(), cancellationToken: ct);
+                return r.Counters.GroupBy(c => c.Name).ToDictionary(g => g.Key, g => g.Last().Value);
+            }
+            catch (Exception e) when (e is RpcException or UserError or Dir.DirectoryException) { return null; }
+        }
+
+        /// <summary>
+        /// A client run on an ordinary host: a plain process in that host's namespace (`ip netns exec`,
+        /// which execs the command, so the process is the client itself), its stdout collected line by line.
+        /// </summary>
+        sealed class OrdinaryClient : IDisposable
+        {
+            readonly Process _p;
+            readonly List<string> _out = [];
+            readonly List<string> _err = [];
+
+            OrdinaryClient(Process p) => _p = p;
+
+            public static OrdinaryClient Start(string netns, string[] cmd)
+            {
+                var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+                foreach (var a in (string[])["netns", "exec", netns, .. cmd]) psi.ArgumentList.Add(a);
+                var p = new Process { StartInfo = psi };
+                var c = new OrdinaryClient(p);
+                p.OutputDataReceived += (_, e) => { if (e.Data is { } l) lock (c._out) c._out.Add(l); };
+                p.ErrorDataReceived += (_, e) => { if (e.Data is { } l) lock (c._err) c._err.Add(l); };
+                if (!p.Start()) throw new InvalidOperationException("could not start ip netns exec");
+                p.BeginOutputReadLine();
+                p.BeginErrorReadLine();
+                return c;
+            }
+
+            string[] Lines() { lock (_out) return [.. _out]; }
+
+            string StderrTail()
+            {
+                lock (_err) return string.Join(' ', _err.TakeLast(3)).Trim();
+            }
+
+            /// <summary>
+            /// Waits until a stdout line starts with <paramref name="prefix"/>; stops early at an ERROR
+            /// line or when the process has ended without it. Line is null (and no Error) on timeout.
+            /// </summary>
+            public async Task<(string? Line, string? Error)> WaitFor(string prefix, TimeSpan limit)
+            {
+                var sw = Stopwatch.StartNew();
+                while (true)
+                {
+                    var exited = _p.HasExited;
+                    if (exited) _p.WaitForExit(); // the rest of its output, read to the end
+                    var lines = Lines();
+                    if (lines.FirstOrDefault(l => l.StartsWith("ERROR", StringComparison.Ordinal)) is { } err) return (null, err.Trim());
+                    if (lines.FirstOrDefault(l => l.StartsWith(prefix, StringComparison.Ordinal)) is { } hit) return (hit.Trim(), null);
+                    if (exited)
+                    {
+                        var tail = StderrTail();
+                        return (null, $"exited ({_p.ExitCode}) without {prefix}{(tail.Length > 0 ? $" (stderr: {tail})" : "")}");
+                    }
+                    if (sw.Elapsed > limit)
+                        return (null, prefix == "PROGRESS" ? $"no {prefix} within {limit.TotalSeconds:F0} s" : null);
+                    await Task.Delay(50);
+                }
+            }
+
+            public void Dispose()
+            {
+                try
+                {
+                    if (!_p.HasExited)
+                    {
+                        _p.Kill(entireProcessTree: true);
+                        _p.WaitForExit(5000);
+                    }
+                }
+                catch (InvalidOperationException) { } // ended in between
+                _p.Dispose();
+            }
+        }
+
         static Row Failed(Mode mode, MigrateResult? r, string clientError) =>
-            new(mode.Name, mode.NoHold, r?.Ok ?? false, r is null ? "not attempted" : r.Error, null, null, null, null, null, null, null, null, null, clientError, r);
+            new(mode.Name, mode.Ordinary ? "ordinary" : "capsule", mode.NoHold, mode.NoPause, r?.Ok ?? false, r is null ? "not attempted" : r.Error,
+                null, null, null, null, null, null, null, null, null, null, null, clientError, r);
 
         static long? Delta(Dictionary<string, long>? before, Dictionary<string, long>? after, string key) =>
             before is not null && after is not null && before.TryGetValue(key, out var b) && after.TryGetValue(key, out var a) ? a - b : null;
 
-        static async Task<MigrateResult> MigrateAsync(HostAgent.HostAgentClient agent, string name, string target, bool noHold, Action<string> step, CancellationToken ct)
+        static async Task<MigrateResult> MigrateAsync(HostAgent.HostAgentClient agent, string name, string target, bool noHold, bool noPause, Action<string> step, CancellationToken ct)
         {
-            using var call = agent.Migrate(new MigrateRequest { Name = name, Target = target, HoldPackets = Agent.Migration.DefaultHoldPackets, NoHold = noHold }, cancellationToken: ct);
+            using var call = agent.Migrate(new MigrateRequest { Name = name, Target = target, HoldPackets = Agent.Migration.DefaultHoldPackets, NoHold = noHold, NoPause = noPause }, cancellationToken: ct);
             await foreach (var p in call.ResponseStream.ReadAllAsync(ct))
             {
                 if (p.Result is not null) return p.Result;
@@ -282,13 +419,14 @@ internal static partial class Bench
             return d;
         }
 
-        static void Print(List<Row> rows, long? floor, Func<Row, double?> ratio, int seconds, bool warmup)
+        static void Print(List<Row> rows, long? floor, Func<Row, double?> ratio, int seconds, bool warmup, int ballast)
         {
             static string N(long? v) => v?.ToString(CultureInfo.InvariantCulture) ?? "—";
-            // Twelve columns do not fit the 80 a redirected console is given; a file or pipe has no width to keep to.
-            if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 150);
-            var t = Output.Table("MODE", "STALL", "SYNC", "FREEZE+DUMP", "TRANSFER", "RESTORE", "FLUSH", "TOTAL", "IMAGE KiB", "HELD/FLUSHED/DROPPED", "PEER RTOs", "PEER RETRANS");
+            // Thirteen columns do not fit the 80 a redirected console is given; a file or pipe has no width to keep to.
+            if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 190);
+            var t = Output.Table("MODE", "STALL", "SYNC", "FREEZE+DUMP", "TRANSFER", "RESTORE", "FLUSH", "TOTAL", "IMAGE KiB", "HELD/FLUSHED/DROPPED", "PEER RTOs", "PEER RETRANS", "GW PAUSED/REOPENED");
             for (var i = 1; i < t.Columns.Count; i++) t.Columns[i].RightAligned();
+            t.Columns[0].NoWrap();
             foreach (var r in rows)
             {
                 var ok = r.Result is { Ok: true };
@@ -304,10 +442,11 @@ internal static partial class Bench
                     ok ? (r.Result!.ImageBytes / 1024.0).ToString("F0", CultureInfo.InvariantCulture) : "—",
                     r.Result is null ? "—" : $"{r.Held}/{r.Flushed}/{r.Dropped}",
                     r.PeerRtos is > 0 ? $"[yellow]{r.PeerRtos}[/]" : N(r.PeerRtos),
-                    N(r.PeerRetransSegs));
+                    N(r.PeerRetransSegs),
+                    r.Peer == "ordinary" ? $"{N(r.GatewayTcpPaused)}/{N(r.GatewayTcpReopened)}" : "—");
             }
             AnsiConsole.Write(t);
-            AnsiConsole.MarkupLine($"[grey](times in ms; STALL = longest gap between replies seen by the client, stream.py rr for {seconds} s, srv migrated h2 → h3 during it; PEER = the client's TCP counters TCPTimeouts and RetransSegs over the migration; {(warmup ? "after one unreported warm-up migration" : "no warm-up: the first mode includes the agents' first-use costs")})[/]");
+            AnsiConsole.MarkupLine($"[grey](times in ms; STALL = longest gap between replies seen by the client, stream.py rr for {seconds} s — a capsule on h1, or for \"ordinary peer\" a plain process on l1 behind the gateway — with srv (stream.py server, {(ballast > 0 ? $"{ballast} MB of ballast²" : "no ballast²")}) migrated h2 → h3 during it; PEER = the client's TCP counters TCPTimeouts and RetransSegs over the migration (its capsule's namespace, or l1's); GW PAUSED/REOPENED = zero-window pauses and reopenings the gateway sent; {(warmup ? "after one unreported warm-up migration per kind of peer" : "no warm-up: the first modes include the agents' first-use costs")})[/]");
             foreach (var r in rows)
             {
                 if (r.MigrationError is { } me) AnsiConsole.MarkupLine($"[red]{Markup.Escape(r.Mode)}: migration failed: {Markup.Escape(me)}[/]");
@@ -319,12 +458,15 @@ internal static partial class Bench
             foreach (var r in rows)
             {
                 // Phase times vary from run to run; a mode's own dump + restore shows how much of its stall is that.
-                var own = r.NoHold && r.Result is { Ok: true } o && r.StallMs is { } s && o.Times.CriuDumpMs + o.Times.CriuRestoreMs is > 0 and var of
+                var own = !ReferenceEquals(r, rows[0]) && r.Result is { Ok: true } o && r.StallMs is { } s && o.Times.CriuDumpMs + o.Times.CriuRestoreMs is > 0 and var of
                     ? $" [grey](against its own dump + restore of {of} ms: {(s / of).ToString("F2", CultureInfo.InvariantCulture)}×)[/]" : "";
                 AnsiConsole.MarkupLine($"stall / floor, {Markup.Escape(r.Mode)}: " +
                     (ratio(r) is { } x ? $"[bold]{x.ToString("F2", CultureInfo.InvariantCulture)}×[/]" : "—") + own);
             }
             AnsiConsole.MarkupLine("[grey]¹ the time the criu dump and criu restore commands themselves took for the same capsule in the hold-and-flush migration: what no migration of it can go below. Goal: stall ≤ 1.2 × floor and no retransmission timeout at the peer.[/]");
+            AnsiConsole.MarkupLine(ballast > 0
+                ? $"[grey]² --ballast {ballast}: the server capsule fills {ballast} MB of memory first (stream.py server {Port} {ballast}), so there is more to dump and move and the freeze is longer. Against TCP's 200 ms minimum retransmission timeout, the ordinary peer's two rows show what the gateway's zero-window pause saves: paused, the peer has nothing to time out; not paused, its retransmission timer can fire while its packets are held.[/]"
+                : $"[grey]² no ballast (--ballast 0): the server capsule is small and its freeze close to TCP's 200 ms minimum retransmission timeout, so the ordinary peer's two rows can differ little; --ballast 200 (MB of memory the server fills first) makes the freeze longer and the difference the zero-window pause makes visible.[/]");
         }
 
         [GeneratedRegex(@"^DONE replies=(\d+) gap=([0-9.]+)")]
