@@ -91,7 +91,11 @@ internal sealed unsafe partial class Engine
             f.AckedForCapsule += s.SeqLength;
             AckedOnBehalf++;
         }
-        // Also the answer to a window probe: the keepalive that keeps the peer waiting.
+        // Answer data and window probes (a probe repeats the byte before the next expected, or
+        // carries none at that place): that is the keepalive that keeps the peer waiting. Never
+        // answer a bare ACK — the peer would answer ours in turn, and the two would loop (seen).
+        var probe = s.PayloadLength == 0 && s.Seq == f.AckedForCapsule - 1;
+        if (s.PayloadLength == 0 && !probe) return;
         SendAck(key, f, window: 0);
     }
 
