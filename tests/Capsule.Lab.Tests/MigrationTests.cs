@@ -179,6 +179,32 @@ public sealed class MigrationTests(LabFixture lab)
         }
     }
 
+    [Fact]
+    public async Task A_capsule_peer_of_a_long_freeze_is_paused_and_has_no_retransmission_timeout()
+    {
+        // 200 MB to move: the freeze far outlasts TCP's 200 ms minimum retransmission timer.
+        var (srv, _) = await lab.Create("heavy2", "h2", "python3", LabFixture.Tool("stream.py"), "server", "7040", "200");
+        try
+        {
+            await lab.WaitForLog("heavy2", "LISTENING", seconds: 90);
+            await lab.Create("rrcli", "h1", "python3", LabFixture.Tool("stream.py"), "rr", srv, "7040", "6");
+            await lab.WaitForLog("rrcli", "PROGRESS");
+            var before = await lab.TcpCounters($"{lab.Name}-h1-c-rrcli");
+            var m = await lab.Migrate("heavy2", "h3");
+            AssertMoved(m, "h3");
+            Assert.True(m.GetProperty("phases_ms").GetProperty("total").GetInt64() > 400, m.ToString());
+            await lab.WaitForLog("rrcli", "DONE");
+            var after = await lab.TcpCounters($"{lab.Name}-h1-c-rrcli");
+            Assert.Equal(0, after.Timeouts - before.Timeouts);
+            Assert.True((await lab.Stats("h1"))["tcp_paused"] >= 1);
+        }
+        finally
+        {
+            await lab.Run("rm", "rrcli");
+            await lab.Run("rm", "heavy2");
+        }
+    }
+
     /// <summary>How many shell processes share the PID namespace of <paramref name="pid"/>.</summary>
     static int Shells(int pid)
     {

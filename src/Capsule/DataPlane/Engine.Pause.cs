@@ -32,7 +32,9 @@ internal readonly record struct FlowKey(uint Capsule, ushort CapsulePort, uint P
 /// </summary>
 internal sealed unsafe partial class Engine
 {
+    // Keyed by the remote capsule's side: flows are learned from what arrives over the overlay.
     readonly ConcurrentDictionary<FlowKey, TcpFlow> _flows = new();
+    volatile bool _anyFlows;
     public long PausesSent, ReopensSent, AckedOnBehalf;
 
     static bool After(uint a, uint b) => (int)(a - b) > 0;
@@ -46,6 +48,7 @@ internal sealed unsafe partial class Engine
         {
             if (s.Rst) return;
             f = _flows.GetOrAdd(key, _ => new TcpFlow());
+            _anyFlows = true;
         }
         var next = s.Seq + s.SeqLength;
         if (!f.CapSeen || After(next, f.CapSeqNext)) f.CapSeqNext = next;

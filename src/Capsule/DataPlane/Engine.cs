@@ -99,7 +99,7 @@ internal sealed unsafe partial class Engine : IDisposable
         if (!_holds.ContainsKey(locator.Value))
         {
             _holds[locator.Value] = new HoldBuffer(capacity, dropUdp);
-            if (pause && Table.IsGateway) PauseFlows(locator);
+            if (pause) PauseFlows(locator);
         }
         return SentTo.TryGetValue(Key(via, locator), out var f) ? (f.Packets, f.Bytes) : (0L, 0L);
     });
@@ -221,7 +221,7 @@ internal sealed unsafe partial class Engine : IDisposable
                     break; // EAGAIN: the TUN queue is drained for now
                 }
                 var packet = new ReadOnlySpan<byte>(slot + Wire.HeaderSize, (int)r);
-                if (table.IsGateway) TrackPeerSide(packet);
+                if (_anyFlows) TrackPeerSide(packet);
                 if (_holds.Count != 0 && Ipv4.IsValid(packet) && _holds.TryGetValue(Ipv4.Destination(packet).Value, out var hold))
                 {
                     // Checked before routing: while a capsule moves, its packets wait here whatever the table says.
@@ -319,7 +319,7 @@ internal sealed unsafe partial class Engine : IDisposable
                     f.Bytes += len - Wire.HeaderSize;
                 }
                 if (verdict != DropReason.None) { c.Drops.Add(verdict); continue; }
-                if (table.IsGateway) TrackCapsuleSide(new Span<byte>(slot + Wire.HeaderSize, len - Wire.HeaderSize));
+                if (datagram[Wire.HeaderSize + 9] == Tcp.Protocol) TrackCapsuleSide(new Span<byte>(slot + Wire.HeaderSize, len - Wire.HeaderSize));
                 if (Native.write(tunFd, slot + Wire.HeaderSize, (nuint)(len - Wire.HeaderSize)) < 0)
                 {
                     c.Drops.Add(DropReason.IoError);
