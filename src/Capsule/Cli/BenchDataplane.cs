@@ -137,15 +137,7 @@ internal static partial class Bench
             await Cmd.Ip(netns, "link", "set", VxlanDev, "up");
         }
 
-        static async Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct)
-        {
-            var (_, agent) = await s.AgentAsync(host, ct);
-            var req = new CreateRequest { Name = name };
-            req.Command.AddRange(cmd);
-            var info = await agent.CreateAsync(req, cancellationToken: ct);
-            if (info.Pid == 0) throw new InvalidOperationException($"capsule '{name}' on {host} is not running ({info.State.ToString().ToLowerInvariant()})");
-            return info;
-        }
+        static Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct) => s.CreateAsync(name, host, cmd, ct);
 
         /// <summary>
         /// An iperf3 server inside a host namespace, bound to one address. It lives in the lab's

@@ -345,15 +345,7 @@ internal static partial class Bench
             return new MigrateResult { Ok = false, Error = "the source agent ended the migration without a result", Times = new PhaseTimes() };
         }
 
-        static async Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct)
-        {
-            var (_, agent) = await s.AgentAsync(host, ct);
-            var req = new CreateRequest { Name = name };
-            req.Command.AddRange(cmd);
-            var info = await agent.CreateAsync(req, cancellationToken: ct);
-            if (info.Pid == 0) throw new InvalidOperationException($"capsule '{name}' on {host} is not running ({info.State.ToString().ToLowerInvariant()})");
-            return info;
-        }
+        static Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct) => s.CreateAsync(name, host, cmd, ct);
 
         static async Task<string?> TryLogs(Session s, string name, CancellationToken ct)
         {

@@ -71,13 +71,7 @@ internal static partial class Demo
     static void Heading(string title, string? note = null) =>
         AnsiConsole.MarkupLine($"[bold]{Markup.Escape(title)}[/]" + (note is null ? "" : $"\n   [grey]{Markup.Escape(note)}[/]"));
 
-    static async Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct)
-    {
-        var (_, agent) = await s.AgentAsync(host, ct);
-        var req = new CreateRequest { Name = name };
-        req.Command.AddRange(cmd);
-        return await agent.CreateAsync(req, cancellationToken: ct);
-    }
+    static Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct) => s.CreateAsync(name, host, cmd, ct);
 
     static async Task Table(Session s, CancellationToken ct)
     {

@@ -27,6 +27,17 @@ internal sealed class Session(string lab)
         return (h, new HostAgent.HostAgentClient(Channels.For(h.AgentEndpoint)));
     }
 
+    /// <summary>Creates a capsule through its host's agent; fails if its first process is not running.</summary>
+    public async Task<CapsuleInfo> CreateAsync(string name, string host, IEnumerable<string> command, CancellationToken ct)
+    {
+        var (_, agent) = await AgentAsync(host, ct);
+        var req = new CreateRequest { Name = name };
+        req.Command.AddRange(command);
+        var info = await agent.CreateAsync(req, cancellationToken: ct);
+        if (info.Pid == 0) throw new InvalidOperationException($"capsule '{name}' on {host} is not running ({info.State.ToString().ToLowerInvariant()})");
+        return info;
+    }
+
     /// <summary>Tells every host's agent to end its hold for <paramref name="locator"/>: flush to <paramref name="to"/>, or drop when none.</summary>
     public async Task ReleaseHoldsAsync(Locator locator, Locator to, CancellationToken ct)
     {
