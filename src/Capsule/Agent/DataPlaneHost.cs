@@ -43,6 +43,7 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
 
     protected override async Task ExecuteAsync(CancellationToken stop)
     {
+        _ = SweepAsync(stop);
         while (!stop.IsCancellationRequested)
         {
             try
@@ -65,6 +66,18 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
     }
 
     public DirectoryState? State { get { lock (_tableGate) return _state; } }
+
+    /// <summary>Housekeeping: TCP flows the pause tracks are forgotten once idle (their connections closed).</summary>
+    async Task SweepAsync(CancellationToken stop)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(30));
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stop))
+                if (Engine.SweepFlows(TimeSpan.FromMinutes(2)) is > 0 and var n) log.LogDebug("forgot {Count} idle TCP flows", n);
+        }
+        catch (OperationCanceledException) { }
+    }
 
     readonly HashSet<Prefix> _gatewayRoutes = [];
 

@@ -11,6 +11,7 @@ internal sealed class TcpFlow
     public uint CapSeqNext, CapAck, CapTsVal;
     public ushort CapWindow;
     public bool Timestamps, CapSeen;
+    public long LastSeen; // Environment.TickCount64 of the capsule's last segment
     // Ordinary side (egress thread).
     public uint PeerTsVal;
     // The pause (egress thread sets and clears; ingress reads).
@@ -58,6 +59,7 @@ internal sealed unsafe partial class Engine
         if (f.Paused) Tcp.SetWindow(packet, 0);
         else f.CapWindow = s.Window;
         f.CapSeen = true;
+        f.LastSeen = Environment.TickCount64;
         if (s.Rst) _flows.TryRemove(key, out _);
     }
 
@@ -111,6 +113,16 @@ internal sealed unsafe partial class Engine
             SendAck(key, f, f.CapWindow == 0 ? (ushort)1 : f.CapWindow);
             ReopensSent++;
         }
+    }
+
+    /// <summary>Forgets flows idle for longer than <paramref name="idle"/> (closed connections); never a paused one. Control path.</summary>
+    public int SweepFlows(TimeSpan idle)
+    {
+        var before = Environment.TickCount64 - (long)idle.TotalMilliseconds;
+        var removed = 0;
+        foreach (var (key, f) in _flows)
+            if (!f.Paused && Volatile.Read(ref f.LastSeen) < before && _flows.TryRemove(key, out _)) removed++;
+        return removed;
     }
 
     void ForgetFlows(Locator capsule)
