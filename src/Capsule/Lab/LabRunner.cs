@@ -56,11 +56,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         Save(record);
 
         Say($"underlay segment {LabPaths.UnderlaySubnet}.0/24");
-        var ul = paths.UnderlayNetns;
-        await Netns.AddAsync(ul);
-        await Netns.SysctlAsync(ul, "net.ipv6.conf.all.disable_ipv6", "1");
-        await Cmd.Ip(ul, "link", "add", "br0", "type", "bridge");
-        await Cmd.Ip(ul, "link", "set", "br0", "up");
+        await SegmentAsync(paths.UnderlayNetns);
 
         for (var i = 1; i <= hosts; i++)
         {
@@ -93,10 +89,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
     {
         Say($"ordinary hosts' segment {LabPaths.LegacyNet} and gateway {LabPaths.GatewayName}");
         var ls = paths.LegacySegmentNetns;
-        await Netns.AddAsync(ls);
-        await Netns.SysctlAsync(ls, "net.ipv6.conf.all.disable_ipv6", "1");
-        await Cmd.Ip(ls, "link", "add", "br0", "type", "bridge");
-        await Cmd.Ip(ls, "link", "set", "br0", "up");
+        await SegmentAsync(ls);
         var gw = new HostEntry(LabPaths.GatewayName, LabPaths.GatewayUnderlay, paths.AgentEndpoint(LabPaths.GatewayName),
             paths.HostNetns(LabPaths.GatewayName), LabPaths.LegacyNet, LabPaths.GatewayLegacyAddress);
         record.Hosts.Add(gw);
@@ -116,6 +109,15 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             // An ordinary host: it knows nothing of capsules, only that the pool is behind a router.
             await Cmd.Ip(l.Netns, "route", "add", LabPaths.Pool, "via", LabPaths.GatewayLegacyAddress);
         }
+    }
+
+    /// <summary>A network segment: a bridge in a namespace of its own, which hosts plug into.</summary>
+    static async Task SegmentAsync(string netns)
+    {
+        await Netns.AddAsync(netns);
+        await Netns.SysctlAsync(netns, "net.ipv6.conf.all.disable_ipv6", "1");
+        await Cmd.Ip(netns, "link", "add", "br0", "type", "bridge");
+        await Cmd.Ip(netns, "link", "set", "br0", "up");
     }
 
     /// <summary>A host's namespace and its link to the underlay segment.</summary>
