@@ -54,7 +54,23 @@ internal static class Doctor
         // In a throw-away network namespace: the probe must not touch the machine's own interfaces.
         var vx = await Cmd.TryRunAsync("unshare", ["--net", "ip", "link", "add", "vx0", "type", "vxlan", "id", "1", "dstport", "4789"], ct);
         checks.Add(new("kernel VXLAN (benchmark baseline)", vx.Ok, vx.Ok ? "available" : vx.Stderr.Trim(), "Use a kernel with CONFIG_VXLAN"));
+        checks.Add(await CriuAsync(ct));
         return checks;
+    }
+
+    /// <summary>`criu check` of the private CRIU that migration uses (4.2.1: Debian 12's 3.17 fails on this kernel).</summary>
+    static async Task<Check> CriuAsync(CancellationToken ct)
+    {
+        const string what = "CRIU 4.2+ (live migration, suspend)";
+        const string fix = "Run scripts/install-criu.sh (./capsule and ./test.sh run it)";
+        var criu = Checkpoint.Criu.DefaultBinary;
+        if (!File.Exists(criu)) return new(what, false, $"not installed at {criu}", fix);
+        var version = await Cmd.TryRunAsync(criu, ["--version"], ct);
+        var check = await Cmd.TryRunAsync(criu, ["check"], ct);
+        var said = string.Join(' ', (check.Stdout + check.Stderr).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Where(l => !l.Contains("RLIMIT_NOFILE")).TakeLast(2)); // that warning is harmless on this machine kind
+        var v = version.Stdout.Split('\n').FirstOrDefault(l => l.StartsWith("Version", StringComparison.Ordinal))?.Trim() ?? "version unknown";
+        return new(what, check.Ok, $"{v}; criu check: {said.Trim()}", fix);
     }
 
     static string? Which(string tool) =>
