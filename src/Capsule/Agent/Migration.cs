@@ -105,7 +105,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
                 await FlushAsync(held, loc, target.Underlay, result);
                 var own = await dataPlane.Engine.ReleaseAsync(loc, target.Underlay);
                 dataPlane.Pin(loc, target.Underlay);
-                result.Held += own.Flushed + own.Dropped; result.Flushed += own.Flushed; result.Dropped += own.Dropped;
+                Tally(result, own.Flushed, own.Dropped);
                 await runtime.EvictAsync(c);
                 if (Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is null) Directory.Delete(work, recursive: true);
             }
@@ -211,6 +211,14 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
         return await call;
     }
 
+    /// <summary>Adds one holder's flush to the result: what it held is what it flushed plus what it dropped.</summary>
+    static void Tally(MigrateResult result, long flushed, long dropped)
+    {
+        result.Held += flushed + dropped;
+        result.Flushed += flushed;
+        result.Dropped += dropped;
+    }
+
     static async Task FlushAsync(List<(Locator Addr, HostAgent.HostAgentClient Agent)> held, Locator loc, Locator to, MigrateResult result)
     {
         var replies = await Task.WhenAll(held.Select(async p =>
@@ -218,7 +226,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
             try { return await p.Agent.ReleaseAsync(new ReleaseRequest { Locator = loc.ToString(), ToUnderlay = to.ToString() }, deadline: DateTime.UtcNow.AddSeconds(5)); }
             catch (RpcException) { return new ReleaseReply(); } // that peer's agent is gone: nothing of it to flush
         }));
-        foreach (var r in replies) { result.Held += r.Flushed + r.Dropped; result.Flushed += r.Flushed; result.Dropped += r.Dropped; }
+        foreach (var r in replies) Tally(result, r.Flushed, r.Dropped);
     }
 
     /// <summary>Puts the capsule back as it was: running here, reachable here, held packets delivered here.</summary>
@@ -241,7 +249,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
         catch (DirectoryException e) { log.LogWarning("could not record {Name} as running again: {Error}", c.Name, e.Message); }
         await FlushAsync(held, loc, self, result);
         var own = await dataPlane.Engine.ReleaseAsync(loc, self);
-        result.Held += own.Flushed + own.Dropped; result.Flushed += own.Flushed; result.Dropped += own.Dropped;
+        Tally(result, own.Flushed, own.Dropped);
     }
 
     readonly System.Collections.Concurrent.ConcurrentDictionary<string, Locator> _prepared = new();

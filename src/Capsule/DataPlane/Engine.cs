@@ -228,7 +228,7 @@ internal sealed unsafe partial class Engine : IDisposable
                     var stored = hold.TryAdd(packet);
                     if (stored) c.Held++;
                     else c.HoldDropped++;
-                    if (_flows.Count != 0) SpeakForPausedCapsule(packet, stored);
+                    if (_anyFlows) SpeakForPausedCapsule(packet, stored);
                     continue;
                 }
                 var verdict = Forwarding.Outbound(table, packet, out var host);
@@ -251,8 +251,8 @@ internal sealed unsafe partial class Engine : IDisposable
     }
 
     /// <summary>
-    /// A gateway answers as a router would for a locator no capsule holds; the answer goes back out
-    /// the TUN to the ordinary host, and nothing reaches the overlay. Rare, so a stack buffer is fine.
+    /// A gateway answers as a router would for a locator no capsule holds; the answer goes to the
+    /// ordinary host and nothing reaches the overlay. Rare, so a stack buffer is fine.
     /// </summary>
     void AnswerUnreachable(ReadOnlySpan<byte> packet, FlowCounters c)
     {
