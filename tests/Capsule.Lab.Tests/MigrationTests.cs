@@ -59,17 +59,23 @@ public sealed class MigrationTests(LabFixture lab)
     {
         var (srv, _) = await lab.Create("fsrv", "h2", Stream("server", "7001"));
         await lab.WaitForLog("fsrv", "LISTENING");
-        await lab.Create("fcli", "h1", Stream("client", srv, "7001", "10"));
+        await lab.Create("fcli", "h1", Stream("client", srv, "7001", "25"));
         try
         {
             await lab.WaitForLog("fcli", "PROGRESS sent=");
-            foreach (var phase in new[] { "dump", "transfer", "restore" })
+            // A failed dump, a corrupt transfer, a failed restore: each resumes the capsule where it was.
+            foreach (var (host, point, action) in new[]
+                     {
+                         ("h2", "source.dump", "fail"), ("h2", "source.transfer", "corrupt"), ("h3", "target.restore", "fail"),
+                     })
             {
-                var r = await lab.Run("migrate", "fsrv", "--to", "h3", "--fail-at", phase);
+                var progress = await lab.StreamProgress("fcli");
+                await FaultLab.Arm(lab, host, point, action);
+                var r = await lab.Run("migrate", "fsrv", "--to", "h3");
                 Assert.Equal(1, r.Code);
                 Assert.Contains("resumed on h2", r.Err);
-                Assert.Contains(phase == "transfer" ? "checksum" : "on purpose", r.Err);
-                await Task.Delay(700);
+                Assert.Contains(action == "corrupt" ? "checksum" : "on purpose", r.Err);
+                await lab.WaitForStreamProgress("fcli", progress); // the stream goes on before the next try
             }
             Assert.Contains("\"host\": \"h2\"", (await lab.Run("ls", "--json")).Ok().Out);
             Assert.False(File.Exists($"/run/netns/{lab.Name}-h3-c-fsrv")); // the target kept nothing

@@ -20,11 +20,20 @@ internal static class AgentHost
         builder.Services.AddSingleton<IDirectory>(new RemoteDirectory(options.Directory));
         builder.Services.AddSingleton<CapsuleRuntime>();
         builder.Services.AddSingleton<DataPlaneHost>();
-        builder.Services.AddSingleton(new Checkpoint.Criu(options.Criu));
-        builder.Services.AddSingleton<Migration>();
+        builder.Services.AddSingleton(new Checkpoint.Criu(options.Criu, options.StateDir));
+        builder.Services.AddSingleton<Faults.FaultInjector>();
+        builder.Services.AddSingleton<Migration.MigrationJournal>();
+        builder.Services.AddSingleton<Migration.HoldCoordinator>();
+        builder.Services.AddSingleton<Migration.SourceRollback>();
+        builder.Services.AddSingleton<Migration.MigrationSource>();
+        builder.Services.AddSingleton<Migration.MigrationTarget>();
+        builder.Services.AddSingleton<Migration.Suspension>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<DataPlaneHost>());
+        builder.Services.AddHostedService<Migration.MigrationRecovery>();
         var app = builder.Build();
         app.MapGrpcService<AgentService>();
+        // Tests and benchmarks only: never on an agent started without the switch.
+        if (Faults.FaultInjector.EnabledByEnvironment) app.MapGrpcService<Faults.FaultService>();
         return await RunServerAsync(app, options.Listen, pidFile, ct);
     }
 

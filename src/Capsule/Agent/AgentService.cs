@@ -1,3 +1,5 @@
+using Capsule.Agent.Faults;
+using Capsule.Agent.Migration;
 using Capsule.Core;
 using Capsule.Dir;
 using Capsule.Linux;
@@ -7,7 +9,8 @@ using Grpc.Core;
 namespace Capsule.Agent;
 
 /// <summary>The agent's gRPC API, used by the CLI (and, for migration, by peer agents).</summary>
-internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime, DataPlaneHost dataPlane, Migration migration) : Protos.HostAgent.HostAgentBase
+internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime, DataPlaneHost dataPlane,
+    MigrationSource source, MigrationTarget target, Suspension suspension, FaultInjector faults) : Protos.HostAgent.HostAgentBase
 {
     static async Task<T> Guard<T>(Func<Task<T>> f)
     {
@@ -15,7 +18,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         catch (DirectoryException e) { throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message)); }
         catch (KeyNotFoundException e) { throw new RpcException(new Status(StatusCode.NotFound, e.Message)); }
         catch (ArgumentException e) { throw new RpcException(new Status(StatusCode.InvalidArgument, e.Message)); }
-        catch (Exception e) when (e is CommandFailedException or InvalidOperationException or TimeoutException or IOException or InvalidDataException or Checkpoint.CheckpointException)
+        catch (Exception e) when (e is CommandFailedException or InvalidOperationException or InjectedFaultException or TimeoutException or IOException or InvalidDataException or Checkpoint.CheckpointException)
         {
             throw new RpcException(new Status(StatusCode.Internal, e.Message));
         }
@@ -36,7 +39,8 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
     public override Task<HoldReply> Hold(HoldRequest request, ServerCallContext context) => Guard(async () =>
     {
         var cut = await dataPlane.Engine.HoldAsync(Locator.Parse(request.Locator), Locator.Parse(request.Via),
-            request.Capacity > 0 ? request.Capacity : Migration.DefaultHoldPackets, request.UdpDrop, pause: !request.NoPause);
+            request.Capacity > 0 ? request.Capacity : MigrationSource.DefaultHoldPackets, request.UdpDrop,
+            pause: !faults.Fires(FaultPoints.NoPause, FaultAction.Skip));
         return new HoldReply { SentPackets = cut.Packets, SentBytes = cut.Bytes };
     });
 
@@ -58,24 +62,24 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
             try { await responseStream.WriteAsync(new MigrateProgress { Phase = phase, Message = message }); }
             catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException or RpcException) { }
         }
-        var result = await Guard(() => migration.RunAsync(request, Report, CancellationToken.None));
+        var result = await Guard(() => source.RunAsync(request, Report, CancellationToken.None));
         await responseStream.WriteAsync(new MigrateProgress { Phase = "done", Result = result });
     }
 
     public override Task<SuspendResult> Suspend(SuspendRequest request, ServerCallContext context) =>
-        Guard(() => migration.SuspendAsync(request, CancellationToken.None));
+        Guard(() => suspension.SuspendAsync(request, CancellationToken.None));
 
     public override Task<ResumeResult> Resume(ResumeRequest request, ServerCallContext context) =>
-        Guard(() => migration.ResumeAsync(request, CancellationToken.None));
+        Guard(() => suspension.ResumeAsync(request, CancellationToken.None));
 
     public override Task<Empty> Prepare(PrepareRequest request, ServerCallContext context) =>
-        Guard(async () => { await migration.PrepareAsync(request.Name, Locator.Parse(request.Locator), context.CancellationToken); return new Empty(); });
+        Guard(async () => { await target.PrepareAsync(request.Name, Locator.Parse(request.Locator), context.CancellationToken); return new Empty(); });
 
     public override Task<Empty> Abort(NameRequest request, ServerCallContext context) =>
-        Guard(async () => { await migration.AbortAsync(request.Name); return new Empty(); });
+        Guard(async () => { await target.AbortAsync(request.Name, context.CancellationToken); return new Empty(); });
 
     public override Task<ReceiveReply> Receive(IAsyncStreamReader<ImageChunk> requestStream, ServerCallContext context) =>
-        Guard(() => migration.ReceiveAsync(requestStream, context.CancellationToken));
+        Guard(() => target.ReceiveAsync(requestStream, context.CancellationToken));
 
     public override Task<CapsuleInfo> Create(CreateRequest request, ServerCallContext context) =>
         Guard(async () => Info(await runtime.CreateAsync(request.Name, request.Command, request.UdpDrop, context.CancellationToken)));

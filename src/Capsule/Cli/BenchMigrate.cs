@@ -98,6 +98,8 @@ internal static partial class Bench
             try
             {
                 // Inside the try: a lab half made by a failed or cancelled `up` goes too.
+                // The comparison modes switch holding or pausing off through the agents' fault points.
+                Environment.SetEnvironmentVariable(Agent.Faults.FaultInjector.EnvironmentSwitch, "1");
                 await lab.UpAsync(3, ct, legacy: 1);
                 if (warmup)
                 {
@@ -185,7 +187,8 @@ internal static partial class Bench
                 var (_, h2) = await session.AgentAsync("h2", ct);
                 try
                 {
-                    result = await MigrateAsync(h2, "srv", "h3", mode.NoHold, mode.NoPause, step, ct);
+                    await ArmComparisonAsync(session, mode, ct);
+                    result = await MigrateAsync(h2, "srv", "h3", step, ct);
                 }
                 catch (RpcException e)
                 {
@@ -334,9 +337,21 @@ internal static partial class Bench
         static long? Delta(Dictionary<string, long>? before, Dictionary<string, long>? after, string key) =>
             before is not null && after is not null && before.TryGetValue(key, out var b) && after.TryGetValue(key, out var a) ? a - b : null;
 
-        static async Task<MigrateResult> MigrateAsync(HostAgent.HostAgentClient agent, string name, string target, bool noHold, bool noPause, Action<string> step, CancellationToken ct)
+        /// <summary>A comparison mode: the source skips asking peers to hold, or the gateway skips the pause.</summary>
+        static async Task ArmComparisonAsync(Session s, Mode mode, CancellationToken ct)
         {
-            using var call = agent.Migrate(new MigrateRequest { Name = name, Target = target, HoldPackets = Agent.Migration.DefaultHoldPackets, NoHold = noHold, NoPause = noPause }, cancellationToken: ct);
+            if (!mode.NoHold && !mode.NoPause) return;
+            var (host, point) = mode.NoHold ? ("h2", Agent.Faults.FaultPoints.NoHold) : (Gateway, Agent.Faults.FaultPoints.NoPause);
+            var (rec, _) = await s.AgentAsync(host, ct);
+            var faults = new FaultProtos.Faults.FaultsClient(Rpc.Channels.For(rec.AgentEndpoint));
+            await faults.ArmAsync(new FaultProtos.ArmRequest { Point = point, Action = "skip", Times = 1 }, cancellationToken: ct);
+        }
+
+        static async Task<MigrateResult> MigrateAsync(HostAgent.HostAgentClient agent, string name, string target, Action<string> step,
+            CancellationToken ct)
+        {
+            var request = new MigrateRequest { Name = name, Target = target, HoldPackets = Agent.Migration.MigrationSource.DefaultHoldPackets };
+            using var call = agent.Migrate(request, cancellationToken: ct);
             await foreach (var p in call.ResponseStream.ReadAllAsync(ct))
             {
                 if (p.Result is not null) return p.Result;

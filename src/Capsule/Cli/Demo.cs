@@ -157,7 +157,7 @@ internal static partial class Demo
     {
         var (c, agent) = await s.CapsuleAsync(name, ct);
         var sw = Stopwatch.StartNew();
-        using var call = agent.Migrate(new MigrateRequest { Name = c.Name, Target = target, HoldPackets = Agent.Migration.DefaultHoldPackets }, cancellationToken: ct);
+        using var call = agent.Migrate(new MigrateRequest { Name = c.Name, Target = target, HoldPackets = Agent.Migration.MigrationSource.DefaultHoldPackets }, cancellationToken: ct);
         MigrateResult? result = null;
         await foreach (var p in call.ResponseStream.ReadAllAsync(ct))
         {

@@ -8,26 +8,19 @@ namespace Capsule.Cli;
 /// <summary>`capsule migrate NAME --to HOST`: a live migration, with its phases shown as they happen.</summary>
 internal static class MigrateCommand
 {
-    static readonly string[] Failable = ["dump", "transfer", "restore"];
-
     public static Command Build()
     {
         var name = new Argument<string>("name") { Description = "Capsule to move" };
         var to = new Option<string>("--to") { Description = "Host to move it to, e.g. h3", Required = true };
-        var hold = new Option<int>("--hold-packets") { Description = "Per-capsule hold bound at each host while it moves (packets; newest dropped when full)", DefaultValueFactory = _ => Agent.Migration.DefaultHoldPackets };
-        var failAt = new Option<string?>("--fail-at") { Description = "Testing aid: make a phase fail on purpose (dump, transfer, restore)", Hidden = true };
-        var noHold = new Option<bool>("--no-hold") { Description = "For comparison only: do not hold peers' packets while the capsule is frozen (they are lost)", Hidden = true };
-        var noPause = new Option<bool>("--no-pause") { Description = "For comparison only: gateways hold but do not pause ordinary TCP peers with a zero window", Hidden = true };
-        var cmd = new Command("migrate", "Move a running capsule to another host; its connections stay open") { name, to, hold, failAt, noHold, noPause, CommandTree.JsonOption };
+        var hold = new Option<int>("--hold-packets") { Description = "Per-capsule hold bound at each host while it moves (packets; newest dropped when full)", DefaultValueFactory = _ => Agent.Migration.MigrationSource.DefaultHoldPackets };
+        var cmd = new Command("migrate", "Move a running capsule to another host; its connections stay open") { name, to, hold, CommandTree.JsonOption };
         cmd.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
-            var fail = pr.GetValue(failAt);
-            if (fail is not null && !Failable.Contains(fail)) throw new UserError($"--fail-at takes one of {string.Join(", ", Failable)}");
             if (pr.GetValue(hold) is < 16 or > 1_000_000) throw new UserError("--hold-packets must be between 16 and 1000000");
             var s = CommandTree.SessionOf(pr);
             var (c, agent) = await s.CapsuleAsync(pr.GetValue(name)!, ct);
             var json = pr.GetValue(CommandTree.JsonOption);
-            using var call = agent.Migrate(new MigrateRequest { Name = c.Name, Target = pr.GetValue(to)!, HoldPackets = pr.GetValue(hold), FailAt = fail ?? "", NoHold = pr.GetValue(noHold), NoPause = pr.GetValue(noPause) }, cancellationToken: ct);
+            using var call = agent.Migrate(new MigrateRequest { Name = c.Name, Target = pr.GetValue(to)!, HoldPackets = pr.GetValue(hold) }, cancellationToken: ct);
             MigrateResult? result = null;
             await foreach (var p in call.ResponseStream.ReadAllAsync(ct))
             {

@@ -59,6 +59,19 @@ internal static class CapsuleNetwork
     /// </summary>
     public static Task DetachAsync(Locator locator) => Cmd.TryIp(null, "route", "del", locator + "/32", "dev", HostIf(locator));
 
+    /// <summary>
+    /// Nothing reaches the capsule's namespace any more, not even what the data plane delivers:
+    /// done just before the freeze, because a namespace whose sockets CRIU has taken answers
+    /// every segment with a reset. Packets that still come (sent before the cut but late, or by
+    /// a host that was not asked to hold) then go from the TUN back into the TUN and wait in this
+    /// host's own hold, to be flushed wherever the capsule ends up.
+    /// </summary>
+    public static async Task SealAsync(Locator locator)
+    {
+        await DetachAsync(locator);
+        await Cmd.TryIp(null, "route", "del", locator + "/32", "dev", HostIf(locator), "table", HostNetwork.DeliveryTable);
+    }
+
     /// <summary>Removes everything <see cref="CreateAsync"/> made; safe on a half-built capsule.</summary>
     public static async Task DestroyAsync(string netns, Locator locator)
     {

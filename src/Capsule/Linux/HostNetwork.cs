@@ -36,6 +36,10 @@ internal static partial class HostNetwork
         // one a retransmission), so it is sized for bursts of a few milliseconds at line rate.
         await Cmd.Ip(null, "link", "set", tun, "mtu", innerMtu.ToString(), "txqueuelen", "10000", "up");
         await Cmd.Ip(null, "route", "replace", pool.ToString(), "dev", tun);
+        // A packet for a sealed (frozen) capsule goes from the TUN back into it, to be held; the
+        // kernel would answer each with an ICMP redirect, which no one needs.
+        await Netns.SysctlAsync(null, $"net.ipv4.conf.{tun}.send_redirects", "0");
+        await Netns.SysctlAsync(null, "net.ipv4.conf.all.send_redirects", "0");
         await Cmd.TryIp(null, "rule", "del", "iif", tun, "lookup", DeliveryTable);
         await Cmd.Ip(null, "rule", "add", "iif", tun, "lookup", DeliveryTable, "priority", "1000");
         await Cmd.RunAsync("nft", ["-f", "-"], stdin: Ruleset(tun));

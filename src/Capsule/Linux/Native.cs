@@ -63,6 +63,9 @@ internal static unsafe partial class Native
     [LibraryImport(Libc, SetLastError = true)]
     public static partial int close(int fd);
 
+    [LibraryImport(Libc, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int mkfifo(string path, uint mode);
+
     [LibraryImport(Libc, SetLastError = true)]
     public static partial nint read(int fd, void* buf, nuint count);
 

@@ -1,0 +1,125 @@
+using System.Diagnostics;
+using Capsule.Agent.Faults;
+using Capsule.Core;
+using Capsule.Linux;
+using Capsule.Protos;
+using Capsule.Rpc;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+
+namespace Capsule.Agent.Migration;
+
+/// <summary>The packets a move held, flushed and dropped, over every holder.</summary>
+internal sealed class HoldTally
+{
+    public long Flushed { get; private set; }
+    public long Dropped { get; private set; }
+    public long Held => Flushed + Dropped;
+
+    public void Add(long flushed, long dropped)
+    {
+        Flushed += flushed;
+        Dropped += dropped;
+    }
+}
+
+/// <summary>
+/// Hold coordination for one move (seed Fig. 5B and 6): this host and every host that has sent
+/// to the capsule hold its packets, the cut is agreed by counts, the holds are kept alive by
+/// renewing their leases while the move lasts, and at the end every holder flushes, in order, to
+/// wherever the capsule then runs. A holder whose lease runs out (this agent died) flushes to
+/// where the directory says, by itself.
+/// </summary>
+internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHost dataPlane, FaultInjector faults,
+    ILogger<HoldCoordinator> log)
+{
+    /// <summary>How long the source waits for packets sent before the cut; past it TCP retransmits what was lost.</summary>
+    static readonly TimeSpan CutWait = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>
+    /// The cut: holds here and at every peer that has sent to the capsule; each peer says how many
+    /// it had sent here before holding, and we wait (bounded) to have received them all. Peers
+    /// that hold are in the returned set as soon as they answer, so a failure part-way releases them.
+    /// </summary>
+    public async Task<HoldSet> BeginAsync(LocalCapsule c, DirectoryState state, int capacity, CancellationToken ct)
+    {
+        var loc = c.Locator;
+        var self = state.Hosts[options.Host].Underlay;
+        // Still local here until the dump is done, whatever the directory says meanwhile: the
+        // capsule's own packets (its kernel keeps sending while it runs) go out as before.
+        dataPlane.Pin(loc, self);
+        var set = new HoldSet(this, c, self);
+        if (faults.Fires(FaultPoints.NoHold, FaultAction.Skip)) return set;
+        // Local peers reach the capsule through its veth; with that route gone they reach the TUN,
+        // and our own hold. What the data plane delivers still reaches it (the delivery table).
+        await CapsuleNetwork.DetachAsync(loc);
+        await dataPlane.Engine.HoldAsync(loc, self, capacity, c.UdpDrop);
+        var peers = dataPlane.Engine.SendersTo(loc).Select(p => p.Host).Where(h => h != self).Distinct()
+            .Select(a => state.Hosts.Values.FirstOrDefault(h => h.Underlay == a)).OfType<HostRecord>().ToList();
+        var request = new HoldRequest { Locator = loc.ToString(), Via = self.ToString(), Capacity = capacity, UdpDrop = c.UdpDrop };
+        var cuts = await Task.WhenAll(peers.Select(async p =>
+        {
+            var agent = new HostAgent.HostAgentClient(Channels.For(p.AgentEndpoint));
+            var cut = await agent.HoldAsync(request, deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: ct);
+            set.Add(p.Underlay, agent);
+            return (p.Underlay, cut.SentPackets);
+        }));
+        var sw = Stopwatch.StartNew();
+        long Missing() => cuts.Sum(x => Math.Max(0, x.SentPackets - dataPlane.Engine.ReceivedFromHost(x.Underlay, loc)));
+        while (Missing() > 0 && sw.Elapsed < CutWait) await Task.Delay(1, ct);
+        set.Unaccounted = Missing();
+        set.StartRenewing(request);
+        return set;
+    }
+
+    /// <summary>
+    /// Ends the holds of <paramref name="holders"/> (and this host's own) for a capsule, flushing
+    /// to <paramref name="to"/>; a holder that cannot be reached flushes by itself when its lease
+    /// runs out. Used by recovery, which knows the holders only from the journal.
+    /// </summary>
+    public async Task<HoldTally> ReleaseAsync(Locator loc, IEnumerable<Locator> holders, Locator to, DirectoryState state)
+    {
+        var agents = holders
+            .Select(a => state.Hosts.Values.FirstOrDefault(h => h.Underlay == a)).OfType<HostRecord>()
+            .Select(h => (h.Underlay, new HostAgent.HostAgentClient(Channels.For(h.AgentEndpoint))));
+        var tally = new HoldTally();
+        await ReleasePeersAsync(agents, loc, to, tally);
+        var own = await dataPlane.Engine.ReleaseAsync(loc, to);
+        tally.Add(own.Flushed, own.Dropped);
+        return tally;
+    }
+
+    internal async Task ReleasePeersAsync(IEnumerable<(Locator Addr, HostAgent.HostAgentClient Agent)> peers,
+        Locator loc, Locator to, HoldTally tally)
+    {
+        var request = new ReleaseRequest { Locator = loc.ToString(), ToUnderlay = to.IsNone ? "" : to.ToString() };
+        var replies = await Task.WhenAll(peers.Select(async p =>
+        {
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    return await p.Agent.ReleaseAsync(request, deadline: DateTime.UtcNow.AddSeconds(5));
+                }
+                catch (RpcException e) when (attempt < 3 && e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+                {
+                    // A lost Release is retried; if it never arrives, the holder's lease ends the hold.
+                    await Task.Delay(200 * attempt);
+                }
+                catch (RpcException e)
+                {
+                    LogReleaseFailed(log, p.Addr, loc, e.Status.Detail);
+                    return new ReleaseReply();
+                }
+            }
+        }));
+        foreach (var r in replies) tally.Add(r.Flushed, r.Dropped);
+    }
+
+    internal DataPlaneHost DataPlane => dataPlane;
+    internal ILogger Log => log;
+
+    [LoggerMessage(EventId = 300, Level = LogLevel.Warning,
+        Message = "holder {Holder} did not take the release of {Locator} ({Error}); its lease will end the hold")]
+    static partial void LogReleaseFailed(ILogger logger, Locator holder, Locator locator, string error);
+}

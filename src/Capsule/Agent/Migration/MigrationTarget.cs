@@ -1,0 +1,165 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Security.Cryptography;
+using Capsule.Agent.Faults;
+using Capsule.Checkpoint;
+using Capsule.Core;
+using Capsule.Dir;
+using Capsule.Linux;
+using Capsule.Protos;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using CapsuleState = Capsule.Core.CapsuleState;
+
+namespace Capsule.Agent.Migration;
+
+/// <summary>
+/// The receiving side of a move: builds the capsule's network ahead of the freeze, takes the
+/// image (checksummed on the way), restores the processes and only then routes to them. It never
+/// decides that the move happened: the source does, by switching the directory.
+/// </summary>
+internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneHost dataPlane, IDirectory directory,
+    Criu criu, FaultInjector faults, ILogger<MigrationTarget> log)
+{
+    AgentOptions O => runtime.Options;
+    readonly ConcurrentDictionary<string, Locator> _prepared = new();
+
+    /// <summary>Ahead of the freeze: the capsule's network namespace, veth and routes, not yet routed to.</summary>
+    public async Task PrepareAsync(string name, Locator loc, CancellationToken ct)
+    {
+        if (Names.CapsuleNameError(name) is { } bad) throw new ArgumentException(bad);
+        if (runtime.Find(name) is not null) throw new InvalidOperationException($"capsule '{name}' already runs on {O.Host}");
+        await criu.CheckAsync(ct);
+        await CapsuleNetwork.BuildAsync(O.CapsuleNetns(name), loc, O.InnerMtu);
+        await Criu.LockForRestoreAsync(O.CapsuleNetns(name));
+        _prepared[name] = loc;
+    }
+
+    /// <summary>A namespace built and locked for a restore by someone else (a resume).</summary>
+    public void MarkPrepared(string name, Locator loc) => _prepared[name] = loc;
+
+    /// <summary>
+    /// After a failed move: removes what <see cref="PrepareAsync"/> built, and a capsule this host
+    /// restored that the directory does not place here (the source resumed its own copy).
+    /// </summary>
+    public async Task AbortAsync(string name, CancellationToken ct)
+    {
+        if (runtime.Find(name) is { } c)
+        {
+            // The directory is the judge: if it places the capsule here, the move did happen.
+            var rec = (await directory.SnapshotAsync(ct)).Capsules.GetValueOrDefault(name);
+            if (rec is { State: CapsuleState.Running } && rec.Host == O.Host) return;
+            LogDroppingRestored(log, name);
+            await runtime.EvictAsync(c);
+            return;
+        }
+        if (_prepared.TryRemove(name, out var loc)) await CapsuleNetwork.DestroyAsync(O.CapsuleNetns(name), loc);
+    }
+
+    /// <summary>Receives the image, checks it, restores the processes and routes to them.</summary>
+    public async Task<ReceiveReply> ReceiveAsync(IAsyncStreamReader<ImageChunk> stream, CancellationToken ct)
+    {
+        if (!await stream.MoveNext(ct)) throw new ArgumentException("empty image stream");
+        var head = stream.Current;
+        if (Names.CapsuleNameError(head.Name) is { } bad) throw new ArgumentException(bad);
+        var loc = Locator.Parse(head.Locator);
+        if (runtime.Find(head.Name) is not null) throw new InvalidOperationException($"capsule '{head.Name}' already runs on {O.Host}");
+        var work = Path.Combine(O.StateDir, "migrations", head.Name + ".in");
+        var archive = Path.Combine(work, "image.tar");
+        if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+        Directory.CreateDirectory(work);
+        try
+        {
+            var bytes = await ReceiveArchiveAsync(stream, archive, ct);
+            await faults.HitAsync(FaultPoints.TargetRestore);
+            var r = await RestoreHereAsync(head.Name, loc, [.. head.Command], head.UdpDrop, archive, work, ct);
+            await faults.HitAsync(FaultPoints.TargetAfterRestore);
+            return new ReceiveReply { Pid = r.Pid, RestoreMs = r.Ms, Bytes = bytes, CriuMs = r.CriuMs };
+        }
+        finally
+        {
+            if (Directory.Exists(work) && Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is null)
+                Directory.Delete(work, recursive: true);
+        }
+    }
+
+    /// <summary>Writes the image to <paramref name="archive"/>, hashing it on the way; throws if it is cut short or corrupt.</summary>
+    async Task<long> ReceiveArchiveAsync(IAsyncStreamReader<ImageChunk> stream, string archive, CancellationToken ct)
+    {
+        string? sha = null;
+        long bytes = 0;
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        await using (var fs = File.Create(archive))
+        {
+            while (await stream.MoveNext(ct))
+            {
+                var chunk = stream.Current;
+                if (chunk.Sha256.Length > 0)
+                {
+                    sha = chunk.Sha256;
+                    break;
+                }
+                hash.AppendData(chunk.Data.Span);
+                await fs.WriteAsync(chunk.Data.Memory, ct);
+                if (bytes == 0) await faults.HitAsync(FaultPoints.TargetTransfer);
+                bytes += chunk.Data.Length;
+            }
+        }
+        if (sha is null) throw new InvalidDataException("the image stream ended without its checksum (transfer cut short)");
+        var got = Convert.ToHexStringLower(hash.GetHashAndReset());
+        if (got != sha)
+            throw new InvalidDataException($"corrupt transfer: image checksum {got[..12]}… does not match the sender's {sha[..12]}…");
+        return bytes;
+    }
+
+    internal readonly record struct Restored(int Pid, long Ms, long CriuMs);
+
+    /// <summary>
+    /// Unpacks a capsule's archive here, rebuilds its network with the same locator and restores
+    /// its processes. On failure everything it made is removed again.
+    /// </summary>
+    public async Task<Restored> RestoreHereAsync(string name, Locator loc, string[] command, bool udpDrop, string archive,
+        string work, CancellationToken ct)
+    {
+        var images = Path.Combine(work, "images");
+        var dir = O.CapsuleDir(name);
+        var netns = O.CapsuleNetns(name);
+        var built = _prepared.TryRemove(name, out _);
+        try
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            await ImageArchive.ExtractAsync(archive, images, dir, ct);
+            var sw = Stopwatch.StartNew();
+            if (!built)
+            {
+                await CapsuleNetwork.BuildAsync(netns, loc, O.InnerMtu);
+                await Criu.LockForRestoreAsync(netns);
+            }
+            built = true;
+            var criuClock = Stopwatch.StartNew();
+            var pid = await criu.RestoreAsync(images, netns, ct);
+            var criuMs = criuClock.ElapsedMilliseconds;
+            // Only now, with the sockets back, does anything reach the capsule here.
+            await CapsuleNetwork.AttachAsync(loc);
+            var self = dataPlane.State!.Hosts[O.Host].Underlay;
+            dataPlane.Pin(loc, self); // local here before anyone flushes to us
+            runtime.Adopt(new LocalCapsule(name, loc, netns, dir, pid, command, udpDrop));
+            LogRestored(log, name, loc, pid);
+            return new Restored(pid, sw.ElapsedMilliseconds, criuMs);
+        }
+        catch
+        {
+            dataPlane.Unpin(loc);
+            if (built) await CapsuleNetwork.DestroyAsync(netns, loc);
+            if (Directory.Exists(dir) && runtime.Find(name) is null) Directory.Delete(dir, recursive: true);
+            throw;
+        }
+    }
+
+    [LoggerMessage(EventId = 320, Level = LogLevel.Information, Message = "restored capsule {Name} ({Locator}) as pid {Pid}")]
+    static partial void LogRestored(ILogger logger, string name, Locator locator, int pid);
+
+    [LoggerMessage(EventId = 321, Level = LogLevel.Warning,
+        Message = "dropping capsule {Name} restored here: its move did not complete and it runs on its old host")]
+    static partial void LogDroppingRestored(ILogger logger, string name);
+}

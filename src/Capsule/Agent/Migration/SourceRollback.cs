@@ -1,0 +1,80 @@
+using Capsule.Checkpoint;
+using Capsule.Core;
+using Capsule.Dir;
+using Capsule.Linux;
+using Capsule.Protos;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using CapsuleState = Capsule.Core.CapsuleState;
+
+namespace Capsule.Agent.Migration;
+
+/// <summary>
+/// Puts a capsule whose move failed back as it was: running here, reachable here, the directory
+/// saying so, and what every holder kept delivered here. Used by a failed migration, a failed
+/// suspend and by recovery after a crash.
+/// </summary>
+internal sealed partial class SourceRollback(CapsuleRuntime runtime, DataPlaneHost dataPlane, IDirectory directory,
+    Criu criu, HoldCoordinator holds, ILogger<SourceRollback> log)
+{
+    AgentOptions O => runtime.Options;
+
+    public readonly record struct Outcome(int Pid, HoldTally Tally);
+
+    public async Task<Outcome> RunAsync(LocalCapsule c, FrozenTree? frozen, string images, HoldSet? holdSet,
+        IReadOnlyCollection<Locator> holders, HostAgent.HostAgentClient? target)
+    {
+        // The target first drops anything it restored: the directory does not place the capsule there.
+        if (target is not null) await AbortTargetAsync(target, c.Name);
+        var pid = await ResumeTreeAsync(c, frozen, images);
+        await CapsuleNetwork.AttachAsync(c.Locator);
+        var state = await directory.SnapshotAsync();
+        var self = state.Hosts[O.Host].Underlay;
+        dataPlane.Pin(c.Locator, self);
+        if (state.Capsules.TryGetValue(c.Name, out var rec) && (rec.Host != O.Host || rec.State != CapsuleState.Running))
+            await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Running, null, rec.Revision);
+        var tally = holdSet is not null
+            ? await holdSet.ReleaseAsync(self)
+            : await holds.ReleaseAsync(c.Locator, holders, self, state);
+        LogResumed(log, c.Name, pid);
+        return new Outcome(pid, tally);
+    }
+
+    /// <summary>The tree runs again: thawed by CRIU if it is still frozen, else restored from the images kept here.</summary>
+    async Task<int> ResumeTreeAsync(LocalCapsule c, FrozenTree? frozen, string images)
+    {
+        if (frozen is not null)
+        {
+            await frozen.RollBackAsync();
+            if (CapsuleProcess.IsAlive(frozen.Pid)) return frozen.Pid;
+        }
+        else if (CapsuleProcess.IsAlive(c.Pid))
+        {
+            return c.Pid; // never frozen
+        }
+        // Gone (a reboot, or the dump gave up waiting and then the tree ended): the images are what is left.
+        await Criu.LockForRestoreAsync(c.Netns);
+        var pid = await criu.RestoreAsync(images, c.Netns, CancellationToken.None);
+        runtime.Adopt(c with { Pid = pid });
+        return pid;
+    }
+
+    async Task AbortTargetAsync(HostAgent.HostAgentClient target, string name)
+    {
+        try
+        {
+            await target.AbortAsync(new NameRequest { Name = name }, deadline: DateTime.UtcNow.AddSeconds(10));
+        }
+        catch (RpcException e)
+        {
+            // If it restored the capsule and then died, its next start drops it (the directory does not place it there).
+            LogAbortFailed(log, name, e.Status.Detail);
+        }
+    }
+
+    [LoggerMessage(EventId = 330, Level = LogLevel.Information, Message = "capsule {Name} runs here again (pid {Pid})")]
+    static partial void LogResumed(ILogger logger, string name, int pid);
+
+    [LoggerMessage(EventId = 331, Level = LogLevel.Warning, Message = "could not tell the target to drop {Name}: {Error}")]
+    static partial void LogAbortFailed(ILogger logger, string name, string error);
+}

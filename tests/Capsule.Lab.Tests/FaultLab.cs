@@ -1,0 +1,52 @@
+using System.Runtime.CompilerServices;
+using Capsule.FaultProtos;
+using Capsule.Lab;
+using Capsule.Rpc;
+
+namespace Capsule.Lab.Tests;
+
+/// <summary>
+/// Fault injection for lab tests: every lab these tests start serves the agents' Faults service
+/// (the agents inherit the switch from `capsule lab up`), and a test arms a named point on one
+/// simulated host. Nothing of this is in the public API or the CLI.
+/// </summary>
+public static class FaultLab
+{
+    [ModuleInitializer]
+    internal static void EnableForEveryLab() =>
+        Environment.SetEnvironmentVariable(Agent.Faults.FaultInjector.EnvironmentSwitch, "1");
+
+    /// <summary>Arms <paramref name="point"/> (see FaultPoints) on <paramref name="host"/>'s agent.</summary>
+    public static async Task Arm(LabFixture lab, string host, string point, string action, int delayMs = 0)
+    {
+        var client = new Faults.FaultsClient(Channels.For(new LabPaths(lab.Name).AgentEndpoint(host)));
+        await client.ArmAsync(new ArmRequest { Point = point, Action = action, Times = 1, DelayMs = delayMs });
+    }
+
+    /// <summary>The pid of <paramref name="host"/>'s agent now.</summary>
+    public static int AgentPid(LabFixture lab, string host) =>
+        int.Parse(File.ReadAllText(new LabPaths(lab.Name).AgentPidFile(host)).Trim());
+}
+
+/// <summary>Progress of a tools/stream.py client, read from its log.</summary>
+public static class StreamProgressExtensions
+{
+    /// <summary>The bytes the stream client last reported as sent (0 before its first report).</summary>
+    public static async Task<long> StreamProgress(this LabFixture lab, string capsule)
+    {
+        var last = (await lab.Logs(capsule)).Split('\n').LastOrDefault(l => l.StartsWith("PROGRESS sent="));
+        return last is null ? 0 : long.Parse(last.Split(' ')[1][5..]);
+    }
+
+    /// <summary>Waits (bounded) until the stream client reports more than <paramref name="than"/> bytes sent.</summary>
+    public static async Task WaitForStreamProgress(this LabFixture lab, string capsule, long than, int seconds = 30)
+    {
+        var until = DateTime.UtcNow.AddSeconds(seconds);
+        while (DateTime.UtcNow < until)
+        {
+            if (await lab.StreamProgress(capsule) > than) return;
+            await Task.Delay(100);
+        }
+        Xunit.Assert.Fail($"{capsule}'s stream made no progress past {than} bytes in {seconds} s:\n{await lab.Logs(capsule)}");
+    }
+}
