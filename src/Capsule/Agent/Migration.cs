@@ -168,7 +168,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
         if (noHold) return 0;
         // Local peers reach the capsule through its veth; with that route gone they reach the TUN, and our own hold.
         await CapsuleNetwork.DetachAsync(loc);
-        await dataPlane.Engine.HoldAsync(loc, self, holdPackets, c.UdpDrop);
+        await dataPlane.Engine.HoldAsync(loc, self, holdPackets, c.UdpDrop, false, O.HoldLease);
         var peers = dataPlane.Engine.SendersTo(loc).Select(p => p.Host).Where(h => h != self).Distinct()
             .Select(p => (Addr: p, Host: state.Hosts.Values.FirstOrDefault(h => h.Underlay == p)))
             .Where(p => p.Host is not null)
