@@ -17,6 +17,12 @@ internal sealed record AgentOptions(
     string IcmpFrom = "",
     string Tun = "cap0")
 {
+    /// <summary>
+    /// How long a hold lasts when its Hold RPC names no lease: the longest a migration's source may
+    /// stay silent before this host ends the hold by itself (so a dead source cannot hold forever).
+    /// </summary>
+    public TimeSpan HoldLease { get; init; } = TimeSpan.FromSeconds(15);
+
     public int InnerMtu => UnderlayMtu - Wire.Overhead;
     /// <summary>A gateway's address for the ICMP answers it gives as a router (its ordinary-side address).</summary>
     public Locator IcmpSource => IcmpFrom.Length > 0 ? Locator.Parse(IcmpFrom) : Underlay;

@@ -38,9 +38,11 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
 
     public override Task<HoldReply> Hold(HoldRequest request, ServerCallContext context) => Guard(async () =>
     {
+        if (request.LeaseMs < 0) throw new ArgumentException($"lease_ms must not be negative (got {request.LeaseMs})");
+        var lease = request.LeaseMs > 0 ? TimeSpan.FromMilliseconds(request.LeaseMs) : options.HoldLease;
+        var capacity = request.Capacity > 0 ? request.Capacity : MigrationSource.DefaultHoldPackets;
         var cut = await dataPlane.Engine.HoldAsync(Locator.Parse(request.Locator), Locator.Parse(request.Via),
-            request.Capacity > 0 ? request.Capacity : MigrationSource.DefaultHoldPackets, request.UdpDrop,
-            pause: !faults.Fires(FaultPoints.NoPause, FaultAction.Skip));
+            capacity, request.UdpDrop, pause: !faults.Fires(FaultPoints.NoPause, FaultAction.Skip), lease);
         return new HoldReply { SentPackets = cut.Packets, SentBytes = cut.Bytes };
     });
 
@@ -119,6 +121,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         C("icmp_unreachable_sent", e.Egress.Unreachables);
         C("tcp_paused", e.PausesSent); C("tcp_reopened", e.ReopensSent); C("acked_for_paused_capsules", e.AckedOnBehalf);
         C("held", e.Egress.Held); C("flushed", e.Egress.Flushed); C("hold_dropped", e.Egress.HoldDropped);
+        C("holds_expired", e.Egress.HoldsExpired); C("hold_expired_dropped", e.Egress.HoldExpiredDropped);
         C("ingress_packets", e.Ingress.Packets); C("ingress_bytes", e.Ingress.Bytes); C("ingress_batches", e.Ingress.Batches);
         foreach (var reason in DropCounters.Reasons)
         {

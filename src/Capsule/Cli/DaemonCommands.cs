@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Capsule.Agent;
 using Capsule.Core;
+using Capsule.DataPlane;
 using Capsule.Dir;
 
 namespace Capsule.Cli;
@@ -23,8 +24,15 @@ internal static class DaemonCommands
             var criu = new Option<string>("--criu") { DefaultValueFactory = _ => Checkpoint.Criu.DefaultBinary, Description = "CRIU binary (4.2.1 or newer)" };
             var serves = new Option<string>("--serves") { DefaultValueFactory = _ => "", Description = "Gateway mode: the ordinary networks behind this host (prefixes, comma-separated)" };
             var icmpFrom = new Option<string>("--icmp-from") { DefaultValueFactory = _ => "", Description = "Gateway mode: source address of the ICMP unreachable answers (its ordinary-side address)" };
+            var holdLease = new Option<double>("--hold-lease")
+            {
+                DefaultValueFactory = _ => 15,
+                Description = "Seconds a hold lasts when its requester names none (a dead migration source holds no longer)",
+            };
             var agent = new Command("agent", "Run the host agent (capsuled) in the current network namespace")
-                { host, underlay, port, mtu, directory, listen, state, prefix, criu, serves, icmpFrom, pidFile };
+            {
+                host, underlay, port, mtu, directory, listen, state, prefix, criu, serves, icmpFrom, holdLease, pidFile,
+            };
             agent.Hidden = true;
             agent.SetAction((pr, ct) => CommandTree.Run(async () =>
             {
@@ -32,9 +40,15 @@ internal static class DaemonCommands
                 if (pr.GetValue(mtu) is < 576 or > 65535) throw new UserError("--underlay-mtu must be between 576 and 65535");
                 foreach (var p in pr.GetValue(serves)!.Split(',', StringSplitOptions.RemoveEmptyEntries)) Prefix.Parse(p.Trim());
                 if (pr.GetValue(icmpFrom) is { Length: > 0 } f) Locator.Parse(f);
+                var lease = pr.GetValue(holdLease);
+                if (!(lease > 0) || lease > Engine.MaxLease.TotalSeconds)
+                {
+                    var most = Engine.MaxLease.TotalSeconds;
+                    throw new UserError($"--hold-lease must be more than 0 and at most {most} seconds");
+                }
                 var o = new AgentOptions(pr.GetValue(host)!, Locator.Parse(pr.GetValue(underlay)!), pr.GetValue(port), pr.GetValue(mtu),
                     pr.GetValue(directory)!, pr.GetValue(listen)!, pr.GetValue(state)!, pr.GetValue(prefix)!, pr.GetValue(criu)!,
-                    pr.GetValue(serves)!, pr.GetValue(icmpFrom)!);
+                    pr.GetValue(serves)!, pr.GetValue(icmpFrom)!) { HoldLease = TimeSpan.FromSeconds(lease) };
                 return await AgentHost.RunAsync(o, pr.GetValue(pidFile), ct);
             }));
             yield return agent;

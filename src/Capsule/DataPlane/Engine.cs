@@ -9,6 +9,8 @@ namespace Capsule.DataPlane;
 internal sealed class FlowCounters
 {
     public long Packets, Bytes, Batches, Held, Flushed, HoldDropped, Unreachables;
+    /// <summary>Holds whose lease ran out with no release, and what such holds dropped (routed nowhere).</summary>
+    public long HoldsExpired, HoldExpiredDropped;
     public readonly DropCounters Drops = new();
 }
 
@@ -26,14 +28,14 @@ internal sealed class FlowCount
 /// the capsule's veth. The translation table is read once per batch; nothing allocates per packet
 /// (a flow's counter is allocated once, when the flow is first seen).
 ///
-/// Hold and flush (seed Fig. 5B/6) run on the egress thread itself, as commands between batches:
-/// a hold starts at a batch boundary, so "sent before the cut" is exactly what the counters say,
-/// and a flush sends every held packet before any packet read after it, so order is kept.
+/// Hold and flush (seed Fig. 5B/6) run on the egress thread itself, as commands between batches
+/// and as timed work between them (leases, paced drains; see Engine.Holds.cs): a hold starts at a
+/// batch boundary, so "sent before the cut" is exactly what the counters say, and a drain sends
+/// every held packet before any packet read after the release, so order is kept.
 /// </summary>
 internal sealed unsafe partial class Engine : IDisposable
 {
     public const int BatchSize = 64;
-    const int FlushBurst = 32;
 
     readonly Tun _tun;
     readonly UdpEndpoint _udp;
@@ -43,7 +45,6 @@ internal sealed unsafe partial class Engine : IDisposable
     readonly PacketBatch _in = new(BatchSize);
     readonly Thread _egress, _ingress;
     readonly ConcurrentQueue<Action> _commands = new();
-    readonly Dictionary<uint, HoldBuffer> _holds = []; // egress thread only
     TranslationTable _table = TranslationTable.Empty;
     int _disposed;
 
@@ -75,89 +76,26 @@ internal sealed unsafe partial class Engine : IDisposable
     /// <summary>Publishes a new table; the next batch in each direction uses it.</summary>
     public void Publish(TranslationTable table) => Volatile.Write(ref _table, table);
 
-    // ---- control: hold and flush, run on the egress thread ----
+    // ---- control: hold and flush (Engine.Holds.cs), run on the egress thread ----
 
-    Task<T> OnEgress<T>(Func<T> f)
+    /// <summary>
+    /// Runs <paramref name="start"/> on the egress thread, between batches; it completes the task
+    /// then or later (a release completes when its drain has ended).
+    /// </summary>
+    Task<T> OnEgress<T>(Action<TaskCompletionSource<T>> start)
     {
         var tcs = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
         _commands.Enqueue(() =>
         {
-            try { tcs.SetResult(f()); }
-            catch (Exception e) { tcs.SetException(e); }
+            try { start(tcs); }
+            catch (Exception e) { tcs.TrySetException(e); }
         });
         ulong one = 1;
         Native.write(_ctlFd, &one, 8);
         return tcs.Task;
     }
 
-    /// <summary>
-    /// Starts holding packets for <paramref name="locator"/>; returns what was sent to it before the
-    /// hold, the cut that the capsule's host waits to have received.
-    /// </summary>
-    public Task<(long Packets, long Bytes)> HoldAsync(Locator locator, Locator via, int capacity, bool dropUdp = false, bool pause = false) => OnEgress(() =>
-    {
-        if (!_holds.ContainsKey(locator.Value))
-        {
-            _holds[locator.Value] = new HoldBuffer(capacity, dropUdp);
-            if (pause) PauseFlows(locator);
-        }
-        return SentTo.TryGetValue(Key(via, locator), out var f) ? (f.Packets, f.Bytes) : (0L, 0L);
-    });
-
     static ulong Key(Locator host, Locator locator) => ((ulong)host.Value << 32) | locator.Value;
-
-    /// <summary>
-    /// Ends a hold: sends every held packet, in order, to <paramref name="toHost"/> (or, when that is
-    /// this host, back into the TUN for a local capsule; when it is none, nowhere: they are dropped).
-    /// Returns (flushed, dropped).
-    /// </summary>
-    public Task<(long Flushed, long Dropped)> ReleaseAsync(Locator locator, Locator toHost) => OnEgress(() =>
-    {
-        if (!_holds.Remove(locator.Value, out var hold)) return (0L, 0L);
-        using (hold)
-        {
-            if (toHost.IsNone)
-            {
-                // Nowhere to go (the capsule was removed while it slept): the held packets are dropped,
-                // and counted, and nobody speaks for it any more.
-                Egress.HoldDropped += hold.Count;
-                ForgetFlows(locator);
-                return (0L, hold.Count + hold.Dropped);
-            }
-            var c = Egress;
-            var self = toHost == Table.Self;
-            var n = 0;
-            for (var i = 0; i < hold.Count; i++)
-            {
-                var len = hold.Length(i);
-                if (self)
-                {
-                    if (Native.write(_tun.Fd, hold.Slot(i) + Wire.HeaderSize, (nuint)len) < 0) c.Drops.Add(DropReason.IoError);
-                    continue;
-                }
-                // Held packets are wrapped in place and sent in batches like any others.
-                Wire.WriteHeader(new Span<byte>(hold.Slot(i), Wire.HeaderSize), Wire.Kind.Ipv4, Table.Epoch);
-                _out.Addrs[n] = UdpEndpoint.SockAddr(toHost, _udp.Port);
-                _out.Iovs[n].Base = hold.Slot(i);
-                _out.Iovs[n].Len = (nuint)(len + Wire.HeaderSize);
-                Count(Key(toHost, locator), len);
-                if (++n == FlushBurst)
-                {
-                    Send(_out, n, c);
-                    n = 0;
-                    // Paced: a capsule just restored has socket buffers of ordinary size; hundreds
-                    // of datagrams at line rate would overflow them (seen: a UDP receiver losing 80%
-                    // of a 460-packet flush). About 30k packets/s still empties a full hold in ~0.15 s.
-                    Thread.Sleep(1);
-                }
-            }
-            if (n > 0) Send(_out, n, c);
-            _out.ResetIovBases();
-            c.Flushed += hold.Count;
-            ResumeFlows(locator); // the window reopens only once everything held is on its way
-            return ((long)hold.Count, hold.Dropped);
-        }
-    });
 
     /// <summary>Hosts that have sent packets to <paramref name="locator"/>: the peers a migration must hold.</summary>
     public IEnumerable<(Locator Host, long Packets)> SendersTo(Locator locator)
@@ -178,8 +116,11 @@ internal sealed unsafe partial class Engine : IDisposable
 
     // ---- the hot path ----
 
-    /// <summary>Waits for <paramref name="fd"/> or a command; false when asked to stop.</summary>
-    bool Wait(int fd, bool commands)
+    /// <summary>
+    /// Waits for <paramref name="fd"/>, a command or <paramref name="timeoutMs"/> (-1: no limit);
+    /// false when asked to stop.
+    /// </summary>
+    bool Wait(int fd, bool commands, int timeoutMs = -1)
     {
         var fds = stackalloc Native.PollFd[3];
         fds[0] = new Native.PollFd { Fd = fd, Events = Native.POLLIN };
@@ -187,9 +128,10 @@ internal sealed unsafe partial class Engine : IDisposable
         fds[2] = new Native.PollFd { Fd = _ctlFd, Events = Native.POLLIN };
         while (true)
         {
-            var rc = Native.poll(fds, commands ? 3u : 2u, -1);
+            var rc = Native.poll(fds, commands ? 3u : 2u, timeoutMs);
             if (rc < 0 && Native.Errno == Native.EINTR) continue;
             if (rc < 0 || fds[1].REvents != 0) return false;
+            if (rc == 0) return true; // timed out: a lease or a drain burst is due
             if (fds[0].REvents != 0 || (commands && fds[2].REvents != 0)) return true;
         }
     }
@@ -206,9 +148,10 @@ internal sealed unsafe partial class Engine : IDisposable
         var b = _out;
         var c = Egress;
         var tunFd = _tun.Fd;
-        while (Wait(tunFd, commands: true))
+        while (Wait(tunFd, commands: true, HoldTimeoutMs()))
         {
             if (!_commands.IsEmpty) RunCommands();
+            if (_holds.Count != 0) TickHolds();
             var table = Table;
             var n = 0;
             while (n < b.Capacity)
@@ -222,10 +165,14 @@ internal sealed unsafe partial class Engine : IDisposable
                 }
                 var packet = new ReadOnlySpan<byte>(slot + Wire.HeaderSize, (int)r);
                 if (_anyFlows) TrackPeerSide(packet);
-                if (_holds.Count != 0 && Ipv4.IsValid(packet) && _holds.TryGetValue(Ipv4.Destination(packet).Value, out var hold))
+                if (_holds.Count != 0 && Ipv4.IsValid(packet)
+                    && _holds.TryGetValue(Ipv4.Destination(packet).Value, out var hold) && !hold.DrainsToSelf)
                 {
-                    // Checked before routing: while a capsule moves, its packets wait here whatever the table says.
-                    var stored = hold.TryAdd(packet);
+                    // Checked before routing: while a capsule moves, its packets wait here whatever the table says;
+                    // while its hold drains they join the back, so none overtakes a held one. (Not when the
+                    // drain writes into our own TUN: the capsule is local, and what comes back out of the
+                    // TUN for it would only loop.)
+                    var stored = hold.Buffer.TryAdd(packet);
                     if (stored) c.Held++;
                     else c.HoldDropped++;
                     if (_anyFlows) SpeakForPausedCapsule(packet, stored);
@@ -345,7 +292,7 @@ internal sealed unsafe partial class Engine : IDisposable
         Native.close(_stopFd);
         if (_raw >= 0) Native.close(_raw);
         Native.close(_ctlFd);
-        foreach (var h in _holds.Values) h.Dispose();
+        AbandonHolds();
         _out.Dispose();
         _in.Dispose();
     }

@@ -33,6 +33,12 @@ internal sealed class HoldTally
 internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHost dataPlane, FaultInjector faults,
     ILogger<HoldCoordinator> log)
 {
+    /// <summary>
+    /// The lease every hold of a move gets (this host's own too): the source renews it while the
+    /// move lasts, so it only runs out when the source is gone.
+    /// </summary>
+    TimeSpan Lease => options.HoldLease;
+
     /// <summary>How long the source waits for packets sent before the cut; past it TCP retransmits what was lost.</summary>
     static readonly TimeSpan CutWait = TimeSpan.FromMilliseconds(500);
 
@@ -53,10 +59,14 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
         // Local peers reach the capsule through its veth; with that route gone they reach the TUN,
         // and our own hold. What the data plane delivers still reaches it (the delivery table).
         await CapsuleNetwork.DetachAsync(loc);
-        await dataPlane.Engine.HoldAsync(loc, self, capacity, c.UdpDrop);
+        await dataPlane.Engine.HoldAsync(loc, self, capacity, c.UdpDrop, false, Lease);
         var peers = dataPlane.Engine.SendersTo(loc).Select(p => p.Host).Where(h => h != self).Distinct()
             .Select(a => state.Hosts.Values.FirstOrDefault(h => h.Underlay == a)).OfType<HostRecord>().ToList();
-        var request = new HoldRequest { Locator = loc.ToString(), Via = self.ToString(), Capacity = capacity, UdpDrop = c.UdpDrop };
+        var request = new HoldRequest
+        {
+            Locator = loc.ToString(), Via = self.ToString(), Capacity = capacity, UdpDrop = c.UdpDrop,
+            LeaseMs = (int)Lease.TotalMilliseconds,
+        };
         var cuts = await Task.WhenAll(peers.Select(async p =>
         {
             var agent = new HostAgent.HostAgentClient(Channels.For(p.AgentEndpoint));

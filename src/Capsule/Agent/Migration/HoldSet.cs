@@ -36,6 +36,9 @@ internal sealed partial class HoldSet(HoldCoordinator owner, LocalCapsule capsul
         {
             while (await timer.WaitForNextTickAsync(stop))
             {
+                // Our own hold has a lease like any other.
+                await owner.DataPlane.Engine.HoldAsync(capsule.Locator, self, request.Capacity, request.UdpDrop, false,
+                    TimeSpan.FromMilliseconds(request.LeaseMs));
                 (Locator Addr, HostAgent.HostAgentClient Agent)[] peers;
                 lock (_peers) peers = [.. _peers];
                 foreach (var p in peers)

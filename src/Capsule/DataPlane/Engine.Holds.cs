@@ -1,0 +1,235 @@
+using System.Diagnostics;
+using Capsule.Core;
+using Capsule.Linux;
+
+namespace Capsule.DataPlane;
+
+/// <summary>
+/// Holds, their leases and their drains (seed Fig. 5B/6), all on the egress thread. A hold starts
+/// at a batch boundary, so "sent before the cut" is exactly what the counters say. Every hold has
+/// a lease: if the host that asked for it never releases it (its agent died, the RPC was lost),
+/// the hold ends by itself, towards wherever the table routes the locator then, or dropped when
+/// it routes it nowhere; either way the peers it paused get their window back.
+///
+/// A release does not send everything at once: the hold drains in bursts of at most
+/// <see cref="FlushBurst"/> packets, about a millisecond apart, between ordinary batches. A
+/// capsule just restored has socket buffers of ordinary size, and hundreds of datagrams at line
+/// rate would overflow them (seen: a UDP receiver losing 80% of a 460-packet flush); pacing with
+/// a sleep on this thread stalled every other capsule of the host, pacing with the poll timeout
+/// does not. Packets for the locator read while it drains join the back of the buffer, so none
+/// overtakes a held one, and the window reopens only once the last held packet is on its way.
+/// </summary>
+internal sealed unsafe partial class Engine
+{
+    const int FlushBurst = 32;
+
+    /// <summary>About 1 ms between bursts: ~30k packets/s, a full default hold (4096) in ~0.15 s.</summary>
+    static readonly long BurstGap = Stopwatch.Frequency / 1000;
+
+    /// <summary>Longest lease accepted (keeps deadline arithmetic far from overflow).</summary>
+    public static readonly TimeSpan MaxLease = TimeSpan.FromDays(1);
+
+    readonly Dictionary<uint, Hold> _holds = []; // egress thread only
+    readonly List<Hold> _due = [];               // egress thread only; reused so a tick allocates nothing
+
+    static long Now => Stopwatch.GetTimestamp();
+
+    static long After(TimeSpan span) => Now + (long)(span.TotalSeconds * Stopwatch.Frequency);
+
+    /// <summary>
+    /// Starts holding packets for <paramref name="locator"/> for at most <paramref name="lease"/>;
+    /// returns what was sent to it before the hold, the cut that the capsule's host waits to have
+    /// received. For a locator already held it renews the lease and returns the cut as it is now.
+    /// For one whose hold still drains, the new hold begins the moment the drain ends (nothing read
+    /// in between escapes it), and its cut then includes everything the drain sent: waiting is
+    /// short (a full hold drains in ~0.15 s) and keeps one buffer, in one order, per locator.
+    /// </summary>
+    public Task<(long Packets, long Bytes)> HoldAsync(Locator locator, Locator via, int capacity, bool dropUdp,
+        bool pause, TimeSpan lease)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lease, TimeSpan.Zero);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(lease, MaxLease);
+        var request = new HoldRequest(locator, via, capacity, dropUdp, pause, lease);
+        return OnEgress<(long, long)>(done => BeginOrRenew(request, done));
+    }
+
+    readonly record struct HoldRequest(
+        Locator Locator, Locator Via, int Capacity, bool DropUdp, bool Pause, TimeSpan Lease);
+
+    void BeginOrRenew(HoldRequest r, TaskCompletionSource<(long, long)> done)
+    {
+        if (_holds.TryGetValue(r.Locator.Value, out var hold))
+        {
+            if (hold.Draining)
+            {
+                hold.AfterDrain.Add((() => BeginOrRenew(r, done), e => done.TrySetException(e)));
+                return;
+            }
+            hold.Renew(After(r.Lease));
+            if (r.Pause && !hold.Pauses)
+            {
+                hold.Pauses = true;
+                PauseFlows(r.Locator);
+            }
+        }
+        else
+        {
+            var buffer = new HoldBuffer(r.Capacity, r.DropUdp);
+            _holds[r.Locator.Value] = new Hold(r.Locator, buffer, After(r.Lease), r.Pause);
+            if (r.Pause) PauseFlows(r.Locator);
+        }
+        done.SetResult(SentTo.TryGetValue(Key(r.Via, r.Locator), out var f) ? (f.Packets, f.Bytes) : (0L, 0L));
+    }
+
+    /// <summary>
+    /// Ends a hold: drains every held packet, in order, to <paramref name="toHost"/> (or, when that
+    /// is this host, back into the TUN for a local capsule; when it is none, nowhere: they are
+    /// dropped). Completes when the drain has ended, with (flushed, dropped); at once with (0, 0)
+    /// when nothing holds the locator. A release of a hold that already drains redirects the rest.
+    /// </summary>
+    public Task<(long Flushed, long Dropped)> ReleaseAsync(Locator locator, Locator toHost) =>
+        OnEgress<(long, long)>(done =>
+        {
+            if (!_holds.TryGetValue(locator.Value, out var hold))
+            {
+                done.SetResult((0L, 0L));
+                return;
+            }
+            hold.Waiters.Add(done);
+            if (toHost.IsNone)
+            {
+                // Nowhere to go (the capsule was removed while it slept): the held packets are dropped,
+                // and counted, and nobody speaks for it any more.
+                var dropped = hold.Buffer.Clear();
+                Egress.HoldDropped += dropped;
+                ForgetFlows(locator);
+                End(hold, dropped, resume: false);
+                return;
+            }
+            // The first burst goes in this very loop turn (its tick follows the commands).
+            hold.DrainTowards(toHost, toHost == Table.Self, Now);
+        });
+
+    /// <summary>
+    /// Poll timeout for the egress thread: until the nearest lease deadline or burst, so an expiry
+    /// is noticed with no packet arriving, and without spinning. -1 (forever) with no hold.
+    /// </summary>
+    int HoldTimeoutMs()
+    {
+        if (_holds.Count == 0) return -1;
+        var due = long.MaxValue;
+        foreach (var hold in _holds.Values) due = Math.Min(due, hold.Due);
+        var wait = due - Now;
+        if (wait <= 0) return 0;
+        var ms = (wait * 1000 + Stopwatch.Frequency - 1) / Stopwatch.Frequency; // rounded up: never early
+        return (int)Math.Min(ms, int.MaxValue);
+    }
+
+    /// <summary>Once per egress loop turn while anything is held: bursts that are due, leases that ran out.</summary>
+    void TickHolds()
+    {
+        var now = Now;
+        foreach (var hold in _holds.Values)
+            if (hold.Due <= now) _due.Add(hold);
+        // Handled after the walk: ending a hold removes it, and may begin a queued one.
+        foreach (var hold in _due)
+        {
+            if (hold.Draining) DrainBurst(hold, now);
+            else Expire(hold, now);
+        }
+        _due.Clear();
+    }
+
+    /// <summary>The lease ran out with no release: end the hold as a release to the table's route would.</summary>
+    void Expire(Hold hold, long now)
+    {
+        Egress.HoldsExpired++;
+        var table = Table;
+        var loc = hold.Locator;
+        if (table.IsLocal(loc))
+        {
+            hold.DrainTowards(table.Self, self: true, now);
+            DrainBurst(hold, now);
+            return;
+        }
+        if (table.TryRoute(loc, out var host))
+        {
+            hold.DrainTowards(host, host == table.Self, now);
+            DrainBurst(hold, now);
+            return;
+        }
+        // Routed nowhere: what was held can go nowhere either. The peers still get their window
+        // back, so they do not sit at zero window for a capsule that may yet answer.
+        var dropped = hold.Buffer.Clear();
+        Egress.HoldExpiredDropped += dropped;
+        End(hold, dropped, resume: true);
+    }
+
+    /// <summary>Sends at most <see cref="FlushBurst"/> packets from the front of a draining hold.</summary>
+    void DrainBurst(Hold hold, long now)
+    {
+        var buffer = hold.Buffer;
+        var n = Math.Min(buffer.Count, FlushBurst);
+        if (hold.DrainsToSelf) WriteToTun(buffer, n);
+        else SendHeld(buffer, n, hold.DrainTo, hold.Locator);
+        buffer.RemoveFirst(n);
+        hold.Flushed += n;
+        Egress.Flushed += n;
+        hold.NextBurst = now + BurstGap;
+        if (buffer.Count == 0) End(hold, 0, resume: true); // the window reopens once everything held is on its way
+    }
+
+    void WriteToTun(HoldBuffer buffer, int n)
+    {
+        for (var i = 0; i < n; i++)
+            if (Native.write(_tun.Fd, buffer.Slot(i) + Wire.HeaderSize, (nuint)buffer.Length(i)) < 0)
+                Egress.Drops.Add(DropReason.IoError);
+    }
+
+    /// <summary>Held packets are wrapped in place and sent as one batch, borrowing the egress batch's headers.</summary>
+    void SendHeld(HoldBuffer buffer, int n, Locator toHost, Locator locator)
+    {
+        if (n == 0) return;
+        var epoch = Table.Epoch;
+        var to = UdpEndpoint.SockAddr(toHost, _udp.Port);
+        for (var i = 0; i < n; i++)
+        {
+            var len = buffer.Length(i);
+            Wire.WriteHeader(new Span<byte>(buffer.Slot(i), Wire.HeaderSize), Wire.Kind.Ipv4, epoch);
+            _out.Addrs[i] = to;
+            _out.Iovs[i].Base = buffer.Slot(i);
+            _out.Iovs[i].Len = (nuint)(len + Wire.HeaderSize);
+            Count(Key(toHost, locator), len);
+        }
+        Send(_out, n, Egress);
+        _out.ResetIovBases();
+    }
+
+    /// <summary>
+    /// Ends a hold: gone from the table of holds, its peers' windows reopened (unless forgotten),
+    /// its releases answered, and any hold queued behind its drain begun.
+    /// </summary>
+    void End(Hold hold, long droppedAtEnd, bool resume)
+    {
+        _holds.Remove(hold.Locator.Value);
+        if (resume) ResumeFlows(hold.Locator);
+        var result = (hold.Flushed, hold.Buffer.Dropped + droppedAtEnd);
+        foreach (var w in hold.Waiters) w.TrySetResult(result);
+        hold.Dispose();
+        foreach (var (begin, _) in hold.AfterDrain) begin();
+    }
+
+    /// <summary>On shutdown: every release still waiting gets what its drain did so far.</summary>
+    void AbandonHolds()
+    {
+        foreach (var hold in _holds.Values)
+        {
+            var left = (hold.Flushed, hold.Buffer.Dropped + hold.Buffer.Count);
+            foreach (var w in hold.Waiters) w.TrySetResult(left);
+            foreach (var (_, refuse) in hold.AfterDrain) refuse(new ObjectDisposedException(nameof(Engine)));
+            hold.Dispose();
+        }
+        _holds.Clear();
+    }
+}

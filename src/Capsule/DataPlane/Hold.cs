@@ -1,0 +1,53 @@
+using Capsule.Core;
+
+namespace Capsule.DataPlane;
+
+/// <summary>
+/// One locator's hold on this host (seed Fig. 6): its buffer, the lease that ends it if nobody
+/// releases it, and, once released (or expired towards a known host), its drain. Egress thread only.
+/// </summary>
+internal sealed class Hold(Locator locator, HoldBuffer buffer, long deadline, bool pauses) : IDisposable
+{
+    public Locator Locator { get; } = locator;
+    public HoldBuffer Buffer { get; } = buffer;
+
+    /// <summary>Stopwatch timestamp at which the lease runs out (while holding; a drain has none).</summary>
+    public long Deadline { get; private set; } = deadline;
+
+    /// <summary>Whether this hold paused the capsule's TCP peers with a zero window.</summary>
+    public bool Pauses { get; set; } = pauses;
+
+    public bool Draining { get; private set; }
+    public Locator DrainTo { get; private set; }
+
+    /// <summary>The drain writes into this host's own TUN (the capsule is local).</summary>
+    public bool DrainsToSelf { get; private set; }
+
+    /// <summary>Stopwatch timestamp of the drain's next burst.</summary>
+    public long NextBurst { get; set; }
+
+    public long Flushed { get; set; }
+
+    /// <summary>Releases waiting for the drain to end, with (flushed, dropped).</summary>
+    public List<TaskCompletionSource<(long Flushed, long Dropped)>> Waiters { get; } = [];
+
+    /// <summary>Holds asked for while this one drains: they begin the moment it ends (refused at shutdown).</summary>
+    public List<(Action Begin, Action<Exception> Refuse)> AfterDrain { get; } = [];
+
+    /// <summary>When the egress thread must next look at this hold.</summary>
+    public long Due => Draining ? NextBurst : Deadline;
+
+    /// <summary>A lease is only ever extended by a renewal, never shortened.</summary>
+    public void Renew(long deadline) => Deadline = Math.Max(Deadline, deadline);
+
+    public void DrainTowards(Locator host, bool self, long now)
+    {
+        Draining = true;
+        DrainTo = host;
+        DrainsToSelf = self;
+        NextBurst = now;
+        Buffer.Draining = true;
+    }
+
+    public void Dispose() => Buffer.Dispose();
+}
