@@ -8,7 +8,7 @@ namespace Capsule.Dir;
 
 /// <summary>
 /// The default directory: one process, the state in memory, every change written to disk before
-/// it is acknowledged (write to a temporary file, fsync, rename), and pushed to watchers.
+/// it is acknowledged (write to a temporary file, fsync, rename, fsync the folder), and pushed to watchers.
 /// </summary>
 internal sealed class EmbeddedDirectory : IDirectory
 {
@@ -94,6 +94,9 @@ internal sealed class EmbeddedDirectory : IDirectory
             fs.Flush(flushToDisk: true);
         }
         File.Move(tmp, file, overwrite: true);
+        // The rename lives in the folder: without this a power cut can bring back the old file
+        // (or none) although the change was acknowledged.
+        Linux.Native.FsyncFolder(Path.GetDirectoryName(Path.GetFullPath(file))!);
     }
 
     static DirectoryState Load(string file, Prefix pool)
