@@ -45,7 +45,8 @@ internal sealed partial class Migration
             try
             {
                 await SyncAsync(c, state, self, req.HoldPackets > 0 ? req.HoldPackets : DefaultHoldPackets, noHold: false, held, ct);
-                await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating, "suspending", ct: ct);
+                var suspending = await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating,
+                    state.Capsules[c.Name].Revision, "suspending", ct: ct);
                 times.SyncMs = clock.Lap();
                 var procs = Processes(c.Pid);
                 var conns = await ConnectionsAsync(c.Netns);
@@ -61,7 +62,8 @@ internal sealed partial class Migration
                 await SuspendFile.WriteAsync(req.File, meta, payload, ct);
                 // The file is whole on disk before the directory says so: a crash before this line
                 // leaves the capsule recorded as migrating here, never as suspended to a half file.
-                await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Suspended, SuspendDetail(req.File, id), ct: CancellationToken.None);
+                await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Suspended, suspending.Revision,
+                    SuspendDetail(req.File, id), ct: CancellationToken.None);
                 times.TransferMs = clock.Lap();
                 // Gone from this host; the holds (ours for local peers, the peers' own) stay until resume.
                 await runtime.EvictAsync(c);

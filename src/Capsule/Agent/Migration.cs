@@ -71,7 +71,8 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
             result.Unaccounted = await SyncAsync(c, state, self, holdPackets, req.NoHold, held, ct, pause: !req.NoPause);
             result.Peers = held.Count;
             // From here no host routes to the capsule (holds aside), and this host delivers nothing to it.
-            await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating, $"to {req.Target}", ct: ct);
+            var moving = await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating,
+                state.Capsules[c.Name].Revision, $"to {req.Target}", ct: ct);
             result.Times.SyncMs = clock.Lap();
 
             // 2. Freeze and dump.
@@ -97,7 +98,7 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
 
             // 5. Switch and flush: the directory names the new host; every holder sends what it kept there.
             await progress("flush", "switching the directory and flushing held packets to the new host");
-            await directory.UpdateAsync(c.Name, req.Target, CapsuleState.Running, ct: CancellationToken.None);
+            await directory.UpdateAsync(c.Name, req.Target, CapsuleState.Running, moving.Revision, ct: CancellationToken.None);
             // Switched: the capsule runs on the target and the directory says so. Nothing after this
             // line may put it back here; a failure now is reported, not rolled back.
             try
@@ -245,7 +246,8 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
         else result.Pid = c.Pid;
         await CapsuleNetwork.AttachAsync(loc);
         dataPlane.Pin(loc, self);
-        try { await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Running, ct: CancellationToken.None); }
+        try { await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Running,
+            (await directory.ReadAsync(c.Name)).Revision, ct: CancellationToken.None); }
         catch (DirectoryException e) { log.LogWarning("could not record {Name} as running again: {Error}", c.Name, e.Message); }
         await FlushAsync(held, loc, self, result);
         var own = await dataPlane.Engine.ReleaseAsync(loc, self);

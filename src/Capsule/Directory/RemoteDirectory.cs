@@ -16,7 +16,11 @@ internal sealed class RemoteDirectory(string endpoint) : IDirectory
     async Task<T> Call<T>(Func<Task<T>> f)
     {
         try { return await f(); }
-        catch (RpcException e) { throw new DirectoryException(Channels.Describe(e, $"the directory at {endpoint}")); }
+        catch (RpcException e)
+        {
+            var text = Channels.Describe(e, $"the directory at {endpoint}");
+            throw new DirectoryException(text, conflict: e.StatusCode == StatusCode.Aborted);
+        }
     }
 
     public Task PutHostAsync(HostRecord host, CancellationToken ct = default) =>
@@ -28,7 +32,8 @@ internal sealed class RemoteDirectory(string endpoint) : IDirectory
     public Task<CapsuleRecord> AllocateAsync(string name, string host, CancellationToken ct = default) =>
         Call(async () => (await _client.AllocateAsync(new AllocateRequest { Name = name, Host = host }, cancellationToken: ct)).ToCore());
 
-    public Task<CapsuleRecord> UpdateAsync(string name, string host, Core.CapsuleState state, string? detail = null, long expectRevision = 0, CancellationToken ct = default) =>
+    public Task<CapsuleRecord> UpdateAsync(string name, string host, Core.CapsuleState state, long expectRevision,
+        string? detail = null, CancellationToken ct = default) =>
         Call(async () => (await _client.UpdateAsync(new UpdateRequest
         {
             Name = name, Host = host, State = (Protos.CapsuleState)state, Detail = detail ?? "", ExpectRevision = expectRevision,
