@@ -38,7 +38,7 @@ public sealed class SupervisionTests(LabFixture lab)
         return null!;
     }
 
-    /// <summary>Kills the daemon named by a pid file with SIGKILL and waits until a new one has written its pid.</summary>
+    /// <summary>SIGKILLs the daemon named by a pid file and waits until a new one has written its pid.</summary>
     async Task<int> KillAndAwaitRestart(string pidFile)
     {
         var old = ReadPid(pidFile) ?? throw new InvalidOperationException($"no pid in {pidFile}");
@@ -49,7 +49,7 @@ public sealed class SupervisionTests(LabFixture lab)
         return (int)fresh;
     }
 
-    /// <summary>The capsules as `capsule ls --json` shows them: name → (host, state); null while the directory is away.</summary>
+    /// <summary>`capsule ls --json` as name → (host, state); null while the directory is away.</summary>
     async Task<Dictionary<string, (string Host, string State)>?> Listing()
     {
         var r = await lab.Run("ls", "--json");
@@ -139,7 +139,8 @@ public sealed class SupervisionTests(LabFixture lab)
         }
         var pgrep = await Cli.Exec("pgrep", ["-af", $"/labs/{own.Name}"]);
         Assert.True(pgrep.Code == 1, $"left running after lab down:\n{pgrep.Out}");
-        var leftovers = Directory.GetDirectories("/proc").Where(d => int.TryParse(Path.GetFileName(d), out _)).Where(d =>
+        var processes = Directory.GetDirectories("/proc").Where(d => int.TryParse(Path.GetFileName(d), out _));
+        var leftovers = processes.Where(d =>
         {
             try { return File.ReadAllText(Path.Combine(d, "cmdline")).Contains($"/labs/{own.Name}"); }
             catch (IOException) { return false; }

@@ -98,7 +98,8 @@ internal sealed partial class Migration(CapsuleRuntime runtime, DataPlaneHost da
 
             // 5. Switch and flush: the directory names the new host; every holder sends what it kept there.
             await progress("flush", "switching the directory and flushing held packets to the new host");
-            await directory.UpdateAsync(c.Name, req.Target, CapsuleState.Running, moving.Revision, ct: CancellationToken.None);
+            await directory.UpdateAsync(c.Name, req.Target, CapsuleState.Running, moving.Revision,
+                ct: CancellationToken.None);
             // Switched: the capsule runs on the target and the directory says so. Nothing after this
             // line may put it back here; a failure now is reported, not rolled back.
             try

@@ -51,10 +51,14 @@ internal static class DaemonCommands
             yield return dir;
         }
         {
-            var name = new Option<string>("--name") { DefaultValueFactory = _ => "daemon", Description = "What the daemon is, for the log" };
-            var childPid = new Option<string?>("--child-pid-file") { Description = "The daemon's own pid file (removed when it dies)" };
-            var cmd = new Argument<string[]>("command") { Description = "The daemon's command (after --)", Arity = ArgumentArity.OneOrMore };
-            var supervise = new Command("supervise", "Run a daemon and restart it whenever it exits unasked (systemd's Restart=always)")
+            var name = new Option<string>("--name")
+                { DefaultValueFactory = _ => "daemon", Description = "What the daemon is, for the log" };
+            var childPid = new Option<string?>("--child-pid-file")
+                { Description = "The daemon's own pid file (removed when it dies)" };
+            var cmd = new Argument<string[]>("command")
+                { Description = "The daemon's command (after --)", Arity = ArgumentArity.OneOrMore };
+            var supervise = new Command("supervise",
+                "Run a daemon and restart it whenever it exits unasked (systemd's Restart=always)")
                 { name, pidFile, childPid, cmd };
             supervise.Hidden = true;
             // A synchronous action on purpose: System.CommandLine gives an async action's SIGTERM only
@@ -66,7 +70,8 @@ internal static class DaemonCommands
                 if (own is not null) await File.WriteAllTextAsync(own, Environment.ProcessId.ToString());
                 try
                 {
-                    return await new Supervisor(pr.GetValue(name)!, pr.GetValue(cmd)!, pr.GetValue(childPid)).RunAsync();
+                    var supervisor = new Supervisor(pr.GetValue(name)!, pr.GetValue(cmd)!, pr.GetValue(childPid));
+                    return await supervisor.RunAsync();
                 }
                 finally
                 {

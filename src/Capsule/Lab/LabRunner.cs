@@ -231,7 +231,8 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             // Supervisors first (stopping one stops its daemon), so none restarts a daemon being
             // stopped; then whatever daemon is still there (its supervisor was gone or gave up).
             var pidFiles = Directory.GetFiles(paths.RunDir, "*.pid");
-            var supervisors = pidFiles.Where(f => f.EndsWith(LabPaths.SupervisorPidSuffix, StringComparison.Ordinal)).ToList();
+            var supervisors = pidFiles
+                .Where(f => f.EndsWith(LabPaths.SupervisorPidSuffix, StringComparison.Ordinal)).ToList();
             await StopDaemonsAsync(supervisors, ct);
             await StopDaemonsAsync(pidFiles.Except(supervisors).Where(File.Exists), ct);
         }

@@ -17,7 +17,8 @@ internal static class Self
     /// The command that runs <paramref name="daemon"/> (this program's <paramref name="args"/>) under a
     /// supervisor (`capsule supervise`), which restarts it when it exits unasked.
     /// </summary>
-    public static string[] Supervised(string daemon, string supervisorPidFile, string daemonPidFile, IEnumerable<string> args)
+    public static string[] Supervised(
+        string daemon, string supervisorPidFile, string daemonPidFile, IEnumerable<string> args)
     {
         var (self, prefix) = Command();
         return [self, .. prefix, "supervise", "--name", daemon, "--pid-file", supervisorPidFile,

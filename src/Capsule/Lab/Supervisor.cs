@@ -102,7 +102,8 @@ internal sealed class Supervisor(string name, IReadOnlyList<string> command, str
         if (childPidFile is null) return;
         try
         {
-            if (File.Exists(childPidFile) && File.ReadAllText(childPidFile).Trim() == pid.ToString()) File.Delete(childPidFile);
+            if (File.Exists(childPidFile) && File.ReadAllText(childPidFile).Trim() == pid.ToString())
+                File.Delete(childPidFile);
         }
         catch (IOException) { }
     }
