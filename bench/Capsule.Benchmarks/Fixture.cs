@@ -31,7 +31,7 @@ static class Fixture
         {
             var host = HostName(i % hosts);
             s = Ok(s.AllocateCapsule(CapsuleName(i), host));
-            s = Ok(s.UpdateCapsule(CapsuleName(i), host, CapsuleState.Running));
+            s = Ok(s.UpdateCapsule(CapsuleName(i), host, CapsuleState.Running, s.Capsules[CapsuleName(i)].Revision));
         }
         return s;
     }

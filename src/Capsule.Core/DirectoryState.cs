@@ -27,7 +27,12 @@ public sealed class DirectoryState
         Pool = pool; Revision = revision; Hosts = hosts; Capsules = capsules;
     }
 
-    public readonly record struct Result(DirectoryState State, DirectoryChange? Change, string? Error)
+    /// <summary>
+    /// An operation's outcome. <see cref="Conflict"/> marks a refusal because the record changed since
+    /// the writer read it: the writer lost a race (fencing), which callers treat apart from other errors.
+    /// </summary>
+    public readonly record struct Result(
+        DirectoryState State, DirectoryChange? Change, string? Error, bool Conflict = false)
     {
         public bool Ok => Error is null;
     }
@@ -70,12 +75,25 @@ public sealed class DirectoryState
         return new(new DirectoryState(Pool, rev, Hosts, Capsules.Add(name, rec)), new(rev, ChangeKind.CapsulePut, null, rec), null);
     }
 
-    /// <summary>Moves a capsule to another host and/or state; its locator never changes.</summary>
-    public Result UpdateCapsule(string name, string host, CapsuleState state, string? detail = null, long expectRevision = 0)
+    /// <summary>
+    /// Moves a capsule to another host and/or state; its locator never changes. Always conditional:
+    /// <paramref name="expectRevision"/> is the record's revision as the writer read it, and the update
+    /// is refused if the record changed since. So of two agents that read the same record and both try
+    /// to take the capsule, exactly one wins: no capsule ever has two owners.
+    /// </summary>
+    public Result UpdateCapsule(
+        string name, string host, CapsuleState state, long expectRevision, string? detail = null)
     {
         if (!Capsules.TryGetValue(name, out var cur)) return Fail($"no capsule named '{name}'");
-        if (expectRevision != 0 && cur.Revision != expectRevision)
-            return Fail($"capsule '{name}' changed meanwhile (revision {cur.Revision}, expected {expectRevision})");
+        if (expectRevision <= 0)
+            return Fail($"an update of capsule '{name}' must name the revision it was read at (got {expectRevision})");
+        if (cur.Revision != expectRevision)
+        {
+            var now = cur.State.ToString().ToLowerInvariant();
+            var error = $"capsule '{name}' changed meanwhile: it is now {now} on {cur.Host} " +
+                $"(revision {cur.Revision}, expected {expectRevision}); read it again before changing it";
+            return new(this, null, error, Conflict: true);
+        }
         if (state != CapsuleState.Suspended && !Hosts.ContainsKey(host)) return Fail($"no host named '{host}'");
         var rev = Revision + 1;
         var rec = cur with { Host = host, State = state, Revision = rev, Detail = detail };

@@ -133,9 +133,9 @@ public class DirectoryStateTests
         Step(x => x.AllocateCapsule("a", "h1"), true);
         Step(x => x.AllocateCapsule("a", "h1"), false);
         Step(x => x.AllocateCapsule("b", "nope"), false);
-        Step(x => x.UpdateCapsule("a", "h2", CapsuleState.Running), true);
-        Step(x => x.UpdateCapsule("zz", "h2", CapsuleState.Running), false);
-        Step(x => x.UpdateCapsule("a", "nope", CapsuleState.Running), false);
+        Step(x => x.UpdateRead("a", "h2", CapsuleState.Running), true);
+        Step(x => x.UpdateRead("zz", "h2", CapsuleState.Running), false);
+        Step(x => x.UpdateRead("a", "nope", CapsuleState.Running), false);
         Step(x => x.DeleteHost("h2"), false); // holds 'a'
         Step(x => x.ReleaseCapsule("a"), true);
         Step(x => x.ReleaseCapsule("a"), false);
@@ -151,7 +151,7 @@ public class DirectoryStateTests
         Assert.Equal(s.Revision, s.Capsules["a"].Revision);
         s = s.AllocateCapsule("b", "h1").Ok();
         Assert.Equal(s.Revision - 1, s.Capsules["a"].Revision);
-        s = s.UpdateCapsule("a", "h1", CapsuleState.Running).Ok();
+        s = s.UpdateRead("a", "h1", CapsuleState.Running).Ok();
         Assert.Equal(s.Revision, s.Capsules["a"].Revision);
         var r = s.ReleaseCapsule("a");
         Assert.Equal(ChangeKind.CapsuleDeleted, r.Change!.Kind);
@@ -215,7 +215,7 @@ public class DirectoryStateTests
         Assert.Contains("still holds capsule 'a'", s.Fails(s.DeleteHost("h1")));
         foreach (var st in new[] { CapsuleState.Running, CapsuleState.Stopped, CapsuleState.Migrating })
         {
-            var t = s.UpdateCapsule("a", "h1", st).Ok();
+            var t = s.UpdateRead("a", "h1", st).Ok();
             t.Fails(t.DeleteHost("h1"));
         }
         // Another host with no capsules may go.
@@ -230,8 +230,8 @@ public class DirectoryStateTests
     public void DeleteHost_is_allowed_once_its_capsules_are_moved_released_or_suspended()
     {
         var s = TwoHosts().AllocateCapsule("a", "h1").Ok().AllocateCapsule("b", "h1").Ok();
-        s = s.UpdateCapsule("a", "h2", CapsuleState.Running).Ok();
-        s = s.UpdateCapsule("b", "h1", CapsuleState.Suspended).Ok();
+        s = s.UpdateRead("a", "h2", CapsuleState.Running).Ok();
+        s = s.UpdateRead("b", "h1", CapsuleState.Suspended).Ok();
         s = s.DeleteHost("h1").Ok();
         Assert.Equal(["h2"], s.Hosts.Keys);
         // The suspended capsule keeps its (now unregistered) host and its locator.
@@ -250,12 +250,12 @@ public class DirectoryStateTests
     {
         var s = TwoHosts().AllocateCapsule("x", "h1").Ok().AllocateCapsule("a", "h1").Ok();
         var loc = s.Capsules["a"].Locator;
-        s = s.UpdateCapsule("a", "h1", CapsuleState.Running).Ok();
-        s = s.UpdateCapsule("a", "h2", CapsuleState.Migrating, "moving").Ok();
+        s = s.UpdateRead("a", "h1", CapsuleState.Running).Ok();
+        s = s.UpdateRead("a", "h2", CapsuleState.Migrating, "moving").Ok();
         Assert.Equal("moving", s.Capsules["a"].Detail);
-        s = s.UpdateCapsule("a", "h2", CapsuleState.Running).Ok();
-        s = s.UpdateCapsule("a", "h2", CapsuleState.Suspended).Ok();
-        s = s.UpdateCapsule("a", "h1", CapsuleState.Running).Ok();
+        s = s.UpdateRead("a", "h2", CapsuleState.Running).Ok();
+        s = s.UpdateRead("a", "h2", CapsuleState.Suspended).Ok();
+        s = s.UpdateRead("a", "h1", CapsuleState.Running).Ok();
         var rec = s.Capsules["a"];
         Assert.Equal(loc, rec.Locator);
         Assert.Equal("h1", rec.Host);
@@ -267,8 +267,8 @@ public class DirectoryStateTests
     public void UpdateCapsule_to_unknown_host_is_refused_unless_suspended()
     {
         var s = TwoHosts().AllocateCapsule("a", "h1").Ok();
-        Assert.Contains("no host named 'h9'", s.Fails(s.UpdateCapsule("a", "h9", CapsuleState.Running)));
-        Assert.True(s.UpdateCapsule("a", "h9", CapsuleState.Suspended).Ok);
+        Assert.Contains("no host named 'h9'", s.Fails(s.UpdateRead("a", "h9", CapsuleState.Running)));
+        Assert.True(s.UpdateRead("a", "h9", CapsuleState.Suspended).Ok);
     }
 
     [Fact]
@@ -281,10 +281,79 @@ public class DirectoryStateTests
         var e = s.Fails(s.UpdateCapsule("a", "h2", CapsuleState.Running, expectRevision: rev + 1));
         Assert.Contains("changed meanwhile", e);
         Assert.Contains($"expected {rev + 1}", e);
+        Assert.True(s.UpdateCapsule("a", "h2", CapsuleState.Running, expectRevision: rev + 1).Conflict);
 
         s = s.UpdateCapsule("a", "h2", CapsuleState.Running, expectRevision: rev).Ok();
-        // The old revision is now stale.
-        Assert.Contains("changed meanwhile", s.Fails(s.UpdateCapsule("a", "h1", CapsuleState.Running, expectRevision: rev)));
+        // The old revision is now stale, and the refusal says who holds the capsule now.
+        var stale = s.UpdateCapsule("a", "h1", CapsuleState.Running, expectRevision: rev);
+        Assert.True(stale.Conflict);
+        Assert.Contains("changed meanwhile: it is now running on h2", s.Fails(stale));
+    }
+
+    [Fact]
+    public void An_update_without_a_revision_is_refused()
+    {
+        var s = TwoHosts().AllocateCapsule("a", "h1").Ok();
+        foreach (var rev in new long[] { 0, -1 })
+        {
+            var r = s.UpdateCapsule("a", "h2", CapsuleState.Running, rev);
+            Assert.Contains("must name the revision", s.Fails(r));
+            Assert.False(r.Conflict);
+        }
+    }
+
+    [Fact]
+    public void A_stale_revision_is_refused_also_when_the_record_looks_the_same()
+    {
+        // Fencing is by revision, not by content: a writer that read before another's change loses
+        // even if that change left host and state as they were.
+        var s = TwoHosts().AllocateCapsule("a", "h1").Ok();
+        var read = s.Capsules["a"].Revision;
+        s = s.UpdateCapsule("a", "h1", CapsuleState.Creating, read).Ok();
+        Assert.Contains("it is now creating on h1", s.Fails(s.UpdateCapsule("a", "h1", CapsuleState.Running, read)));
+    }
+
+    // ---- fencing property: two writers, each reads then updates, in any interleaving ----
+
+    [Fact]
+    public void Property_two_writers_that_read_then_update_never_both_win_a_revision()
+    {
+        // A schedule is who acts next (writer 0 or 1); each writer alternates read, then update at
+        // the revision it read. The model: an update wins iff nothing was written since its read.
+        var hosts = new[] { "h1", "h2" };
+        var gen = Gen.Select(Gen.Int[0, 1].Array[2, 60], Gen.Int[0, 4].Array[60, 60]);
+        gen.Sample((schedule, states) =>
+        {
+            var s = TwoHosts().AllocateCapsule("a", "h1").Ok();
+            var read = new long?[2];
+            var winners = new Dictionary<long, int>();
+            var lastWinner = -1;
+            for (var i = 0; i < schedule.Length; i++)
+            {
+                var w = schedule[i];
+                if (read[w] is not { } rev)
+                {
+                    read[w] = s.Capsules["a"].Revision;
+                    continue;
+                }
+                read[w] = null;
+                var expectWin = s.Capsules["a"].Revision == rev;
+                var r = s.UpdateCapsule("a", hosts[w], (CapsuleState)states[i], rev);
+                Assert.True(expectWin == r.Ok, $"step {i}: writer {w} at revision {rev}: {r.Error}");
+                Assert.Equal(!expectWin, r.Conflict);
+                if (!r.Ok)
+                {
+                    Assert.Contains($"on {s.Capsules["a"].Host}", r.Error);
+                    continue;
+                }
+                Assert.True(winners.TryAdd(rev, w), $"revision {rev} was won twice");
+                lastWinner = w;
+                s = r.State;
+            }
+            // The record shows the last winner, and only it.
+            Assert.Equal(lastWinner < 0 ? "h1" : hosts[lastWinner], s.Capsules["a"].Host);
+            Assert.Equal(winners.Count, (int)(s.Revision - TwoHosts().Revision - 1));
+        }, iter: 500);
     }
 
     [Fact]
@@ -353,7 +422,7 @@ public class DirectoryStateTests
                         break;
                     case OpKind.Update:
                         expectOk = model.TryGetValue(name, out var cur) && (op.State == CapsuleState.Suspended || hosts.Contains(host));
-                        r = s.UpdateCapsule(name, host, op.State);
+                        r = s.UpdateRead(name, host, op.State);
                         if (expectOk) model[name] = (cur.Offset, host, op.State);
                         break;
                     case OpKind.PutHost:
@@ -410,7 +479,7 @@ public class DirectoryStateTests
                 {
                     0 => s.AllocateCapsule(name, n % 2 == 0 ? "h1" : "h2").State,
                     1 => s.ReleaseCapsule(name).State,
-                    _ => s.UpdateCapsule(name, n % 3 == 0 ? "h1" : "h2", CapsuleState.Running).State,
+                    _ => s.UpdateRead(name, n % 3 == 0 ? "h1" : "h2", CapsuleState.Running).State,
                 };
                 var locs = s.Capsules.Values.Select(c => c.Locator.Value).ToHashSet();
                 Assert.Equal(s.Capsules.Count, locs.Count);

@@ -16,9 +16,9 @@ public class GatewayRoutingTests
         s = s.AllocateCapsule("a", "h1").Ok();
         s = s.AllocateCapsule("b", "h2").Ok();
         s = s.AllocateCapsule("s", "h2").Ok();
-        s = s.UpdateCapsule("a", "h1", CapsuleState.Running).Ok();
-        s = s.UpdateCapsule("b", "h2", CapsuleState.Running).Ok();
-        s = s.UpdateCapsule("s", "h2", CapsuleState.Suspended).Ok();
+        s = s.UpdateRead("a", "h1", CapsuleState.Running).Ok();
+        s = s.UpdateRead("b", "h2", CapsuleState.Running).Ok();
+        s = s.UpdateRead("s", "h2", CapsuleState.Suspended).Ok();
         return s;
     }
 

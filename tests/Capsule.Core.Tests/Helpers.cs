@@ -69,6 +69,11 @@ static class Dir
         return r.Error!;
     }
 
+    /// <summary>An update made by a writer that has just read the record (its current revision).</summary>
+    public static DirectoryState.Result UpdateRead(this DirectoryState s, string name, string host, CapsuleState state,
+        string? detail = null) =>
+        s.UpdateCapsule(name, host, state, s.Capsules.TryGetValue(name, out var c) ? c.Revision : 1, detail);
+
     public static DirectoryState WithHosts(Prefix? pool = null, params HostRecord[] hosts)
     {
         var s = new DirectoryState(pool ?? Pool);

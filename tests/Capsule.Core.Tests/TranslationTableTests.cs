@@ -14,10 +14,10 @@ public class TranslationTableTests
         foreach (var (n, h) in new[] { ("a", "h1"), ("b", "h2"), ("c", "h1"), ("d", "h2"), ("e", "h2"), ("f", "h3"), ("g", "h1"), ("m", "h1") })
             s = s.AllocateCapsule(n, h).Ok();
         foreach (var (n, h) in new[] { ("a", "h1"), ("b", "h2"), ("c", "h1"), ("f", "h3"), ("g", "h1") })
-            s = s.UpdateCapsule(n, h, CapsuleState.Running).Ok();
-        s = s.UpdateCapsule("e", "h2", CapsuleState.Suspended).Ok();
-        s = s.UpdateCapsule("g", "h1", CapsuleState.Stopped).Ok();
-        s = s.UpdateCapsule("m", "h2", CapsuleState.Migrating).Ok();
+            s = s.UpdateRead(n, h, CapsuleState.Running).Ok();
+        s = s.UpdateRead("e", "h2", CapsuleState.Suspended).Ok();
+        s = s.UpdateRead("g", "h1", CapsuleState.Stopped).Ok();
+        s = s.UpdateRead("m", "h2", CapsuleState.Migrating).Ok();
         return s;
     }
 
@@ -96,7 +96,7 @@ public class TranslationTableTests
     [Fact]
     public void Migration_moves_the_route()
     {
-        var s = State.UpdateCapsule("b", "h3", CapsuleState.Running).Ok();
+        var s = State.UpdateRead("b", "h3", CapsuleState.Running).Ok();
         var t = TranslationTable.From(s, "h1");
         Assert.True(t.TryGetHost(L("b"), out var h));
         Assert.Equal(H3, h);

@@ -18,7 +18,7 @@ public sealed class DirectoryTests : IDisposable
         var d = new EmbeddedDirectory(_dir, Pool);
         await d.PutHostAsync(new HostRecord("h1", Locator.Parse("198.18.0.1"), "unix:/x"));
         var a = await d.AllocateAsync("a", "h1");
-        await d.UpdateAsync("a", "h1", CapsuleState.Running);
+        await d.UpdateAsync("a", "h1", CapsuleState.Running, a.Revision);
         var b = await d.AllocateAsync("b", "h1");
         await d.ReleaseAsync("b");
 

@@ -62,15 +62,19 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
                 Directory.Delete(dir, recursive: true);
                 continue;
             }
+            var alive = CapsuleProcess.IsAlive(c.Pid);
             // The nft set was rebuilt empty at start-up; let the capsule send again.
-            if (CapsuleProcess.IsAlive(c.Pid)) await HostNetwork.AllowAsync(CapsuleNetwork.HostIf(c.Locator), c.Locator);
+            if (alive) await HostNetwork.AllowAsync(CapsuleNetwork.HostIf(c.Locator), c.Locator);
             else if (rec.State == CapsuleState.Running)
             {
                 // The host went down under it (a reboot): say so; `capsule rm` clears it away.
                 log.LogWarning("capsule {Name} did not survive the host's restart", c.Name);
-                await directory.UpdateAsync(c.Name, options.Host, CapsuleState.Stopped, "its host restarted", ct: ct);
+                await RecordStoppedAsync(c.Name, "its host restarted", ct);
             }
             _capsules[c.Name] = c;
+            // Only the agent restarted (it crashed, or its supervisor restarted it): the capsule ran on
+            // and its end must still be noticed.
+            if (alive) WatchExit(c);
             log.LogInformation("recovered capsule {Name} ({Locator}, pid {Pid})", c.Name, c.Locator, c.Pid);
         }
     }
@@ -134,11 +138,34 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         if (!IsMoving(c.Name) && _capsules.TryGetValue(c.Name, out var cur) && cur.Pid == c.Pid)
         {
             log.LogInformation("capsule {Name} stopped (its first process exited)", c.Name);
-            try { await directory.UpdateAsync(c.Name, options.Host, CapsuleState.Stopped, "first process exited"); }
+            try { await RecordStoppedAsync(c.Name, "first process exited", CancellationToken.None); }
             catch (DirectoryException e) { log.LogWarning("could not record stop of {Name}: {Error}", c.Name, e.Message); }
         }
         launcher?.Dispose();
     });
+
+    /// <summary>
+    /// Records that a capsule of this host stopped, at the revision just read. A conflict means another
+    /// writer came in between (a migration's switch, say): read once more and retry, unless the capsule
+    /// is no longer placed here, in which case it is not this host's to mark.
+    /// </summary>
+    async Task RecordStoppedAsync(string name, string why, CancellationToken ct)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            var rec = await directory.ReadAsync(name, ct);
+            if (rec.Host != options.Host) return;
+            try
+            {
+                await directory.UpdateAsync(name, options.Host, CapsuleState.Stopped, rec.Revision, why, ct);
+                return;
+            }
+            catch (DirectoryException e) when (e.Conflict && attempt == 0)
+            {
+                log.LogInformation("capsule {Name} changed while recording its stop; reading it again", name);
+            }
+        }
+    }
 
     public async Task RemoveAsync(string name, CancellationToken ct)
     {

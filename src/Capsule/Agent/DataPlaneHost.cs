@@ -58,12 +58,15 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
             catch (OperationCanceledException) when (stop.IsCancellationRequested) { }
             catch (DirectoryException e)
             {
-                // Keep forwarding with the last table while the directory is away; retry soon.
+                // Keep forwarding with the last table while the directory is away; retry soon, so a
+                // restarted directory's changes (a migration's switch) reach this table quickly.
                 log.LogWarning("directory watch lost: {Error}; retrying", e.Message);
-                await Task.Delay(500, stop).ContinueWith(_ => { });
+                await Task.Delay(WatchRetry, stop).ContinueWith(_ => { });
             }
         }
     }
+
+    static readonly TimeSpan WatchRetry = TimeSpan.FromMilliseconds(200);
 
     public DirectoryState? State { get { lock (_tableGate) return _state; } }
 

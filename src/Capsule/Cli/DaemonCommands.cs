@@ -3,6 +3,7 @@ using Capsule.Agent;
 using Capsule.Core;
 using Capsule.DataPlane;
 using Capsule.Dir;
+using Capsule.Lab;
 
 namespace Capsule.Cli;
 
@@ -62,6 +63,36 @@ internal static class DaemonCommands
             dir.SetAction((pr, ct) => CommandTree.Run(async () =>
                 await DirectoryServer.RunAsync(pr.GetValue(state)!, Prefix.Parse(pr.GetValue(pool)!), pr.GetValue(listen)!, pr.GetValue(pidFile), ct)));
             yield return dir;
+        }
+        {
+            var name = new Option<string>("--name")
+                { DefaultValueFactory = _ => "daemon", Description = "What the daemon is, for the log" };
+            var childPid = new Option<string?>("--child-pid-file")
+                { Description = "The daemon's own pid file (removed when it dies)" };
+            var cmd = new Argument<string[]>("command")
+                { Description = "The daemon's command (after --)", Arity = ArgumentArity.OneOrMore };
+            var supervise = new Command("supervise",
+                "Run a daemon and restart it whenever it exits unasked (systemd's Restart=always)")
+                { name, pidFile, childPid, cmd };
+            supervise.Hidden = true;
+            // A synchronous action on purpose: System.CommandLine gives an async action's SIGTERM only
+            // two seconds and then exits, whereas the supervisor must outlive its daemon's shutdown.
+            supervise.SetAction(pr => CommandTree.Run(async () =>
+            {
+                Linux.Native.CloseInheritedOnExec();
+                var own = pr.GetValue(pidFile);
+                if (own is not null) await File.WriteAllTextAsync(own, Environment.ProcessId.ToString());
+                try
+                {
+                    var supervisor = new Supervisor(pr.GetValue(name)!, pr.GetValue(cmd)!, pr.GetValue(childPid));
+                    return await supervisor.RunAsync();
+                }
+                finally
+                {
+                    if (own is not null) File.Delete(own);
+                }
+            }).GetAwaiter().GetResult());
+            yield return supervise;
         }
     }
 }

@@ -3,13 +3,20 @@ using Grpc.Core;
 
 namespace Capsule.Dir;
 
-/// <summary>Serves a directory over gRPC; directory rule violations become FailedPrecondition with the rule's own words.</summary>
+/// <summary>
+/// Serves a directory over gRPC; directory rule violations become FailedPrecondition with the rule's
+/// own words, a lost conditional update Aborted (gRPC's code for a concurrency conflict).
+/// </summary>
 internal sealed class DirectoryService(EmbeddedDirectory dir) : Protos.CapsuleDirectory.CapsuleDirectoryBase
 {
     static async Task<T> Guard<T>(Func<Task<T>> f)
     {
         try { return await f(); }
-        catch (DirectoryException e) { throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message)); }
+        catch (DirectoryException e)
+        {
+            var code = e.Conflict ? StatusCode.Aborted : StatusCode.FailedPrecondition;
+            throw new RpcException(new Status(code, e.Message));
+        }
     }
 
     static readonly Empty Done = new();
@@ -25,7 +32,7 @@ internal sealed class DirectoryService(EmbeddedDirectory dir) : Protos.CapsuleDi
 
     public override Task<CapsuleEntry> Update(UpdateRequest request, ServerCallContext context) =>
         Guard(async () => (await dir.UpdateAsync(request.Name, request.Host, (Core.CapsuleState)request.State,
-            request.Detail.Length == 0 ? null : request.Detail, request.ExpectRevision)).ToWire());
+            request.ExpectRevision, request.Detail.Length == 0 ? null : request.Detail)).ToWire());
 
     public override Task<Empty> Release(NameRequest request, ServerCallContext context) =>
         Guard(async () => { await dir.ReleaseAsync(request.Name); return Done; });

@@ -8,7 +8,7 @@ namespace Capsule.Dir;
 
 /// <summary>
 /// The default directory: one process, the state in memory, every change written to disk before
-/// it is acknowledged (write to a temporary file, fsync, rename), and pushed to watchers.
+/// it is acknowledged (write to a temporary file, fsync, rename, fsync the folder), and pushed to watchers.
 /// </summary>
 internal sealed class EmbeddedDirectory : IDirectory
 {
@@ -31,7 +31,7 @@ internal sealed class EmbeddedDirectory : IDirectory
         lock (_gate)
         {
             var r = op(_state);
-            if (!r.Ok) throw new DirectoryException(r.Error!);
+            if (!r.Ok) throw new DirectoryException(r.Error!, r.Conflict);
             if (r.Change is not null)
             {
                 Save(_file, r.State); // durable before anyone hears of it
@@ -46,8 +46,9 @@ internal sealed class EmbeddedDirectory : IDirectory
     public Task DeleteHostAsync(string name, CancellationToken ct = default) => Apply(s => s.DeleteHost(name), _ => 0);
     public Task<CapsuleRecord> AllocateAsync(string name, string host, CancellationToken ct = default) =>
         Apply(s => s.AllocateCapsule(name, host), r => r.Change!.Capsule!);
-    public Task<CapsuleRecord> UpdateAsync(string name, string host, CapsuleState state, string? detail = null, long expectRevision = 0, CancellationToken ct = default) =>
-        Apply(s => s.UpdateCapsule(name, host, state, detail, expectRevision), r => r.Change!.Capsule!);
+    public Task<CapsuleRecord> UpdateAsync(string name, string host, CapsuleState state, long expectRevision,
+        string? detail = null, CancellationToken ct = default) =>
+        Apply(s => s.UpdateCapsule(name, host, state, expectRevision, detail), r => r.Change!.Capsule!);
     public Task ReleaseAsync(string name, CancellationToken ct = default) => Apply(s => s.ReleaseCapsule(name), _ => 0);
     public Task<DirectoryState> SnapshotAsync(CancellationToken ct = default) => Task.FromResult(State);
 
@@ -94,6 +95,9 @@ internal sealed class EmbeddedDirectory : IDirectory
             fs.Flush(flushToDisk: true);
         }
         File.Move(tmp, file, overwrite: true);
+        // The rename lives in the folder: without this a power cut can bring back the old file
+        // (or none) although the change was acknowledged.
+        Linux.Native.FsyncFolder(Path.GetDirectoryName(Path.GetFullPath(file))!);
     }
 
     static DirectoryState Load(string file, Prefix pool)

@@ -12,7 +12,15 @@ internal interface IDirectory
     Task PutHostAsync(HostRecord host, CancellationToken ct = default);
     Task DeleteHostAsync(string name, CancellationToken ct = default);
     Task<CapsuleRecord> AllocateAsync(string name, string host, CancellationToken ct = default);
-    Task<CapsuleRecord> UpdateAsync(string name, string host, CapsuleState state, string? detail = null, long expectRevision = 0, CancellationToken ct = default);
+
+    /// <summary>
+    /// Moves a capsule to a host and state, only if its record is still at <paramref name="expectRevision"/>
+    /// (the revision the caller read): there is no unconditional update, so two agents can never both
+    /// own a capsule. A lost race fails with <see cref="DirectoryException.Conflict"/> set.
+    /// </summary>
+    Task<CapsuleRecord> UpdateAsync(string name, string host, CapsuleState state, long expectRevision,
+        string? detail = null, CancellationToken ct = default);
+
     Task ReleaseAsync(string name, CancellationToken ct = default);
     Task<DirectoryState> SnapshotAsync(CancellationToken ct = default);
 
@@ -20,4 +28,16 @@ internal interface IDirectory
     IAsyncEnumerable<DirectoryState> WatchAsync(CancellationToken ct);
 }
 
-internal sealed class DirectoryException(string message) : Exception(message);
+/// <summary>A directory failure; <see cref="Conflict"/> when a conditional update lost to another writer.</summary>
+internal sealed class DirectoryException(string message, bool conflict = false) : Exception(message)
+{
+    public bool Conflict => conflict;
+}
+
+internal static class DirectoryReads
+{
+    /// <summary>The capsule's record as the directory has it now (for a conditional update).</summary>
+    public static async Task<CapsuleRecord> ReadAsync(this IDirectory d, string name, CancellationToken ct = default) =>
+        (await d.SnapshotAsync(ct)).Capsules.GetValueOrDefault(name)
+        ?? throw new DirectoryException($"no capsule named '{name}'");
+}

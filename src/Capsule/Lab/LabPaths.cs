@@ -23,6 +23,7 @@ internal sealed record LabPaths(string Name)
     public string DirectoryEndpoint => "unix:" + DirectorySocket;
     public string DirectoryPidFile => Path.Combine(RunDir, "directory.pid");
     public string DirectoryLog => Path.Combine(RunDir, "directory.log");
+    public string DirectorySupervisorPidFile => Path.Combine(RunDir, "directory" + SupervisorPidSuffix);
     public string NetnsPrefix => Name;
     public string UnderlayNetns => $"{Name}-ul";
     public string LegacySegmentNetns => $"{Name}-ls";
@@ -31,6 +32,8 @@ internal sealed record LabPaths(string Name)
     public string AgentEndpoint(string host) => $"unix:{RunDir}/{host}.sock";
     public string AgentPidFile(string host) => Path.Combine(RunDir, $"{host}.pid");
     public string AgentLog(string host) => Path.Combine(RunDir, $"{host}.log");
+    public string AgentSupervisorPidFile(string host) => Path.Combine(RunDir, host + SupervisorPidSuffix);
+    public const string SupervisorPidSuffix = ".supervisor.pid";
     public string HostStateDir(string host) => Path.Combine(StateDir, "hosts", host);
     /// <summary>
     /// The one path at which every simulated host sees its own state folder (a bind mount in that

@@ -69,10 +69,10 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         if (legacy > 0) await BuildLegacyAsync(record, legacy);
 
         Say("directory");
-        var (self, prefix) = Self.Command();
-        Self.StartDaemon(paths.DirectoryLog, [self, .. prefix, "directory",
+        Self.StartDaemon(paths.DirectoryLog, Self.Supervised("directory", paths.DirectorySupervisorPidFile,
+            paths.DirectoryPidFile, ["directory",
             "--state", Path.Combine(paths.StateDir, "directory"), "--listen", paths.DirectoryEndpoint,
-            "--pool", LabPaths.Pool, "--pid-file", paths.DirectoryPidFile]);
+            "--pool", LabPaths.Pool, "--pid-file", paths.DirectoryPidFile]));
         var directory = new RemoteDirectory(paths.DirectoryEndpoint);
         await WaitAsync("the directory", paths.DirectoryLog, async () => { await directory.SnapshotAsync(ct); return true; }, ct);
 
@@ -145,19 +145,19 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
     void BootAgent(HostEntry h)
     {
         Say($"host {h.Name} ({h.Underlay}): agent");
-        var (self, prefix) = Self.Command();
         Directory.CreateDirectory(paths.HostStateDir(h.Name));
         Directory.CreateDirectory(paths.HostView);
         // Its own mount namespace (propagation unchanged, so /run/netns stays shared with the
         // machine and `ip netns` sees the capsules) with its own folder bound at the common view.
+        // The supervisor runs inside both namespaces, so a restarted agent sees the same host.
         Self.StartDaemon(paths.AgentLog(h.Name), ["nsenter", $"--net={Netns.Dir}/{h.Netns}", "--",
             "unshare", "--mount", "--propagation", "unchanged", "--",
             "sh", "-c", """mount --bind "$1" "$2" && shift 2 && exec "$@" """, "sh", paths.HostStateDir(h.Name), paths.HostView,
-            self, .. prefix, "agent",
+            .. Self.Supervised("agent", paths.AgentSupervisorPidFile(h.Name), paths.AgentPidFile(h.Name), ["agent",
             "--host", h.Name, "--underlay", h.Underlay, "--directory", paths.DirectoryEndpoint,
             "--listen", h.Endpoint, "--state", paths.HostView, "--netns-prefix", paths.NetnsPrefix,
             "--serves", h.Serves, "--icmp-from", h.IcmpFrom,
-            "--pid-file", paths.AgentPidFile(h.Name)]);
+            "--pid-file", paths.AgentPidFile(h.Name)])]);
     }
 
     async Task WaitForAgentAsync(HostEntry h, RemoteDirectory directory, CancellationToken ct)
@@ -184,6 +184,8 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         foreach (var h in chosen)
         {
             Say($"host {h.Name}: power off");
+            // The supervisor first, or it would restart the agent being stopped.
+            await StopDaemonsAsync([paths.AgentSupervisorPidFile(h.Name)], ct);
             await StopDaemonsAsync([paths.AgentPidFile(h.Name)], ct);
             foreach (var ns in Netns.List().Where(n => n.StartsWith(h.Netns + "-c-", StringComparison.Ordinal)).Append(h.Netns).ToList())
             {
@@ -224,7 +226,16 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
     /// <summary>Removes every process, namespace, link and file of the lab. Safe to run twice or on a half-made lab.</summary>
     public async Task DownAsync(CancellationToken ct)
     {
-        if (Directory.Exists(paths.RunDir)) await StopDaemonsAsync(Directory.GetFiles(paths.RunDir, "*.pid"), ct);
+        if (Directory.Exists(paths.RunDir))
+        {
+            // Supervisors first (stopping one stops its daemon), so none restarts a daemon being
+            // stopped; then whatever daemon is still there (its supervisor was gone or gave up).
+            var pidFiles = Directory.GetFiles(paths.RunDir, "*.pid");
+            var supervisors = pidFiles
+                .Where(f => f.EndsWith(LabPaths.SupervisorPidSuffix, StringComparison.Ordinal)).ToList();
+            await StopDaemonsAsync(supervisors, ct);
+            await StopDaemonsAsync(pidFiles.Except(supervisors).Where(File.Exists), ct);
+        }
 
         // Capsules before hosts: a capsule's namespace holds one end of a veth whose other end is in a host.
         var owned = Netns.List().Where(paths.Owns).OrderBy(n => n.Contains("-c-") ? 0 : 1).ToList();

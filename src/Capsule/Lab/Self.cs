@@ -13,6 +13,18 @@ internal static class Self
             : (path, []);
     }
 
+    /// <summary>
+    /// The command that runs <paramref name="daemon"/> (this program's <paramref name="args"/>) under a
+    /// supervisor (`capsule supervise`), which restarts it when it exits unasked.
+    /// </summary>
+    public static string[] Supervised(
+        string daemon, string supervisorPidFile, string daemonPidFile, IEnumerable<string> args)
+    {
+        var (self, prefix) = Command();
+        return [self, .. prefix, "supervise", "--name", daemon, "--pid-file", supervisorPidFile,
+            "--child-pid-file", daemonPidFile, "--", self, .. prefix, .. args];
+    }
+
     /// <summary>Starts a daemon detached in its own session (it outlives this command), output to <paramref name="log"/>.</summary>
     public static void StartDaemon(string log, IEnumerable<string> command)
     {

@@ -135,3 +135,23 @@ internal static partial class Native
     /// </summary>
     public static void CloseInheritedOnExec() => close_range(3, uint.MaxValue, CLOSE_RANGE_CLOEXEC);
 }
+
+internal static partial class Native
+{
+    public const int O_RDONLY = 0, O_DIRECTORY = 0x10000;
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int fsync(int fd);
+
+    /// <summary>
+    /// Makes a folder's entries durable: after a rename, the new name is on disk only once the folder
+    /// itself is synced. .NET cannot open a folder (File.OpenHandle refuses directories on Linux), hence libc.
+    /// </summary>
+    public static void FsyncFolder(string path)
+    {
+        var fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        ThrowIfFailed(fd, $"open folder {path}");
+        try { ThrowIfFailed(fsync(fd), $"fsync folder {path}"); }
+        finally { close(fd); }
+    }
+}

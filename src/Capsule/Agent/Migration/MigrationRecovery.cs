@@ -67,7 +67,7 @@ internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlan
         if (m.Kind == MoveKind.Migrate && m.Step == MoveStep.Frozen && await TargetRunsAsync(m, state, ct))
         {
             // The target restored it before we went down: finish the move rather than undo it.
-            await directory.UpdateAsync(m.Name, m.Target, CapsuleState.Running, null, rec.Revision, ct);
+            await directory.UpdateAsync(m.Name, m.Target, CapsuleState.Running, rec.Revision, null, ct);
             await FinishAsync(m, c, frozen, await directory.SnapshotAsync(ct));
             return;
         }

@@ -91,7 +91,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         r.Peers = m.Holds.Count;
         journal.Write(m.Record(MoveStep.Syncing, m.Holds.Holders));
         // From here no host routes to the capsule (holds aside).
-        rec = await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating, $"to {m.Target.Name}", rec.Revision, ct);
+        rec = await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating, rec.Revision, $"to {m.Target.Name}", ct);
         r.Times.SyncMs = m.Clock.Lap();
         await faults.HitAsync(FaultPoints.SourceAfterSync);
 
@@ -116,7 +116,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         await faults.HitAsync(FaultPoints.SourceBeforeSwitch);
 
         await progress("flush", "switching the directory and flushing held packets to the new host");
-        await directory.UpdateAsync(c.Name, m.Target.Name, CapsuleState.Running, null, rec.Revision, CancellationToken.None);
+        await directory.UpdateAsync(c.Name, m.Target.Name, CapsuleState.Running, rec.Revision, null, CancellationToken.None);
         // Switched: the capsule runs on the target and the directory says so. Nothing after this
         // line may put it back here; a failure now is reported, not rolled back.
         m.Switched = true;

@@ -32,7 +32,7 @@ internal sealed partial class SourceRollback(CapsuleRuntime runtime, DataPlaneHo
         var self = state.Hosts[O.Host].Underlay;
         dataPlane.Pin(c.Locator, self);
         if (state.Capsules.TryGetValue(c.Name, out var rec) && (rec.Host != O.Host || rec.State != CapsuleState.Running))
-            await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Running, null, rec.Revision);
+            await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Running, rec.Revision, null);
         var tally = holdSet is not null
             ? await holdSet.ReleaseAsync(self)
             : await holds.ReleaseAsync(c.Locator, holders, self, state);

@@ -71,7 +71,7 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             var capacity = req.HoldPackets > 0 ? req.HoldPackets : MigrationSource.DefaultHoldPackets;
             held = await holds.BeginAsync(c, state, capacity, ct);
             journal.Write(Record(MoveStep.Syncing, held.Holders));
-            rec = await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating, "suspending", rec.Revision, ct);
+            rec = await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating, rec.Revision, "suspending", ct);
             times.SyncMs = clock.Lap();
             var procs = Processes(c.Pid);
             var conns = await ConnectionsAsync(c.Netns);
@@ -90,7 +90,7 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             // The file is whole on disk before the directory says so: a crash before this line
             // leaves the capsule recorded as migrating here (recovery resumes it), never as
             // suspended to a half file.
-            await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Suspended, SuspendDetail(req.File, id), rec.Revision,
+            await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Suspended, rec.Revision, SuspendDetail(req.File, id),
                 CancellationToken.None);
             suspended = true;
             journal.Write(Record(MoveStep.Switched, held.Holders));
@@ -161,7 +161,7 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             try
             {
                 // Only one resume of a file wins: the revision must still be the suspended one.
-                await directory.UpdateAsync(meta.Name, O.Host, CapsuleState.Running, null, rec.Revision, CancellationToken.None);
+                await directory.UpdateAsync(meta.Name, O.Host, CapsuleState.Running, rec.Revision, null, CancellationToken.None);
             }
             catch (DirectoryException)
             {

@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Xunit;
+
+namespace Capsule.Lab.Tests;
+
+/// <summary>
+/// The lab's daemons are supervised as systemd's Restart=always would: an agent or the directory
+/// killed outright is back within seconds, with its state, and what it served goes on.
+/// </summary>
+[Collection("lab")]
+public sealed class SupervisionTests(LabFixture lab)
+{
+    static string[] Stream(params string[] args) => ["python3", LabFixture.Tool("stream.py"), .. args];
+
+    string RunDir => $"/run/capsule/labs/{lab.Name}";
+
+    static int? ReadPid(string file)
+    {
+        try { return int.TryParse(File.ReadAllText(file).Trim(), out var pid) ? pid : null; }
+        catch (IOException) { return null; }
+    }
+
+    static bool Alive(int pid) => Directory.Exists($"/proc/{pid}");
+
+    /// <summary>Polls <paramref name="probe"/> until it answers, for at most <paramref name="seconds"/>.</summary>
+    async Task<T> Until<T>(string what, int seconds, Func<Task<T?>> probe, string? log = null) where T : class
+    {
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < TimeSpan.FromSeconds(seconds))
+        {
+            if (await probe() is { } done) return done;
+            await Task.Delay(100);
+        }
+        var file = Path.Combine(RunDir, log ?? "h1.log");
+        var tail = File.Exists(file) ? string.Join('\n', File.ReadLines(file).TakeLast(25)) : "(no log)";
+        Assert.Fail($"{what} did not happen within {seconds} s; last lines of {file}:\n{tail}");
+        return null!;
+    }
+
+    /// <summary>SIGKILLs the daemon named by a pid file and waits until a new one has written its pid.</summary>
+    async Task<int> KillAndAwaitRestart(string pidFile)
+    {
+        var old = ReadPid(pidFile) ?? throw new InvalidOperationException($"no pid in {pidFile}");
+        (await Cli.Exec("kill", ["-9", old.ToString()])).Ok();
+        var fresh = await Until($"a new daemon in {pidFile}", 30,
+            () => Task.FromResult(ReadPid(pidFile) is { } p && p != old && Alive(p) ? (object)p : null),
+            Path.GetFileName(pidFile).Replace(".pid", ".log"));
+        return (int)fresh;
+    }
+
+    /// <summary>`capsule ls --json` as name → (host, state); null while the directory is away.</summary>
+    async Task<Dictionary<string, (string Host, string State)>?> Listing()
+    {
+        var r = await lab.Run("ls", "--json");
+        if (r.Code != 0) return null;
+        using var doc = JsonDocument.Parse(r.Out);
+        return doc.RootElement.EnumerateArray().ToDictionary(
+            c => c.GetProperty("name").GetString()!,
+            c => (c.GetProperty("host").GetString()!, c.GetProperty("state").GetString()!));
+    }
+
+    [Fact]
+    public async Task A_killed_agent_is_restarted_its_capsule_keeps_running_and_its_stream_finishes()
+    {
+        var (srv, _) = await lab.Create("ksrv", "h2", Stream("server", "7100"));
+        await lab.WaitForLog("ksrv", "LISTENING");
+        var (_, clientPid) = await lab.Create("kcli", "h1", Stream("client", srv, "7100", "12"));
+        try
+        {
+            await lab.WaitForLog("kcli", "PROGRESS sent=");
+            await KillAndAwaitRestart(Path.Combine(RunDir, "h1.pid"));
+
+            // The capsule outlived its agent, and the new agent has taken it back.
+            Assert.True(Alive(clientPid), "the capsule died with its agent");
+            await Until("the restarted agent to serve kcli", 30,
+                async () => (await lab.InCapsule("kcli", "true")).Code == 0 ? "ok" : null);
+            var listed = await Listing();
+            Assert.NotNull(listed);
+            Assert.Equal(("h1", "running"), listed["kcli"]);
+
+            var log = await lab.WaitForLog("kcli", "DONE");
+            Assert.DoesNotContain("ERROR", log);
+            Assert.DoesNotContain("ERROR", await lab.Logs("ksrv"));
+            var agentLog = await File.ReadAllTextAsync(Path.Combine(RunDir, "h1.log"));
+            Assert.Contains("supervisor: agent exited (signal 9); restarting in 1 s", agentLog);
+        }
+        finally
+        {
+            await lab.Run("rm", "kcli");
+            await lab.Run("rm", "ksrv");
+        }
+    }
+
+    [Fact]
+    public async Task A_killed_directory_comes_back_with_its_state_and_serves_creates_again()
+    {
+        await lab.Create("dkeep", "h1", "sleep", "infinity");
+        try
+        {
+            var before = await Listing();
+            Assert.NotNull(before);
+            Assert.Contains("dkeep", before.Keys);
+
+            await KillAndAwaitRestart(Path.Combine(RunDir, "directory.pid"));
+            var after = await Until("the directory to answer again", 30, Listing, "directory.log");
+            Assert.Equal(before.OrderBy(kv => kv.Key), after.OrderBy(kv => kv.Key));
+
+            await lab.Create("dnew", "h2", "sleep", "infinity");
+            var listed = await Listing();
+            Assert.NotNull(listed);
+            Assert.Equal(("h2", "running"), listed["dnew"]);
+            var dirLog = await File.ReadAllTextAsync(Path.Combine(RunDir, "directory.log"));
+            Assert.Contains("supervisor: directory exited (signal 9); restarting in 1 s", dirLog);
+        }
+        finally
+        {
+            await lab.Run("rm", "dnew");
+            await lab.Run("rm", "dkeep");
+        }
+    }
+
+    [Fact]
+    public async Task Lab_down_leaves_no_process_also_while_a_restart_is_pending()
+    {
+        var own = new LabFixture { Hosts = 2, Legacy = 0 };
+        try
+        {
+            await own.InitializeAsync();
+            await own.Create("left", "h1", "sleep", "infinity");
+            // The supervisor is now waiting its second before restarting h1's agent: down must win.
+            var pid = ReadPid($"/run/capsule/labs/{own.Name}/h1.pid");
+            Assert.NotNull(pid);
+            (await Cli.Exec("kill", ["-9", pid.Value.ToString()])).Ok();
+        }
+        finally
+        {
+            (await own.Run("lab", "down")).Ok();
+        }
+        var pgrep = await Cli.Exec("pgrep", ["-af", $"/labs/{own.Name}"]);
+        Assert.True(pgrep.Code == 1, $"left running after lab down:\n{pgrep.Out}");
+        var processes = Directory.GetDirectories("/proc").Where(d => int.TryParse(Path.GetFileName(d), out _));
+        var leftovers = processes.Where(d =>
+        {
+            try { return File.ReadAllText(Path.Combine(d, "cmdline")).Contains($"/labs/{own.Name}"); }
+            catch (IOException) { return false; }
+            catch (UnauthorizedAccessException) { return false; }
+        }).ToList();
+        Assert.Empty(leftovers);
+        Assert.DoesNotContain(Directory.GetFiles("/run/netns"), n => Path.GetFileName(n).StartsWith(own.Name + "-"));
+    }
+}
