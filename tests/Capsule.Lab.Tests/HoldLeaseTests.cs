@@ -132,7 +132,7 @@ while time.time() < end:
             var agent = Agent("h1");
             var hold = new HoldRequest
             {
-                Locator = sink, Via = Underlay("h2"), Capacity = 16384, NoPause = true, LeaseMs = 60_000,
+                Locator = sink, Via = Underlay("h2"), Capacity = 16384, LeaseMs = 60_000,
             };
             await agent.HoldAsync(hold, deadline: DateTime.UtcNow.AddSeconds(10));
             await WaitForStats("h1", s => s["held"] - before["held"] >= 1500, "holding 1500 datagrams");
