@@ -49,7 +49,11 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
     public async Task RecoverAsync(CancellationToken ct)
     {
         var root = Path.Combine(options.StateDir, "capsules");
-        if (!Directory.Exists(root)) return;
+        if (!Directory.Exists(root))
+        {
+            await RemoveStrayNamespacesAsync();
+            return;
+        }
         var snapshot = await directory.SnapshotAsync(ct);
         foreach (var dir in Directory.EnumerateDirectories(root))
         {
@@ -76,6 +80,23 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
             // and its end must still be noticed.
             if (alive) WatchExit(c);
             log.LogInformation("recovered capsule {Name} ({Locator}, pid {Pid})", c.Name, c.Locator, c.Pid);
+        }
+        await RemoveStrayNamespacesAsync();
+    }
+
+    /// <summary>
+    /// A namespace built for a capsule that never arrived (this agent died while it was the target
+    /// of a move) belongs to no capsule here: it goes, with its veth.
+    /// </summary>
+    async Task RemoveStrayNamespacesAsync()
+    {
+        var prefix = options.CapsuleNetns("");
+        foreach (var ns in Netns.List().Where(n => n.StartsWith(prefix, StringComparison.Ordinal)).ToList())
+        {
+            if (_capsules.ContainsKey(ns[prefix.Length..])) continue;
+            log.LogWarning("removing namespace {Netns}: no capsule of this host owns it", ns);
+            await Netns.KillAllAsync(ns);
+            await Netns.DeleteAsync(ns);
         }
     }
 
