@@ -145,9 +145,20 @@ public class LabFixture : IAsyncLifetime
         }, $"{capsule}'s stream to echo {bytes} more bytes than {from}", seconds);
     }
 
-    /// <summary>A counter of the capsule's eth0 (rx_bytes, tx_bytes, rx_packets, ...), as its kernel counts.</summary>
-    public async Task<long> NetCounter(string capsule, string counter) =>
-        long.Parse((await InCapsule(capsule, "cat", $"/sys/class/net/eth0/statistics/{counter}")).Ok().Out);
+    /// <summary>A counter of the capsule's eth0 (rx_bytes, rx_packets, tx_bytes, tx_packets), as counted.</summary>
+    /// <remarks>
+    /// From /proc/net/dev, which follows the reader's network namespace; /sys/class/net does not (it shows
+    /// the namespace of whoever mounted that sysfs, not the capsule's).
+    /// </remarks>
+    public async Task<long> NetCounter(string capsule, string counter)
+    {
+        var dev = (await InCapsule(capsule, "cat", "/proc/net/dev")).Ok().Out;
+        var fields = dev.Split('\n').Single(l => l.TrimStart().StartsWith("eth0:")).Split(':')[1]
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        int column = counter switch { "rx_bytes" => 0, "rx_packets" => 1, "tx_bytes" => 8, "tx_packets" => 9,
+            _ => throw new ArgumentException($"no such counter: {counter}", nameof(counter)) };
+        return long.Parse(fields[column]);
+    }
 
     /// <summary>
     /// Waits until the capsule's eth0 <paramref name="counter"/> has grown by <paramref name="amount"/>
