@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Capsule needs on a fresh Debian 12 machine and builds it. Idempotent, and quick
-# when nothing is missing: package checks are one dpkg-query, the build runs only when a source
-# file is newer than the last build.
+# when nothing is missing: package checks are one dpkg-query, the build runs only when the build
+# inputs changed since the last build.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 config="${CAPSULE_CONFIG:-Release}"
@@ -33,10 +33,17 @@ fi
 # CRIU 4.2.1 in a private folder (the system criu does not work on this kernel; see DESIGN.md).
 "$root/scripts/install-criu.sh" >&2
 
+# The stamp holds a fingerprint of every build input: path, size and mtime of each file, sorted.
+# Comparing fingerprints (rather than asking find for files newer than the stamp) also notices a
+# source file that was deleted, moved or restored with an old mtime.
 stamp="$root/artifacts/.built-$config"
-if [ ! -f "$stamp" ] || [ -n "$(find "$root/src" "$root/tests" "$root/Directory.Build.props" -newer "$stamp" -type f -print -quit 2>/dev/null)" ]; then
+inputs=(src tests bench Directory.Build.props Capsule.slnx)
+fingerprint="$(cd "$root" && { find "${inputs[@]}" \( -name bin -o -name obj \) -prune -o -type f \
+  -printf '%p %s %T@\n' 2>/dev/null || true; } | LC_ALL=C sort | sha256sum)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$fingerprint" ]; then
   echo "capsule: building ($config)" >&2
   mkdir -p "$root/artifacts"
+  rm -f "$stamp" # a failed build must not leave the old fingerprint looking current
   dotnet build "$root/Capsule.slnx" -c "$config" -nologo -clp:ErrorsOnly -v:q >&2
-  touch "$stamp"
+  echo "$fingerprint" > "$stamp"
 fi

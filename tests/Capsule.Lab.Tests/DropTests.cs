@@ -46,9 +46,17 @@ public sealed class DropTests(LabFixture lab)
                 await Cli.Exec("nsenter", [ul, "--", "ip", "addr", "del", "198.18.0.240/24", "dev", "br0"]);
             }
 
-            await Task.Delay(300);
-            var after = await lab.Stats("h1");
+            // The agent counts a datagram once it has read it, a moment after it was sent: wait until
+            // every reason has reached its count, then check that none went further.
+            var after = before;
             long Delta(string k) => after["drop_" + k] - before["drop_" + k];
+            string[] reasons =
+                ["malformed", "bad_version", "not_local_capsule", "source_host_mismatch", "unknown_host"];
+            await LabFixture.Until(async () =>
+            {
+                after = await lab.Stats("h1");
+                return reasons.All(k => Delta(k) >= 5);
+            }, "h1 to count every bad datagram", seconds: 10);
             Assert.Equal(5, Delta("malformed"));
             Assert.Equal(5, Delta("bad_version"));
             Assert.Equal(5, Delta("not_local_capsule"));
@@ -81,8 +89,12 @@ public sealed class DropTests(LabFixture lab)
                         $"p=struct.pack('!BBHHHBBH4s4sHHHH',0x45,0,28,0,0,64,17,0,socket.inet_aton('{victim}'),socket.inet_aton('{b}'),1,9,8,0);" +
                         $"[s.sendto(p,('{b}',0)) for _ in range(7)]";
             (await lab.InCapsule("forger", "python3", "-c", forge)).Ok();
-            await Task.Delay(300);
-            var h1After = await lab.Stats("h1");
+            var h1After = h1Before;
+            await LabFixture.Until(async () =>
+            {
+                h1After = await lab.Stats("h1");
+                return h1After["drop_kernel_spoofed_source"] - h1Before["drop_kernel_spoofed_source"] >= 7;
+            }, "h1 to count the forged packets", seconds: 10);
             var h2After = await lab.Stats("h2");
             Assert.Equal(7, h1After["drop_kernel_spoofed_source"] - h1Before["drop_kernel_spoofed_source"]);
             Assert.Equal(h1Before["egress_packets"], h1After["egress_packets"]);

@@ -32,11 +32,12 @@ public sealed class GatewayTests(LabFixture lab)
             var before = await lab.TcpCounters(L1);
             // Paced so that the download spans both moves.
             var download = lab.OnHost("l1", "sh", "-c", $"curl -sS --fail --limit-rate 40M http://{web}:8090/blob | sha256sum");
-            await Task.Delay(1500);
+            // Each move once about a quarter of the file more has left the server (about 1 s at the pace).
+            await lab.WaitForTraffic("bigweb", "tx_bytes", 50_000_000);
             var m1 = await lab.Migrate("bigweb", "h2");
             Assert.True(m1.GetProperty("ok").GetBoolean(), m1.ToString());
             Assert.True(m1.GetProperty("peers").GetInt32() >= 1); // the gateway held l1's packets
-            await Task.Delay(1500);
+            await lab.WaitForTraffic("bigweb", "tx_bytes", 50_000_000);
             var m2 = await lab.Migrate("bigweb", "h3");
             Assert.True(m2.GetProperty("ok").GetBoolean(), m2.ToString());
             var r = (await download).Ok();
@@ -57,15 +58,17 @@ public sealed class GatewayTests(LabFixture lab)
     {
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(90));
         var server = Cli.Exec("timeout", ["60", "ip", "netns", "exec", L1, "python3", LabFixture.Tool("stream.py"), "server", "7020"]);
-        await Task.Delay(800);
+        await LabFixture.WaitForListener(L1, 7020);
         await lab.Create("gcli", "h2", "python3", LabFixture.Tool("stream.py"), "client", "198.51.100.11", "7020", "8");
+        string sent;
         try
         {
             await lab.WaitForLog("gcli", "PROGRESS sent=");
             var m = await lab.Migrate("gcli", "h3");
             Assert.True(m.GetProperty("ok").GetBoolean(), m.ToString());
             var done = (await lab.WaitForLog("gcli", "DONE")).Split('\n').Single(l => l.StartsWith("DONE"));
-            Assert.Contains($"echoed={done.Split(' ')[1][5..]}", done);
+            sent = done.Split(' ')[1][5..];
+            Assert.Contains($"echoed={sent}", done);
         }
         finally
         {
@@ -74,7 +77,7 @@ public sealed class GatewayTests(LabFixture lab)
         }
         var s = await server;
         Assert.DoesNotContain("ERROR", s.Out);
-        Assert.Contains("CLOSED after", s.Out);
+        Assert.Contains($"CLOSED after {sent}\n", s.Out); // every byte the client sent arrived, then a clean close
     }
 
     [Theory]
@@ -89,7 +92,8 @@ public sealed class GatewayTests(LabFixture lab)
             for (var i = 0; i < 100 && (await lab.OnHost("l1", "bash", "-c", $"exec 3<>/dev/tcp/{srv}/5201")).Code != 0; i++)
                 await Task.Delay(100);
             var run = lab.OnHost("l1", "iperf3", "-c", srv, "-u", "-b", "20M", "-t", "4", "-J");
-            await Task.Delay(1500);
+            // Datagrams arrive (a fifth of a second of them): it moves early in the 4 s run.
+            await lab.WaitForTraffic(name, "rx_bytes", 500_000);
             var m = await lab.Migrate(name, "h2");
             Assert.True(m.GetProperty("ok").GetBoolean(), m.ToString());
             var r = (await run).Ok();
@@ -148,7 +152,8 @@ public sealed class GatewayPauseTests(LabFixture lab)
             {
                 var before = await lab.TcpCounters(l1);
                 var rr = Cli.Exec("ip", ["netns", "exec", l1, "python3", LabFixture.Tool("stream.py"), "rr", srv, "7030", "6"]);
-                await Task.Delay(1500);
+                // A few hundred requests answered: the exchange runs when the server moves.
+                await lab.WaitForTraffic("heavy", "rx_packets", 300);
                 var m = await lab.Migrate("heavy", to, extra);
                 Assert.True(m.GetProperty("ok").GetBoolean(), m.ToString());
                 var r = (await rr).Ok();

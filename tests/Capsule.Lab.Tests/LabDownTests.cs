@@ -16,9 +16,13 @@ public sealed class LabDownTests
             await lab.Create("keep", "h1", "sleep", "infinity");
             await lab.Create("keep2", "h2", "sh", "-c", "sleep infinity | cat");
             // Simulate a crash: kill every agent and the directory with SIGKILL, no goodbye.
+            var pids = new List<string>();
             foreach (var f in Directory.GetFiles($"/run/capsule/labs/{lab.Name}", "*.pid"))
-                await Cli.Exec("kill", ["-9", (await File.ReadAllTextAsync(f)).Trim()]);
-            await Task.Delay(200);
+                pids.Add((await File.ReadAllTextAsync(f)).Trim());
+            Assert.NotEmpty(pids);
+            foreach (var pid in pids) (await Cli.Exec("kill", ["-9", pid])).Ok();
+            // Down must find them dead (gone, or a zombie nobody reaped), not dying.
+            await LabFixture.Until(() => Task.FromResult(pids.All(Dead)), "the killed agents to die", seconds: 10);
         }
         finally
         {
@@ -34,5 +38,11 @@ public sealed class LabDownTests
             catch (UnauthorizedAccessException) { return false; }
         }).ToList();
         Assert.Empty(leftovers);
+    }
+
+    static bool Dead(string pid)
+    {
+        try { return File.ReadAllText($"/proc/{pid}/stat").Split(") ")[1][0] == 'Z'; }
+        catch (IOException) { return true; } // DirectoryNotFoundException and FileNotFoundException included
     }
 }

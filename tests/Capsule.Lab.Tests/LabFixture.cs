@@ -91,16 +91,17 @@ public class LabFixture : IAsyncLifetime
         return JsonDocument.Parse(r.Out).RootElement.Clone();
     }
 
-    public async Task<string> Logs(string capsule) => (await Run("logs", capsule)).Ok().Out;
+    public async Task<string> Logs(string capsule, bool stderr = false) =>
+        (await Run(stderr ? ["logs", capsule, "--stderr"] : ["logs", capsule])).Ok().Out;
 
-    /// <summary>Waits until a capsule's standard output contains <paramref name="text"/>.</summary>
-    public async Task<string> WaitForLog(string capsule, string text, int seconds = 60)
+    /// <summary>Waits until a capsule's standard output (or error) contains <paramref name="text"/>.</summary>
+    public async Task<string> WaitForLog(string capsule, string text, int seconds = 60, bool stderr = false)
     {
         var until = DateTime.UtcNow.AddSeconds(seconds);
         string log;
         do
         {
-            log = await Logs(capsule);
+            log = await Logs(capsule, stderr);
             if (log.Contains(text)) return log;
             Assert.DoesNotContain("ERROR", log);
             await Task.Delay(200);
@@ -108,6 +109,76 @@ public class LabFixture : IAsyncLifetime
         Assert.Fail($"'{text}' never appeared in the output of {capsule}:\n{log}");
         return log;
     }
+
+    /// <summary>
+    /// Polls <paramref name="done"/> until it holds, for at most <paramref name="seconds"/>; then fails
+    /// naming <paramref name="what"/>. The short pause is only the poll interval: each test waits for a
+    /// condition, never for a fixed time.
+    /// </summary>
+    public static async Task Until(Func<Task<bool>> done, string what, int seconds = 60)
+    {
+        var until = DateTime.UtcNow.AddSeconds(seconds);
+        while (!await done())
+        {
+            if (DateTime.UtcNow > until) Assert.Fail($"waited {seconds} s in vain for {what}");
+            await Task.Delay(100);
+        }
+    }
+
+    /// <summary>The bytes a stream.py client has had echoed so far (its last PROGRESS or DONE line), or 0.</summary>
+    public static long Echoed(string log) =>
+        log.Split('\n').Where(l => l.StartsWith("PROGRESS ") || l.StartsWith("DONE ")).Select(l => l.Split(' '))
+            .Select(w => long.Parse(w.Single(x => x.StartsWith("echoed="))[7..])).LastOrDefault();
+
+    /// <summary>
+    /// Waits until a stream.py client in <paramref name="capsule"/> has had <paramref name="bytes"/> more
+    /// bytes echoed than when called: the stream demonstrably moves where it runs now.
+    /// </summary>
+    public async Task WaitForProgress(string capsule, long bytes, int seconds = 60)
+    {
+        var from = Echoed(await Logs(capsule));
+        await Until(async () =>
+        {
+            var log = await Logs(capsule);
+            Assert.DoesNotContain("ERROR", log);
+            return Echoed(log) >= from + bytes;
+        }, $"{capsule}'s stream to echo {bytes} more bytes than {from}", seconds);
+    }
+
+    /// <summary>A counter of the capsule's eth0 (rx_bytes, rx_packets, tx_bytes, tx_packets), as counted.</summary>
+    /// <remarks>
+    /// From /proc/net/dev, which follows the reader's network namespace; /sys/class/net does not (it shows
+    /// the namespace of whoever mounted that sysfs, not the capsule's).
+    /// </remarks>
+    public async Task<long> NetCounter(string capsule, string counter)
+    {
+        var dev = (await InCapsule(capsule, "cat", "/proc/net/dev")).Ok().Out;
+        var fields = dev.Split('\n').Single(l => l.TrimStart().StartsWith("eth0:")).Split(':')[1]
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        int column = counter switch { "rx_bytes" => 0, "rx_packets" => 1, "tx_bytes" => 8, "tx_packets" => 9,
+            _ => throw new ArgumentException($"no such counter: {counter}", nameof(counter)) };
+        return long.Parse(fields[column]);
+    }
+
+    /// <summary>
+    /// Waits until the capsule's eth0 <paramref name="counter"/> has grown by <paramref name="amount"/>
+    /// from when called: traffic of a workload that reports nothing until it ends (iperf3 -J, curl,
+    /// redis-benchmark) is under way and has made that much progress.
+    /// </summary>
+    public async Task WaitForTraffic(string capsule, string counter, long amount, int seconds = 60)
+    {
+        var from = await NetCounter(capsule, counter);
+        await Until(async () => await NetCounter(capsule, counter) >= from + amount,
+            $"{capsule}'s {counter} to grow by {amount} from {from}", seconds);
+    }
+
+    /// <summary>
+    /// Waits until something listens on TCP <paramref name="port"/> in a network namespace. Asks the
+    /// kernel (ss) rather than connecting: a probe connection would be one more client for the server.
+    /// </summary>
+    public static Task WaitForListener(string netns, int port) => Until(async () =>
+        (await Cli.Exec("ip", ["netns", "exec", netns, "ss", "-Hltn", $"sport = :{port}"])).Ok().Out.Trim() != "",
+        $"a listener on port {port} in {netns}");
 
     /// <summary>
     /// The kernel's TCP counters in a namespace (what nstat reads): TcpExt TCPTimeouts (retransmission

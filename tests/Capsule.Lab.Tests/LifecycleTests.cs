@@ -32,9 +32,9 @@ public sealed class LifecycleTests(LabFixture lab)
             Assert.Equal(pid.ToString(), stat[3]); // session id == its pid: a session leader
             Assert.Equal(3, (await lab.InCapsule("life", "sh", "-c", "exit 3")).Code); // exit code passes through
 
-            await Task.Delay(200);
-            Assert.Contains("hello-from-capsule", (await lab.Run("logs", "life")).Ok().Out);
-            Assert.Contains("oops", (await lab.Run("logs", "life", "--stderr")).Ok().Out);
+            // Each stream reaches its log file in its own time: wait for each (both were written at start).
+            Assert.DoesNotContain("oops", await lab.WaitForLog("life", "hello-from-capsule"));
+            Assert.DoesNotContain("hello", await lab.WaitForLog("life", "oops", stderr: true));
 
             var dup = await lab.Run("create", "life", "--host", "h2", "--", "true");
             Assert.Equal(1, dup.Code);

@@ -89,7 +89,13 @@ public sealed class OverlayTests(LabFixture lab)
         {
             // tcpdump on the underlay bridge, in the lab's underlay namespace; bounded by count and time.
             var capture = Cli.Exec("timeout", ["20", "nsenter", $"--net=/run/netns/{lab.Name}-ul", "--", "tcpdump", "-i", "br0", "-n", "-U", "-c", "10", "-w", pcap, "ip"]);
-            await Task.Delay(1000); // let tcpdump attach
+            // tcpdump creates its output file once it has opened the interface and set its filter:
+            // from then on it captures.
+            await LabFixture.Until(async () =>
+            {
+                if (capture.IsCompleted) Assert.Fail($"tcpdump ended before it captured: {(await capture).Err}");
+                return File.Exists(pcap);
+            }, "tcpdump to attach", seconds: 15);
             (await lab.InCapsule("capa", "ping", "-c", "5", "-i", "0.2", b)).Ok();
             await capture;
             var packets = ReadPcap(pcap);

@@ -42,7 +42,20 @@ public sealed class SuspendTests(LabFixture lab) : IDisposable
                 Assert.Contains(meta.GetProperty("processes").EnumerateArray(), p => p.GetProperty("pid").GetInt32() == 1 && p.GetProperty("command").GetString()!.Contains("stream.py"));
                 Assert.Equal(new FileInfo(file).Length, doc.RootElement.GetProperty("size").GetInt64());
             }
-            await Task.Delay(3000);
+            // Suspended for seconds: the client keeps sending into h2's hold and, while the server is
+            // gone, hears nothing back. Wait for six more of its progress lines (about 3 s); apart from
+            // the first (an echo may still have been on its way), every one shows the same echoed count.
+            static long[] Echoes(string log) =>
+                [.. log.Split('\n').Where(l => l.StartsWith("PROGRESS ")).Select(LabFixture.Echoed)];
+            var seen = Echoes(await lab.Logs("zcli")).Length;
+            long[] echoes = [];
+            await LabFixture.Until(async () =>
+            {
+                var log = await lab.Logs("zcli");
+                Assert.DoesNotContain("ERROR", log);
+                return (echoes = Echoes(log)[seen..]).Length >= 6;
+            }, "zcli to report progress while its server is suspended", seconds: 30);
+            Assert.All(echoes[1..], e => Assert.Equal(echoes[1], e));
             var r = (await lab.Run("resume", file, "--on", "h3", "--json")).Ok();
             using (var doc = JsonDocument.Parse(r.Out)) Assert.Equal("h3", doc.RootElement.GetProperty("host").GetString());
             var done = await lab.WaitForLog("zcli", "DONE");
