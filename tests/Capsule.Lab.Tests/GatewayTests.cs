@@ -27,17 +27,20 @@ public sealed class GatewayTests(LabFixture lab)
         try
         {
             var (web, _) = await lab.Create("bigweb", "h1", "python3", "-m", "http.server", "8090", "--directory", www);
-            for (var i = 0; i < 100 && (await lab.OnHost("l1", "curl", "-s", "-o", "/dev/null", "-m", "2", $"http://{web}:8090/")).Code != 0; i++)
-                await Task.Delay(100);
+            // The server answers l1 through the gateway (a wait that ends in a clear failure if it never does).
+            await LabFixture.Until(async () =>
+                (await lab.OnHost("l1", "curl", "-s", "-o", "/dev/null", "-m", "2", $"http://{web}:8090/")).Code == 0,
+                $"http://{web}:8090/ to answer l1", seconds: 30);
             var before = await lab.TcpCounters(L1);
             // Paced so that the download spans both moves.
             var download = lab.OnHost("l1", "sh", "-c", $"curl -sS --fail --limit-rate 40M http://{web}:8090/blob | sha256sum");
-            // Each move once about a quarter of the file more has left the server (about 1 s at the pace).
-            await lab.WaitForTraffic("bigweb", "tx_bytes", 50_000_000);
+            // Fixed pauses still: waiting instead for the server's eth0 to send 50 MB more saw the download
+            // stall after about 15 MB, twice in three runs (before any move); not yet understood (issue 8).
+            await Task.Delay(1500);
             var m1 = await lab.Migrate("bigweb", "h2");
             Assert.True(m1.GetProperty("ok").GetBoolean(), m1.ToString());
             Assert.True(m1.GetProperty("peers").GetInt32() >= 1); // the gateway held l1's packets
-            await lab.WaitForTraffic("bigweb", "tx_bytes", 50_000_000);
+            await Task.Delay(1500);
             var m2 = await lab.Migrate("bigweb", "h3");
             Assert.True(m2.GetProperty("ok").GetBoolean(), m2.ToString());
             var r = (await download).Ok();
@@ -89,8 +92,9 @@ public sealed class GatewayTests(LabFixture lab)
         var (srv, _) = await lab.CreateWith(name, "h1", ["--udp-policy", policy], "iperf3", "-s");
         try
         {
-            for (var i = 0; i < 100 && (await lab.OnHost("l1", "bash", "-c", $"exec 3<>/dev/tcp/{srv}/5201")).Code != 0; i++)
-                await Task.Delay(100);
+            await LabFixture.Until(async () =>
+                (await lab.OnHost("l1", "bash", "-c", $"exec 3<>/dev/tcp/{srv}/5201")).Code == 0,
+                $"iperf3 on {srv} to accept l1's connection", seconds: 30);
             var run = lab.OnHost("l1", "iperf3", "-c", srv, "-u", "-b", "20M", "-t", "4", "-J");
             // Datagrams arrive (a fifth of a second of them): it moves early in the 4 s run.
             await lab.WaitForTraffic(name, "rx_bytes", 500_000);
