@@ -170,7 +170,9 @@ public sealed class GatewayPauseTests(LabFixture lab)
             var gw = await lab.Stats("gw");
             Assert.True(gw["tcp_paused"] >= 1 && gw["tcp_reopened"] >= 1);
 
-            var unpaused = await Run("h3", "--no-pause");
+            // The comparison: the gateway holds but does not pause (a fault point, not a product switch).
+            await FaultLab.Arm(lab, "gw", "holder.no-pause", "skip");
+            var unpaused = await Run("h3");
             Assert.True(unpaused.Timeouts >= 1, $"no timeout without the pause either: {unpaused.Done}");
         }
         finally
