@@ -96,7 +96,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         await faults.HitAsync(FaultPoints.SourceAfterSync);
 
         await progress("dump", "freezing and checkpointing the process tree (CRIU)");
-        await Quiesce.UdpQueuesAsync(c.Pid, ct);
+        r.UdpBytesLostAtFreeze = await Quiesce.UdpQueuesAsync(c.Pid, ct);
         await CapsuleNetwork.SealAsync(c.Locator);
         await faults.HitAsync(FaultPoints.SourceDump);
         var criuClock = System.Diagnostics.Stopwatch.StartNew();

@@ -6,7 +6,9 @@ namespace Capsule.Agent.Migration;
 /// <summary>Waits, just before the freeze, for what CRIU would otherwise lose.</summary>
 internal static class Quiesce
 {
-    static readonly TimeSpan UdpWait = TimeSpan.FromMilliseconds(250);
+    // Generous: the capsule runs on (only its peers wait, held), and on a busy host a process may
+    // not be scheduled for a few hundred milliseconds.
+    static readonly TimeSpan UdpWait = TimeSpan.FromSeconds(1);
 
     /// <summary>
     /// CRIU does not save the datagrams waiting in a UDP socket (criu issue 1130): they would be
