@@ -52,6 +52,10 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         var to = request.ToUnderlay.Length == 0 ? Locator.None : Locator.Parse(request.ToUnderlay);
         if (!to.IsNone) dataPlane.Pin(loc, to); // the new route first, so nothing sent after the flush goes the old way
         var r = await dataPlane.Engine.ReleaseAsync(loc, to);
+        // A capsule that moved here while this host held its local peers' packets: with those
+        // flushed, local peers may now reach it directly (MigrationTarget held that route back).
+        if (runtime.All.FirstOrDefault(c => c.Locator == loc) is { } arrived && to == dataPlane.State?.Hosts[options.Host].Underlay)
+            await CapsuleNetwork.AttachLocalAsync(arrived.Locator);
         return new ReleaseReply { Flushed = r.Flushed, Dropped = r.Dropped };
     });
 

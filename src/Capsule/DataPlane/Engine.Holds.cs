@@ -82,6 +82,10 @@ internal sealed unsafe partial class Engine
         done.SetResult(SentTo.TryGetValue(Key(r.Via, r.Locator), out var f) ? (f.Packets, f.Bytes) : (0L, 0L));
     }
 
+    /// <summary>Whether this host holds (or still drains) packets for <paramref name="locator"/>.</summary>
+    public Task<bool> IsHoldingAsync(Locator locator) =>
+        OnEgress<bool>(done => done.SetResult(_holds.ContainsKey(locator.Value)));
+
     /// <summary>
     /// Ends a hold: drains every held packet, in order, to <paramref name="toHost"/> (or, when that
     /// is this host, back into the TUN for a local capsule; when it is none, nowhere: they are

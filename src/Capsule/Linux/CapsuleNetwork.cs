@@ -46,11 +46,25 @@ internal static class CapsuleNetwork
     /// <summary>The host routes the locator to the capsule's veth and lets the capsule send with it.</summary>
     public static async Task AttachAsync(Locator locator)
     {
+        await AttachDeliveryAsync(locator);
+        await AttachLocalAsync(locator);
+    }
+
+    /// <summary>What the data plane delivers reaches the capsule, and the capsule may send.</summary>
+    public static async Task AttachDeliveryAsync(Locator locator)
+    {
         var hostIf = HostIf(locator);
         await Cmd.Ip(null, "route", "replace", locator + "/32", "dev", hostIf, "table", HostNetwork.DeliveryTable);
-        await Cmd.Ip(null, "route", "replace", locator + "/32", "dev", hostIf);
         await HostNetwork.AllowAsync(hostIf, locator);
     }
+
+    /// <summary>
+    /// Capsules of this host reach it directly, veth to veth. A capsule that moves in while this
+    /// host still holds its same-host peers' packets gets this only once they are flushed: new
+    /// packets would otherwise overtake the held ones.
+    /// </summary>
+    public static Task AttachLocalAsync(Locator locator) =>
+        Cmd.Ip(null, "route", "replace", locator + "/32", "dev", HostIf(locator));
 
     /// <summary>
     /// The host stops routing the locator to the veth (the capsule may still send): while a capsule

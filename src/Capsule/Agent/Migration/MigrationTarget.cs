@@ -139,8 +139,10 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
             var criuClock = Stopwatch.StartNew();
             var pid = await criu.RestoreAsync(images, netns, ct);
             var criuMs = criuClock.ElapsedMilliseconds;
-            // Only now, with the sockets back, does anything reach the capsule here.
-            await CapsuleNetwork.AttachAsync(loc);
+            // Only now, with the sockets back, does anything reach the capsule here. If this host
+            // holds packets for it (its capsules sent to it), their direct route waits for the flush.
+            await CapsuleNetwork.AttachDeliveryAsync(loc);
+            if (!await dataPlane.Engine.IsHoldingAsync(loc)) await CapsuleNetwork.AttachLocalAsync(loc);
             var self = dataPlane.State!.Hosts[O.Host].Underlay;
             dataPlane.Pin(loc, self); // local here before anyone flushes to us
             runtime.Adopt(new LocalCapsule(name, loc, netns, dir, pid, command, udpDrop));
