@@ -47,9 +47,11 @@ public sealed class ConcurrentMoveTests(LabFixture lab)
         {
             // One server each: stream.py serves one connection at a time.
             var servers = new List<string>();
-            for (var i = 0; i < clients.Length; i++) servers.Add((await lab.Create($"ms{i + 1}", "h3", Stream("server", $"{7410 + i}"))).Locator);
+            for (var i = 0; i < clients.Length; i++)
+                servers.Add((await lab.Create($"ms{i + 1}", "h3", Stream("server", $"{7410 + i}"))).Locator);
             for (var i = 0; i < clients.Length; i++) await lab.WaitForLog($"ms{i + 1}", "LISTENING");
-            for (var i = 0; i < clients.Length; i++) await lab.Create(clients[i], "h1", Stream("client", servers[i], $"{7410 + i}", "20"));
+            for (var i = 0; i < clients.Length; i++)
+                await lab.Create(clients[i], "h1", Stream("client", servers[i], $"{7410 + i}", "20"));
             foreach (var c in clients) await lab.WaitForStreamProgress(c, 0);
             var moves = await Task.WhenAll(clients.Select((c, i) => lab.Migrate(c, i % 2 == 0 ? "h2" : "h3")));
             foreach (var m in moves) Assert.True(m.GetProperty("ok").GetBoolean(), m.ToString());

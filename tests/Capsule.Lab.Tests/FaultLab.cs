@@ -47,6 +47,7 @@ public static class StreamProgressExtensions
             if (await lab.StreamProgress(capsule) > than) return;
             await Task.Delay(100);
         }
-        Xunit.Assert.Fail($"{capsule}'s stream made no progress past {than} bytes in {seconds} s:\n{await lab.Logs(capsule)}");
+        Xunit.Assert.Fail($"{capsule}'s stream made no progress past {than} bytes in {seconds} s:\n" +
+            $"{await lab.Logs(capsule)}");
     }
 }

@@ -20,7 +20,8 @@ public sealed class FaultTests(LabFixture lab)
     [InlineData("h2", "source.transfer")]
     [InlineData("h3", "target.transfer")]
     [InlineData("h3", "target.after-restore")]
-    public async Task An_agent_killed_during_a_migration_leaves_the_capsule_on_one_host_and_its_stream_intact(string host, string point)
+    public async Task An_agent_killed_during_a_migration_leaves_the_capsule_on_one_host_and_its_stream_intact(
+        string host, string point)
     {
         var port = 7500 + Math.Abs(point.GetHashCode() % 90);
         var name = "k" + (port - 7500);
@@ -40,7 +41,9 @@ public sealed class FaultTests(LabFixture lab)
             var stray = $"/run/netns/{lab.Name}-{other}-c-{name}";
             for (var i = 0; i < 300 && File.Exists(stray); i++) await Task.Delay(100);
             Assert.False(File.Exists(stray), $"{name} left a namespace on {other}");
-            var done = (await lab.WaitForLog(cli, "DONE", seconds: 90)).Split('\n').Single(l => l.StartsWith("DONE"));
+            var done = (await lab.WaitForLog(cli, "DONE", seconds: 90))
+                .Split('\n')
+                .Single(l => l.StartsWith("DONE"));
             Assert.Contains($"echoed={done.Split(' ')[1][5..]}", done);
             Assert.DoesNotContain("ERROR", await lab.Logs(name));
         }
@@ -69,7 +72,9 @@ public sealed class FaultTests(LabFixture lab)
             var m = await move;
             Assert.True(m.GetProperty("ok").GetBoolean(), m.ToString());
             Assert.Equal("h3", await SettledHost("dsrv"));
-            var done = (await lab.WaitForLog("dcli", "DONE", seconds: 90)).Split('\n').Single(l => l.StartsWith("DONE"));
+            var done = (await lab.WaitForLog("dcli", "DONE", seconds: 90))
+                .Split('\n')
+                .Single(l => l.StartsWith("DONE"));
             Assert.Contains($"echoed={done.Split(' ')[1][5..]}", done);
         }
         finally
@@ -93,10 +98,13 @@ public sealed class FaultTests(LabFixture lab)
             foreach (var h in hosts)
                 (await lab.OnHost(h, "sh", "-c", "nft add table ip lossy && " +
                     "nft add chain ip lossy in '{ type filter hook prerouting priority -300; }' && " +
-                    "nft add rule ip lossy in iifname ul0 meta l4proto udp numgen random mod 100 '<' 3 counter drop")).Ok();
+                    "nft add rule ip lossy in iifname ul0 meta l4proto udp numgen random mod 100 '<' 3 " +
+                    "counter drop")).Ok();
             var m = await lab.Migrate("lsrv", "h3");
             Assert.True(m.GetProperty("ok").GetBoolean(), m.ToString());
-            var done = (await lab.WaitForLog("lcli", "DONE", seconds: 90)).Split('\n').Single(l => l.StartsWith("DONE"));
+            var done = (await lab.WaitForLog("lcli", "DONE", seconds: 90))
+                .Split('\n')
+                .Single(l => l.StartsWith("DONE"));
             Assert.Contains($"echoed={done.Split(' ')[1][5..]}", done);
             var dropped = await lab.OnHost("h3", "nft", "list table ip lossy");
             Assert.Matches(@"packets [1-9]", dropped.Out); // the loss was real

@@ -26,7 +26,8 @@ internal sealed class Criu(string binary, string scratch)
     {
         if (_checked) return;
         if (!File.Exists(binary))
-            throw new InvalidOperationException($"CRIU is not installed at {binary}; run scripts/install-criu.sh (./capsule does it)");
+            throw new InvalidOperationException($"CRIU is not installed at {binary}; " +
+                "run scripts/install-criu.sh (./capsule does it)");
         var r = await Cmd.TryRunAsync(binary, ["check"], ct);
         if (!r.Ok) throw new InvalidOperationException($"`criu check` failed: {Tail(r.Stderr + r.Stdout)}");
         _checked = true;
@@ -44,7 +45,8 @@ internal sealed class Criu(string binary, string scratch)
         var verdict = Path.Combine(images, "verdict");
         File.Delete(verdict);
         File.Delete(verdict + ".ready");
-        if (Native.mkfifo(verdict, 0x180) != 0) throw new IOException($"mkfifo {verdict} failed (errno {Native.Errno})");
+        if (Native.mkfifo(verdict, 0x180) != 0)
+            throw new IOException($"mkfifo {verdict} failed (errno {Native.Errno})");
         // Through a shell, with its output in a file: the dump must outlive this agent if it dies
         // while the tree is frozen, so that a restarted agent can still give the verdict.
         var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
@@ -76,14 +78,15 @@ internal sealed class Criu(string binary, string scratch)
         var pidFile = Path.Combine(images, "restored.pid");
         File.Delete(pidFile);
         // fd 3 is opened on the new namespace by the shell and inherited by CRIU under the key the dump used.
-        var r = await Cmd.TryRunAsync("/bin/sh", ["-c", """exec 3<"$1"; shift; exec "$@" """, "sh", $"{Netns.Dir}/{netns}",
-            "env", $"{CriuHook.LockVariable}={CriuHook.LockTable}",
+        var r = await Cmd.TryRunAsync("/bin/sh", ["-c", """exec 3<"$1"; shift; exec "$@" """, "sh",
+            $"{Netns.Dir}/{netns}", "env", $"{CriuHook.LockVariable}={CriuHook.LockTable}",
             binary, "restore", "-D", images, "-o", "restore.log", "-v2", "-d", "--pidfile", pidFile,
             "--tcp-established", "--network-lock", "skip", "--inherit-fd", $"fd[3]:{NetKey}",
             "--action-script", _hook.Path], ct);
         // CRIU's network-unlock hook has removed the lock; should it not have run, traffic would stall.
         await UnlockAsync(netns);
-        if (!r.Ok || !File.Exists(pidFile)) throw new CheckpointException($"criu restore failed: {LogTail(images, "restore.log")}");
+        if (!r.Ok || !File.Exists(pidFile))
+            throw new CheckpointException($"criu restore failed: {LogTail(images, "restore.log")}");
         return int.Parse((await File.ReadAllTextAsync(pidFile, ct)).Trim());
     }
 
@@ -109,7 +112,8 @@ internal sealed class Criu(string binary, string scratch)
     static ulong NetnsInode(int pid)
     {
         // "net:[4026532xxx]"
-        var link = new FileInfo($"/proc/{pid}/ns/net").LinkTarget ?? throw new InvalidOperationException($"process {pid} is gone");
+        var link = new FileInfo($"/proc/{pid}/ns/net").LinkTarget
+            ?? throw new InvalidOperationException($"process {pid} is gone");
         return ulong.Parse(link[5..^1]);
     }
 
@@ -118,11 +122,15 @@ internal sealed class Criu(string binary, string scratch)
         var path = Path.Combine(dir, log);
         if (!File.Exists(path)) return "(no log)";
         // The harmless "Can't setup RLIMIT_NOFILE for self" aside, CRIU's errors are the lines that say Error.
-        var errors = File.ReadLines(path).Where(l => l.Contains("Error") && !l.Contains("RLIMIT_NOFILE")).TakeLast(4).ToList();
+        var errors = File.ReadLines(path)
+            .Where(l => l.Contains("Error") && !l.Contains("RLIMIT_NOFILE"))
+            .TakeLast(4)
+            .ToList();
         return (errors.Count > 0 ? string.Join(" | ", errors) : Tail(File.ReadAllText(path))) + $" (log: {path})";
     }
 
-    static string Tail(string s) => string.Join(" | ", s.Split('\n', StringSplitOptions.RemoveEmptyEntries).TakeLast(3));
+    static string Tail(string s) =>
+        string.Join(" | ", s.Split('\n', StringSplitOptions.RemoveEmptyEntries).TakeLast(3));
 }
 
 internal sealed class CheckpointException(string message) : Exception(message);

@@ -39,7 +39,9 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
     /// </summary>
     TimeSpan Lease => options.HoldLease;
 
-    /// <summary>How long the source waits for packets sent before the cut; past it TCP retransmits what was lost.</summary>
+    /// <summary>
+    /// How long the source waits for packets sent before the cut; past it TCP retransmits what was lost.
+    /// </summary>
     static readonly TimeSpan CutWait = TimeSpan.FromMilliseconds(500);
 
     /// <summary>
@@ -75,7 +77,8 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
             return (p.Underlay, cut.SentPackets);
         }));
         var sw = Stopwatch.StartNew();
-        long Missing() => cuts.Sum(x => Math.Max(0, x.SentPackets - dataPlane.Engine.ReceivedFromHost(x.Underlay, loc)));
+        long Missing() =>
+            cuts.Sum(x => Math.Max(0, x.SentPackets - dataPlane.Engine.ReceivedFromHost(x.Underlay, loc)));
         while (Missing() > 0 && sw.Elapsed < CutWait) await Task.Delay(1, ct);
         set.Unaccounted = Missing();
         set.StartRenewing(request);
@@ -87,7 +90,8 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
     /// to <paramref name="to"/>; a holder that cannot be reached flushes by itself when its lease
     /// runs out. Used by recovery, which knows the holders only from the journal.
     /// </summary>
-    public async Task<HoldTally> ReleaseAsync(Locator loc, IEnumerable<Locator> holders, Locator to, DirectoryState state)
+    public async Task<HoldTally> ReleaseAsync(Locator loc, IEnumerable<Locator> holders, Locator to,
+        DirectoryState state)
     {
         var agents = holders
             .Select(a => state.Hosts.Values.FirstOrDefault(h => h.Underlay == a)).OfType<HostRecord>()
@@ -111,7 +115,8 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
                 {
                     return await p.Agent.ReleaseAsync(request, deadline: DateTime.UtcNow.AddSeconds(5));
                 }
-                catch (RpcException e) when (attempt < 3 && e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+                catch (RpcException e) when (attempt < 3
+                    && e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
                 {
                     // A lost Release is retried; if it never arrives, the holder's lease ends the hold.
                     await Task.Delay(200 * attempt);

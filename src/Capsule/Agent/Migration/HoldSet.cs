@@ -45,7 +45,8 @@ internal sealed partial class HoldSet(HoldCoordinator owner, LocalCapsule capsul
                 {
                     try
                     {
-                        await p.Agent.HoldAsync(request, deadline: DateTime.UtcNow.AddSeconds(2), cancellationToken: stop);
+                        await p.Agent.HoldAsync(request, deadline: DateTime.UtcNow.AddSeconds(2),
+                            cancellationToken: stop);
                     }
                     catch (RpcException e) when (e.StatusCode != StatusCode.Cancelled)
                     {
@@ -71,7 +72,9 @@ internal sealed partial class HoldSet(HoldCoordinator owner, LocalCapsule capsul
         return tally;
     }
 
-    /// <summary>Keeps the holds as they are (a suspended capsule's peers hold until it resumes) but stops renewing.</summary>
+    /// <summary>
+    /// Keeps the holds as they are (a suspended capsule's peers hold until it resumes) but stops renewing.
+    /// </summary>
     public Task StopRenewingAsync()
     {
         _stop.Cancel();
@@ -86,6 +89,7 @@ internal sealed partial class HoldSet(HoldCoordinator owner, LocalCapsule capsul
 
     public Locator Self => self;
 
-    [LoggerMessage(EventId = 301, Level = LogLevel.Warning, Message = "could not renew the hold at {Holder} for {Name}: {Error}")]
+    [LoggerMessage(EventId = 301, Level = LogLevel.Warning,
+        Message = "could not renew the hold at {Holder} for {Name}: {Error}")]
     static partial void LogRenewFailed(ILogger logger, Locator holder, string name, string error);
 }

@@ -18,7 +18,8 @@ namespace Capsule.Agent.Migration;
 /// in which case it is finished; after the switch, only tidying is left.
 /// </summary>
 internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlaneHost dataPlane, IDirectory directory,
-    HoldCoordinator holds, SourceRollback rollback, MigrationJournal journal, ILogger<MigrationRecovery> log) : BackgroundService
+    HoldCoordinator holds, SourceRollback rollback, MigrationJournal journal, ILogger<MigrationRecovery> log)
+    : BackgroundService
 {
     AgentOptions O => runtime.Options;
 
@@ -60,7 +61,9 @@ internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlan
         if (rec is null || c is null)
         {
             // Removed meanwhile, or nothing of it left here to resume: end the holds where the directory says.
-            var to = rec is { State: CapsuleState.Running } && state.Hosts.TryGetValue(rec.Host, out var h) ? h.Underlay : Locator.None;
+            var to = rec is { State: CapsuleState.Running } && state.Hosts.TryGetValue(rec.Host, out var h)
+                ? h.Underlay
+                : Locator.None;
             await holds.ReleaseAsync(m.Locator, m.Holders, to, state);
             return;
         }
@@ -75,7 +78,8 @@ internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlan
         if (m.Kind == MoveKind.Migrate && state.Hosts.TryGetValue(m.Target, out var t))
             targetAgent = new HostAgent.HostAgentClient(Channels.For(t.AgentEndpoint));
         await rollback.RunAsync(c, frozen, m.Images, null, m.Holders, targetAgent);
-        if (Directory.Exists(Path.GetDirectoryName(m.Images))) Directory.Delete(Path.GetDirectoryName(m.Images)!, recursive: true);
+        if (Directory.Exists(Path.GetDirectoryName(m.Images)))
+            Directory.Delete(Path.GetDirectoryName(m.Images)!, recursive: true);
     }
 
     /// <summary>The directory already names the capsule's new home (another host, or its file).</summary>
@@ -90,7 +94,8 @@ internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlan
             await holds.ReleaseAsync(m.Locator, m.Holders, state.Hosts[m.Target].Underlay, state);
         if (frozen is not null) await frozen.CommitAsync();
         if (c is not null) await runtime.EvictAsync(c);
-        if (Directory.Exists(Path.GetDirectoryName(m.Images))) Directory.Delete(Path.GetDirectoryName(m.Images)!, recursive: true);
+        if (Directory.Exists(Path.GetDirectoryName(m.Images)))
+            Directory.Delete(Path.GetDirectoryName(m.Images)!, recursive: true);
         LogFinished(log, m.Name);
     }
 
@@ -103,8 +108,8 @@ internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlan
         {
             try
             {
-                var info = await agent.GetAsync(new NameRequest { Name = m.Name }, deadline: DateTime.UtcNow.AddSeconds(2),
-                    cancellationToken: ct);
+                var info = await agent.GetAsync(new NameRequest { Name = m.Name },
+                    deadline: DateTime.UtcNow.AddSeconds(2), cancellationToken: ct);
                 return info.Pid > 0;
             }
             catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
@@ -121,11 +126,13 @@ internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlan
 
     [LoggerMessage(EventId = 350, Level = LogLevel.Warning,
         Message = "unfinished {Kind} of {Name} found at step {Step} (directory: {Host}, {State}); recovering")]
-    static partial void LogRecovering(ILogger logger, MoveKind kind, string name, MoveStep step, string host, string state);
+    static partial void LogRecovering(ILogger logger, MoveKind kind, string name, MoveStep step, string host,
+        string state);
 
     [LoggerMessage(EventId = 351, Level = LogLevel.Information, Message = "finished the interrupted move of {Name}")]
     static partial void LogFinished(ILogger logger, string name);
 
-    [LoggerMessage(EventId = 352, Level = LogLevel.Error, Message = "could not recover the move of {Name}: {Error}; will retry at next start")]
+    [LoggerMessage(EventId = 352, Level = LogLevel.Error,
+        Message = "could not recover the move of {Name}: {Error}; will retry at next start")]
     static partial void LogRecoveryFailed(ILogger logger, string name, string error);
 }

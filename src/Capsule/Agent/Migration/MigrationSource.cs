@@ -27,13 +27,16 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
     public const int DefaultHoldPackets = 4096;
     AgentOptions O => runtime.Options;
 
-    public async Task<MigrateResult> RunAsync(MigrateRequest req, Func<string, string, Task> progress, CancellationToken ct)
+    public async Task<MigrateResult> RunAsync(MigrateRequest req, Func<string, string, Task> progress,
+        CancellationToken ct)
     {
-        var c = runtime.Find(req.Name) ?? throw new KeyNotFoundException($"capsule '{req.Name}' is not on host {O.Host}");
+        var c = runtime.Find(req.Name)
+            ?? throw new KeyNotFoundException($"capsule '{req.Name}' is not on host {O.Host}");
         if (req.Target == O.Host) throw new ArgumentException($"capsule '{req.Name}' is already on {O.Host}");
         if (!CapsuleProcess.IsAlive(c.Pid)) throw new InvalidOperationException($"capsule '{req.Name}' is not running");
         if (!runtime.TryBeginMove(req.Name))
-            throw new InvalidOperationException($"capsule '{req.Name}' is already migrating; wait for that migration to end");
+            throw new InvalidOperationException($"capsule '{req.Name}' is already migrating; " +
+                "wait for that migration to end");
         try
         {
             return await MoveAsync(c, req, progress, ct);
@@ -44,10 +47,12 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         }
     }
 
-    async Task<MigrateResult> MoveAsync(LocalCapsule c, MigrateRequest req, Func<string, string, Task> progress, CancellationToken ct)
+    async Task<MigrateResult> MoveAsync(LocalCapsule c, MigrateRequest req, Func<string, string, Task> progress,
+        CancellationToken ct)
     {
         var state = await directory.SnapshotAsync(ct);
-        if (!state.Hosts.TryGetValue(req.Target, out var target)) throw new ArgumentException($"no host named '{req.Target}'");
+        if (!state.Hosts.TryGetValue(req.Target, out var target))
+            throw new ArgumentException($"no host named '{req.Target}'");
         if (target.IsGateway) throw new ArgumentException($"{req.Target} is a gateway; capsules run on hosts");
         var rec = state.Capsules.GetValueOrDefault(c.Name)
             ?? throw new InvalidOperationException($"capsule '{c.Name}' is not in the directory");
@@ -60,7 +65,8 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         }
         catch (RpcException e)
         {
-            throw new InvalidOperationException($"target {req.Target} is unreachable ({e.Status.Detail}); nothing was changed");
+            throw new InvalidOperationException($"target {req.Target} is unreachable ({e.Status.Detail}); " +
+                "nothing was changed");
         }
         var move = new Move(c, req, target, targetAgent, Path.Combine(O.StateDir, "migrations", c.Name));
         if (Directory.Exists(move.Work)) Directory.Delete(move.Work, recursive: true);
@@ -91,7 +97,8 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         r.Peers = m.Holds.Count;
         journal.Write(m.Record(MoveStep.Syncing, m.Holds.Holders));
         // From here no host routes to the capsule (holds aside).
-        rec = await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating, rec.Revision, $"to {m.Target.Name}", ct);
+        rec = await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating, rec.Revision,
+            $"to {m.Target.Name}", ct);
         r.Times.SyncMs = m.Clock.Lap();
         await faults.HitAsync(FaultPoints.SourceAfterSync);
 
@@ -116,7 +123,8 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         await faults.HitAsync(FaultPoints.SourceBeforeSwitch);
 
         await progress("flush", "switching the directory and flushing held packets to the new host");
-        await directory.UpdateAsync(c.Name, m.Target.Name, CapsuleState.Running, rec.Revision, null, CancellationToken.None);
+        await directory.UpdateAsync(c.Name, m.Target.Name, CapsuleState.Running, rec.Revision, null,
+            CancellationToken.None);
         // Switched: the capsule runs on the target and the directory says so. Nothing after this
         // line may put it back here; a failure now is reported, not rolled back.
         m.Switched = true;
@@ -130,7 +138,9 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         return r;
     }
 
-    /// <summary>After the switch: every holder flushes to the new host; the stopped tree and all else here goes.</summary>
+    /// <summary>
+    /// After the switch: every holder flushes to the new host; the stopped tree and all else here goes.
+    /// </summary>
     async Task FinishAsync(Move m)
     {
         try
@@ -207,7 +217,9 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
 
     internal static string Describe(Exception e) => e is RpcException r ? r.Status.Detail : e.Message;
 
-    /// <summary>Streams the image (CRIU's files and the capsule's own folder, as tar) to the target, then its checksum.</summary>
+    /// <summary>
+    /// Streams the image (CRIU's files and the capsule's own folder, as tar) to the target, then its checksum.
+    /// </summary>
     async Task<ReceiveReply> SendAsync(Move m, CancellationToken ct)
     {
         var c = m.Capsule;
@@ -233,7 +245,8 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
     }
 
     /// <summary>One move in progress: what it concerns and how far it has come.</summary>
-    sealed class Move(LocalCapsule capsule, MigrateRequest request, HostRecord target, HostAgent.HostAgentClient agent, string work)
+    sealed class Move(LocalCapsule capsule, MigrateRequest request, HostRecord target, HostAgent.HostAgentClient agent,
+        string work)
     {
         public LocalCapsule Capsule { get; } = capsule;
         public MigrateRequest Request { get; } = request;
@@ -256,13 +269,15 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         Message = "migrated {Name} to {Target} in {Total} ms (image {Bytes} bytes, {Held} held)")]
     static partial void LogMigrated(ILogger logger, string name, string target, long total, long bytes, long held);
 
-    [LoggerMessage(EventId = 311, Level = LogLevel.Warning, Message = "migration of {Name} failed: {Error}; resuming it here")]
+    [LoggerMessage(EventId = 311, Level = LogLevel.Warning,
+        Message = "migration of {Name} failed: {Error}; resuming it here")]
     static partial void LogFailed(ILogger logger, string name, string error);
 
     [LoggerMessage(EventId = 312, Level = LogLevel.Error,
         Message = "could not resume {Name} on {Host}: {Error}; its images stay in {Work}")]
     static partial void LogRollbackFailed(ILogger logger, string name, string host, string error, string work);
 
-    [LoggerMessage(EventId = 313, Level = LogLevel.Warning, Message = "{Name} moved to {Target}, but tidying up here failed: {Error}")]
+    [LoggerMessage(EventId = 313, Level = LogLevel.Warning,
+        Message = "{Name} moved to {Target}, but tidying up here failed: {Error}")]
     static partial void LogTidyFailed(ILogger logger, string name, string target, string error);
 }

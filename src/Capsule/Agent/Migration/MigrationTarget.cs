@@ -28,7 +28,8 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
     public async Task PrepareAsync(string name, Locator loc, CancellationToken ct)
     {
         if (Names.CapsuleNameError(name) is { } bad) throw new ArgumentException(bad);
-        if (runtime.Find(name) is not null) throw new InvalidOperationException($"capsule '{name}' already runs on {O.Host}");
+        if (runtime.Find(name) is not null)
+            throw new InvalidOperationException($"capsule '{name}' already runs on {O.Host}");
         await criu.CheckAsync(ct);
         await CapsuleNetwork.BuildAsync(O.CapsuleNetns(name), loc, O.InnerMtu);
         await Criu.LockForRestoreAsync(O.CapsuleNetns(name));
@@ -63,7 +64,8 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         var head = stream.Current;
         if (Names.CapsuleNameError(head.Name) is { } bad) throw new ArgumentException(bad);
         var loc = Locator.Parse(head.Locator);
-        if (runtime.Find(head.Name) is not null) throw new InvalidOperationException($"capsule '{head.Name}' already runs on {O.Host}");
+        if (runtime.Find(head.Name) is not null)
+            throw new InvalidOperationException($"capsule '{head.Name}' already runs on {O.Host}");
         var work = Path.Combine(O.StateDir, "migrations", head.Name + ".in");
         var archive = Path.Combine(work, "image.tar");
         if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
@@ -83,7 +85,9 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         }
     }
 
-    /// <summary>Writes the image to <paramref name="archive"/>, hashing it on the way; throws if it is cut short or corrupt.</summary>
+    /// <summary>
+    /// Writes the image to <paramref name="archive"/>, hashing it on the way; throws if it is cut short or corrupt.
+    /// </summary>
     async Task<long> ReceiveArchiveAsync(IAsyncStreamReader<ImageChunk> stream, string archive, CancellationToken ct)
     {
         string? sha = null;
@@ -105,10 +109,12 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
                 bytes += chunk.Data.Length;
             }
         }
-        if (sha is null) throw new InvalidDataException("the image stream ended without its checksum (transfer cut short)");
+        if (sha is null)
+            throw new InvalidDataException("the image stream ended without its checksum (transfer cut short)");
         var got = Convert.ToHexStringLower(hash.GetHashAndReset());
         if (got != sha)
-            throw new InvalidDataException($"corrupt transfer: image checksum {got[..12]}… does not match the sender's {sha[..12]}…");
+            throw new InvalidDataException($"corrupt transfer: image checksum {got[..12]}… " +
+                $"does not match the sender's {sha[..12]}…");
         return bytes;
     }
 
@@ -118,8 +124,8 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
     /// Unpacks a capsule's archive here, rebuilds its network with the same locator and restores
     /// its processes. On failure everything it made is removed again.
     /// </summary>
-    public async Task<Restored> RestoreHereAsync(string name, Locator loc, string[] command, bool udpDrop, string archive,
-        string work, CancellationToken ct)
+    public async Task<Restored> RestoreHereAsync(string name, Locator loc, string[] command, bool udpDrop,
+        string archive, string work, CancellationToken ct)
     {
         var images = Path.Combine(work, "images");
         var dir = O.CapsuleDir(name);
@@ -158,7 +164,8 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         }
     }
 
-    [LoggerMessage(EventId = 320, Level = LogLevel.Information, Message = "restored capsule {Name} ({Locator}) as pid {Pid}")]
+    [LoggerMessage(EventId = 320, Level = LogLevel.Information,
+        Message = "restored capsule {Name} ({Locator}) as pid {Pid}")]
     static partial void LogRestored(ILogger logger, string name, Locator locator, int pid);
 
     [LoggerMessage(EventId = 321, Level = LogLevel.Warning,

@@ -38,7 +38,8 @@ internal static class Quiesce
                 var cols = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
                 if (cols.Length < 5) continue;
                 var queues = cols[4].Split(':');
-                if (queues.Length == 2) total += long.Parse(queues[1], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+                if (queues.Length == 2)
+                    total += long.Parse(queues[1], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
             }
         }
         catch (IOException)

@@ -31,7 +31,8 @@ internal sealed partial class SourceRollback(CapsuleRuntime runtime, DataPlaneHo
         var state = await directory.SnapshotAsync();
         var self = state.Hosts[O.Host].Underlay;
         dataPlane.Pin(c.Locator, self);
-        if (state.Capsules.TryGetValue(c.Name, out var rec) && (rec.Host != O.Host || rec.State != CapsuleState.Running))
+        if (state.Capsules.TryGetValue(c.Name, out var rec)
+            && (rec.Host != O.Host || rec.State != CapsuleState.Running))
             await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Running, rec.Revision, null);
         var tally = holdSet is not null
             ? await holdSet.ReleaseAsync(self)
@@ -40,7 +41,9 @@ internal sealed partial class SourceRollback(CapsuleRuntime runtime, DataPlaneHo
         return new Outcome(pid, tally);
     }
 
-    /// <summary>The tree runs again: thawed by CRIU if it is still frozen, else restored from the images kept here.</summary>
+    /// <summary>
+    /// The tree runs again: thawed by CRIU if it is still frozen, else restored from the images kept here.
+    /// </summary>
     async Task<int> ResumeTreeAsync(LocalCapsule c, FrozenTree? frozen, string images)
     {
         if (frozen is not null)
@@ -67,7 +70,8 @@ internal sealed partial class SourceRollback(CapsuleRuntime runtime, DataPlaneHo
         }
         catch (RpcException e)
         {
-            // If it restored the capsule and then died, its next start drops it (the directory does not place it there).
+            // If it restored the capsule and then died, its next start drops it (the directory does not
+            // place it there).
             LogAbortFailed(log, name, e.Status.Detail);
         }
     }
@@ -75,6 +79,7 @@ internal sealed partial class SourceRollback(CapsuleRuntime runtime, DataPlaneHo
     [LoggerMessage(EventId = 330, Level = LogLevel.Information, Message = "capsule {Name} runs here again (pid {Pid})")]
     static partial void LogResumed(ILogger logger, string name, int pid);
 
-    [LoggerMessage(EventId = 331, Level = LogLevel.Warning, Message = "could not tell the target to drop {Name}: {Error}")]
+    [LoggerMessage(EventId = 331, Level = LogLevel.Warning,
+        Message = "could not tell the target to drop {Name}: {Error}")]
     static partial void LogAbortFailed(ILogger logger, string name, string error);
 }

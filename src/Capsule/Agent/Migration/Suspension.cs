@@ -27,7 +27,8 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
 
     public async Task<SuspendResult> SuspendAsync(SuspendRequest req, CancellationToken ct)
     {
-        var c = runtime.Find(req.Name) ?? throw new KeyNotFoundException($"capsule '{req.Name}' is not on host {O.Host}");
+        var c = runtime.Find(req.Name)
+            ?? throw new KeyNotFoundException($"capsule '{req.Name}' is not on host {O.Host}");
         CheckFile(req.File);
         if (!CapsuleProcess.IsAlive(c.Pid)) throw new InvalidOperationException($"capsule '{req.Name}' is not running");
         await criu.CheckAsync(ct);
@@ -45,8 +46,10 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
 
     static void CheckFile(string file)
     {
-        if (!Path.IsPathFullyQualified(file)) throw new ArgumentException($"the file must be an absolute path, not '{file}'");
-        if (File.Exists(file)) throw new ArgumentException($"{file} exists already; choose another file (nothing is overwritten)");
+        if (!Path.IsPathFullyQualified(file))
+            throw new ArgumentException($"the file must be an absolute path, not '{file}'");
+        if (File.Exists(file))
+            throw new ArgumentException($"{file} exists already; choose another file (nothing is overwritten)");
         if (!Directory.Exists(Path.GetDirectoryName(file)))
             throw new ArgumentException($"folder {Path.GetDirectoryName(file)} does not exist");
     }
@@ -84,14 +87,14 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             var payload = Path.Combine(work, "payload.tar");
             await ImageArchive.WriteAsync(payload, images, c.Dir, ct);
             var id = Guid.NewGuid().ToString("n");
-            var meta = new SuspendMeta(SuspendFile.Version, id, c.Name, c.Locator.ToString(), c.Command, O.Host, DateTime.UtcNow,
-                procs, conns, 0) { UdpDrop = c.UdpDrop };
+            var meta = new SuspendMeta(SuspendFile.Version, id, c.Name, c.Locator.ToString(), c.Command, O.Host,
+                DateTime.UtcNow, procs, conns, 0) { UdpDrop = c.UdpDrop };
             await SuspendFile.WriteAsync(req.File, meta, payload, ct);
             // The file is whole on disk before the directory says so: a crash before this line
             // leaves the capsule recorded as migrating here (recovery resumes it), never as
             // suspended to a half file.
-            await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Suspended, rec.Revision, SuspendDetail(req.File, id),
-                CancellationToken.None);
+            await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Suspended, rec.Revision,
+                SuspendDetail(req.File, id), CancellationToken.None);
             suspended = true;
             journal.Write(Record(MoveStep.Switched, held.Holders));
             times.TransferMs = clock.Lap();
@@ -126,7 +129,8 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             }
             if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
             journal.Remove(c.Name);
-            throw new InvalidOperationException($"suspend failed: {MigrationSource.Describe(e)}; capsule {c.Name} was resumed on {O.Host}");
+            throw new InvalidOperationException(
+                $"suspend failed: {MigrationSource.Describe(e)}; capsule {c.Name} was resumed on {O.Host}");
         }
     }
 
@@ -145,7 +149,8 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
         var state = await directory.SnapshotAsync(ct);
         var rec = CheckResumable(meta, state);
         await criu.CheckAsync(ct);
-        if (!runtime.TryBeginMove(meta.Name)) throw new InvalidOperationException($"capsule '{meta.Name}' is being resumed already");
+        if (!runtime.TryBeginMove(meta.Name))
+            throw new InvalidOperationException($"capsule '{meta.Name}' is being resumed already");
         var work = Path.Combine(O.StateDir, "migrations", meta.Name + ".resume");
         try
         {
@@ -161,7 +166,8 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             try
             {
                 // Only one resume of a file wins: the revision must still be the suspended one.
-                await directory.UpdateAsync(meta.Name, O.Host, CapsuleState.Running, rec.Revision, null, CancellationToken.None);
+                await directory.UpdateAsync(meta.Name, O.Host, CapsuleState.Running, rec.Revision, null,
+                    CancellationToken.None);
             }
             catch (DirectoryException)
             {
@@ -188,15 +194,19 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
     CapsuleRecord CheckResumable(SuspendMeta meta, DirectoryState state)
     {
         if (!state.Capsules.TryGetValue(meta.Name, out var rec) || rec.Locator.ToString() != meta.Locator)
-            throw new InvalidOperationException($"capsule '{meta.Name}' ({meta.Locator}) is no longer in the directory: " +
+            throw new InvalidOperationException(
+                $"capsule '{meta.Name}' ({meta.Locator}) is no longer in the directory: " +
                 "its locator was released, so this file cannot be resumed");
         if (rec.State != CapsuleState.Suspended)
-            throw new InvalidOperationException($"capsule '{meta.Name}' is {rec.State.ToString().ToLowerInvariant()} on {rec.Host}, " +
+            throw new InvalidOperationException(
+                $"capsule '{meta.Name}' is {rec.State.ToString().ToLowerInvariant()} on {rec.Host}, " +
                 "not suspended: this file was resumed already");
         if (rec.Detail is null || !rec.Detail.EndsWith("id=" + meta.Id, StringComparison.Ordinal))
-            throw new InvalidOperationException($"capsule '{meta.Name}' was suspended again since this file was made; " +
+            throw new InvalidOperationException(
+                $"capsule '{meta.Name}' was suspended again since this file was made; " +
                 $"resume its latest file ({rec.Detail})");
-        if (runtime.Find(meta.Name) is not null) throw new InvalidOperationException($"capsule '{meta.Name}' already runs on {O.Host}");
+        if (runtime.Find(meta.Name) is not null)
+            throw new InvalidOperationException($"capsule '{meta.Name}' already runs on {O.Host}");
         if (O.Serves.Length > 0) throw new ArgumentException($"{O.Host} is a gateway; capsules run on hosts");
         return rec;
     }
@@ -210,7 +220,9 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
         {
             try
             {
-                if (!int.TryParse(Path.GetFileName(d), out _) || new FileInfo(Path.Combine(d, "ns/pid")).LinkTarget != ns) continue;
+                if (!int.TryParse(Path.GetFileName(d), out _)
+                    || new FileInfo(Path.Combine(d, "ns/pid")).LinkTarget != ns)
+                    continue;
                 var inner = File.ReadLines(Path.Combine(d, "status")).First(l => l.StartsWith("NSpid:"))
                     .Split('\t', ' ', StringSplitOptions.RemoveEmptyEntries).Last();
                 var cmd = File.ReadAllText(Path.Combine(d, "cmdline")).Replace('\0', ' ').Trim();
@@ -234,7 +246,8 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
     [LoggerMessage(EventId = 340, Level = LogLevel.Information, Message = "suspended {Name} to {File}")]
     static partial void LogSuspended(ILogger logger, string name, string file);
 
-    [LoggerMessage(EventId = 341, Level = LogLevel.Warning, Message = "suspend of {Name} failed: {Error}; resuming it here")]
+    [LoggerMessage(EventId = 341, Level = LogLevel.Warning,
+        Message = "suspend of {Name} failed: {Error}; resuming it here")]
     static partial void LogSuspendFailed(ILogger logger, string name, string error);
 
     [LoggerMessage(EventId = 342, Level = LogLevel.Information, Message = "resumed {Name} from {File} as pid {Pid}")]
