@@ -39,7 +39,7 @@ internal static class MigrateCommand
     {
         Name = name, r.Ok, Error = r.Error.Length > 0 ? r.Error : null, r.ResumedOnSource, r.Host, r.Pid,
         PhasesMs = new { Sync = r.Times.SyncMs, Dump = r.Times.DumpMs, Transfer = r.Times.TransferMs, Restore = r.Times.RestoreMs, Flush = r.Times.FlushMs, Total = r.Times.TotalMs },
-        r.ImageBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted, r.UdpBytesLostAtFreeze,
+        r.ImageBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted, r.UdpBytesLostAtFreeze, r.ClosingConnectionsLost,
     };
 
     static void Print(string name, MigrateResult r)

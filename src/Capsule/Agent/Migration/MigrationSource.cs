@@ -91,6 +91,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         var r = m.Result;
         var c = m.Capsule;
         await progress("sync", "peers hold the capsule's packets; agreeing on the cut");
+        await Quiesce.ClosingConnectionsAsync(c.Pid, ct);
         var capacity = m.Request.HoldPackets > 0 ? m.Request.HoldPackets : DefaultHoldPackets;
         m.Holds = await holds.BeginAsync(c, state, capacity, ct);
         r.Unaccounted = m.Holds.Unaccounted;
@@ -104,6 +105,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
 
         await progress("dump", "freezing and checkpointing the process tree (CRIU)");
         r.UdpBytesLostAtFreeze = await Quiesce.UdpQueuesAsync(c.Pid, ct);
+        r.ClosingConnectionsLost = Quiesce.ClosingWithDataInFlight(c.Pid);
         await CapsuleNetwork.SealAsync(c.Locator);
         await faults.HitAsync(FaultPoints.SourceDump);
         var criuClock = System.Diagnostics.Stopwatch.StartNew();

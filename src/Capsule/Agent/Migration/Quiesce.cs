@@ -10,6 +10,52 @@ internal static class Quiesce
     // not be scheduled for a few hundred milliseconds.
     static readonly TimeSpan UdpWait = TimeSpan.FromSeconds(1);
 
+    /// <summary>How long a move waits, before it holds anything, for closing connections to finish.</summary>
+    static readonly TimeSpan ClosingWait = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// A connection the capsule has closed while data or its FIN were still unacknowledged lives on
+    /// in the kernel (an orphan: no process holds it), so CRIU cannot checkpoint it; after the move
+    /// the peer's acknowledgements would reach a namespace with no socket and get a reset (seen: an
+    /// HTTP server that closed after writing a download, its last megabyte still in flight). Such
+    /// connections finish on their own within a few round trips once nothing holds their peers'
+    /// packets, so a move waits for them, bounded, before its sync begins. Returns how many are left.
+    /// </summary>
+    public static async Task<int> ClosingConnectionsAsync(int pid, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        while (true)
+        {
+            var left = ClosingWithDataInFlight(pid);
+            if (left == 0 || sw.Elapsed > ClosingWait) return left;
+            await Task.Delay(5, ct);
+        }
+    }
+
+    /// <summary>TCP sockets of the namespace that no process owns (inode 0) with unacknowledged data.</summary>
+    public static int ClosingWithDataInFlight(int pid)
+    {
+        var n = 0;
+        try
+        {
+            // "sl local rem st tx_queue:rx_queue tr:when retrnsmt uid timeout inode", numbers in hex.
+            foreach (var line in File.ReadLines($"/proc/{pid}/net/tcp").Skip(1))
+            {
+                var cols = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (cols.Length < 10 || cols[9] != "0") continue;
+                // FIN_WAIT1 (04), LAST_ACK (09), CLOSING (0B): closed by the capsule, not yet done.
+                if (cols[3] is not ("04" or "09" or "0B")) continue;
+                var tx = cols[4].Split(':')[0];
+                if (long.Parse(tx, NumberStyles.HexNumber, CultureInfo.InvariantCulture) > 0) n++;
+            }
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+        return n;
+    }
+
     /// <summary>
     /// CRIU does not save the datagrams waiting in a UDP socket (criu issue 1130): they would be
     /// lost with the freeze. Peers hold from the cut on, so no new ones come; give the capsule a
