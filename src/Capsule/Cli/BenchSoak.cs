@@ -67,7 +67,7 @@ internal static partial class Bench
         const int StreamPort = 7100;
         const int UdpPort = 7200;
         const int WebPort = 8080;
-        /// <summary>Datagrams a second (512 bytes each): modest, so a full socket buffer never explains a loss.</summary>
+        /// <summary>Datagrams a second (512 bytes each): modest, so a full socket buffer explains no loss.</summary>
         const int UdpRate = 200;
         /// <summary>Gaps shorter than this are scheduling noise on a shared machine, not a migration's stall.</summary>
         internal const int GapMs = 50;
@@ -101,7 +101,8 @@ internal static partial class Bench
                 await lab.UpAsync(3, ct, legacy: 1);
                 var report = await SoakAsync(session, www.FullName, migrations, maxMinutes, clock, step, ct);
                 // The lab and its logs go next: a run that found something keeps them for a person to read.
-                if (!report.Clean) report = report with { LogsKept = await SoakLogs.KeepAsync(session, report, Capsules, ct) };
+                if (!report.Clean)
+                    report = report with { LogsKept = await SoakLogs.KeepAsync(session, report, Capsules, ct) };
                 if (json) Output.WriteJson(report);
                 else Print(report);
                 return report.Clean ? 0 : 1;
@@ -145,7 +146,8 @@ internal static partial class Bench
             var srv = await s.CreateAsync(Server, "h2", ["python3", stream, "server", N(StreamPort)], ct);
             // A capsule's UDP policy is buffer unless it is created with drop: its peers hold datagrams.
             var rx = await s.CreateAsync(UdpReceiver, "h3", ["python3", udpseq, "recv", N(UdpPort), N(GapMs)], ct);
-            var web = await s.CreateAsync(Web, "h2", ["python3", "-m", "http.server", N(WebPort), "--directory", www], ct);
+            string[] serve = ["python3", "-m", "http.server", N(WebPort), "--directory", www];
+            var web = await s.CreateAsync(Web, "h2", serve, ct);
             await MigrateBench.WaitForLog(s, Server, "h2", "LISTENING", StartTimeout, ct);
             await MigrateBench.WaitForLog(s, UdpReceiver, "h3", "LISTENING", StartTimeout, ct);
             var sha = await WriteBlobAsync(www, ct);
@@ -192,7 +194,8 @@ internal static partial class Bench
                 if (r.Ok) return;
                 await Task.Delay(200, ct);
             }
-            throw new TimeoutException($"{OrdinaryHost} got no answer from {url} within {StartTimeout.TotalSeconds:F0} s");
+            var limit = StartTimeout.TotalSeconds;
+            throw new TimeoutException($"{OrdinaryHost} got no answer from {url} within {limit:F0} s");
         }
 
         static async Task<List<SoakMove>> MigrateAllAsync(Session s, int migrations, Stopwatch clock,
@@ -232,7 +235,8 @@ internal static partial class Bench
             }
             catch (RpcException e)
             {
-                var why = limit.IsCancellationRequested ? $"no result within {MigrationLimit.TotalSeconds:F0} s" : e.Status.Detail;
+                var late = $"no result within {MigrationLimit.TotalSeconds:F0} s";
+                var why = limit.IsCancellationRequested ? late : e.Status.Detail;
                 r = new MigrateResult { Ok = false, Error = why, Times = new PhaseTimes() };
             }
             return SoakMove.FromResult(number, name, rec.Host, to, start, DateTimeOffset.UtcNow, r);
@@ -246,10 +250,10 @@ internal static partial class Bench
             Native.kill(w.StreamClient.Pid, SigUsr1);
             Native.kill(w.UdpSender.Pid, SigUsr1);
             var downloads = w.Downloads.StopAsync();
-            var cliDone = await MigrateBench.WaitForLog(s, StreamClient, ClientHost, "DONE", TimeSpan.FromSeconds(90), ct);
-            await MigrateBench.WaitForLog(s, UdpSender, ClientHost, "DONE", TimeSpan.FromSeconds(30), ct);
+            var cliDone = await MigrateBench.WaitForLog(s, StreamClient, ClientHost, "DONE", Seconds(90), ct);
+            await MigrateBench.WaitForLog(s, UdpSender, ClientHost, "DONE", Seconds(30), ct);
             var (rxRec, _) = await s.CapsuleAsync(UdpReceiver, ct);
-            var rxDone = await MigrateBench.WaitForLog(s, UdpReceiver, rxRec.Host, "DONE", TimeSpan.FromSeconds(15), ct);
+            var rxDone = await MigrateBench.WaitForLog(s, UdpReceiver, rxRec.Host, "DONE", Seconds(15), ct);
             return new SoakEnd(
                 cliDone.Line, cliDone.Error, rxDone.Line, rxDone.Error,
                 await LogAsync(s, Server, ct), await LogAsync(s, StreamClient, ct), await LogAsync(s, UdpReceiver, ct),
@@ -267,5 +271,7 @@ internal static partial class Bench
         }
 
         static string N(int v) => v.ToString(CultureInfo.InvariantCulture);
+
+        static TimeSpan Seconds(int s) => TimeSpan.FromSeconds(s);
     }
 }

@@ -56,7 +56,7 @@ internal static partial class Bench
                 long bytes = 0;
                 while (!_stop.IsCancellationRequested && !_kill.IsCancellationRequested)
                 {
-                    var started = DateTime.Now;
+                    var started = DateTime.UtcNow;
                     var (hash, error) = await OneAsync();
                     if (_kill.IsCancellationRequested) break; // ended from outside: not a result
                     count++;
@@ -65,7 +65,9 @@ internal static partial class Bench
                         ok++;
                         bytes += BlobMb << 20;
                     }
-                    else _failures.Add($"started {started:HH:mm:ss.fff}: {error ?? $"sha256 {hash}"}");
+                    // Its times (UTC, as the migrations' are) place it among the moves.
+                    else _failures.Add($"{started:HH:mm:ss.fff}-{DateTime.UtcNow:HH:mm:ss.fff} UTC: "
+                        + (error ?? $"sha256 {hash}"));
                 }
                 return new DownloadOutcome(count, ok, bytes, [.. _failures]);
             }
@@ -73,13 +75,15 @@ internal static partial class Bench
             /// <summary>One download in the ordinary host's namespace; curl's failure is its own (pipefail).</summary>
             async Task<(string? Hash, string? Error)> OneAsync()
             {
-                var script = $"set -o pipefail; curl -sS --fail -m {MaxSecondsEach} --limit-rate {_rate} '{_url}' | sha256sum";
+                var curl = $"curl -sS --fail -m {MaxSecondsEach} --limit-rate {_rate} '{_url}'";
+                var script = $"set -o pipefail; {curl} | sha256sum";
                 var psi = new ProcessStartInfo("ip")
                 {
                     RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
                 };
                 foreach (var a in (string[])["netns", "exec", _netns, "bash", "-c", script]) psi.ArgumentList.Add(a);
-                using var p = Process.Start(psi) ?? throw new InvalidOperationException("could not start ip netns exec");
+                using var p = Process.Start(psi)
+                    ?? throw new InvalidOperationException("could not start ip netns exec");
                 var stdout = p.StandardOutput.ReadToEndAsync();
                 var stderr = p.StandardError.ReadToEndAsync();
                 try
@@ -92,7 +96,8 @@ internal static partial class Bench
                     return (null, "ended before it finished");
                 }
                 var hash = (await stdout).Split(' ')[0].Trim();
-                return p.ExitCode == 0 ? (hash, null) : (null, $"curl failed (exit {p.ExitCode}): {(await stderr).Trim()}");
+                if (p.ExitCode == 0) return (hash, null);
+                return (null, $"curl failed (exit {p.ExitCode}): {(await stderr).Trim()}");
             }
 
             public async ValueTask DisposeAsync()

@@ -10,13 +10,13 @@ internal static partial class Bench
 {
     static partial class SoakBench
     {
-        /// <summary>One migration of the soak: what the source agent answered, and the stall its observer saw.</summary>
+        /// <summary>One migration: what the source agent answered, and the stall its observer saw.</summary>
         sealed record SoakMove(
             int Number, string Capsule, string From, string To, bool Ok, string? Error, bool ResumedOnSource,
             DateTimeOffset Start, DateTimeOffset End, long TotalMs, object PhasesMs, long ImageBytes,
             int Peers, long Held, long Flushed, long Dropped, long Unaccounted)
         {
-            /// <summary>The longest gap the capsule's observer saw during the move; null when it has none (web).</summary>
+            /// <summary>The longest gap its observer saw during the move; null when it has none (web).</summary>
             public double? StallMs { get; init; }
             /// <summary>No gap over the threshold at all: StallMs is the threshold, an upper bound.</summary>
             public bool StallBelowThreshold { get; init; }
@@ -47,7 +47,7 @@ internal static partial class Bench
         {
             /// <summary>Datagrams that arrived after a later-numbered one: held ones overtaken by fresh ones.</summary>
             public long? Reordered { get; init; }
-            /// <summary>The receiver's first missing sequence numbers (at 200 a second from the sender's start).</summary>
+            /// <summary>The receiver's first missing sequence numbers (200 a second from the sender's start).</summary>
             public string? Missing { get; init; }
         }
 
@@ -114,12 +114,18 @@ internal static partial class Bench
             }
             else if (lines.Count == 0)
                 lines.Add($"{StreamClient}: {end.ClientError ?? "no DONE line after the stream was ended"}");
-            var resets = lines.Count(l => l.Contains("reset", StringComparison.Ordinal) || l.Contains("closed by peer", StringComparison.Ordinal));
+            var resets = lines.Count(IsReset);
             return new TcpOutcome(sent, echoed, lines.Count, resets, lines);
         }
 
         static IEnumerable<string> ErrorLines(string name, string log) =>
-            log.Split('\n').Where(l => l.StartsWith("ERROR", StringComparison.Ordinal)).Select(l => $"{name}: {l.Trim()}");
+            log.Split('\n')
+                .Where(l => l.StartsWith("ERROR", StringComparison.Ordinal))
+                .Select(l => $"{name}: {l.Trim()}");
+
+        static bool IsReset(string line) =>
+            line.Contains("reset", StringComparison.Ordinal)
+            || line.Contains("closed by peer", StringComparison.Ordinal);
 
         static UdpOutcome UdpOf(SoakEnd end, List<SoakMove> moves)
         {
@@ -127,9 +133,13 @@ internal static partial class Bench
             var dropped = own.Sum(m => m.Dropped);
             var held = own.Sum(m => m.Held);
             if (end.UdpDone is not { } done || UdpDoneRegex().Match(done) is not { Success: true } m)
-                return new UdpOutcome(null, null, null, null, dropped, held, $"{UdpReceiver}: {end.UdpError ?? "no DONE line"}");
+            {
+                var why = $"{UdpReceiver}: {end.UdpError ?? "no DONE line"}";
+                return new UdpOutcome(null, null, null, null, dropped, held, why);
+            }
             var sent = L(m.Groups[1].Value);
-            return new UdpOutcome(sent, L(m.Groups[2].Value), L(m.Groups[3].Value), L(m.Groups[4].Value), dropped, held, null)
+            var received = L(m.Groups[2].Value);
+            return new UdpOutcome(sent, received, L(m.Groups[3].Value), L(m.Groups[4].Value), dropped, held, null)
             {
                 Reordered = L(m.Groups[5].Value),
                 Missing = m.Groups[6].Value,
