@@ -10,6 +10,7 @@ internal static partial class Bench
         var bench = new Command("bench", "Benchmarks that build their own lab and print a table");
         bench.Subcommands.Add(Dataplane());
         bench.Subcommands.Add(Migrate());
+        bench.Subcommands.Add(Soak());
         return bench;
     }
 }

@@ -347,7 +347,7 @@ internal static partial class Bench
             await faults.ArmAsync(new FaultProtos.ArmRequest { Point = point, Action = "skip", Times = 1 }, cancellationToken: ct);
         }
 
-        static async Task<MigrateResult> MigrateAsync(HostAgent.HostAgentClient agent, string name, string target, Action<string> step,
+        internal static async Task<MigrateResult> MigrateAsync(HostAgent.HostAgentClient agent, string name, string target, Action<string> step,
             CancellationToken ct)
         {
             var request = new MigrateRequest { Name = name, Target = target, HoldPackets = Agent.Migration.MigrationSource.DefaultHoldPackets };
@@ -362,7 +362,7 @@ internal static partial class Bench
 
         static Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct) => s.CreateAsync(name, host, cmd, ct);
 
-        static async Task<string?> TryLogs(Session s, string name, CancellationToken ct)
+        internal static async Task<string?> TryLogs(Session s, string name, CancellationToken ct)
         {
             try
             {
@@ -377,7 +377,7 @@ internal static partial class Bench
         /// Polls a capsule's stdout (through its agent) until a line starts with <paramref name="prefix"/>;
         /// stops early at an ERROR line. Line is null on timeout.
         /// </summary>
-        static async Task<(string? Line, string? Error)> WaitForLog(Session s, string name, string host, string prefix, TimeSpan limit, CancellationToken ct)
+        internal static async Task<(string? Line, string? Error)> WaitForLog(Session s, string name, string host, string prefix, TimeSpan limit, CancellationToken ct)
         {
             var (_, agent) = await s.AgentAsync(host, ct);
             var sw = Stopwatch.StartNew();

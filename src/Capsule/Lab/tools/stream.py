@@ -3,15 +3,17 @@
 
 server PORT [MB]       accept connections; check every byte received against the pattern, echo it back;
                        MB: first fill that much memory (a heavier capsule, so a migration takes longer)
-client HOST PORT SECS  send the pattern at a steady rate for SECS seconds, check every echoed byte,
-                       then print DONE with the counts; print ERROR and exit 1 on any mismatch or reset
+client HOST PORT SECS [GAP_MS]
+                       send the pattern at a steady rate for SECS seconds (or until SIGUSR1), check every
+                       echoed byte, then print DONE with the counts; print ERROR and exit 1 on any mismatch
+                       or reset; GAP_MS: print "GAP end=T ms=M" for every gap between echoes over GAP_MS
 rr HOST PORT SECS      request/response: send 64 bytes, wait for their echo, pause 2 ms, repeat for
                        SECS seconds; print DONE with the count and the longest gap between replies
 
 The pattern byte at absolute stream offset p is (p * 7) % 251: a lost, duplicated or reordered byte
 anywhere shows up as a mismatch at its offset. Progress lines go to stdout (the capsule's log).
 """
-import select, socket, sys, time
+import select, signal, socket, sys, time
 
 PERIOD = 251
 PATTERN = bytes((i * 7) % PERIOD for i in range(PERIOD)) * 270  # >= 251 + the largest read (65536)
@@ -58,18 +60,20 @@ def server(port, ballast_mb=0):
         c.close()
 
 
-def client(host, port, secs):
+def client(host, port, secs, gap_ms=0.0):
     s = socket.create_connection((host, port), timeout=30)
     s.setblocking(False)
     chunk, interval = 4096, 0.004          # about 1 MB/s each way
     sent = echoed = 0
-    end = time.time() + secs
+    end = [time.time() + secs]
+    # A soak does not know in advance how long its migrations take: it ends the stream with SIGUSR1.
+    signal.signal(signal.SIGUSR1, lambda *_: end.__setitem__(0, min(end[0], time.time())))
     last_say = 0
     next_send = time.time()
     biggest_gap, last_echo = 0.0, time.time()
     while True:
         now = time.time()
-        sending = now < end
+        sending = now < end[0]
         if sending and now >= next_send:
             try:
                 n = s.send(expect(sent, chunk))
@@ -94,12 +98,16 @@ def client(host, port, secs):
                 say("ERROR mismatch at", echoed)
                 sys.exit(1)
             echoed += len(d)
-            biggest_gap = max(biggest_gap, time.time() - last_echo)
-            last_echo = time.time()
+            got = time.time()
+            gap = got - last_echo
+            biggest_gap = max(biggest_gap, gap)
+            if gap_ms and gap * 1000 > gap_ms:
+                say("GAP end=%.3f ms=%.0f" % (got, gap * 1000))
+            last_echo = got
         if now - last_say > 0.5:
             say("PROGRESS sent=%d echoed=%d" % (sent, echoed))
             last_say = now
-        if now > end + 60:
+        if now > end[0] + 60:
             say("ERROR echo stalled: sent=%d echoed=%d" % (sent, echoed))
             sys.exit(1)
 
@@ -139,4 +147,4 @@ if __name__ == "__main__":
     elif sys.argv[1] == "rr":
         rr(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     else:
-        client(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+        client(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]) if len(sys.argv) > 5 else 0.0)
