@@ -114,11 +114,13 @@ public sealed class MoreFaultTests(LabFixture lab)
             Assert.True(m.GetProperty("ok").GetBoolean(), m.ToString());
             var r = (await udp).Ok();
             var perHost = new List<string>();
+            long udpDropped = 0;
             foreach (var h in hosts)
             {
                 var s = await lab.Stats(h);
                 long Delta(string k) => s[k] - before[h][k];
-                perHost.Add($"{h}: held {Delta("held")} dropped {Delta("hold_dropped")}");
+                perHost.Add($"{h}: held {Delta("held")} dropped {Delta("hold_dropped")} of which UDP {Delta("hold_dropped_udp")}");
+                udpDropped += Delta("hold_dropped_udp");
             }
             using var doc = JsonDocument.Parse(r.Out);
             var sum = doc.RootElement.GetProperty("end").GetProperty("sum");
@@ -129,7 +131,8 @@ public sealed class MoreFaultTests(LabFixture lab)
             Assert.True(dropped > 0, facts);
             Assert.Equal("h2", await OnOneHost("fb"));
             await AssertStreamIntact("fbc", "fb");
-            Assert.True(lost == dropped, facts);
+            // The migration's count includes TCP segments the full buffer dropped; the UDP part is what iperf3 misses.
+            Assert.True(lost == udpDropped, facts);
         }
         finally
         {

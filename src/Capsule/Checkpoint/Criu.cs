@@ -76,15 +76,19 @@ internal sealed class Criu(string binary, string scratch)
     public async Task<int> RestoreAsync(string images, string netns, CancellationToken ct)
     {
         var pidFile = Path.Combine(images, "restored.pid");
+        var unlocked = Path.Combine(images, "restore.unlocked");
         File.Delete(pidFile);
+        File.Delete(unlocked);
         // fd 3 is opened on the new namespace by the shell and inherited by CRIU under the key the dump used.
         var r = await Cmd.TryRunAsync("/bin/sh", ["-c", """exec 3<"$1"; shift; exec "$@" """, "sh",
-            $"{Netns.Dir}/{netns}", "env", $"{CriuHook.LockVariable}={CriuHook.LockTable}",
+            $"{Netns.Dir}/{netns}",
+            "env", $"{CriuHook.LockVariable}={CriuHook.LockTable}", $"{CriuHook.UnlockedVariable}={unlocked}",
             binary, "restore", "-D", images, "-o", "restore.log", "-v2", "-d", "--pidfile", pidFile,
             "--tcp-established", "--network-lock", "skip", "--inherit-fd", $"fd[3]:{NetKey}",
             "--action-script", _hook.Path], ct);
-        // CRIU's network-unlock hook has removed the lock; should it not have run, traffic would stall.
-        await UnlockAsync(netns);
+        // CRIU's network-unlock hook has removed the lock and said so; should it not have, traffic
+        // would stall, so the lock goes here (a process spawn the usual path does without).
+        if (!File.Exists(unlocked)) await UnlockAsync(netns);
         if (!r.Ok || !File.Exists(pidFile))
             throw new CheckpointException($"criu restore failed: {LogTail(images, "restore.log")}");
         return int.Parse((await File.ReadAllTextAsync(pidFile, ct)).Trim());

@@ -12,6 +12,7 @@ internal sealed class CriuHook
 {
     public const string LockTable = "capsule_restore_lock";
     public const string LockVariable = "CAPSULE_RESTORE_LOCK";
+    public const string UnlockedVariable = "CAPSULE_RESTORE_UNLOCKED";
 
     /// <summary>
     /// With no verdict in this long, the tree resumes where it is: a source agent that never comes
@@ -37,7 +38,8 @@ internal sealed class CriuHook
         network-unlock)
           [ -n "$CAPSULE_RESTORE_LOCK" ] || exit 0
           [ -n "$CRTOOLS_INIT_PID" ] || exit 0
-          nsenter --net=/proc/$CRTOOLS_INIT_PID/ns/net nft delete table inet "$CAPSULE_RESTORE_LOCK" || true
+          nsenter --net=/proc/$CRTOOLS_INIT_PID/ns/net nft delete table inet "$CAPSULE_RESTORE_LOCK" &&
+            [ -n "$CAPSULE_RESTORE_UNLOCKED" ] && : > "$CAPSULE_RESTORE_UNLOCKED"
           ;;
         esac
         exit 0

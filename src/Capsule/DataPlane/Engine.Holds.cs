@@ -11,8 +11,8 @@ namespace Capsule.DataPlane;
 /// the hold ends by itself, towards wherever the table routes the locator then, or dropped when
 /// it routes it nowhere; either way the peers it paused get their window back.
 ///
-/// A release does not send everything at once: the hold drains in bursts of at most
-/// <see cref="FlushBurst"/> packets, about a millisecond apart, between ordinary batches. A
+/// A release does not send everything at once: the hold drains in bursts of
+/// <see cref="Hold.BurstSize"/> packets, about a millisecond apart, between ordinary batches. A
 /// capsule just restored has socket buffers of ordinary size, and hundreds of datagrams at line
 /// rate would overflow them (seen: a UDP receiver losing 80% of a 460-packet flush); pacing with
 /// a sleep on this thread stalled every other capsule of the host, pacing with the poll timeout
@@ -21,9 +21,7 @@ namespace Capsule.DataPlane;
 /// </summary>
 internal sealed unsafe partial class Engine
 {
-    const int FlushBurst = 32;
-
-    /// <summary>About 1 ms between bursts: ~30k packets/s, a full default hold (4096) in ~0.15 s.</summary>
+    /// <summary>About 1 ms between bursts (8 to 64 packets each: 8k to 64k packets/s).</summary>
     static readonly long BurstGap = Stopwatch.Frequency / 1000;
 
     /// <summary>Longest lease accepted (keeps deadline arithmetic far from overflow).</summary>
@@ -170,11 +168,11 @@ internal sealed unsafe partial class Engine
         End(hold, dropped, resume: true);
     }
 
-    /// <summary>Sends at most <see cref="FlushBurst"/> packets from the front of a draining hold.</summary>
+    /// <summary>Sends the next burst (<see cref="Hold.BurstSize"/> packets at most) from the front of a draining hold.</summary>
     void DrainBurst(Hold hold, long now)
     {
         var buffer = hold.Buffer;
-        var n = Math.Min(buffer.Count, FlushBurst);
+        var n = Math.Min(buffer.Count, hold.BurstSize);
         if (hold.DrainsToSelf) WriteToTun(buffer, n);
         else SendHeld(buffer, n, hold.DrainTo, hold.Locator);
         buffer.RemoveFirst(n);

@@ -9,6 +9,9 @@ namespace Capsule.DataPlane;
 internal sealed class FlowCounters
 {
     public long Packets, Bytes, Batches, Held, Flushed, HoldDropped, Unreachables;
+
+    /// <summary>Of <see cref="HoldDropped"/> at a full buffer or by policy, the UDP datagrams (what a UDP receiver misses).</summary>
+    public long HoldDroppedUdp;
     /// <summary>Holds whose lease ran out with no release, and what such holds dropped (routed nowhere).</summary>
     public long HoldsExpired, HoldExpiredDropped;
     public readonly DropCounters Drops = new();
@@ -174,7 +177,11 @@ internal sealed unsafe partial class Engine : IDisposable
                     // TUN for it would only loop.)
                     var stored = hold.Buffer.TryAdd(packet);
                     if (stored) c.Held++;
-                    else c.HoldDropped++;
+                    else
+                    {
+                        c.HoldDropped++;
+                        if (Ipv4.Protocol(packet) == 17) c.HoldDroppedUdp++;
+                    }
                     if (_anyFlows) SpeakForPausedCapsule(packet, stored);
                     continue;
                 }

@@ -40,8 +40,23 @@ internal sealed class Hold(Locator locator, HoldBuffer buffer, long deadline, bo
     /// <summary>A lease is only ever extended by a renewal, never shortened.</summary>
     public void Renew(long deadline) => Deadline = Math.Max(Deadline, deadline);
 
+    /// <summary>Stopwatch timestamp at which the hold began.</summary>
+    public long Started { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    /// <summary>Packets sent per burst (one burst a millisecond), set when the drain begins.</summary>
+    public int BurstSize { get; private set; } = MinBurst;
+
+    const int MinBurst = 8, MaxBurst = 64;
+
     public void DrainTowards(Locator host, bool self, long now)
     {
+        // Paced at four times the rate the packets arrived at (at least 8 a millisecond): the
+        // capsule just restored has socket buffers of ordinary size and read them at about the
+        // arrival rate before it moved; a flush at line rate overflowed a UDP receiver's buffer
+        // (its RcvbufErrors equalled every datagram lost), one this paced keeps up with.
+        var seconds = Math.Max((now - Started) / (double)System.Diagnostics.Stopwatch.Frequency, 0.001);
+        var perMs = 4 * Buffer.Count / seconds / 1000;
+        BurstSize = (int)Math.Clamp(Math.Ceiling(perMs), MinBurst, MaxBurst);
         Draining = true;
         DrainTo = host;
         DrainsToSelf = self;
