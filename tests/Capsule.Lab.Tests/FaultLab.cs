@@ -23,6 +23,27 @@ public static class FaultLab
         await client.ArmAsync(new ArmRequest { Point = point, Action = action, Times = 1, DelayMs = delayMs });
     }
 
+    /// <summary>The capsule named <paramref name="name"/> in `capsule ls --json` output, if listed.</summary>
+    public static System.Text.Json.JsonElement? FindCapsule(string json, string name)
+    {
+        foreach (var c in System.Text.Json.JsonDocument.Parse(json).RootElement.EnumerateArray())
+            if (c.GetProperty("name").GetString() == name) return c.Clone();
+        return null;
+    }
+
+    /// <summary>Waits (bounded) until `capsule ls` shows the capsule in <paramref name="state"/>.</summary>
+    public static async Task WaitForState(this LabFixture lab, string name, string state, int seconds = 30)
+    {
+        var until = DateTime.UtcNow.AddSeconds(seconds);
+        while (DateTime.UtcNow < until)
+        {
+            var r = await lab.Run("ls", "--json");
+            if (r.Code == 0 && FindCapsule(r.Out, name)?.GetProperty("state").GetString() == state) return;
+            await Task.Delay(50);
+        }
+        Xunit.Assert.Fail($"{name} never became {state}");
+    }
+
     /// <summary>The pid of <paramref name="host"/>'s agent now.</summary>
     public static int AgentPid(LabFixture lab, string host) =>
         int.Parse(File.ReadAllText(new LabPaths(lab.Name).AgentPidFile(host)).Trim());

@@ -66,7 +66,7 @@ public sealed class FaultTests(LabFixture lab)
             // The source waits after the sync; meanwhile the directory is killed and its supervisor restarts it.
             await FaultLab.Arm(lab, "h2", "source.after-sync", "delay", delayMs: 3000);
             var move = lab.Migrate("dsrv", "h3");
-            await WaitForState("dsrv", "migrating");
+            await lab.WaitForState("dsrv", "migrating");
             var pidFile = new Lab.LabPaths(lab.Name).DirectoryPidFile;
             (await Cli.Exec("kill", ["-9", (await File.ReadAllTextAsync(pidFile)).Trim()])).Ok();
             var m = await move;
@@ -126,7 +126,7 @@ public sealed class FaultTests(LabFixture lab)
         {
             var r = await lab.Run("ls", "--json");
             last = r.Out;
-            if (r.Code == 0 && Find(r.Out, name) is { } c && c.GetProperty("state").GetString() == "running")
+            if (r.Code == 0 && FaultLab.FindCapsule(r.Out, name) is { } c && c.GetProperty("state").GetString() == "running")
                 return c.GetProperty("host").GetString()!;
             await Task.Delay(200);
         }
@@ -136,24 +136,5 @@ public sealed class FaultTests(LabFixture lab)
             $"--- {h}:\n" + string.Join("\n", File.Exists(paths.AgentLog(h)) ? File.ReadLines(paths.AgentLog(h)).TakeLast(25) : [])));
         Assert.Fail($"{name} did not settle running within {seconds} s: {last}\n{logs}");
         return "";
-    }
-
-    async Task WaitForState(string name, string state, int seconds = 30)
-    {
-        var until = DateTime.UtcNow.AddSeconds(seconds);
-        while (DateTime.UtcNow < until)
-        {
-            var r = await lab.Run("ls", "--json");
-            if (r.Code == 0 && Find(r.Out, name)?.GetProperty("state").GetString() == state) return;
-            await Task.Delay(50);
-        }
-        Assert.Fail($"{name} never became {state}");
-    }
-
-    static JsonElement? Find(string json, string name)
-    {
-        foreach (var c in JsonDocument.Parse(json).RootElement.EnumerateArray())
-            if (c.GetProperty("name").GetString() == name) return c.Clone();
-        return null;
     }
 }

@@ -33,7 +33,7 @@ public sealed class MoreFaultTests(LabFixture lab)
             // The source waits 3 s after the sync: h1 holds for the client's packets all that time.
             await FaultLab.Arm(lab, "h2", "source.after-sync", "delay", delayMs: 3000);
             var move = lab.Migrate("hk", "h3");
-            await WaitForState("hk", "migrating");
+            await lab.WaitForState("hk", "migrating");
             await LabFixture.Until(async () => (await lab.Stats("h1"))["held"] > before["held"], "h1 to hold");
             var acked = (await lab.Stats("h1"))["acked_for_paused_capsules"] - before["acked_for_paused_capsules"];
             await KillAgent("h1");
@@ -241,7 +241,7 @@ public sealed class MoreFaultTests(LabFixture lab)
         {
             var r = await lab.Run("ls", "--json");
             last = r.Out + r.Err;
-            if (r.Code == 0 && Find(r.Out, name) is { } c && c.GetProperty("state").GetString() == "running")
+            if (r.Code == 0 && FaultLab.FindCapsule(r.Out, name) is { } c && c.GetProperty("state").GetString() == "running")
             {
                 var host = c.GetProperty("host").GetString()!;
                 var stray = new[] { "h1", "h2", "h3" }.Where(h => h != host)
@@ -253,24 +253,5 @@ public sealed class MoreFaultTests(LabFixture lab)
         }
         Assert.Fail($"{name} did not settle on one host within {seconds} s: {last}");
         return "";
-    }
-
-    async Task WaitForState(string name, string state, int seconds = 30)
-    {
-        var until = DateTime.UtcNow.AddSeconds(seconds);
-        while (DateTime.UtcNow < until)
-        {
-            var r = await lab.Run("ls", "--json");
-            if (r.Code == 0 && Find(r.Out, name)?.GetProperty("state").GetString() == state) return;
-            await Task.Delay(50);
-        }
-        Assert.Fail($"{name} never became {state}");
-    }
-
-    static JsonElement? Find(string json, string name)
-    {
-        foreach (var c in JsonDocument.Parse(json).RootElement.EnumerateArray())
-            if (c.GetProperty("name").GetString() == name) return c.Clone();
-        return null;
     }
 }
