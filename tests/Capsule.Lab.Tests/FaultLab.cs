@@ -44,6 +44,17 @@ public static class FaultLab
         Xunit.Assert.Fail($"{name} never became {state}");
     }
 
+    /// <summary>
+    /// The last <paramref name="lines"/> lines of each host's agent log: what tells why a capsule
+    /// did not settle, so it goes with the failure.
+    /// </summary>
+    public static string AgentLogTails(LabFixture lab, IEnumerable<string> hosts, int lines = 25)
+    {
+        var paths = new LabPaths(lab.Name);
+        return string.Join("\n", hosts.Select(h => $"--- {h}:\n" +
+            string.Join("\n", File.Exists(paths.AgentLog(h)) ? File.ReadLines(paths.AgentLog(h)).TakeLast(lines) : [])));
+    }
+
     /// <summary>The pid of <paramref name="host"/>'s agent now.</summary>
     public static int AgentPid(LabFixture lab, string host) =>
         int.Parse(File.ReadAllText(new LabPaths(lab.Name).AgentPidFile(host)).Trim());

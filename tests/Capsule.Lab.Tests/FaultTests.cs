@@ -130,11 +130,8 @@ public sealed class FaultTests(LabFixture lab)
                 return c.GetProperty("host").GetString()!;
             await Task.Delay(200);
         }
-        // The agents' own account is what tells why: their last lines go with the failure.
-        var paths = new Lab.LabPaths(lab.Name);
-        var logs = string.Join("\n", new[] { "h2", "h3" }.Select(h =>
-            $"--- {h}:\n" + string.Join("\n", File.Exists(paths.AgentLog(h)) ? File.ReadLines(paths.AgentLog(h)).TakeLast(25) : [])));
-        Assert.Fail($"{name} did not settle running within {seconds} s: {last}\n{logs}");
+        Assert.Fail($"{name} did not settle running within {seconds} s: {last}\n" +
+            FaultLab.AgentLogTails(lab, ["h2", "h3"]));
         return "";
     }
 }

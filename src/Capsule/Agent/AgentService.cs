@@ -126,6 +126,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         C("tcp_paused", e.PausesSent); C("tcp_reopened", e.ReopensSent); C("acked_for_paused_capsules", e.AckedOnBehalf);
         C("held", e.Egress.Held); C("flushed", e.Egress.Flushed); C("hold_dropped", e.Egress.HoldDropped);
         C("hold_dropped_udp", e.Egress.HoldDroppedUdp);
+        C("hold_spool_failures", e.Egress.HoldSpoolFailures);
         C("holds_expired", e.Egress.HoldsExpired); C("hold_expired_dropped", e.Egress.HoldExpiredDropped);
         C("ingress_packets", e.Ingress.Packets); C("ingress_bytes", e.Ingress.Bytes); C("ingress_batches", e.Ingress.Batches);
         foreach (var reason in DropCounters.Reasons)

@@ -32,13 +32,25 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
         _tun = Tun.Open(options.Tun);
         await HostNetwork.SetupAsync(options.Tun, _pool, options.InnerMtu);
         _udp = UdpEndpoint.Bind(options.Underlay, options.Port);
-        _engine = new Engine(_tun, _udp, options.UnderlayMtu);
+        var spool = Directory.CreateDirectory(Path.Combine(options.StateDir, "holds")).FullName;
+        _engine = new Engine(_tun, _udp, options.UnderlayMtu, spool);
         _engine.Start();
+        await RecoverHoldsAsync();
         await runtime.RecoverAsync(ct);
         _engine.IcmpSource = options.IcmpSource;
         await directory.PutHostAsync(new HostRecord(options.Host, options.Underlay, options.Listen, options.Serves), ct);
         log.LogInformation("data plane up: {Tun} mtu {Mtu}, udp {Addr}:{Port}, pool {Pool}", options.Tun, options.InnerMtu, options.Underlay, options.Port, _pool);
         await base.StartAsync(ct);
+    }
+
+    /// <summary>Holds a previous agent left (it died while it held): held again, and logged.</summary>
+    async Task RecoverHoldsAsync()
+    {
+        var (holds, packets, unusable) = await Engine.RecoverHoldsAsync(options.HoldLease);
+        if (holds > 0)
+            log.LogWarning("took back {Holds} holds with {Packets} packets from the previous agent; they end with " +
+                "their source's release or in {Lease} s", holds, packets, options.HoldLease.TotalSeconds);
+        foreach (var u in unusable) log.LogWarning("hold spool deleted, of no use: {Problem}", u);
     }
 
     protected override async Task ExecuteAsync(CancellationToken stop)

@@ -59,6 +59,9 @@ internal sealed class Criu(string binary, string scratch)
         ];
         foreach (var a in args) psi.ArgumentList.Add(a);
         var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start criu dump");
+        // The shell execs setsid, which execs CRIU (no fork: the shell leads no process group), so
+        // this pid is CRIU's: a restarted agent waits for it before it decides (FrozenTree.ReattachAsync).
+        await File.WriteAllTextAsync(FrozenTree.DumpPidFile(images), process.Id.ToString(), CancellationToken.None);
         var tree = new FrozenTree(pid, images, verdict, process);
         while (!File.Exists(verdict + ".ready"))
         {

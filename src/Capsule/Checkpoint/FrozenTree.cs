@@ -14,12 +14,38 @@ internal sealed class FrozenTree(int pid, string images, string verdict, Process
     public int Pid => pid;
     public string Images => images;
 
-    /// <summary>The dump left waiting by an earlier run of this agent, if it still waits.</summary>
-    public static FrozenTree? Reattach(int pid, string images)
+    /// <summary>
+    /// The dump left waiting by an earlier run of this agent, if it still waits. A dump still under
+    /// way (the agent died while CRIU dumped) is waited for, up to <paramref name="patience"/>, until
+    /// it reaches its verdict or ends: deciding before then would race CRIU for the tree.
+    /// </summary>
+    public static async Task<FrozenTree?> ReattachAsync(int pid, string images, TimeSpan patience,
+        CancellationToken ct)
     {
         var verdict = Path.Combine(images, "verdict");
+        var sw = Stopwatch.StartNew();
+        while (!File.Exists(verdict + ".ready") && DumpRuns(images) && sw.Elapsed < patience)
+            await Task.Delay(20, ct);
         if (!File.Exists(verdict + ".ready") || !CapsuleProcess.IsAlive(pid)) return null;
         return new FrozenTree(pid, images, verdict, null);
+    }
+
+    /// <summary>Where <see cref="Criu.DumpAsync"/> notes its CRIU's pid.</summary>
+    internal static string DumpPidFile(string images) => Path.Combine(images, "dump.pid");
+
+    /// <summary>Whether the CRIU dump into <paramref name="images"/> still runs (its pid, still a dump of them).</summary>
+    static bool DumpRuns(string images)
+    {
+        try
+        {
+            var pid = int.Parse(File.ReadAllText(DumpPidFile(images)).Trim());
+            var cmd = File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ');
+            return cmd.Contains(" dump ") && cmd.Contains(images);
+        }
+        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException)
+        {
+            return false;
+        }
     }
 
     /// <summary>The capsule runs elsewhere: CRIU ends the tree here.</summary>

@@ -73,12 +73,68 @@ internal sealed unsafe partial class Engine
         }
         else
         {
-            var buffer = new HoldBuffer(r.Capacity, r.DropUdp);
+            var buffer = NewBuffer(r.Locator, r.Capacity, r.DropUdp);
             _holds[r.Locator.Value] = new Hold(r.Locator, buffer, After(r.Lease), r.Pause);
             if (r.Pause) PauseFlows(r.Locator);
         }
         done.SetResult(SentTo.TryGetValue(Key(r.Via, r.Locator), out var f) ? (f.Packets, f.Bytes) : (0L, 0L));
     }
+
+    /// <summary>
+    /// A buffer in the spool folder, so what it holds outlives this agent; in memory alone (and
+    /// counted) when the folder cannot take it, since holding beats refusing the hold.
+    /// </summary>
+    HoldBuffer NewBuffer(Locator locator, int capacity, bool dropUdp)
+    {
+        if (_holdSpool is null) return new HoldBuffer(capacity, dropUdp, locator);
+        try
+        {
+            return HoldBuffer.Create(Path.Combine(_holdSpool, $"{locator}.hold"), locator, capacity, dropUdp);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Egress.HoldSpoolFailures++;
+            return new HoldBuffer(capacity, dropUdp, locator);
+        }
+    }
+
+    /// <summary>
+    /// Takes back the holds an earlier agent on this host left in the spool folder (it died, or
+    /// stopped, while it held). Each holds again with a fresh <paramref name="lease"/>: its source's
+    /// renewals and release find it as if nothing had happened, and if none come, the lease ends it
+    /// towards wherever the table then routes the capsule. Returns the holds and packets taken back,
+    /// and the spool files that were of no use (deleted).
+    /// </summary>
+    public Task<(int Holds, long Packets, IReadOnlyList<string> Unusable)> RecoverHoldsAsync(TimeSpan lease) =>
+        OnEgress<(int, long, IReadOnlyList<string>)>(done =>
+        {
+            var (holds, packets, unusable) = (0, 0L, new List<string>());
+            if (_holdSpool is not null)
+                foreach (var path in Directory.EnumerateFiles(_holdSpool, "*.hold"))
+                {
+                    HoldBuffer? buffer;
+                    string? problem;
+                    try
+                    {
+                        buffer = HoldBuffer.Open(path, out problem);
+                    }
+                    catch (IOException e)
+                    {
+                        (buffer, problem) = (null, e.Message);
+                    }
+                    if (buffer is null || _holds.ContainsKey(buffer.Locator.Value))
+                    {
+                        buffer?.Detach();
+                        unusable.Add($"{Path.GetFileName(path)}: {problem ?? "a hold for it runs already"}");
+                        File.Delete(path);
+                        continue;
+                    }
+                    _holds[buffer.Locator.Value] = new Hold(buffer.Locator, buffer, After(lease), pauses: false);
+                    holds++;
+                    packets += buffer.Count;
+                }
+            done.SetResult((holds, packets, unusable));
+        });
 
     /// <summary>Whether this host holds (or still drains) packets for <paramref name="locator"/>.</summary>
     public Task<bool> IsHoldingAsync(Locator locator) =>
@@ -222,7 +278,7 @@ internal sealed unsafe partial class Engine
         foreach (var (begin, _) in hold.AfterDrain) begin();
     }
 
-    /// <summary>On shutdown: every release still waiting gets what its drain did so far.</summary>
+    /// <summary>On shutdown: every release still waiting gets what its drain did so far; spools are kept.</summary>
     void AbandonHolds()
     {
         foreach (var hold in _holds.Values)
@@ -230,7 +286,8 @@ internal sealed unsafe partial class Engine
             var left = (hold.Flushed, hold.Buffer.Dropped + hold.Buffer.Count);
             foreach (var w in hold.Waiters) w.TrySetResult(left);
             foreach (var (_, refuse) in hold.AfterDrain) refuse(new ObjectDisposedException(nameof(Engine)));
-            hold.Dispose();
+            // The spool stays: the next agent on this host delivers what is still held.
+            hold.Buffer.Detach();
         }
         _holds.Clear();
     }

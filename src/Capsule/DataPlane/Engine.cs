@@ -14,6 +14,8 @@ internal sealed class FlowCounters
     public long HoldDroppedUdp;
     /// <summary>Holds whose lease ran out with no release, and what such holds dropped (routed nowhere).</summary>
     public long HoldsExpired, HoldExpiredDropped;
+    /// <summary>Holds kept in memory alone because their spool file could not be made.</summary>
+    public long HoldSpoolFailures;
     public readonly DropCounters Drops = new();
 }
 
@@ -44,6 +46,7 @@ internal sealed unsafe partial class Engine : IDisposable
     readonly UdpEndpoint _udp;
     readonly int _stopFd, _ctlFd;
     readonly int _maxInner;
+    readonly string? _holdSpool;
     readonly PacketBatch _out = new(BatchSize);
     readonly PacketBatch _in = new(BatchSize);
     readonly Thread _egress, _ingress;
@@ -61,8 +64,13 @@ internal sealed unsafe partial class Engine : IDisposable
     /// <summary>Source of the ICMP unreachable answers a gateway gives.</summary>
     public Locator IcmpSource { get; set; }
 
-    public Engine(Tun tun, UdpEndpoint udp, int underlayMtu)
+    /// <param name="holdSpool">
+    /// Folder for the holds' spool files (what a hold acknowledged outlives the agent); null keeps
+    /// holds in memory alone.
+    /// </param>
+    public Engine(Tun tun, UdpEndpoint udp, int underlayMtu, string? holdSpool = null)
     {
+        _holdSpool = holdSpool;
         _tun = tun;
         _udp = udp;
         _maxInner = underlayMtu - Wire.Overhead;

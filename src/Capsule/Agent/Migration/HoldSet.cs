@@ -48,7 +48,13 @@ internal sealed partial class HoldSet(HoldCoordinator owner, LocalCapsule capsul
                         await p.Agent.HoldAsync(request, deadline: DateTime.UtcNow.AddSeconds(2),
                             cancellationToken: stop);
                     }
-                    catch (RpcException e) when (e.StatusCode != StatusCode.Cancelled)
+                    catch (RpcException) when (stop.IsCancellationRequested)
+                    {
+                        // The move ends (its release has begun) while a renewal was under way: a
+                        // renewal cancelled now is not a failure, and must not fail the release.
+                        return;
+                    }
+                    catch (RpcException e)
                     {
                         LogRenewFailed(owner.Log, p.Addr, capsule.Name, e.Status.Detail);
                     }

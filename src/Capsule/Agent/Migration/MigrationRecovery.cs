@@ -23,6 +23,9 @@ internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlan
 {
     AgentOptions O => runtime.Options;
 
+    /// <summary>How long a dump the dead agent left under way may take to reach its verdict.</summary>
+    static readonly TimeSpan DumpPatience = TimeSpan.FromSeconds(60);
+
     protected override async Task ExecuteAsync(CancellationToken stop)
     {
         await dataPlane.Ready.WaitAsync(stop);
@@ -52,7 +55,7 @@ internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlan
         var rec = state.Capsules.GetValueOrDefault(m.Name);
         var c = runtime.Find(m.Name);
         LogRecovering(log, m.Kind, m.Name, m.Step, rec?.Host ?? "-", rec?.State.ToString() ?? "-");
-        var frozen = FrozenTree.Reattach(m.Pid, m.Images);
+        var frozen = await FrozenTree.ReattachAsync(m.Pid, m.Images, DumpPatience, ct);
         if (rec is not null && Done(m, rec))
         {
             await FinishAsync(m, c, frozen, state);

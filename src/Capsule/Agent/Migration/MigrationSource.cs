@@ -149,6 +149,15 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         {
             var tally = await m.Holds!.ReleaseAsync(m.Target.Underlay);
             Add(m.Result, tally);
+        }
+        catch (Exception e)
+        {
+            // The holders' leases end what the release did not; what is left here must go all the same.
+            LogTidyFailed(log, m.Capsule.Name, m.Target.Name, e.Message);
+            m.Result.Error = $"moved, but releasing the holds failed: {Describe(e)}";
+        }
+        try
+        {
             await m.Frozen!.CommitAsync();
             await runtime.EvictAsync(m.Capsule);
             if (Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is null && Directory.Exists(m.Work))
