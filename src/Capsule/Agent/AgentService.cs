@@ -51,11 +51,9 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         var loc = Locator.Parse(request.Locator);
         var to = request.ToUnderlay.Length == 0 ? Locator.None : Locator.Parse(request.ToUnderlay);
         if (!to.IsNone) dataPlane.Pin(loc, to); // the new route first, so nothing sent after the flush goes the old way
+        // A capsule that moved here while this host held its local peers' packets gets its direct
+        // route once those are flushed (MigrationTarget waits for the hold's end).
         var r = await dataPlane.Engine.ReleaseAsync(loc, to);
-        // A capsule that moved here while this host held its local peers' packets: with those
-        // flushed, local peers may now reach it directly (MigrationTarget held that route back).
-        if (runtime.All.FirstOrDefault(c => c.Locator == loc) is { } arrived && to == dataPlane.State?.Hosts[options.Host].Underlay)
-            await CapsuleNetwork.AttachLocalAsync(arrived.Locator);
         return new ReleaseReply { Flushed = r.Flushed, Dropped = r.Dropped };
     });
 
@@ -127,6 +125,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         C("held", e.Egress.Held); C("flushed", e.Egress.Flushed); C("hold_dropped", e.Egress.HoldDropped);
         C("hold_dropped_udp", e.Egress.HoldDroppedUdp);
         C("hold_spool_failures", e.Egress.HoldSpoolFailures);
+        C("delivered_local_via_tun", e.Egress.DeliveredLocal);
         C("holds_expired", e.Egress.HoldsExpired); C("hold_expired_dropped", e.Egress.HoldExpiredDropped);
         C("ingress_packets", e.Ingress.Packets); C("ingress_bytes", e.Ingress.Bytes); C("ingress_batches", e.Ingress.Batches);
         foreach (var reason in DropCounters.Reasons)

@@ -20,6 +20,9 @@ internal static partial class Bench
             public double? StallMs { get; init; }
             /// <summary>No gap over the threshold at all: StallMs is the threshold, an upper bound.</summary>
             public bool StallBelowThreshold { get; init; }
+            /// <summary>What the source reported lost with the freeze: connections CRIU could not take, queued UDP.</summary>
+            public int ClosingConnectionsLost { get; init; }
+            public long UdpBytesLostAtFreeze { get; init; }
 
             public static SoakMove FromResult(int number, string name, string from, string to, DateTimeOffset start,
                 DateTimeOffset end, MigrateResult r)
@@ -31,7 +34,11 @@ internal static partial class Bench
                     Flush = t.FlushMs, Total = t.TotalMs, CriuDump = t.CriuDumpMs, CriuRestore = t.CriuRestoreMs,
                 };
                 return new SoakMove(number, name, from, to, r.Ok, r.Ok ? null : r.Error, r.ResumedOnSource,
-                    start, end, t.TotalMs, phases, r.ImageBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted);
+                    start, end, t.TotalMs, phases, r.ImageBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted)
+                {
+                    ClosingConnectionsLost = r.ClosingConnectionsLost,
+                    UdpBytesLostAtFreeze = r.UdpBytesLostAtFreeze,
+                };
             }
         }
 

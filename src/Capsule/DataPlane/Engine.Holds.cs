@@ -136,6 +136,17 @@ internal sealed unsafe partial class Engine
             done.SetResult((holds, packets, unusable));
         });
 
+    /// <summary>
+    /// Completes when this host no longer holds packets for <paramref name="locator"/> (its hold
+    /// released and drained, expired, or never there), with what that hold flushed and dropped.
+    /// </summary>
+    public Task<(long Flushed, long Dropped)> WhenNotHoldingAsync(Locator locator) =>
+        OnEgress<(long, long)>(done =>
+        {
+            if (_holds.TryGetValue(locator.Value, out var hold)) hold.Waiters.Add(done);
+            else done.SetResult((0L, 0L));
+        });
+
     /// <summary>Whether this host holds (or still drains) packets for <paramref name="locator"/>.</summary>
     public Task<bool> IsHoldingAsync(Locator locator) =>
         OnEgress<bool>(done => done.SetResult(_holds.ContainsKey(locator.Value)));

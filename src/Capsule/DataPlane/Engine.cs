@@ -14,6 +14,8 @@ internal sealed class FlowCounters
     public long HoldDroppedUdp;
     /// <summary>Holds whose lease ran out with no release, and what such holds dropped (routed nowhere).</summary>
     public long HoldsExpired, HoldExpiredDropped;
+    /// <summary>Packets for a local capsule read from the TUN and written back for delivery (its local route not yet there).</summary>
+    public long DeliveredLocal;
     /// <summary>Holds kept in memory alone because their spool file could not be made.</summary>
     public long HoldSpoolFailures;
     public readonly DropCounters Drops = new();
@@ -177,12 +179,13 @@ internal sealed unsafe partial class Engine : IDisposable
                 var packet = new ReadOnlySpan<byte>(slot + Wire.HeaderSize, (int)r);
                 if (_anyFlows) TrackPeerSide(packet);
                 if (_holds.Count != 0 && Ipv4.IsValid(packet)
-                    && _holds.TryGetValue(Ipv4.Destination(packet).Value, out var hold) && !hold.DrainsToSelf)
+                    && _holds.TryGetValue(Ipv4.Destination(packet).Value, out var hold))
                 {
                     // Checked before routing: while a capsule moves, its packets wait here whatever the table says;
-                    // while its hold drains they join the back, so none overtakes a held one. (Not when the
-                    // drain writes into our own TUN: the capsule is local, and what comes back out of the
-                    // TUN for it would only loop.)
+                    // while its hold drains they join the back, so none overtakes a held one. Also when the
+                    // drain writes into our own TUN: the capsule just arrived here, and its same-host peers
+                    // still reach it through the TUN until its local route is attached after the drain. (What
+                    // the drain writes goes by the delivery route and does not come back out of the TUN.)
                     var stored = hold.Buffer.TryAdd(packet);
                     if (stored) c.Held++;
                     else
@@ -195,6 +198,11 @@ internal sealed unsafe partial class Engine : IDisposable
                 }
                 var verdict = Forwarding.Outbound(table, packet, out var host);
                 if (verdict == DropReason.None && r > _maxInner) verdict = DropReason.TooBig;
+                if (verdict == DropReason.NoRoute && table.IsLocal(Ipv4.Destination(packet)))
+                {
+                    DeliverLocal(slot + Wire.HeaderSize, r, c);
+                    continue;
+                }
                 if (verdict != DropReason.None)
                 {
                     c.Drops.Add(verdict);
@@ -210,6 +218,22 @@ internal sealed unsafe partial class Engine : IDisposable
             }
             if (n > 0) Send(b, n, c);
         }
+    }
+
+    /// <summary>
+    /// A packet for a capsule of this host that came out of the TUN: the capsule just arrived (or
+    /// came back) and its local route is not attached yet, so a same-host peer's packet took the
+    /// pool's route. Written back into the TUN, it takes the delivery route to the capsule's veth;
+    /// dropped, it was lost (seen: 12-18 datagrams of a local sender per move onto its host).
+    /// </summary>
+    void DeliverLocal(byte* packet, nint length, FlowCounters c)
+    {
+        if (Native.write(_tun.Fd, packet, (nuint)length) < 0)
+        {
+            c.Drops.Add(DropReason.IoError);
+            return;
+        }
+        c.DeliveredLocal++;
     }
 
     /// <summary>

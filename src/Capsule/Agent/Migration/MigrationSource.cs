@@ -90,28 +90,14 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
     {
         var r = m.Result;
         var c = m.Capsule;
-        await progress("sync", "peers hold the capsule's packets; agreeing on the cut");
-        await Quiesce.ClosingConnectionsAsync(c.Pid, ct);
-        var capacity = m.Request.HoldPackets > 0 ? m.Request.HoldPackets : DefaultHoldPackets;
-        m.Holds = await holds.BeginAsync(c, state, capacity, ct);
-        r.Unaccounted = m.Holds.Unaccounted;
-        r.Peers = m.Holds.Count;
-        journal.Write(m.Record(MoveStep.Syncing, m.Holds.Holders));
-        // From here no host routes to the capsule (holds aside).
-        rec = await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Migrating, rec.Revision,
-            $"to {m.Target.Name}", ct);
-        r.Times.SyncMs = m.Clock.Lap();
-        await faults.HitAsync(FaultPoints.SourceAfterSync);
+        rec = await SyncAsync(m, state, rec, progress, ct);
 
         await progress("dump", "freezing and checkpointing the process tree (CRIU)");
-        r.UdpBytesLostAtFreeze = await Quiesce.UdpQueuesAsync(c.Pid, ct);
-        r.ClosingConnectionsLost = Quiesce.ClosingWithDataInFlight(c.Pid);
-        await CapsuleNetwork.SealAsync(c.Locator);
         await faults.HitAsync(FaultPoints.SourceDump);
         var criuClock = System.Diagnostics.Stopwatch.StartNew();
         m.Frozen = await criu.DumpAsync(c.Pid, m.Images, ct);
         r.Times.CriuDumpMs = criuClock.ElapsedMilliseconds;
-        journal.Write(m.Record(MoveStep.Frozen, m.Holds.Holders));
+        journal.Write(m.Record(MoveStep.Frozen, m.Holds!.Holders));
         r.Times.DumpMs = m.Clock.Lap();
         await faults.HitAsync(FaultPoints.SourceAfterDump);
 

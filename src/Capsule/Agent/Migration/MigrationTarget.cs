@@ -148,7 +148,8 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
             // Only now, with the sockets back, does anything reach the capsule here. If this host
             // holds packets for it (its capsules sent to it), their direct route waits for the flush.
             await CapsuleNetwork.AttachDeliveryAsync(loc);
-            if (!await dataPlane.Engine.IsHoldingAsync(loc)) await CapsuleNetwork.AttachLocalAsync(loc);
+            if (await dataPlane.Engine.IsHoldingAsync(loc)) _ = AttachLocalAfterHoldAsync(loc);
+            else await CapsuleNetwork.AttachLocalAsync(loc);
             var self = dataPlane.State!.Hosts[O.Host].Underlay;
             dataPlane.Pin(loc, self); // local here before anyone flushes to us
             runtime.Adopt(new LocalCapsule(name, loc, netns, dir, pid, command, udpDrop));
@@ -163,6 +164,28 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
             throw;
         }
     }
+
+    /// <summary>
+    /// This host held its own capsules' packets for the one that just arrived: its direct route
+    /// waits until they are all delivered (released and drained, or the lease ended), so no new
+    /// packet overtakes a held one. Meanwhile what they send goes through the TUN (Engine.DeliverLocal).
+    /// </summary>
+    async Task AttachLocalAfterHoldAsync(Locator loc)
+    {
+        try
+        {
+            await dataPlane.Engine.WhenNotHoldingAsync(loc);
+            if (runtime.All.Any(c => c.Locator == loc)) await CapsuleNetwork.AttachLocalAsync(loc);
+        }
+        catch (Exception e)
+        {
+            LogAttachLocalFailed(log, loc, e.Message);
+        }
+    }
+
+    [LoggerMessage(EventId = 322, Level = LogLevel.Warning,
+        Message = "could not give {Locator} its direct route after the hold: {Error}; its peers here go through the TUN")]
+    static partial void LogAttachLocalFailed(ILogger logger, Locator locator, string error);
 
     [LoggerMessage(EventId = 320, Level = LogLevel.Information,
         Message = "restored capsule {Name} ({Locator}) as pid {Pid}")]
