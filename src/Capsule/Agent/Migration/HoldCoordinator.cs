@@ -96,14 +96,26 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
         var agents = holders
             .Select(a => state.Hosts.Values.FirstOrDefault(h => h.Underlay == a)).OfType<HostRecord>()
             .Select(h => (h.Underlay, new HostAgent.HostAgentClient(Channels.For(h.AgentEndpoint))));
+        return await ReleaseAllAsync(agents, loc, to);
+    }
+
+    /// <summary>
+    /// The one way a move's holds end: every peer flushes to <paramref name="to"/> (none: drops),
+    /// then this host routes the capsule there (pinned ahead of the directory, so nothing sent
+    /// after its own flush goes the old way) and flushes its own hold.
+    /// </summary>
+    internal async Task<HoldTally> ReleaseAllAsync(IEnumerable<(Locator Addr, HostAgent.HostAgentClient Agent)> peers,
+        Locator loc, Locator to)
+    {
         var tally = new HoldTally();
-        await ReleasePeersAsync(agents, loc, to, tally);
+        await ReleasePeersAsync(peers, loc, to, tally);
+        if (!to.IsNone) dataPlane.Pin(loc, to);
         var own = await dataPlane.Engine.ReleaseAsync(loc, to);
         tally.Add(own.Flushed, own.Dropped);
         return tally;
     }
 
-    internal async Task ReleasePeersAsync(IEnumerable<(Locator Addr, HostAgent.HostAgentClient Agent)> peers,
+    async Task ReleasePeersAsync(IEnumerable<(Locator Addr, HostAgent.HostAgentClient Agent)> peers,
         Locator loc, Locator to, HoldTally tally)
     {
         var request = new ReleaseRequest { Locator = loc.ToString(), ToUnderlay = to.IsNone ? "" : to.ToString() };

@@ -68,14 +68,9 @@ internal sealed partial class HoldSet(HoldCoordinator owner, LocalCapsule capsul
     public async Task<HoldTally> ReleaseAsync(Locator to)
     {
         await StopRenewingAsync();
-        var tally = new HoldTally();
         (Locator Addr, HostAgent.HostAgentClient Agent)[] peers;
         lock (_peers) peers = [.. _peers];
-        await owner.ReleasePeersAsync(peers, capsule.Locator, to, tally);
-        if (!to.IsNone) owner.DataPlane.Pin(capsule.Locator, to);
-        var own = await owner.DataPlane.Engine.ReleaseAsync(capsule.Locator, to);
-        tally.Add(own.Flushed, own.Dropped);
-        return tally;
+        return await owner.ReleaseAllAsync(peers, capsule.Locator, to);
     }
 
     /// <summary>
