@@ -125,6 +125,20 @@ public class LabFixture : IAsyncLifetime
         }
     }
 
+    /// <summary>
+    /// Datagrams of an iperf3 UDP run (its -J output) that never arrived, and how many were sent.
+    /// iperf3's lost_packets counts only the gaps before the last datagram its server saw (numbered
+    /// sum_received.packets); what went missing after that one is lost too.
+    /// </summary>
+    public static (long Lost, long Sent) IperfUdpLoss(JsonElement iperf)
+    {
+        var end = iperf.GetProperty("end");
+        var sent = end.GetProperty("sum_sent").GetProperty("packets").GetInt64();
+        var received = end.GetProperty("sum_received");
+        var last = received.GetProperty("packets").GetInt64();
+        return (received.GetProperty("lost_packets").GetInt64() + sent - last, sent);
+    }
+
     /// <summary>The bytes a stream.py client has had echoed so far (its last PROGRESS or DONE line), or 0.</summary>
     public static long Echoed(string log) =>
         log.Split('\n').Where(l => l.StartsWith("PROGRESS ") || l.StartsWith("DONE ")).Select(l => l.Split(' '))

@@ -23,6 +23,15 @@ internal sealed record AgentOptions(
     /// </summary>
     public TimeSpan HoldLease { get; init; } = TimeSpan.FromSeconds(15);
 
+    /// <summary>
+    /// Folder for the holds' spool files: what a hold acknowledged outlives the agent. In memory
+    /// (tmpfs): a disk's block allocation and writeback stalled the egress thread (seen: a UDP
+    /// receiver overrun after a flush); a host that reboots loses its capsules' peers anyway.
+    /// </summary>
+    public string HoldSpool { get; init; } = DefaultHoldSpool;
+
+    public const string DefaultHoldSpool = "/dev/shm/capsule-holds";
+
     public int InnerMtu => UnderlayMtu - Wire.Overhead;
     /// <summary>A gateway's address for the ICMP answers it gives as a router (its ordinary-side address).</summary>
     public Locator IcmpSource => IcmpFrom.Length > 0 ? Locator.Parse(IcmpFrom) : Underlay;

@@ -32,7 +32,7 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
         _tun = Tun.Open(options.Tun);
         await HostNetwork.SetupAsync(options.Tun, _pool, options.InnerMtu);
         _udp = UdpEndpoint.Bind(options.Underlay, options.Port);
-        var spool = Directory.CreateDirectory(Path.Combine(options.StateDir, "holds")).FullName;
+        var spool = Directory.CreateDirectory(options.HoldSpool).FullName;
         _engine = new Engine(_tun, _udp, options.UnderlayMtu, spool);
         _engine.Start();
         await RecoverHoldsAsync();

@@ -30,9 +30,15 @@ internal static class DaemonCommands
                 DefaultValueFactory = _ => 15,
                 Description = "Seconds a hold lasts when its requester names none (a dead migration source holds no longer)",
             };
+            var holdSpool = new Option<string>("--hold-spool")
+            {
+                DefaultValueFactory = _ => AgentOptions.DefaultHoldSpool,
+                Description = "Folder in memory (tmpfs) where holds keep their packets, so they outlive the agent",
+            };
             var agent = new Command("agent", "Run the host agent (capsuled) in the current network namespace")
             {
-                host, underlay, port, mtu, directory, listen, state, prefix, criu, serves, icmpFrom, holdLease, pidFile,
+                host, underlay, port, mtu, directory, listen, state, prefix, criu, serves, icmpFrom, holdLease,
+                holdSpool, pidFile,
             };
             agent.Hidden = true;
             agent.SetAction((pr, ct) => CommandTree.Run(async () =>
@@ -49,7 +55,7 @@ internal static class DaemonCommands
                 }
                 var o = new AgentOptions(pr.GetValue(host)!, Locator.Parse(pr.GetValue(underlay)!), pr.GetValue(port), pr.GetValue(mtu),
                     pr.GetValue(directory)!, pr.GetValue(listen)!, pr.GetValue(state)!, pr.GetValue(prefix)!, pr.GetValue(criu)!,
-                    pr.GetValue(serves)!, pr.GetValue(icmpFrom)!) { HoldLease = TimeSpan.FromSeconds(lease) };
+                    pr.GetValue(serves)!, pr.GetValue(icmpFrom)!) { HoldLease = TimeSpan.FromSeconds(lease), HoldSpool = pr.GetValue(holdSpool)! };
                 return await AgentHost.RunAsync(o, pr.GetValue(pidFile), ct);
             }));
             yield return agent;

@@ -89,7 +89,9 @@ internal sealed unsafe partial class Engine
         if (_holdSpool is null) return new HoldBuffer(capacity, dropUdp, locator);
         try
         {
-            return HoldBuffer.Create(Path.Combine(_holdSpool, $"{locator}.hold"), locator, capacity, dropUdp);
+            // A name of its own: the spool of a hold that just ended may still be on its way out.
+            var file = Path.Combine(_holdSpool, $"{locator}.{Stopwatch.GetTimestamp()}.hold");
+            return HoldBuffer.Create(file, locator, capacity, dropUdp);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -121,6 +123,11 @@ internal sealed unsafe partial class Engine
                     catch (IOException e)
                     {
                         (buffer, problem) = (null, e.Message);
+                    }
+                    if (buffer is { Count: 0 })
+                    {
+                        buffer.Dispose(); // a hold that had ended, its file not yet deleted
+                        continue;
                     }
                     if (buffer is null || _holds.ContainsKey(buffer.Locator.Value))
                     {
@@ -285,7 +292,9 @@ internal sealed unsafe partial class Engine
         if (resume) ResumeFlows(hold.Locator);
         var result = (hold.Flushed, hold.Buffer.Dropped + droppedAtEnd);
         foreach (var w in hold.Waiters) w.TrySetResult(result);
-        hold.Dispose();
+        // Unmapping and deleting a spool file takes the kernel a while: not on this thread.
+        if (hold.Buffer.SpoolPath is null) hold.Dispose();
+        else ThreadPool.UnsafeQueueUserWorkItem(static h => h.Dispose(), hold, preferLocal: false);
         foreach (var (begin, _) in hold.AfterDrain) begin();
     }
 

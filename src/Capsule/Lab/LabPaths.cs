@@ -18,6 +18,9 @@ internal sealed record LabPaths(string Name)
 
     public string RunDir => $"/run/capsule/labs/{Name}";
     public string StateDir => $"/var/lib/capsule/labs/{Name}";
+    /// <summary>The lab's hold spools, in memory (tmpfs), a folder per host: see the agent's --hold-spool.</summary>
+    public string SpoolDir => $"/dev/shm/capsule-labs/{Name}";
+    public string HoldSpool(string host) => Path.Combine(SpoolDir, host);
     public string RecordFile => Path.Combine(RunDir, "lab.json");
     public string DirectorySocket => Path.Combine(RunDir, "directory.sock");
     public string DirectoryEndpoint => "unix:" + DirectorySocket;

@@ -156,7 +156,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             .. Self.Supervised("agent", paths.AgentSupervisorPidFile(h.Name), paths.AgentPidFile(h.Name), ["agent",
             "--host", h.Name, "--underlay", h.Underlay, "--directory", paths.DirectoryEndpoint,
             "--listen", h.Endpoint, "--state", paths.HostView, "--netns-prefix", paths.NetnsPrefix,
-            "--serves", h.Serves, "--icmp-from", h.IcmpFrom,
+            "--serves", h.Serves, "--icmp-from", h.IcmpFrom, "--hold-spool", paths.HoldSpool(h.Name),
             "--pid-file", paths.AgentPidFile(h.Name)])]);
     }
 
@@ -245,7 +245,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             await Netns.KillAllAsync(ns);
             await Netns.DeleteAsync(ns);
         }
-        foreach (var dir in new[] { paths.RunDir, paths.StateDir })
+        foreach (var dir in new[] { paths.RunDir, paths.StateDir, paths.SpoolDir })
             if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
     }
 
