@@ -17,14 +17,16 @@ static class Fixture
 
     /// <summary>
     /// <paramref name="capsules"/> running capsules spread round-robin over <paramref name="hosts"/> hosts
-    /// (h0 = 10.0.0.1, h1 = 10.0.0.2, ...): capsule c<i>i</i> is on host h<i>(i mod hosts)</i>, so c0 is on h0 and c1 on h1.
+    /// (h0 = 10.0.0.1, h1 = 10.0.0.2, ...): capsule c<i>i</i> is on host h<i>(i mod hosts)</i>, so c0 is on h0 and
+    /// c1 on h1.
     /// </summary>
     public static DirectoryState Build(int capsules, int hosts)
     {
         if (hosts < 2 || capsules < 2) throw new ArgumentException("need at least two hosts and two capsules");
         var s = new DirectoryState(Pool);
         for (var h = 0; h < hosts; h++)
-            s = Ok(s.PutHost(new HostRecord(HostName(h), new Locator(0x0A000001u + (uint)h), $"10.0.{h >> 8}.{(h & 0xFF) + 1}:7471")));
+            s = Ok(s.PutHost(new HostRecord(HostName(h), new Locator(0x0A000001u + (uint)h),
+                $"10.0.{h >> 8}.{(h & 0xFF) + 1}:7471")));
         // AllocateCapsule is linear in the capsule count, so this loop is quadratic; for 10,000
         // capsules it is still only a second or two of setup, paid once per benchmark process.
         for (var i = 0; i < capsules; i++)

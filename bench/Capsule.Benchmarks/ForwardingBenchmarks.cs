@@ -33,7 +33,8 @@ public class ForwardingBenchmarks
         var state = Fixture.Build(Capsules, hosts);
         var src = state.Capsules[Fixture.CapsuleName(0)];
         var dst = state.Capsules[Fixture.CapsuleName(Capsules - 1)];
-        if (src.Host == dst.Host) throw new InvalidOperationException("source and destination must be on different hosts");
+        if (src.Host == dst.Host)
+            throw new InvalidOperationException("source and destination must be on different hosts");
 
         _sender = TranslationTable.From(state, src.Host);
         _receiver = TranslationTable.From(state, dst.Host);
@@ -48,9 +49,11 @@ public class ForwardingBenchmarks
         _datagram = Fixture.Wrap(_packet, _sender.Epoch);
 
         // Measure the paths that forward, never a drop path by mistake.
-        if (Outbound() != state.Hosts[dst.Host].Underlay.Value) throw new InvalidOperationException("outbound did not route");
+        if (Outbound() != state.Hosts[dst.Host].Underlay.Value)
+            throw new InvalidOperationException("outbound did not route");
         if (Inbound() != _datagram.Length) throw new InvalidOperationException("inbound did not accept");
-        if (PlainDictionary() != state.Hosts[dst.Host].Underlay.Value) throw new InvalidOperationException("baseline did not find the route");
+        if (PlainDictionary() != state.Hosts[dst.Host].Underlay.Value)
+            throw new InvalidOperationException("baseline did not find the route");
         if (WireHeader() != _sender.Epoch) throw new InvalidOperationException("header did not round-trip");
     }
 

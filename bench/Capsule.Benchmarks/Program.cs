@@ -19,7 +19,9 @@ public static class Program
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
     }
 
-    /// <summary>The repo's artifacts/ folder (from Directory.Build.props, baked in at build time) + benchmarks/.</summary>
+    /// <summary>
+    /// The repo's artifacts/ folder (from Directory.Build.props, baked in at build time) + benchmarks/.
+    /// </summary>
     static string? DefaultArtifacts()
     {
         var root = typeof(Program).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()

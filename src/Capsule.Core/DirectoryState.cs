@@ -20,11 +20,16 @@ public sealed class DirectoryState
     public ImmutableSortedDictionary<string, HostRecord> Hosts { get; }
     public ImmutableSortedDictionary<string, CapsuleRecord> Capsules { get; }
 
-    public DirectoryState(Prefix pool) : this(pool, 0, ImmutableSortedDictionary<string, HostRecord>.Empty, ImmutableSortedDictionary<string, CapsuleRecord>.Empty) { }
+    public DirectoryState(Prefix pool) : this(pool, 0, ImmutableSortedDictionary<string, HostRecord>.Empty,
+        ImmutableSortedDictionary<string, CapsuleRecord>.Empty) { }
 
-    public DirectoryState(Prefix pool, long revision, ImmutableSortedDictionary<string, HostRecord> hosts, ImmutableSortedDictionary<string, CapsuleRecord> capsules)
+    public DirectoryState(Prefix pool, long revision, ImmutableSortedDictionary<string, HostRecord> hosts,
+        ImmutableSortedDictionary<string, CapsuleRecord> capsules)
     {
-        Pool = pool; Revision = revision; Hosts = hosts; Capsules = capsules;
+        Pool = pool;
+        Revision = revision;
+        Hosts = hosts;
+        Capsules = capsules;
     }
 
     /// <summary>
@@ -49,7 +54,8 @@ public sealed class DirectoryState
         if (Hosts.TryGetValue(host.Name, out var existing) && existing == host)
             return new(this, null, null); // re-registration with nothing new: no revision spent
         var rev = Revision + 1;
-        return new(new DirectoryState(Pool, rev, Hosts.SetItem(host.Name, host), Capsules), new(rev, ChangeKind.HostPut, host, null), null);
+        return new(new DirectoryState(Pool, rev, Hosts.SetItem(host.Name, host), Capsules),
+            new(rev, ChangeKind.HostPut, host, null), null);
     }
 
     public Result DeleteHost(string name)
@@ -59,7 +65,8 @@ public sealed class DirectoryState
             if (c.Host == name && c.State != CapsuleState.Suspended)
                 return Fail($"host '{name}' still holds capsule '{c.Name}'");
         var rev = Revision + 1;
-        return new(new DirectoryState(Pool, rev, Hosts.Remove(name), Capsules), new(rev, ChangeKind.HostDeleted, Hosts[name], null), null);
+        return new(new DirectoryState(Pool, rev, Hosts.Remove(name), Capsules),
+            new(rev, ChangeKind.HostDeleted, Hosts[name], null), null);
     }
 
     /// <summary>Reserves the lowest free locator in the pool for a new capsule on <paramref name="host"/>.</summary>
@@ -72,7 +79,8 @@ public sealed class DirectoryState
         if (locator.IsNone) return Fail($"the locator pool {Pool} is exhausted ({Capsules.Count} capsules)");
         var rev = Revision + 1;
         var rec = new CapsuleRecord(name, locator, host, CapsuleState.Creating, rev);
-        return new(new DirectoryState(Pool, rev, Hosts, Capsules.Add(name, rec)), new(rev, ChangeKind.CapsulePut, null, rec), null);
+        return new(new DirectoryState(Pool, rev, Hosts, Capsules.Add(name, rec)),
+            new(rev, ChangeKind.CapsulePut, null, rec), null);
     }
 
     /// <summary>
@@ -97,7 +105,8 @@ public sealed class DirectoryState
         if (state != CapsuleState.Suspended && !Hosts.ContainsKey(host)) return Fail($"no host named '{host}'");
         var rev = Revision + 1;
         var rec = cur with { Host = host, State = state, Revision = rev, Detail = detail };
-        return new(new DirectoryState(Pool, rev, Hosts, Capsules.SetItem(name, rec)), new(rev, ChangeKind.CapsulePut, null, rec), null);
+        return new(new DirectoryState(Pool, rev, Hosts, Capsules.SetItem(name, rec)),
+            new(rev, ChangeKind.CapsulePut, null, rec), null);
     }
 
     /// <summary>Forgets a capsule and returns its locator to the pool.</summary>
@@ -105,7 +114,8 @@ public sealed class DirectoryState
     {
         if (!Capsules.TryGetValue(name, out var cur)) return Fail($"no capsule named '{name}'");
         var rev = Revision + 1;
-        return new(new DirectoryState(Pool, rev, Hosts, Capsules.Remove(name)), new(rev, ChangeKind.CapsuleDeleted, null, cur with { Revision = rev }), null);
+        return new(new DirectoryState(Pool, rev, Hosts, Capsules.Remove(name)),
+            new(rev, ChangeKind.CapsuleDeleted, null, cur with { Revision = rev }), null);
     }
 
     /// <summary>

@@ -30,7 +30,8 @@ public static class Icmp
         // RFC 1122 §3.2.2 / RFC 1812 §4.3.2.7: only about a datagram from one real host to one host.
         if (src.IsNone || src.Value >> 28 >= 0xE || src.Value >> 24 == 127) return 0;
         if (dst.Value >> 28 == 0xE || dst.Value == uint.MaxValue) return 0;
-        if (Ipv4.Protocol(original) == 1 && original.Length > ihl && original[ihl] is not (0 or 8 or 13 or 15 or 17)) return 0; // an ICMP error itself
+        if (Ipv4.Protocol(original) == 1 && original.Length > ihl && original[ihl] is not (0 or 8 or 13 or 15 or 17))
+            return 0; // an ICMP error itself
         var quote = Math.Min(original.Length, ihl + 8);
         var total = 20 + 8 + quote;
         if (answer.Length < total) return 0;

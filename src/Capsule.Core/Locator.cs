@@ -22,7 +22,8 @@ public readonly record struct Locator(uint Value) : IComparable<Locator>
     public void Write(Span<byte> fourBytes) => BinaryPrimitives.WriteUInt32BigEndian(fourBytes, Value);
 
     public static Locator Parse(string text) =>
-        TryParse(text, out var l) ? l : throw new FormatException($"'{text}' is not an IPv4 address (expected a.b.c.d)");
+        TryParse(text, out var l) ? l
+            : throw new FormatException($"'{text}' is not an IPv4 address (expected a.b.c.d)");
 
     public static bool TryParse([NotNullWhen(true)] string? text, out Locator locator)
     {
@@ -85,7 +86,11 @@ public readonly record struct Prefix(Locator Network, int Length)
     {
         prefix = default;
         if (text is null) return false;
-        try { prefix = Parse(text); return true; }
+        try
+        {
+            prefix = Parse(text);
+            return true;
+        }
         catch (FormatException) { return false; }
     }
 
@@ -94,12 +99,13 @@ public readonly record struct Prefix(Locator Network, int Length)
         ArgumentNullException.ThrowIfNull(text);
         var slash = text.IndexOf('/');
         var lenText = slash < 0 ? "" : text[(slash + 1)..];
-        if (slash < 0 || !Locator.TryParse(text[..slash], out var net) || lenText.Length is 0 or > 2 || !lenText.All(char.IsAsciiDigit)
-            || !int.TryParse(lenText, out var len) || len is < 8 or > 30)
+        if (slash < 0 || !Locator.TryParse(text[..slash], out var net) || lenText.Length is 0 or > 2
+            || !lenText.All(char.IsAsciiDigit) || !int.TryParse(lenText, out var len) || len is < 8 or > 30)
             throw new FormatException($"'{text}' is not an IPv4 prefix (expected a.b.c.d/len with len 8..30)");
         var p = new Prefix(net, len);
         if ((net.Value & ~p.Mask) != 0)
-            throw new FormatException($"'{text}' has host bits set; did you mean {new Locator(net.Value & p.Mask)}/{len}?");
+            throw new FormatException(
+                $"'{text}' has host bits set; did you mean {new Locator(net.Value & p.Mask)}/{len}?");
         return p;
     }
 

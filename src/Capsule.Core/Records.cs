@@ -20,14 +20,17 @@ public sealed record HostRecord(string Name, Locator Underlay, string AgentEndpo
 {
     public bool IsGateway => ServedPrefixes.Any();
 
-    /// <summary>The served prefixes that parse; <see cref="DirectoryState.PutHost"/> refuses a record with any that does not.</summary>
+    /// <summary>
+    /// The served prefixes that parse; <see cref="DirectoryState.PutHost"/> refuses a record with any that does not.
+    /// </summary>
     public IEnumerable<Prefix> ServedPrefixes =>
         Serves.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(s => Prefix.TryParse(s, out var p) ? p : (Prefix?)null).OfType<Prefix>();
 
     public string? ServesError =>
         Serves.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Where(s => !Prefix.TryParse(s, out _)).Select(s => $"host '{Name}' serves '{s}', which is not an IPv4 prefix (a.b.c.d/len)").FirstOrDefault();
+            .Where(s => !Prefix.TryParse(s, out _))
+            .Select(s => $"host '{Name}' serves '{s}', which is not an IPv4 prefix (a.b.c.d/len)").FirstOrDefault();
 }
 
 /// <summary>A capsule as the directory knows it (seed Fig. 4): its locator and the host it is on.</summary>

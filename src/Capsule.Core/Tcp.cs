@@ -46,7 +46,11 @@ public static class Tcp
         {
             var kind = o[0];
             if (kind == 0) break;
-            if (kind == 1) { o = o[1..]; continue; }
+            if (kind == 1)
+            {
+                o = o[1..];
+                continue;
+            }
             if (o.Length < 2 || o[1] < 2 || o[1] > o.Length) break;
             if (kind == 3 && o[1] == 3) wscale = Math.Min((int)o[2], 14);
             if (kind == 8 && o[1] == 10)
@@ -57,15 +61,19 @@ public static class Tcp
             }
             o = o[o[1]..];
         }
-        seg = new TcpSegment(Ipv4.Source(p), BinaryPrimitives.ReadUInt16BigEndian(t), Ipv4.Destination(p), BinaryPrimitives.ReadUInt16BigEndian(t[2..]),
-            BinaryPrimitives.ReadUInt32BigEndian(t[4..]), BinaryPrimitives.ReadUInt32BigEndian(t[8..]), t[13],
-            BinaryPrimitives.ReadUInt16BigEndian(t[14..]), t.Length - off, ts, tsVal, tsEcr, wscale);
+        seg = new TcpSegment(Ipv4.Source(p), BinaryPrimitives.ReadUInt16BigEndian(t), Ipv4.Destination(p),
+            BinaryPrimitives.ReadUInt16BigEndian(t[2..]), BinaryPrimitives.ReadUInt32BigEndian(t[4..]),
+            BinaryPrimitives.ReadUInt32BigEndian(t[8..]), t[13], BinaryPrimitives.ReadUInt16BigEndian(t[14..]),
+            t.Length - off, ts, tsVal, tsEcr, wscale);
         return true;
     }
 
-    /// <summary>Writes a bare ACK (with timestamps when <paramref name="timestamps"/>) into <paramref name="dst"/>; returns its length.</summary>
-    public static int WriteAck(Span<byte> dst, Locator src, ushort srcPort, Locator to, ushort toPort, uint seq, uint ack, ushort window,
-        bool timestamps, uint tsVal, uint tsEcr)
+    /// <summary>
+    /// Writes a bare ACK (with timestamps when <paramref name="timestamps"/>) into <paramref name="dst"/>; returns its
+    /// length.
+    /// </summary>
+    public static int WriteAck(Span<byte> dst, Locator src, ushort srcPort, Locator to, ushort toPort, uint seq,
+        uint ack, ushort window, bool timestamps, uint tsVal, uint tsEcr)
     {
         var tcpLen = timestamps ? 32 : 20;
         var total = 20 + tcpLen;
@@ -89,7 +97,10 @@ public static class Tcp
         BinaryPrimitives.WriteUInt16BigEndian(t[14..], window);
         if (timestamps)
         {
-            t[20] = 1; t[21] = 1; t[22] = 8; t[23] = 10;
+            t[20] = 1;
+            t[21] = 1;
+            t[22] = 8;
+            t[23] = 10;
             BinaryPrimitives.WriteUInt32BigEndian(t[24..], tsVal);
             BinaryPrimitives.WriteUInt32BigEndian(t[28..], tsEcr);
         }
@@ -97,7 +108,9 @@ public static class Tcp
         return total;
     }
 
-    /// <summary>Sets the window of the TCP segment in <paramref name="p"/> (IPv4), updating its checksum incrementally.</summary>
+    /// <summary>
+    /// Sets the window of the TCP segment in <paramref name="p"/> (IPv4), updating its checksum incrementally.
+    /// </summary>
     public static void SetWindow(Span<byte> p, ushort window)
     {
         var t = p[((p[0] & 0xF) * 4)..];
@@ -112,10 +125,13 @@ public static class Tcp
         BinaryPrimitives.WriteUInt16BigEndian(t[16..], (ushort)~sum);
     }
 
-    /// <summary>The TCP checksum over the IPv4 pseudo-header and <paramref name="segment"/> (its checksum field read as zero).</summary>
+    /// <summary>
+    /// The TCP checksum over the IPv4 pseudo-header and <paramref name="segment"/> (its checksum field read as zero).
+    /// </summary>
     public static ushort Checksum(Locator src, Locator dst, ReadOnlySpan<byte> segment)
     {
-        uint sum = (src.Value >> 16) + (src.Value & 0xFFFF) + (dst.Value >> 16) + (dst.Value & 0xFFFF) + Protocol + (uint)segment.Length;
+        uint sum = (src.Value >> 16) + (src.Value & 0xFFFF) + (dst.Value >> 16) + (dst.Value & 0xFFFF) + Protocol
+            + (uint)segment.Length;
         for (var i = 0; i + 1 < segment.Length; i += 2)
             if (i != 16) sum += BinaryPrimitives.ReadUInt16BigEndian(segment[i..]);
         if ((segment.Length & 1) != 0) sum += (uint)segment[^1] << 8;

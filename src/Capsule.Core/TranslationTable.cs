@@ -11,7 +11,8 @@ namespace Capsule.Core;
 /// </summary>
 public sealed class TranslationTable
 {
-    public static readonly TranslationTable Empty = new(Locator.None, 0, FrozenDictionary<uint, uint>.Empty, FrozenSet<uint>.Empty, FrozenSet<uint>.Empty, [], []);
+    public static readonly TranslationTable Empty = new(Locator.None, 0, FrozenDictionary<uint, uint>.Empty,
+        FrozenSet<uint>.Empty, FrozenSet<uint>.Empty, [], []);
 
     readonly FrozenDictionary<uint, uint> _hostOf;
     readonly FrozenSet<uint> _local;
@@ -26,10 +27,16 @@ public sealed class TranslationTable
     /// <summary>This host is a gateway: it answers for unknown locators as a router would.</summary>
     public bool IsGateway => _served.Length > 0;
 
-    TranslationTable(Locator self, uint epoch, FrozenDictionary<uint, uint> hostOf, FrozenSet<uint> local, FrozenSet<uint> hosts,
-        (Prefix, uint)[] routes, Prefix[] served)
+    TranslationTable(Locator self, uint epoch, FrozenDictionary<uint, uint> hostOf, FrozenSet<uint> local,
+        FrozenSet<uint> hosts, (Prefix, uint)[] routes, Prefix[] served)
     {
-        Self = self; Epoch = epoch; _hostOf = hostOf; _local = local; _hosts = hosts; _routes = routes; _served = served;
+        Self = self;
+        Epoch = epoch;
+        _hostOf = hostOf;
+        _local = local;
+        _hosts = hosts;
+        _routes = routes;
+        _served = served;
     }
 
     /// <summary>
@@ -38,7 +45,8 @@ public sealed class TranslationTable
     /// new route is in force on the hosts that flush to it before the directory change reaches them.
     /// A pin to this host's own address makes the locator local.
     /// </summary>
-    public static TranslationTable From(DirectoryState state, string self, IReadOnlyDictionary<Locator, Locator>? pins = null)
+    public static TranslationTable From(DirectoryState state, string self,
+        IReadOnlyDictionary<Locator, Locator>? pins = null)
     {
         var selfAddr = state.Hosts.TryGetValue(self, out var me) ? me.Underlay : Locator.None;
         var hostOf = new Dictionary<uint, uint>();
@@ -54,8 +62,16 @@ public sealed class TranslationTable
         if (pins is not null)
             foreach (var (loc, host) in pins)
             {
-                if (host == selfAddr) { local.Add(loc.Value); hostOf.Remove(loc.Value); }
-                else { hostOf[loc.Value] = host.Value; local.Remove(loc.Value); }
+                if (host == selfAddr)
+                {
+                    local.Add(loc.Value);
+                    hostOf.Remove(loc.Value);
+                }
+                else
+                {
+                    hostOf[loc.Value] = host.Value;
+                    local.Remove(loc.Value);
+                }
             }
         var hosts = new HashSet<uint>();
         var routes = new List<(Prefix, uint)>();
@@ -66,8 +82,8 @@ public sealed class TranslationTable
             foreach (var p in h.ServedPrefixes) routes.Add((p, h.Underlay.Value));
         }
         var served = me is null ? [] : me.ServedPrefixes.ToArray();
-        return new TranslationTable(selfAddr, unchecked((uint)state.Revision), hostOf.ToFrozenDictionary(), local.ToFrozenSet(), hosts.ToFrozenSet(),
-            [.. routes], served);
+        return new TranslationTable(selfAddr, unchecked((uint)state.Revision), hostOf.ToFrozenDictionary(),
+            local.ToFrozenSet(), hosts.ToFrozenSet(), [.. routes], served);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -79,18 +95,32 @@ public sealed class TranslationTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryGetHost(Locator capsule, out Locator host)
     {
-        if (_hostOf.TryGetValue(capsule.Value, out var h)) { host = new(h); return true; }
+        if (_hostOf.TryGetValue(capsule.Value, out var h))
+        {
+            host = new(h);
+            return true;
+        }
         host = default;
         return false;
     }
 
-    /// <summary>The host to send to for <paramref name="dst"/>: its capsule's host, else the gateway serving its network.</summary>
+    /// <summary>
+    /// The host to send to for <paramref name="dst"/>: its capsule's host, else the gateway serving its network.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryRoute(Locator dst, out Locator host)
     {
-        if (_hostOf.TryGetValue(dst.Value, out var h)) { host = new(h); return true; }
+        if (_hostOf.TryGetValue(dst.Value, out var h))
+        {
+            host = new(h);
+            return true;
+        }
         foreach (var (net, gw) in _routes)
-            if (net.Contains(dst)) { host = new(gw); return true; }
+            if (net.Contains(dst))
+            {
+                host = new(gw);
+                return true;
+            }
         host = default;
         return false;
     }

@@ -28,7 +28,8 @@ public static class Wire
     public static void WriteHeader(Span<byte> dst, Kind kind, uint epoch)
     {
         // One 8-byte store: magic, version, kind, flags=0, epoch.
-        ulong word = Magic | ((ulong)Version << 8) | ((ulong)kind << 16) | ((ulong)BinaryPrimitives.ReverseEndianness(epoch) << 32);
+        ulong word = Magic | ((ulong)Version << 8) | ((ulong)kind << 16)
+            | ((ulong)BinaryPrimitives.ReverseEndianness(epoch) << 32);
         BinaryPrimitives.WriteUInt64LittleEndian(dst, word);
     }
 
@@ -36,7 +37,8 @@ public static class Wire
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static DropReason TryReadHeader(ReadOnlySpan<byte> datagram, out Kind kind, out uint epoch)
     {
-        kind = 0; epoch = 0;
+        kind = 0;
+        epoch = 0;
         if (datagram.Length < HeaderSize || datagram[0] != Magic) return DropReason.Malformed;
         if (datagram[1] != Version) return DropReason.BadVersion;
         kind = (Kind)datagram[2];

@@ -421,7 +421,8 @@ public class DirectoryStateTests
                         r = s.ReleaseCapsule(name);
                         break;
                     case OpKind.Update:
-                        expectOk = model.TryGetValue(name, out var cur) && (op.State == CapsuleState.Suspended || hosts.Contains(host));
+                        expectOk = model.TryGetValue(name, out var cur)
+                            && (op.State == CapsuleState.Suspended || hosts.Contains(host));
                         r = s.UpdateRead(name, host, op.State);
                         if (expectOk) model[name] = (cur.Offset, host, op.State);
                         break;
@@ -432,7 +433,8 @@ public class DirectoryStateTests
                         hosts.Add(host);
                         break;
                     default:
-                        expectOk = hosts.Contains(host) && !model.Values.Any(v => v.Host == host && v.State != CapsuleState.Suspended);
+                        expectOk = hosts.Contains(host)
+                            && !model.Values.Any(v => v.Host == host && v.State != CapsuleState.Suspended);
                         r = s.DeleteHost(host);
                         if (expectOk) hosts.Remove(host);
                         break;

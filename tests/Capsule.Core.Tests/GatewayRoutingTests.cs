@@ -77,9 +77,12 @@ public class GatewayRoutingTests
         {
             Assert.True(t.TryRoute(Ordinary, out var h));
             Assert.Equal(GW, h);
-            Assert.True(t.TryRoute(A("198.51.100.0"), out h)); Assert.Equal(GW, h);
-            Assert.True(t.TryRoute(A("198.51.100.255"), out h)); Assert.Equal(GW, h);
-            Assert.False(t.TryRoute(A("198.51.99.255"), out h)); Assert.True(h.IsNone);
+            Assert.True(t.TryRoute(A("198.51.100.0"), out h));
+            Assert.Equal(GW, h);
+            Assert.True(t.TryRoute(A("198.51.100.255"), out h));
+            Assert.Equal(GW, h);
+            Assert.False(t.TryRoute(A("198.51.99.255"), out h));
+            Assert.True(h.IsNone);
             Assert.False(t.TryRoute(A("198.51.101.0"), out _));
             Assert.False(t.TryGetHost(Ordinary, out _)); // TryGetHost is capsules only
             Assert.False(t.IsLocal(Ordinary));
@@ -90,9 +93,12 @@ public class GatewayRoutingTests
     [Fact]
     public void Capsule_routes_are_unchanged_by_the_gateway()
     {
-        Assert.True(T1.TryRoute(L("b"), out var h)); Assert.Equal(H2, h);
-        Assert.True(TG.TryRoute(L("a"), out h)); Assert.Equal(H1, h);
-        Assert.True(TG.TryRoute(L("b"), out h)); Assert.Equal(H2, h);
+        Assert.True(T1.TryRoute(L("b"), out var h));
+        Assert.Equal(H2, h);
+        Assert.True(TG.TryRoute(L("a"), out h));
+        Assert.Equal(H1, h);
+        Assert.True(TG.TryRoute(L("b"), out h));
+        Assert.Equal(H2, h);
         Assert.False(TG.IsLocal(L("a")));
         Assert.Equal(2, TG.Count);
     }
@@ -164,7 +170,8 @@ public class GatewayRoutingTests
     [Fact]
     public void Host_refuses_an_ordinary_source_from_anyone_but_its_gateway()
     {
-        Assert.Equal(DropReason.SourceHostMismatch, Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(Ordinary, L("a"))), out var range));
+        Assert.Equal(DropReason.SourceHostMismatch,
+            Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(Ordinary, L("a"))), out var range));
         Assert.Equal(default, range);
         // And from the gateway, only sources it serves or... nothing else.
         Assert.Equal(DropReason.SourceHostMismatch, In(T1, GW, Outside, L("a")));
@@ -192,7 +199,8 @@ public class GatewayRoutingTests
         Assert.Equal(DropReason.NotLocalCapsule, In(TG, H1, L("a"), L("b")));
         Assert.Equal(DropReason.NotLocalCapsule, In(TG, H1, L("a"), Nobody));
         Assert.Equal(DropReason.SourceHostMismatch, In(TG, H2, L("a"), Ordinary));        // a is on h1
-        Assert.Equal(DropReason.SourceHostMismatch, In(TG, H1, A("198.51.100.12"), Ordinary)); // h1 claims an ordinary address
+        Assert.Equal(DropReason.SourceHostMismatch,
+            In(TG, H1, A("198.51.100.12"), Ordinary)); // h1 claims an ordinary address
         Assert.Equal(DropReason.SourceHostMismatch, In(TG, H1, Nobody, Ordinary));
         Assert.Equal(DropReason.UnknownHost, In(TG, A("10.9.9.9"), L("a"), Ordinary));
         Assert.Equal(DropReason.UnknownHost, In(TG, GW, L("a"), Ordinary));
@@ -204,11 +212,13 @@ public class GatewayRoutingTests
         // Ordinary -> b: the gateway sends it to h2, which accepts it from the gateway.
         var req = Packets.Build(Ordinary, L("b"), payload: 40);
         Assert.Equal(DropReason.None, Forwarding.Outbound(TG, req, out var to));
-        Assert.Equal(DropReason.None, Forwarding.Inbound(TranslationTable.From(State, HostAt(to)), TG.Self, Packets.Wrap(req), out _));
+        Assert.Equal(DropReason.None,
+            Forwarding.Inbound(TranslationTable.From(State, HostAt(to)), TG.Self, Packets.Wrap(req), out _));
         // b -> Ordinary: h2 sends it to the gateway, which accepts it from h2.
         var resp = Packets.Build(L("b"), Ordinary, payload: 40);
         Assert.Equal(DropReason.None, Forwarding.Outbound(T2, resp, out to));
-        Assert.Equal(DropReason.None, Forwarding.Inbound(TranslationTable.From(State, HostAt(to)), T2.Self, Packets.Wrap(resp), out _));
+        Assert.Equal(DropReason.None,
+            Forwarding.Inbound(TranslationTable.From(State, HostAt(to)), T2.Self, Packets.Wrap(resp), out _));
     }
 
     static string HostAt(Locator underlay) => State.Hosts.Values.Single(h => h.Underlay == underlay).Name;
@@ -258,13 +268,16 @@ public class GatewayRoutingTests
         var a = s.Capsules["a"].Locator;
         var behind2 = A("192.0.2.7");
 
-        Assert.Equal(DropReason.None, Out(t1, a, Ordinary, out var to)); Assert.Equal(GW, to);
-        Assert.Equal(DropReason.None, Out(t1, a, behind2, out to)); Assert.Equal(gw2.Underlay, to);
+        Assert.Equal(DropReason.None, Out(t1, a, Ordinary, out var to));
+        Assert.Equal(GW, to);
+        Assert.Equal(DropReason.None, Out(t1, a, behind2, out to));
+        Assert.Equal(gw2.Underlay, to);
         Assert.True(tg2.IsGateway);
         Assert.False(tg2.Serves(Ordinary));
         Assert.False(tg.Serves(behind2));
         // From one ordinary network to the other, through both gateways.
-        Assert.Equal(DropReason.None, Out(tg, Ordinary, behind2, out to)); Assert.Equal(gw2.Underlay, to);
+        Assert.Equal(DropReason.None, Out(tg, Ordinary, behind2, out to));
+        Assert.Equal(gw2.Underlay, to);
         Assert.Equal(DropReason.None, In(tg2, GW, Ordinary, behind2));
         // Neither gateway may speak for the other's network.
         Assert.Equal(DropReason.SpoofedSource, Out(tg, behind2, a, out _));
@@ -304,14 +317,18 @@ public class GatewayRoutingTests
         var tg = TranslationTable.From(State, "gw", pins);
 
         Assert.True(t1.IsLocal(L("b")));
-        Assert.True(tg.TryRoute(L("b"), out var h)); Assert.Equal(H1, h);
-        Assert.Equal(DropReason.None, Out(tg, Ordinary, L("b"), out var to)); Assert.Equal(H1, to);
+        Assert.True(tg.TryRoute(L("b"), out var h));
+        Assert.Equal(H1, h);
+        Assert.Equal(DropReason.None, Out(tg, Ordinary, L("b"), out var to));
+        Assert.Equal(H1, to);
         Assert.Equal(DropReason.None, In(t1, GW, Ordinary, L("b")));
         // The moved capsule reaches the ordinary network from its new host.
-        Assert.Equal(DropReason.None, Out(t1, L("b"), Ordinary, out to)); Assert.Equal(GW, to);
+        Assert.Equal(DropReason.None, Out(t1, L("b"), Ordinary, out to));
+        Assert.Equal(GW, to);
         Assert.Equal(DropReason.None, In(tg, H1, L("b"), Ordinary));
         Assert.Equal(DropReason.SourceHostMismatch, In(tg, H2, L("b"), Ordinary));
-        Assert.True(t1.TryRoute(Ordinary, out h)); Assert.Equal(GW, h);
+        Assert.True(t1.TryRoute(Ordinary, out h));
+        Assert.Equal(GW, h);
     }
 
     [Fact]
@@ -320,8 +337,10 @@ public class GatewayRoutingTests
         // Exact routes are looked up first: a pin for an address inside a served prefix sends it to the pinned host.
         var pins = new Dictionary<Locator, Locator> { [Ordinary] = H2 };
         var t1 = TranslationTable.From(State, "h1", pins);
-        Assert.True(t1.TryRoute(Ordinary, out var h)); Assert.Equal(H2, h);
-        Assert.True(t1.TryRoute(A("198.51.100.12"), out h)); Assert.Equal(GW, h);
+        Assert.True(t1.TryRoute(Ordinary, out var h));
+        Assert.Equal(H2, h);
+        Assert.True(t1.TryRoute(A("198.51.100.12"), out h));
+        Assert.Equal(GW, h);
     }
 
     // ---- robustness ----

@@ -88,7 +88,9 @@ static class Dir
 /// </summary>
 static class Inet
 {
-    /// <summary>RFC 1071 checksum of the concatenation of <paramref name="parts"/> (odd length padded with a zero byte).</summary>
+    /// <summary>
+    /// RFC 1071 checksum of the concatenation of <paramref name="parts"/> (odd length padded with a zero byte).
+    /// </summary>
     public static ushort RefChecksum(params byte[][] parts)
     {
         var all = parts.SelectMany(p => p).ToArray();
@@ -104,7 +106,11 @@ static class Inet
     public static ushort RefTcpChecksum(Locator src, Locator dst, ReadOnlySpan<byte> segment)
     {
         var seg = segment.ToArray();
-        if (seg.Length >= 18) { seg[16] = 0; seg[17] = 0; }
+        if (seg.Length >= 18)
+        {
+            seg[16] = 0;
+            seg[17] = 0;
+        }
         var pseudo = new byte[12];
         src.Write(pseudo.AsSpan(0));
         dst.Write(pseudo.AsSpan(4));
@@ -117,7 +123,8 @@ static class Inet
     /// An IPv4 packet with <paramref name="ipOptionWords"/> words of NOP options, the given
     /// fragment field (flags + offset) and payload; correct header checksum.
     /// </summary>
-    public static byte[] Ip(Locator src, Locator dst, byte protocol, byte[] payload, int ipOptionWords = 0, ushort fragField = 0x4000, byte ttl = 64)
+    public static byte[] Ip(Locator src, Locator dst, byte protocol, byte[] payload, int ipOptionWords = 0,
+        ushort fragField = 0x4000, byte ttl = 64)
     {
         var ihl = 20 + 4 * ipOptionWords;
         var p = new byte[ihl + payload.Length];
@@ -135,14 +142,16 @@ static class Inet
         return p;
     }
 
-    public static byte[] Pattern(int n, int seed = 0) => Enumerable.Range(0, n).Select(i => (byte)(i * 13 + 5 + seed)).ToArray();
+    public static byte[] Pattern(int n, int seed = 0) =>
+        Enumerable.Range(0, n).Select(i => (byte)(i * 13 + 5 + seed)).ToArray();
 
     /// <summary>
     /// A TCP segment in an IPv4 packet; <paramref name="options"/> must be a multiple of 4 bytes.
     /// Both checksums are correct unless the caller changes bytes afterwards.
     /// </summary>
-    public static byte[] Tcp(Locator src, ushort sport, Locator dst, ushort dport, uint seq, uint ack, byte flags, ushort window,
-        byte[]? options = null, byte[]? payload = null, ushort fragField = 0x4000, int ipOptionWords = 0)
+    public static byte[] Tcp(Locator src, ushort sport, Locator dst, ushort dport, uint seq, uint ack, byte flags,
+        ushort window, byte[]? options = null, byte[]? payload = null, ushort fragField = 0x4000,
+        int ipOptionWords = 0)
     {
         options ??= [];
         payload ??= [];
@@ -165,7 +174,10 @@ static class Inet
     public static byte[] TsOption(uint tsVal, uint tsEcr)
     {
         var o = new byte[12];
-        o[0] = 1; o[1] = 1; o[2] = 8; o[3] = 10;
+        o[0] = 1;
+        o[1] = 1;
+        o[2] = 8;
+        o[3] = 10;
         BinaryPrimitives.WriteUInt32BigEndian(o.AsSpan(4), tsVal);
         BinaryPrimitives.WriteUInt32BigEndian(o.AsSpan(8), tsEcr);
         return o;

@@ -21,9 +21,11 @@ public class IcmpTests
     public void Checksum_known_ipv4_header()
     {
         // The usual worked example: 45 00 00 73 00 00 40 00 40 11 [b8 61] c0 a8 00 01 c0 a8 00 c7.
-        byte[] h = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
+        byte[] h = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00,
+            0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
         Assert.Equal(0xb861, Icmp.Checksum(h));
-        h[10] = 0xb8; h[11] = 0x61;
+        h[10] = 0xb8;
+        h[11] = 0x61;
         Assert.Equal(0, Icmp.Checksum(h));
     }
 
@@ -54,7 +56,8 @@ public class IcmpTests
         {
             if (d.Length % 2 == 1) d = [.. d, 0];
             var i = (int)((uint)at % (uint)(d.Length / 2)) * 2;
-            d[i] = 0; d[i + 1] = 0;
+            d[i] = 0;
+            d[i + 1] = 0;
             BinaryPrimitives.WriteUInt16BigEndian(d.AsSpan(i), Icmp.Checksum(d));
             Assert.Equal(0, Icmp.Checksum(d));
         }, iter: 5_000);
@@ -182,7 +185,8 @@ public class IcmpTests
     static byte[] IcmpPacket(byte type, byte code = 0, int extra = 8)
     {
         var m = new byte[4 + extra];
-        m[0] = type; m[1] = code;
+        m[0] = type;
+        m[1] = code;
         for (var i = 4; i < m.Length; i++) m[i] = (byte)i;
         BinaryPrimitives.WriteUInt16BigEndian(m.AsSpan(2), Inet.RefChecksum(m));
         return Inet.Ip(Ordinary, Nobody, 1, m);
@@ -288,11 +292,14 @@ public class IcmpTests
         Assert.Equal(0, Answer(good[..19], out _));
         Assert.Equal(0, Answer(good[..^1], out _));       // truncated: total length disagrees
         Assert.Equal(0, Answer([.. good, 0], out _));     // padded
-        var v6 = good.ToArray(); v6[0] = 0x65;
+        var v6 = good.ToArray();
+        v6[0] = 0x65;
         Assert.Equal(0, Answer(v6, out _));
-        var shortIhl = good.ToArray(); shortIhl[0] = 0x44;
+        var shortIhl = good.ToArray();
+        shortIhl[0] = 0x44;
         Assert.Equal(0, Answer(shortIhl, out _));
-        var longIhl = Packets.Build(Ordinary, Nobody, payload: 2); longIhl[0] = 0x46; // header longer than the packet
+        var longIhl = Packets.Build(Ordinary, Nobody, payload: 2);
+        longIhl[0] = 0x46; // header longer than the packet
         Assert.Equal(0, Answer(longIhl, out var buf));
         Assert.All(buf, b => Assert.Equal(0xA5, b));
     }
@@ -330,7 +337,9 @@ public class IcmpTests
     static readonly byte[] Seed = Inet.Ip(Ordinary, Nobody, 17, Inet.Pattern(24));
     static readonly byte[] SeedIcmp = IcmpPacket(8);
 
-    /// <summary>Random bytes; random mutations of good packets; headers with coherent lengths and random fields.</summary>
+    /// <summary>
+    /// Random bytes; random mutations of good packets; headers with coherent lengths and random fields.
+    /// </summary>
     static readonly Gen<byte[]> Packetish = Gen.OneOf(
         Gen.Byte.Array[0, 100],
         Gen.Select(Gen.OneOf(Gen.Const(Seed), Gen.Const(SeedIcmp)), Gen.Int[0, 47].Array[0, 3], Gen.Byte, (g, idx, v) =>
@@ -339,8 +348,10 @@ public class IcmpTests
             foreach (var i in idx) if (i < d.Length) d[i] ^= (byte)(v | 1);
             return d;
         }),
-        Gen.Select(Gen.Int[5, 15], Gen.Int[0, 30], Gen.Byte.Array[60], Gen.OneOf<byte>(Gen.Byte, Gen.Const<byte>(1), Gen.Const<byte>(17)),
-            Gen.OneOf<ushort>(Gen.UShort, Gen.Const<ushort>(0), Gen.Const<ushort>(0x4000), Gen.Const<ushort>(0x2000)), (ihlWords, payload, rnd, proto, frag) =>
+        Gen.Select(Gen.Int[5, 15], Gen.Int[0, 30], Gen.Byte.Array[60],
+            Gen.OneOf<byte>(Gen.Byte, Gen.Const<byte>(1), Gen.Const<byte>(17)),
+            Gen.OneOf<ushort>(Gen.UShort, Gen.Const<ushort>(0), Gen.Const<ushort>(0x4000), Gen.Const<ushort>(0x2000)),
+            (ihlWords, payload, rnd, proto, frag) =>
         {
             var d = new byte[Math.Max(20, ihlWords * 4 + payload)];
             rnd.AsSpan(0, Math.Min(rnd.Length, d.Length)).CopyTo(d);
@@ -360,7 +371,11 @@ public class IcmpTests
             var buf = new byte[size];
             var n = Icmp.WriteHostUnreachable(p, Gw, buf);
             Assert.Equal(AnswerDue(p, size), n != 0);
-            if (n == 0) { Assert.All(buf, b => Assert.Equal(0, b)); return; }
+            if (n == 0)
+            {
+                Assert.All(buf, b => Assert.Equal(0, b));
+                return;
+            }
             answered++;
             CheckAnswer(p, buf, n);
         }, iter: 20_000, threads: 1);

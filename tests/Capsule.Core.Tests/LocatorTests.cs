@@ -113,7 +113,8 @@ public class LocatorTests
     public void Parse_accepts_only_dotted_quad_decimal()
     {
         string[] notDottedQuad = ["10", "1.2.3", "127.1", "2130706433", "0x7f.0.0.1", "010.0.0.1", "100.064.0.0"];
-        var accepted = notDottedQuad.Where(s => Locator.TryParse(s, out _)).Select(s => $"{s} -> {Locator.Parse(s)}").ToList();
+        var accepted = notDottedQuad.Where(s => Locator.TryParse(s, out _))
+            .Select(s => $"{s} -> {Locator.Parse(s)}").ToList();
         Assert.True(accepted.Count == 0, "accepted: " + string.Join(", ", accepted));
     }
 

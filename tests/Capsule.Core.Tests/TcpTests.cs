@@ -11,18 +11,31 @@ public class TcpTests
     static byte[] SynOptions(uint tsVal, uint tsEcr, byte wscale = 7)
     {
         var o = new byte[20];
-        o[0] = 2; o[1] = 4; o[2] = 0x05; o[3] = 0xB4;    // MSS 1460
-        o[4] = 4; o[5] = 2;                             // SACK permitted
-        o[6] = 8; o[7] = 10;                            // timestamps
+        // MSS 1460
+        o[0] = 2;
+        o[1] = 4;
+        o[2] = 0x05;
+        o[3] = 0xB4;
+        // SACK permitted
+        o[4] = 4;
+        o[5] = 2;
+        // timestamps
+        o[6] = 8;
+        o[7] = 10;
         BinaryPrimitives.WriteUInt32BigEndian(o.AsSpan(8), tsVal);
         BinaryPrimitives.WriteUInt32BigEndian(o.AsSpan(12), tsEcr);
-        o[16] = 1;                                      // NOP
-        o[17] = 3; o[18] = 3; o[19] = wscale;           // window scale
+        // NOP
+        o[16] = 1;
+        // window scale
+        o[17] = 3;
+        o[18] = 3;
+        o[19] = wscale;
         return o;
     }
 
     static ushort StoredChecksum(ReadOnlySpan<byte> p) => BinaryPrimitives.ReadUInt16BigEndian(p[(Inet.Ihl(p) + 16)..]);
-    static ushort Recomputed(ReadOnlySpan<byte> p) => Tcp.Checksum(Ipv4.Source(p), Ipv4.Destination(p), p[Inet.Ihl(p)..]);
+    static ushort Recomputed(ReadOnlySpan<byte> p) =>
+        Tcp.Checksum(Ipv4.Source(p), Ipv4.Destination(p), p[Inet.Ihl(p)..]);
 
     // ---- TryParse ----
 
@@ -54,7 +67,8 @@ public class TcpTests
     [Fact]
     public void Parses_a_syn_ack()
     {
-        var p = Inet.Tcp(Capsule, 80, Peer, 40000, 1000, 0xFFFFFFF1, Tcp.SYN | Tcp.ACK, 65160, SynOptions(7, 0x11223344, 9));
+        var p = Inet.Tcp(Capsule, 80, Peer, 40000, 1000, 0xFFFFFFF1, Tcp.SYN | Tcp.ACK, 65160,
+            SynOptions(7, 0x11223344, 9));
         Assert.True(Tcp.TryParse(p, out var s));
         Assert.True(s.Syn && s.HasAck);
         Assert.Equal(0xFFFFFFF1u, s.Ack);
@@ -95,7 +109,8 @@ public class TcpTests
     [InlineData(1448)]
     public void Data_segment_payload_length_and_timestamps(int payload)
     {
-        var p = Inet.Tcp(Capsule, 80, Peer, 40000, 123456, 654321, Tcp.ACK | Tcp.PSH, 502, Inet.TsOption(0xAABBCCDD, 0x01020304), Inet.Pattern(payload));
+        var p = Inet.Tcp(Capsule, 80, Peer, 40000, 123456, 654321, Tcp.ACK | Tcp.PSH, 502,
+            Inet.TsOption(0xAABBCCDD, 0x01020304), Inet.Pattern(payload));
         Assert.True(Tcp.TryParse(p, out var s));
         Assert.Equal(payload, s.PayloadLength);
         Assert.Equal((uint)payload, s.SeqLength);
@@ -260,7 +275,8 @@ public class TcpTests
         Assert.False(Tcp.TryParse([], out _));
         Assert.False(Tcp.TryParse(good[..^1], out _));
         Assert.False(Tcp.TryParse([.. good, 0], out _));
-        var v6 = good.ToArray(); v6[0] = 0x65;
+        var v6 = good.ToArray();
+        v6[0] = 0x65;
         Assert.False(Tcp.TryParse(v6, out _));
     }
 
@@ -269,7 +285,8 @@ public class TcpTests
     [Fact]
     public void Property_parse_never_throws_and_what_it_accepts_is_coherent()
     {
-        var tcpHeaderish = Gen.Select(Gen.Int[0, 15], Gen.Byte.Array[0, 70], Gen.Byte.Array[0, 40].Select(a => a.Select(b => (byte)(b % 12)).ToArray()),
+        var tcpHeaderish = Gen.Select(Gen.Int[0, 15], Gen.Byte.Array[0, 70],
+            Gen.Byte.Array[0, 40].Select(a => a.Select(b => (byte)(b % 12)).ToArray()),
             (doff, rnd, opts) =>
             {
                 // Random TCP header whose options are dense with the kinds the parser knows.
@@ -291,7 +308,11 @@ public class TcpTests
         var accepted = 0;
         gen.Sample(p =>
         {
-            if (!Tcp.TryParse(p, out var s)) { Assert.Equal(default, s); return; }
+            if (!Tcp.TryParse(p, out var s))
+            {
+                Assert.Equal(default, s);
+                return;
+            }
             accepted++;
             Assert.True(Ipv4.IsValid(p));
             Assert.Equal(6, Ipv4.Protocol(p));
@@ -314,15 +335,19 @@ public class TcpTests
     {
         Gen.Select(Gen.UInt, Gen.UInt, Gen.Byte.Array[20, 120]).Sample((s, d, seg) =>
         {
-            var src = new Locator(s); var dst = new Locator(d);
+            var src = new Locator(s);
+            var dst = new Locator(d);
             var c = Tcp.Checksum(src, dst, seg);
             Assert.Equal(Inet.RefTcpChecksum(src, dst, seg), c);
-            seg[16] ^= 0x5A; seg[17] ^= 0xA5;
+            seg[16] ^= 0x5A;
+            seg[17] ^= 0xA5;
             Assert.Equal(c, Tcp.Checksum(src, dst, seg));
             // Storing it makes the whole segment, pseudo-header included, sum to zero.
             BinaryPrimitives.WriteUInt16BigEndian(seg.AsSpan(16), c);
             var pseudo = new byte[12];
-            src.Write(pseudo); dst.Write(pseudo.AsSpan(4)); pseudo[9] = 6;
+            src.Write(pseudo);
+            dst.Write(pseudo.AsSpan(4));
+            pseudo[9] = 6;
             BinaryPrimitives.WriteUInt16BigEndian(pseudo.AsSpan(10), (ushort)seg.Length);
             Assert.Equal(0, Inet.RefChecksum(pseudo, seg));
         }, iter: 5_000);
@@ -334,7 +359,10 @@ public class TcpTests
         // 10.0.0.1 -> 10.0.0.2, ports 1 -> 2, seq 0, ack 0, offset 5, flags ACK, window 0, no payload.
         // Pseudo: 0a00+0001+0a00+0002+0006+0014 = 0x141d; segment: 0001+0002+5010 = 0x5013; sum 0x6430.
         var seg = new byte[20];
-        seg[1] = 1; seg[3] = 2; seg[12] = 0x50; seg[13] = 0x10;
+        seg[1] = 1;
+        seg[3] = 2;
+        seg[12] = 0x50;
+        seg[13] = 0x10;
         Assert.Equal(0x9BCF, Tcp.Checksum(Locator.Parse("10.0.0.1"), Locator.Parse("10.0.0.2"), seg));
         // Odd length: one more byte 0xAB counts as 0xAB00 -> 0x6430 + 0xAB00 + 1 (length 21) = 0x10F31 -> 0x0F32.
         Assert.Equal(0xF0CD, Tcp.Checksum(Locator.Parse("10.0.0.1"), Locator.Parse("10.0.0.2"), [.. seg, 0xAB]));
@@ -401,7 +429,8 @@ public class TcpTests
     public void Property_WriteAck_round_trips_every_field()
     {
         var addr = Gen.UInt.Select(v => new Locator(v));
-        Gen.Select(Gen.Select(addr, Gen.UShort, addr, Gen.UShort, Gen.UInt, Gen.UInt, Gen.UShort, Gen.Bool), Gen.UInt, Gen.UInt,
+        Gen.Select(Gen.Select(addr, Gen.UShort, addr, Gen.UShort, Gen.UInt, Gen.UInt, Gen.UShort, Gen.Bool),
+                Gen.UInt, Gen.UInt,
                 (a, tsVal, tsEcr) => (a, tsVal, tsEcr))
             .Sample(x =>
             {
@@ -426,7 +455,8 @@ public class TcpTests
         Assert.True(Tcp.TryParse(p, out var s));
         Assert.Equal(window, s.Window);
         Assert.Equal(Recomputed(p), StoredChecksum(p));
-        Assert.Equal(Inet.RefTcpChecksum(Ipv4.Source(p), Ipv4.Destination(p), p.AsSpan(Inet.Ihl(p))), StoredChecksum(p));
+        Assert.Equal(Inet.RefTcpChecksum(Ipv4.Source(p), Ipv4.Destination(p), p.AsSpan(Inet.Ihl(p))),
+            StoredChecksum(p));
         var ihl = Inet.Ihl(p);
         for (var i = 0; i < p.Length; i++)
             if (i < ihl + 14 || i >= ihl + 18) Assert.Equal(before[i], p[i]); // only the window and checksum change
@@ -437,7 +467,8 @@ public class TcpTests
     public void Property_SetWindow_keeps_the_checksum_right()
     {
         Gen.Select(Gen.UShort, Gen.UShort, Gen.Int[0, 1500], Gen.Bool, Gen.Int[0, 3], Gen.Int[0, 255])
-            .Sample((w0, w1, payload, ts, ipOpt, seed) => CheckSetWindow(DataSegment(w0, payload, ts, ipOpt, seed), w1), iter: 3_000);
+            .Sample((w0, w1, payload, ts, ipOpt, seed) => CheckSetWindow(DataSegment(w0, payload, ts, ipOpt, seed), w1),
+                iter: 3_000);
     }
 
     [Fact]

@@ -3,7 +3,8 @@ namespace Capsule.Core.Tests;
 public class TranslationTableTests
 {
     // Hosts h1 (10.0.0.1), h2 (10.0.0.2), h3 (10.0.0.3).
-    // Running: a, c on h1; b on h2; f on h3.  Not running: d (Creating, h2), e (Suspended, h2), g (Stopped, h1), m (Migrating, h2).
+    // Running: a, c on h1; b on h2; f on h3.
+    // Not running: d (Creating, h2), e (Suspended, h2), g (Stopped, h1), m (Migrating, h2).
     static readonly DirectoryState State = Build();
     static readonly TranslationTable T1 = TranslationTable.From(State, "h1");
     static readonly TranslationTable T2 = TranslationTable.From(State, "h2");
@@ -11,7 +12,8 @@ public class TranslationTableTests
     static DirectoryState Build()
     {
         var s = Dir.WithHosts(null, Dir.H1, Dir.H2, Dir.H3);
-        foreach (var (n, h) in new[] { ("a", "h1"), ("b", "h2"), ("c", "h1"), ("d", "h2"), ("e", "h2"), ("f", "h3"), ("g", "h1"), ("m", "h1") })
+        foreach (var (n, h) in new[] { ("a", "h1"), ("b", "h2"), ("c", "h1"), ("d", "h2"), ("e", "h2"), ("f", "h3"),
+            ("g", "h1"), ("m", "h1") })
             s = s.AllocateCapsule(n, h).Ok();
         foreach (var (n, h) in new[] { ("a", "h1"), ("b", "h2"), ("c", "h1"), ("f", "h3"), ("g", "h1") })
             s = s.UpdateRead(n, h, CapsuleState.Running).Ok();
@@ -33,8 +35,10 @@ public class TranslationTableTests
         Assert.Equal(H1, T1.Self);
         Assert.Equal((uint)State.Revision, T1.Epoch);
         Assert.Equal(2, T1.Count); // b and f
-        Assert.True(T1.TryGetHost(L("b"), out var hb)); Assert.Equal(H2, hb);
-        Assert.True(T1.TryGetHost(L("f"), out var hf)); Assert.Equal(H3, hf);
+        Assert.True(T1.TryGetHost(L("b"), out var hb));
+        Assert.Equal(H2, hb);
+        Assert.True(T1.TryGetHost(L("f"), out var hf));
+        Assert.Equal(H3, hf);
         Assert.True(T1.IsLocal(L("a")));
         Assert.True(T1.IsLocal(L("c")));
         Assert.False(T1.IsLocal(L("b")));
@@ -90,7 +94,8 @@ public class TranslationTableTests
         Assert.Equal(0, t.Count);
         Assert.False(t.IsKnownHost(H1));
         Assert.Equal(DropReason.SpoofedSource, Forwarding.Outbound(t, Packets.Build(L("a"), L("b")), out _));
-        Assert.Equal(DropReason.UnknownHost, Forwarding.Inbound(t, H2, Packets.Wrap(Packets.Build(L("b"), L("a"))), out _));
+        Assert.Equal(DropReason.UnknownHost,
+            Forwarding.Inbound(t, H2, Packets.Wrap(Packets.Build(L("b"), L("a"))), out _));
     }
 
     [Fact]
@@ -120,9 +125,11 @@ public class TranslationTableTests
     [Fact]
     public void Outbound_forged_source_is_spoofed()
     {
-        Assert.Equal(DropReason.SpoofedSource, Forwarding.Outbound(T1, Packets.Build(L("b"), L("f")), out var to)); // b lives on h2
+        Assert.Equal(DropReason.SpoofedSource,
+            Forwarding.Outbound(T1, Packets.Build(L("b"), L("f")), out var to)); // b lives on h2
         Assert.True(to.IsNone);
-        Assert.Equal(DropReason.SpoofedSource, Forwarding.Outbound(T1, Packets.Build(Locator.Parse("100.64.200.1"), L("b")), out _));
+        Assert.Equal(DropReason.SpoofedSource,
+            Forwarding.Outbound(T1, Packets.Build(Locator.Parse("100.64.200.1"), L("b")), out _));
         Assert.Equal(DropReason.SpoofedSource, Forwarding.Outbound(T1, Packets.Build(H1, L("b")), out _));
         // A capsule that is not running may not send either.
         Assert.Equal(DropReason.SpoofedSource, Forwarding.Outbound(T2, Packets.Build(L("d"), L("a")), out _));
@@ -132,9 +139,11 @@ public class TranslationTableTests
     [Fact]
     public void Outbound_unknown_destination_is_no_route()
     {
-        Assert.Equal(DropReason.NoRoute, Forwarding.Outbound(T1, Packets.Build(L("a"), Locator.Parse("100.64.200.1")), out var to));
+        Assert.Equal(DropReason.NoRoute,
+            Forwarding.Outbound(T1, Packets.Build(L("a"), Locator.Parse("100.64.200.1")), out var to));
         Assert.True(to.IsNone);
-        Assert.Equal(DropReason.NoRoute, Forwarding.Outbound(T1, Packets.Build(L("a"), Locator.Parse("8.8.8.8")), out _));
+        Assert.Equal(DropReason.NoRoute,
+            Forwarding.Outbound(T1, Packets.Build(L("a"), Locator.Parse("8.8.8.8")), out _));
         Assert.Equal(DropReason.NoRoute, Forwarding.Outbound(T1, Packets.Build(L("a"), L("d")), out _)); // Creating
         Assert.Equal(DropReason.NoRoute, Forwarding.Outbound(T1, Packets.Build(L("a"), L("e")), out _)); // Suspended
         Assert.Equal(DropReason.NoRoute, Forwarding.Outbound(T1, Packets.Build(L("a"), L("m")), out _)); // Migrating
@@ -147,9 +156,11 @@ public class TranslationTableTests
         p[0] = 0x65;
         Assert.Equal(DropReason.BadInnerPacket, Forwarding.Outbound(T1, p, out _));
         Assert.Equal(DropReason.BadInnerPacket, Forwarding.Outbound(T1, [], out _));
-        Assert.Equal(DropReason.BadInnerPacket, Forwarding.Outbound(T1, Packets.Build(L("a"), L("b")).AsSpan(0, 25), out _));
+        Assert.Equal(DropReason.BadInnerPacket,
+            Forwarding.Outbound(T1, Packets.Build(L("a"), L("b")).AsSpan(0, 25), out _));
         // Validity is checked before the (forged) source.
-        var q = Packets.Build(Stranger, L("b")); q[3]++;
+        var q = Packets.Build(Stranger, L("b"));
+        q[3]++;
         Assert.Equal(DropReason.BadInnerPacket, Forwarding.Outbound(T1, q, out _));
     }
 
@@ -179,7 +190,8 @@ public class TranslationTableTests
         Assert.Equal(default, range);
         Assert.Equal(DropReason.UnknownHost, Forwarding.Inbound(T1, Stranger, [], out _));
         Assert.Equal(DropReason.UnknownHost, Forwarding.Inbound(T1, Stranger, [1, 2, 3], out _));
-        Assert.Equal(DropReason.UnknownHost, Forwarding.Inbound(T1, Stranger, new byte[] { 0xCA, 9, 9, 9, 0, 0, 0, 0 }, out _));
+        Assert.Equal(DropReason.UnknownHost,
+            Forwarding.Inbound(T1, Stranger, new byte[] { 0xCA, 9, 9, 9, 0, 0, 0, 0 }, out _));
         // Our own address is not a peer either.
         Assert.Equal(DropReason.UnknownHost, Forwarding.Inbound(T1, H1, good, out _));
         Assert.Equal(DropReason.UnknownHost, Forwarding.Inbound(T1, Locator.None, good, out _));
@@ -193,13 +205,17 @@ public class TranslationTableTests
         Assert.Equal(DropReason.Malformed, Forwarding.Inbound(T1, H2, [0xCA, 1, 1], out _));
         Assert.Equal(DropReason.Malformed, Forwarding.Inbound(T1, H2, inner, out _)); // not wrapped at all
 
-        var d = Packets.Wrap(inner); d[0] = 0xCB;
+        var d = Packets.Wrap(inner);
+        d[0] = 0xCB;
         Assert.Equal(DropReason.Malformed, Forwarding.Inbound(T1, H2, d, out _));
-        d = Packets.Wrap(inner); d[1] = 2;
+        d = Packets.Wrap(inner);
+        d[1] = 2;
         Assert.Equal(DropReason.BadVersion, Forwarding.Inbound(T1, H2, d, out _));
-        d = Packets.Wrap(inner); d[2] = 2;
+        d = Packets.Wrap(inner);
+        d[2] = 2;
         Assert.Equal(DropReason.Malformed, Forwarding.Inbound(T1, H2, d, out _));
-        d = Packets.Wrap(inner); d[3] = 1;
+        d = Packets.Wrap(inner);
+        d[3] = 1;
         Assert.Equal(DropReason.Malformed, Forwarding.Inbound(T1, H2, d, out var range));
         Assert.Equal(default, range);
     }
@@ -213,33 +229,44 @@ public class TranslationTableTests
         Assert.Equal(DropReason.BadInnerPacket, Forwarding.Inbound(T1, H2, Packets.Wrap(inner), out _));
         var good = Packets.Wrap(Packets.Build(L("b"), L("a")));
         Assert.Equal(DropReason.BadInnerPacket, Forwarding.Inbound(T1, H2, good.AsSpan(0, good.Length - 1), out _));
-        var padded = new byte[good.Length + 3]; good.CopyTo(padded, 0);
+        var padded = new byte[good.Length + 3];
+        good.CopyTo(padded, 0);
         Assert.Equal(DropReason.BadInnerPacket, Forwarding.Inbound(T1, H2, padded, out _));
     }
 
     [Fact]
     public void Inbound_for_a_capsule_not_local_is_refused()
     {
-        Assert.Equal(DropReason.NotLocalCapsule, Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("b"), L("f"))), out _)); // f is on h3
-        Assert.Equal(DropReason.NotLocalCapsule, Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("b"), L("b"))), out _));
-        Assert.Equal(DropReason.NotLocalCapsule, Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("b"), Locator.Parse("100.64.200.1"))), out _));
-        Assert.Equal(DropReason.NotLocalCapsule, Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("b"), L("g"))), out _)); // Stopped on h1
-        Assert.Equal(DropReason.NotLocalCapsule, Forwarding.Inbound(T2, H1, Packets.Wrap(Packets.Build(L("a"), L("d"))), out _)); // Creating on h2
-        Assert.Equal(DropReason.NotLocalCapsule, Forwarding.Inbound(T2, H1, Packets.Wrap(Packets.Build(L("a"), L("e"))), out _)); // Suspended on h2
+        Assert.Equal(DropReason.NotLocalCapsule,
+            Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("b"), L("f"))), out _)); // f is on h3
+        Assert.Equal(DropReason.NotLocalCapsule,
+            Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("b"), L("b"))), out _));
+        Assert.Equal(DropReason.NotLocalCapsule,
+            Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("b"), Locator.Parse("100.64.200.1"))), out _));
+        Assert.Equal(DropReason.NotLocalCapsule,
+            Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("b"), L("g"))), out _)); // Stopped on h1
+        Assert.Equal(DropReason.NotLocalCapsule,
+            Forwarding.Inbound(T2, H1, Packets.Wrap(Packets.Build(L("a"), L("d"))), out _)); // Creating on h2
+        Assert.Equal(DropReason.NotLocalCapsule,
+            Forwarding.Inbound(T2, H1, Packets.Wrap(Packets.Build(L("a"), L("e"))), out _)); // Suspended on h2
     }
 
     [Fact]
     public void Inbound_source_not_on_sending_host_is_a_mismatch()
     {
         // f lives on h3, but h2 sent it.
-        Assert.Equal(DropReason.SourceHostMismatch, Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("f"), L("a"))), out var range));
+        Assert.Equal(DropReason.SourceHostMismatch,
+            Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("f"), L("a"))), out var range));
         Assert.Equal(default, range);
         // A locator nobody holds.
-        Assert.Equal(DropReason.SourceHostMismatch, Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(Locator.Parse("100.64.200.1"), L("a"))), out _));
+        Assert.Equal(DropReason.SourceHostMismatch,
+            Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(Locator.Parse("100.64.200.1"), L("a"))), out _));
         // One of our own local capsules, claimed by a peer.
-        Assert.Equal(DropReason.SourceHostMismatch, Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("c"), L("a"))), out _));
+        Assert.Equal(DropReason.SourceHostMismatch,
+            Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("c"), L("a"))), out _));
         // A capsule of the sender that is not running.
-        Assert.Equal(DropReason.SourceHostMismatch, Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("d"), L("a"))), out _));
+        Assert.Equal(DropReason.SourceHostMismatch,
+            Forwarding.Inbound(T1, H2, Packets.Wrap(Packets.Build(L("d"), L("a"))), out _));
     }
 
     [Fact]
@@ -260,7 +287,13 @@ public class TranslationTableTests
         var gen = Gen.OneOf(
             Gen.Byte.Array[0, 80],
             // a valid overlay header then random bytes
-            Gen.Byte.Array[0, 60].Select(a => { var d = new byte[8 + a.Length]; Wire.WriteHeader(d, Wire.Kind.Ipv4, 1); a.CopyTo(d, 8); return d; }),
+            Gen.Byte.Array[0, 60].Select(a =>
+            {
+                var d = new byte[8 + a.Length];
+                Wire.WriteHeader(d, Wire.Kind.Ipv4, 1);
+                a.CopyTo(d, 8);
+                return d;
+            }),
             // a good datagram with a few bytes flipped and maybe truncated
             Gen.Select(Gen.Int[0, good.Length - 1].Array[0, 4], Gen.Byte, Gen.Int[0, good.Length], (idx, v, len) =>
             {

@@ -83,7 +83,8 @@ public class WireTests
     [InlineData(0xAC)]
     public void Wrong_magic_is_malformed(byte magic)
     {
-        var b = Good(); b[0] = magic;
+        var b = Good();
+        b[0] = magic;
         Assert.Equal(DropReason.Malformed, Wire.TryReadHeader(b, out _, out _));
     }
 
@@ -93,7 +94,8 @@ public class WireTests
     [InlineData(0xFF)]
     public void Wrong_version_is_bad_version(byte version)
     {
-        var b = Good(); b[1] = version;
+        var b = Good();
+        b[1] = version;
         Assert.Equal(DropReason.BadVersion, Wire.TryReadHeader(b, out _, out var e));
         Assert.Equal(0u, e);
     }
@@ -101,7 +103,9 @@ public class WireTests
     [Fact]
     public void Wrong_magic_wins_over_wrong_version()
     {
-        var b = Good(); b[0] = 0; b[1] = 9;
+        var b = Good();
+        b[0] = 0;
+        b[1] = 9;
         Assert.Equal(DropReason.Malformed, Wire.TryReadHeader(b, out _, out _));
     }
 
@@ -111,7 +115,8 @@ public class WireTests
     [InlineData(0x81)]
     public void Unknown_kind_is_malformed(byte kind)
     {
-        var b = Good(); b[2] = kind;
+        var b = Good();
+        b[2] = kind;
         Assert.Equal(DropReason.Malformed, Wire.TryReadHeader(b, out _, out var e));
         Assert.Equal(0u, e);
     }
@@ -122,7 +127,8 @@ public class WireTests
     [InlineData(0xFF)]
     public void Nonzero_flags_are_malformed(byte flags)
     {
-        var b = Good(); b[3] = flags;
+        var b = Good();
+        b[3] = flags;
         Assert.Equal(DropReason.Malformed, Wire.TryReadHeader(b, out _, out _));
     }
 
@@ -194,8 +200,10 @@ public class Ipv4Tests
     {
         // IHL 6 (24 bytes) plus 4 bytes payload.
         var p = new byte[28];
-        p[0] = 0x46; p[3] = 28;
-        A.Write(p.AsSpan(12)); B.Write(p.AsSpan(16));
+        p[0] = 0x46;
+        p[3] = 28;
+        A.Write(p.AsSpan(12));
+        B.Write(p.AsSpan(16));
         Assert.True(Ipv4.IsValid(p));
         Assert.Equal(A, Ipv4.Source(p));
     }
@@ -241,7 +249,8 @@ public class Ipv4Tests
         var p = Packets.Build(A, B, payload: 8); // 28 bytes
         Assert.True(Ipv4.IsValid(p));
         Assert.False(Ipv4.IsValid(p.AsSpan(0, 27)));     // short read
-        var padded = new byte[32]; p.CopyTo(padded, 0);
+        var padded = new byte[32];
+        p.CopyTo(padded, 0);
         Assert.False(Ipv4.IsValid(padded));              // padded read
         p[3] = 29;
         Assert.False(Ipv4.IsValid(p));                   // header lies
@@ -260,10 +269,17 @@ public class Ipv4Tests
     {
         var gen = Gen.OneOf(
             Gen.Byte.Array[0, 64],
-            Gen.Select(Gen.Byte.Array[20, 64], Gen.Byte, (a, v) => { a[0] = (byte)(0x40 | (v & 0x0F)); a[2] = 0; a[3] = (byte)a.Length; return a; }));
+            Gen.Select(Gen.Byte.Array[20, 64], Gen.Byte, (a, v) =>
+            {
+                a[0] = (byte)(0x40 | (v & 0x0F));
+                a[2] = 0;
+                a[3] = (byte)a.Length;
+                return a;
+            }));
         gen.Sample(p =>
         {
-            var expected = p.Length >= 20 && p[0] >> 4 == 4 && (p[0] & 0xF) >= 5 && (p[0] & 0xF) * 4 <= p.Length && (p[2] << 8 | p[3]) == p.Length;
+            var expected = p.Length >= 20 && p[0] >> 4 == 4 && (p[0] & 0xF) >= 5 && (p[0] & 0xF) * 4 <= p.Length
+                && (p[2] << 8 | p[3]) == p.Length;
             Assert.Equal(expected, Ipv4.IsValid(p));
         }, iter: 20_000);
     }

@@ -12,11 +12,14 @@ public sealed class DropTests(LabFixture lab)
 {
     // Sends N UDP datagrams (payload given as a Python bytes expression) from `bind` to h1's agent.
     static string[] Sender(string bind, string payload, int count = 5) =>
-        ["python3", "-c", $"import socket;s=socket.socket(2,2);s.bind(('{bind}',0));[s.sendto({payload},('198.18.0.1',7470)) for _ in range({count})]"];
+        ["python3", "-c",
+            $"import socket;s=socket.socket(2,2);s.bind(('{bind}',0));" +
+            $"[s.sendto({payload},('198.18.0.1',7470)) for _ in range({count})]"];
 
     // A well-formed overlay header followed by a minimal IPv4/UDP packet from src to dst.
     static string Wrapped(string src, string dst, int version = 1) =>
-        $"bytes([0xCA,{version},1,0,0,0,0,0])+__import__('struct').pack('!BBHHHBBH4s4sHHHH',0x45,0,28,0,0,64,17,0,socket.inet_aton('{src}'),socket.inet_aton('{dst}'),1,2,8,0)";
+        $"bytes([0xCA,{version},1,0,0,0,0,0])+__import__('struct').pack('!BBHHHBBH4s4sHHHH',0x45,0,28,0,0,64,17,0," +
+            $"socket.inet_aton('{src}'),socket.inet_aton('{dst}'),1,2,8,0)";
 
     [Fact]
     public async Task Bad_datagrams_are_dropped_and_counted_by_reason_and_the_agent_keeps_running()
@@ -86,7 +89,8 @@ public sealed class DropTests(LabFixture lab)
             var h2Before = await lab.Stats("h2");
             // A raw socket inside the capsule writes its own IP header with the victim's locator as source.
             var forge = $"import socket,struct;s=socket.socket(2,socket.SOCK_RAW,socket.IPPROTO_RAW);" +
-                        $"p=struct.pack('!BBHHHBBH4s4sHHHH',0x45,0,28,0,0,64,17,0,socket.inet_aton('{victim}'),socket.inet_aton('{b}'),1,9,8,0);" +
+                        "p=struct.pack('!BBHHHBBH4s4sHHHH',0x45,0,28,0,0,64,17,0," +
+                        $"socket.inet_aton('{victim}'),socket.inet_aton('{b}'),1,9,8,0);" +
                         $"[s.sendto(p,('{b}',0)) for _ in range(7)]";
             (await lab.InCapsule("forger", "python3", "-c", forge)).Ok();
             var h1After = h1Before;

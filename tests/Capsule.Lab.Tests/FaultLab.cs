@@ -52,7 +52,8 @@ public static class FaultLab
     {
         var paths = new LabPaths(lab.Name);
         return string.Join("\n", hosts.Select(h => $"--- {h}:\n" +
-            string.Join("\n", File.Exists(paths.AgentLog(h)) ? File.ReadLines(paths.AgentLog(h)).TakeLast(lines) : [])));
+            string.Join("\n", File.Exists(paths.AgentLog(h))
+                ? File.ReadLines(paths.AgentLog(h)).TakeLast(lines) : [])));
     }
 
     /// <summary>The pid of <paramref name="host"/>'s agent now.</summary>

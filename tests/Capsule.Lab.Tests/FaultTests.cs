@@ -126,7 +126,8 @@ public sealed class FaultTests(LabFixture lab)
         {
             var r = await lab.Run("ls", "--json");
             last = r.Out;
-            if (r.Code == 0 && FaultLab.FindCapsule(r.Out, name) is { } c && c.GetProperty("state").GetString() == "running")
+            if (r.Code == 0 && FaultLab.FindCapsule(r.Out, name) is { } c
+                && c.GetProperty("state").GetString() == "running")
                 return c.GetProperty("host").GetString()!;
             await Task.Delay(200);
         }

@@ -33,7 +33,8 @@ public sealed class GatewayTests(LabFixture lab)
                 $"http://{web}:8090/ to answer l1", seconds: 30);
             var before = await lab.TcpCounters(L1);
             // Paced so that the download spans both moves.
-            var download = lab.OnHost("l1", "sh", "-c", $"curl -sS --fail --limit-rate 40M http://{web}:8090/blob | sha256sum");
+            var download = lab.OnHost("l1", "sh", "-c",
+                $"curl -sS --fail --limit-rate 40M http://{web}:8090/blob | sha256sum");
             // Fixed pauses still: waiting instead for the server's eth0 to send 50 MB more saw the download
             // stall after about 15 MB, twice in three runs (before any move); not yet understood (issue 8).
             await Task.Delay(1500);
@@ -60,7 +61,8 @@ public sealed class GatewayTests(LabFixture lab)
     public async Task A_capsule_as_client_of_an_ordinary_server_keeps_its_stream_across_a_migration()
     {
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(90));
-        var server = Cli.Exec("timeout", ["60", "ip", "netns", "exec", L1, "python3", LabFixture.Tool("stream.py"), "server", "7020"]);
+        var server = Cli.Exec("timeout",
+            ["60", "ip", "netns", "exec", L1, "python3", LabFixture.Tool("stream.py"), "server", "7020"]);
         await LabFixture.WaitForListener(L1, 7020);
         await lab.Create("gcli", "h2", "python3", LabFixture.Tool("stream.py"), "client", "198.51.100.11", "7020", "8");
         string sent;
@@ -145,7 +147,9 @@ public sealed class GatewayTests(LabFixture lab)
     }
 }
 
-/// <summary>The gateway's zero-window pause: an ordinary peer waits out a long freeze with no retransmission timeout.</summary>
+/// <summary>
+/// The gateway's zero-window pause: an ordinary peer waits out a long freeze with no retransmission timeout.
+/// </summary>
 [Collection("lab")]
 public sealed class GatewayPauseTests(LabFixture lab)
 {
@@ -153,7 +157,8 @@ public sealed class GatewayPauseTests(LabFixture lab)
     public async Task An_ordinary_peer_paused_with_a_zero_window_has_no_retransmission_timeout_and_one_not_paused_has()
     {
         // A heavy capsule (200 MB of memory to move) so the freeze far outlasts TCP's 200 ms minimum timer.
-        var (srv, _) = await lab.Create("heavy", "h1", "python3", LabFixture.Tool("stream.py"), "server", "7030", "200");
+        var (srv, _) = await lab.Create("heavy", "h1", "python3", LabFixture.Tool("stream.py"),
+            "server", "7030", "200");
         var l1 = $"{lab.Name}-l1";
         try
         {
@@ -161,7 +166,8 @@ public sealed class GatewayPauseTests(LabFixture lab)
             async Task<(long Timeouts, JsonElement Migration, string Done)> Run(string to, params string[] extra)
             {
                 var before = await lab.TcpCounters(l1);
-                var rr = Cli.Exec("ip", ["netns", "exec", l1, "python3", LabFixture.Tool("stream.py"), "rr", srv, "7030", "6"]);
+                var rr = Cli.Exec("ip",
+                    ["netns", "exec", l1, "python3", LabFixture.Tool("stream.py"), "rr", srv, "7030", "6"]);
                 // A few hundred requests answered: the exchange runs when the server moves.
                 await lab.WaitForTraffic("heavy", "rx_packets", 300);
                 var m = await lab.Migrate("heavy", to, extra);
@@ -171,7 +177,8 @@ public sealed class GatewayPauseTests(LabFixture lab)
                 return ((await lab.TcpCounters(l1)).Timeouts - before.Timeouts, m, r.Out.Trim());
             }
             var paused = await Run("h2");
-            Assert.True(paused.Migration.GetProperty("phases_ms").GetProperty("total").GetInt64() > 400, paused.Migration.ToString());
+            Assert.True(paused.Migration.GetProperty("phases_ms").GetProperty("total").GetInt64() > 400,
+                paused.Migration.ToString());
             Assert.Equal(0, paused.Timeouts);
             var gw = await lab.Stats("gw");
             Assert.True(gw["tcp_paused"] >= 1 && gw["tcp_reopened"] >= 1);

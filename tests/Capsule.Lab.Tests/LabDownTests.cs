@@ -31,7 +31,8 @@ public sealed class LabDownTests
         Assert.DoesNotContain(Directory.GetFiles("/run/netns"), n => Path.GetFileName(n).StartsWith(lab.Name + "-"));
         Assert.False(Directory.Exists($"/run/capsule/labs/{lab.Name}"));
         Assert.False(Directory.Exists($"/var/lib/capsule/labs/{lab.Name}"));
-        var leftovers = Directory.GetDirectories("/proc").Where(d => int.TryParse(Path.GetFileName(d), out _)).Where(d =>
+        var leftovers = Directory.GetDirectories("/proc")
+            .Where(d => int.TryParse(Path.GetFileName(d), out _)).Where(d =>
         {
             try { return File.ReadAllText(Path.Combine(d, "cmdline")).Contains($"/labs/{lab.Name}"); }
             catch (IOException) { return false; }

@@ -22,7 +22,10 @@ public static class Cli
 
     public static async Task<Result> Exec(string file, IEnumerable<string> args, int timeoutSeconds = 180)
     {
-        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var psi = new ProcessStartInfo(file)
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false
+        };
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(timeoutSeconds));
@@ -50,15 +53,19 @@ public class LabFixture : IAsyncLifetime
     /// <summary>Ordinary hosts (l1..) behind the gateway.</summary>
     public int Legacy { get; init; } = 1;
 
-    public async Task InitializeAsync() => await Cli.Run(Name, "lab", "up", "--hosts", Hosts.ToString(), "--legacy", Legacy.ToString()).ContinueWith(t => t.Result.Ok());
+    public async Task InitializeAsync() =>
+        await Cli.Run(Name, "lab", "up", "--hosts", Hosts.ToString(), "--legacy", Legacy.ToString())
+            .ContinueWith(t => t.Result.Ok());
 
     public async Task DisposeAsync() => await Cli.Run(Name, "lab", "down");
 
     public Task<Cli.Result> Run(params string[] args) => Cli.Run(Name, args);
 
-    public Task<(string Locator, int Pid)> Create(string name, string host, params string[] command) => CreateWith(name, host, [], command);
+    public Task<(string Locator, int Pid)> Create(string name, string host, params string[] command) =>
+        CreateWith(name, host, [], command);
 
-    public async Task<(string Locator, int Pid)> CreateWith(string name, string host, string[] options, params string[] command)
+    public async Task<(string Locator, int Pid)> CreateWith(string name, string host, string[] options,
+        params string[] command)
     {
         var r = (await Run(["create", name, "--host", host, "--json", .. options, "--", .. command])).Ok();
         using var doc = JsonDocument.Parse(r.Out);
@@ -66,10 +73,12 @@ public class LabFixture : IAsyncLifetime
     }
 
     /// <summary>Runs a command in a capsule's namespaces via `capsule exec`.</summary>
-    public Task<Cli.Result> InCapsule(string capsule, params string[] command) => Run(["exec", capsule, "--", .. command]);
+    public Task<Cli.Result> InCapsule(string capsule, params string[] command) =>
+        Run(["exec", capsule, "--", .. command]);
 
     /// <summary>Runs a command on a simulated host via `capsule lab exec`.</summary>
-    public Task<Cli.Result> OnHost(string host, params string[] command) => Run(["lab", "exec", host, "--", .. command]);
+    public Task<Cli.Result> OnHost(string host, params string[] command) =>
+        Run(["lab", "exec", host, "--", .. command]);
 
     public async Task<Dictionary<string, long>> Stats(string host)
     {
@@ -77,7 +86,8 @@ public class LabFixture : IAsyncLifetime
         using var doc = JsonDocument.Parse(r.Out);
         var d = new Dictionary<string, long>();
         foreach (var p in doc.RootElement.GetProperty("counters").EnumerateObject()) d[p.Name] = p.Value.GetInt64();
-        foreach (var p in doc.RootElement.GetProperty("drops").EnumerateObject()) d["drop_" + p.Name] = p.Value.GetInt64();
+        foreach (var p in doc.RootElement.GetProperty("drops").EnumerateObject())
+            d["drop_" + p.Name] = p.Value.GetInt64();
         return d;
     }
 

@@ -10,7 +10,8 @@ public sealed class LifecycleTests(LabFixture lab)
     [Fact]
     public async Task Create_ls_exec_logs_rm_and_clear_errors()
     {
-        var (loc, pid) = await lab.Create("life", "h1", "sh", "-c", "echo hello-from-capsule; echo oops >&2; exec sleep infinity");
+        var (loc, pid) = await lab.Create("life", "h1", "sh", "-c",
+            "echo hello-from-capsule; echo oops >&2; exec sleep infinity");
         try
         {
             Assert.True(pid > 0);
@@ -24,10 +25,12 @@ public sealed class LifecycleTests(LabFixture lab)
             }
 
             // Its own namespaces: the locator on eth0, its name as hostname, PID 1 of its own PID namespace.
-            Assert.Contains(loc, (await lab.InCapsule("life", "ip", "-4", "-o", "addr", "show", "dev", "eth0")).Ok().Out);
+            Assert.Contains(loc,
+                (await lab.InCapsule("life", "ip", "-4", "-o", "addr", "show", "dev", "eth0")).Ok().Out);
             Assert.Equal("life", (await lab.InCapsule("life", "hostname")).Ok().Out.Trim());
             var status = await File.ReadAllLinesAsync($"/proc/{pid}/status");
-            Assert.Equal("1", status.Single(l => l.StartsWith("NSpid:")).Split('\t', ' ').Last()); // PID 1 in its namespace
+            Assert.Equal("1",
+                status.Single(l => l.StartsWith("NSpid:")).Split('\t', ' ').Last()); // PID 1 in its namespace
             var stat = (await File.ReadAllTextAsync($"/proc/{pid}/stat")).Split(") ")[1].Split(' ');
             Assert.Equal(pid.ToString(), stat[3]); // session id == its pid: a session leader
             Assert.Equal(3, (await lab.InCapsule("life", "sh", "-c", "exit 3")).Code); // exit code passes through

@@ -72,7 +72,8 @@ public sealed class MigrationTests(LabFixture lab)
             // A failed dump, a corrupt transfer, a failed restore: each resumes the capsule where it was.
             foreach (var (host, point, action) in new[]
                      {
-                         ("h2", "source.dump", "fail"), ("h2", "source.transfer", "corrupt"), ("h3", "target.restore", "fail"),
+                         ("h2", "source.dump", "fail"), ("h2", "source.transfer", "corrupt"),
+                         ("h3", "target.restore", "fail"),
                      })
             {
                 var progress = await lab.StreamProgress("fcli");
@@ -105,7 +106,8 @@ public sealed class MigrationTests(LabFixture lab)
         await lab.Create("twice", "h1", "sleep", "infinity");
         try
         {
-            var results = await Task.WhenAll(lab.Run("migrate", "twice", "--to", "h2"), lab.Run("migrate", "twice", "--to", "h3"));
+            var results = await Task.WhenAll(lab.Run("migrate", "twice", "--to", "h2"),
+                lab.Run("migrate", "twice", "--to", "h3"));
             Assert.Single(results, r => r.Code == 0);
             var refused = Assert.Single(results, r => r.Code != 0);
             Assert.Contains("already migrating", refused.Err);
@@ -130,7 +132,8 @@ public sealed class MigrationTests(LabFixture lab)
             var r = (await run).Ok();
             using var doc = JsonDocument.Parse(r.Out);
             Assert.False(doc.RootElement.TryGetProperty("error", out _), r.Out);
-            var received = doc.RootElement.GetProperty("end").GetProperty("sum_received").GetProperty("bytes").GetInt64();
+            var received = doc.RootElement.GetProperty("end").GetProperty("sum_received")
+                .GetProperty("bytes").GetInt64();
             Assert.True(received > 50_000_000, $"only {received} bytes arrived");
         }
         finally
@@ -143,13 +146,15 @@ public sealed class MigrationTests(LabFixture lab)
     [Fact]
     public async Task Redis_benchmark_across_a_migration_of_redis_server_has_no_errors()
     {
-        var (srv, _) = await lab.Create("redis", "h2", "redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no");
+        var (srv, _) = await lab.Create("redis", "h2", "redis-server", "--port", "6379", "--bind", "0.0.0.0",
+            "--protected-mode", "no", "--save", "", "--appendonly", "no");
         await lab.Create("rcli", "h1", "sleep", "infinity");
         try
         {
             await lab.WaitForPort("rcli", srv, 6379);
             (await lab.InCapsule("rcli", "redis-cli", "-h", srv, "set", "before", "kept")).Ok();
-            var bench = lab.InCapsule("rcli", "redis-benchmark", "-h", srv, "-n", "150000", "-c", "8", "-t", "set,get", "-q");
+            var bench = lab.InCapsule("rcli", "redis-benchmark", "-h", srv,
+                "-n", "150000", "-c", "8", "-t", "set,get", "-q");
             // About 10,000 requests (of 300,000) in: redis moves while the benchmark hammers it.
             await lab.WaitForTraffic("redis", "rx_bytes", 1_000_000);
             AssertMoved(await lab.Migrate("redis", "h3"), "h3");
@@ -157,7 +162,8 @@ public sealed class MigrationTests(LabFixture lab)
             Assert.True(r.Code == 0, r.Out + r.Err);
             Assert.DoesNotContain("rror", r.Out + r.Err);
             Assert.Contains("requests per second", r.Out);
-            Assert.Equal("kept", (await lab.InCapsule("rcli", "redis-cli", "-h", srv, "get", "before")).Ok().Out.Trim());
+            Assert.Equal("kept",
+                (await lab.InCapsule("rcli", "redis-cli", "-h", srv, "get", "before")).Ok().Out.Trim());
         }
         finally
         {
@@ -179,10 +185,12 @@ public sealed class MigrationTests(LabFixture lab)
             var r = await lab.Migrate("multi", "h2");
             AssertMoved(r, "h2");
             var after = r.GetProperty("pid").GetInt32();
-            var n = int.Parse((await lab.WaitForLog("multi", "got ")).Split('\n').Last(l => l.StartsWith("got ")).Split(' ')[1]);
+            var n = int.Parse((await lab.WaitForLog("multi", "got ")).Split('\n').Last(l => l.StartsWith("got "))
+                .Split(' ')[1]);
             await lab.WaitForLog("multi", $"got {n + 20}");
             // Every line once and in order, across the move: the pipe's contents came along.
-            var lines = (await lab.Logs("multi")).Split('\n').Where(l => l.StartsWith("got ")).Select(l => int.Parse(l[4..])).ToList();
+            var lines = (await lab.Logs("multi")).Split('\n').Where(l => l.StartsWith("got "))
+                .Select(l => int.Parse(l[4..])).ToList();
             Assert.Equal(Enumerable.Range(1, lines.Count), lines);
             Assert.Equal(before, Shells(after));
         }
@@ -196,7 +204,8 @@ public sealed class MigrationTests(LabFixture lab)
     public async Task A_capsule_peer_of_a_long_freeze_is_paused_and_has_no_retransmission_timeout()
     {
         // 200 MB to move: the freeze far outlasts TCP's 200 ms minimum retransmission timer.
-        var (srv, _) = await lab.Create("heavy2", "h2", "python3", LabFixture.Tool("stream.py"), "server", "7040", "200");
+        var (srv, _) = await lab.Create("heavy2", "h2", "python3", LabFixture.Tool("stream.py"),
+            "server", "7040", "200");
         try
         {
             await lab.WaitForLog("heavy2", "LISTENING", seconds: 90);
@@ -226,7 +235,8 @@ public sealed class MigrationTests(LabFixture lab)
         {
             try
             {
-                return int.TryParse(Path.GetFileName(d), out _) && new FileInfo(Path.Combine(d, "ns/pid")).LinkTarget == ns
+                return int.TryParse(Path.GetFileName(d), out _)
+                    && new FileInfo(Path.Combine(d, "ns/pid")).LinkTarget == ns
                     && File.ReadAllText(Path.Combine(d, "comm")).Trim() == "sh";
             }
             catch (IOException) { return false; }
@@ -253,7 +263,8 @@ public sealed class NoForwardingLeftBehindTests
             var r = await lab.Migrate("osrv", "h3");
             Assert.True(r.GetProperty("ok").GetBoolean(), r.ToString());
             // Switch h1 off: its agent killed, its underlay link down.
-            await Cli.Exec("kill", ["-9", (await File.ReadAllTextAsync($"/run/capsule/labs/{lab.Name}/h1.pid")).Trim()]);
+            await Cli.Exec("kill",
+                ["-9", (await File.ReadAllTextAsync($"/run/capsule/labs/{lab.Name}/h1.pid")).Trim()]);
             (await lab.OnHost("h1", "ip", "link", "set", "ul0", "down")).Ok();
             var log = await lab.WaitForLog("ocli", "DONE");
             Assert.DoesNotContain("ERROR", log);

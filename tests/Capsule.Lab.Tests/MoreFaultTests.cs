@@ -125,7 +125,8 @@ public sealed class MoreFaultTests(LabFixture lab)
             {
                 var s = await lab.Stats(h);
                 long Delta(string k) => s[k] - before[h][k];
-                perHost.Add($"{h}: held {Delta("held")} dropped {Delta("hold_dropped")} of which UDP {Delta("hold_dropped_udp")}");
+                perHost.Add($"{h}: held {Delta("held")} dropped {Delta("hold_dropped")} " +
+                    $"of which UDP {Delta("hold_dropped_udp")}");
                 udpDropped += Delta("hold_dropped_udp");
             }
             using var doc = JsonDocument.Parse(r.Out);
@@ -269,7 +270,8 @@ public sealed class MoreFaultTests(LabFixture lab)
         {
             var r = await lab.Run("ls", "--json");
             last = r.Out + r.Err;
-            if (r.Code == 0 && FaultLab.FindCapsule(r.Out, name) is { } c && c.GetProperty("state").GetString() == "running")
+            if (r.Code == 0 && FaultLab.FindCapsule(r.Out, name) is { } c
+                && c.GetProperty("state").GetString() == "running")
             {
                 var host = c.GetProperty("host").GetString()!;
                 var stray = new[] { "h1", "h2", "h3" }.Where(h => h != host)

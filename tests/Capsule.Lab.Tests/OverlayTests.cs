@@ -32,10 +32,12 @@ public sealed class OverlayTests(LabFixture lab)
             }
             // UDP at a modest rate: the overlay must carry it with (almost) no loss.
             var udp = (await lab.InCapsule("ipcli", "iperf3", "-c", srv, "-u", "-b", "50M", "-t", "2", "-J")).Ok();
-            var bigUdp = (await lab.InCapsule("ipcli", "iperf3", "-c", srv, "-u", "-b", "20M", "-l", "8000", "-t", "2", "-J")).Ok();
+            var bigUdp = (await lab.InCapsule("ipcli", "iperf3", "-c", srv, "-u", "-b", "20M", "-l", "8000",
+                "-t", "2", "-J")).Ok();
             using (var doc = JsonDocument.Parse(bigUdp.Out))
             {
-                var lost = doc.RootElement.GetProperty("end").GetProperty("sum").GetProperty("lost_percent").GetDouble();
+                var lost = doc.RootElement.GetProperty("end").GetProperty("sum")
+                    .GetProperty("lost_percent").GetDouble();
                 Assert.True(lost < 2.0, $"8000-byte UDP datagrams lost {lost}% through the overlay");
             }
             using (var doc = JsonDocument.Parse(udp.Out))
@@ -68,7 +70,8 @@ public sealed class OverlayTests(LabFixture lab)
             var (web, _) = await lab.Create("web", "h1", "python3", "-m", "http.server", "8080", "--directory", www);
             await lab.Create("fetch", "h2", "sleep", "infinity");
             await lab.WaitForPort("fetch", web, 8080);
-            var r = (await lab.InCapsule("fetch", "sh", "-c", $"curl -sS --fail http://{web}:8080/blob | sha256sum")).Ok();
+            var r = (await lab.InCapsule("fetch", "sh", "-c",
+                $"curl -sS --fail http://{web}:8080/blob | sha256sum")).Ok();
             Assert.Equal(want, r.Out.Split(' ')[0]);
         }
         finally
@@ -88,7 +91,8 @@ public sealed class OverlayTests(LabFixture lab)
         try
         {
             // tcpdump on the underlay bridge, in the lab's underlay namespace; bounded by count and time.
-            var capture = Cli.Exec("timeout", ["20", "nsenter", $"--net=/run/netns/{lab.Name}-ul", "--", "tcpdump", "-i", "br0", "-n", "-U", "-c", "10", "-w", pcap, "ip"]);
+            var capture = Cli.Exec("timeout", ["20", "nsenter", $"--net=/run/netns/{lab.Name}-ul", "--",
+                "tcpdump", "-i", "br0", "-n", "-U", "-c", "10", "-w", pcap, "ip"]);
             // tcpdump creates its output file once it has opened the interface and set its filter:
             // from then on it captures.
             await LabFixture.Until(async () =>

@@ -38,8 +38,11 @@ public sealed class SuspendTests(LabFixture lab) : IDisposable
             {
                 var meta = doc.RootElement.GetProperty("meta");
                 Assert.Equal(srv, meta.GetProperty("locator").GetString());
-                Assert.Contains(meta.GetProperty("connections").EnumerateArray(), c => c.GetString()!.StartsWith("ESTAB") && c.GetString()!.Contains(srv + ":7010"));
-                Assert.Contains(meta.GetProperty("processes").EnumerateArray(), p => p.GetProperty("pid").GetInt32() == 1 && p.GetProperty("command").GetString()!.Contains("stream.py"));
+                Assert.Contains(meta.GetProperty("connections").EnumerateArray(),
+                    c => c.GetString()!.StartsWith("ESTAB") && c.GetString()!.Contains(srv + ":7010"));
+                Assert.Contains(meta.GetProperty("processes").EnumerateArray(),
+                    p => p.GetProperty("pid").GetInt32() == 1
+                        && p.GetProperty("command").GetString()!.Contains("stream.py"));
                 Assert.Equal(new FileInfo(file).Length, doc.RootElement.GetProperty("size").GetInt64());
             }
             // Suspended for seconds: the client keeps sending into h2's hold and, while the server is
@@ -57,7 +60,8 @@ public sealed class SuspendTests(LabFixture lab) : IDisposable
             }, "zcli to report progress while its server is suspended", seconds: 30);
             Assert.All(echoes[1..], e => Assert.Equal(echoes[1], e));
             var r = (await lab.Run("resume", file, "--on", "h3", "--json")).Ok();
-            using (var doc = JsonDocument.Parse(r.Out)) Assert.Equal("h3", doc.RootElement.GetProperty("host").GetString());
+            using (var doc = JsonDocument.Parse(r.Out))
+                Assert.Equal("h3", doc.RootElement.GetProperty("host").GetString());
             var done = await lab.WaitForLog("zcli", "DONE");
             var line = done.Split('\n').Single(l => l.StartsWith("DONE"));
             Assert.Contains($"echoed={line.Split(' ')[1][5..]}", line);

@@ -41,7 +41,11 @@ internal static class AgentHost
     public static void ConfigureCommon(WebApplicationBuilder builder, string listen)
     {
         builder.Logging.ClearProviders();
-        builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; });
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+        });
         builder.Logging.SetMinimumLevel(LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Services.AddGrpc();
@@ -62,7 +66,8 @@ internal static class AgentHost
         });
     }
 
-    public static async Task<int> RunServerAsync(WebApplication app, string listen, string? pidFile, CancellationToken ct)
+    public static async Task<int> RunServerAsync(WebApplication app, string listen, string? pidFile,
+        CancellationToken ct)
     {
         if (pidFile is not null) await File.WriteAllTextAsync(pidFile, Environment.ProcessId.ToString(), ct);
         try

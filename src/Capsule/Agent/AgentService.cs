@@ -10,7 +10,8 @@ namespace Capsule.Agent;
 
 /// <summary>The agent's gRPC API, used by the CLI (and, for migration, by peer agents).</summary>
 internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime, DataPlaneHost dataPlane,
-    MigrationSource source, MigrationTarget target, Suspension suspension, FaultInjector faults) : Protos.HostAgent.HostAgentBase
+    MigrationSource source, MigrationTarget target, Suspension suspension, FaultInjector faults)
+    : Protos.HostAgent.HostAgentBase
 {
     static async Task<T> Guard<T>(Func<Task<T>> f)
     {
@@ -18,7 +19,8 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         catch (DirectoryException e) { throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message)); }
         catch (KeyNotFoundException e) { throw new RpcException(new Status(StatusCode.NotFound, e.Message)); }
         catch (ArgumentException e) { throw new RpcException(new Status(StatusCode.InvalidArgument, e.Message)); }
-        catch (Exception e) when (e is CommandFailedException or InvalidOperationException or InjectedFaultException or TimeoutException or IOException or InvalidDataException or Checkpoint.CheckpointException)
+        catch (Exception e) when (e is CommandFailedException or InvalidOperationException or InjectedFaultException
+            or TimeoutException or IOException or InvalidDataException or Checkpoint.CheckpointException)
         {
             throw new RpcException(new Status(StatusCode.Internal, e.Message));
         }
@@ -57,14 +59,16 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         return new ReleaseReply { Flushed = r.Flushed, Dropped = r.Dropped };
     });
 
-    public override async Task Migrate(MigrateRequest request, IServerStreamWriter<MigrateProgress> responseStream, ServerCallContext context)
+    public override async Task Migrate(MigrateRequest request, IServerStreamWriter<MigrateProgress> responseStream,
+        ServerCallContext context)
     {
         // A migration, once begun, runs to its end (moved, or resumed where it was) even if the
         // CLI that asked for it goes away: stopping half-way could leave the capsule nowhere.
         async Task Report(string phase, string message)
         {
             try { await responseStream.WriteAsync(new MigrateProgress { Phase = phase, Message = message }); }
-            catch (Exception e) when (e is InvalidOperationException or IOException or OperationCanceledException or RpcException) { }
+            catch (Exception e)
+                when (e is InvalidOperationException or IOException or OperationCanceledException or RpcException) { }
         }
         var result = await Guard(() => source.RunAsync(request, Report, CancellationToken.None));
         await responseStream.WriteAsync(new MigrateProgress { Phase = "done", Result = result });
@@ -77,22 +81,37 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         Guard(() => suspension.ResumeAsync(request, CancellationToken.None));
 
     public override Task<Empty> Prepare(PrepareRequest request, ServerCallContext context) =>
-        Guard(async () => { await target.PrepareAsync(request.Name, Locator.Parse(request.Locator), context.CancellationToken); return new Empty(); });
+        Guard(async () =>
+        {
+            await target.PrepareAsync(request.Name, Locator.Parse(request.Locator), context.CancellationToken);
+            return new Empty();
+        });
 
     public override Task<Empty> Abort(NameRequest request, ServerCallContext context) =>
-        Guard(async () => { await target.AbortAsync(request.Name, context.CancellationToken); return new Empty(); });
+        Guard(async () =>
+        {
+            await target.AbortAsync(request.Name, context.CancellationToken);
+            return new Empty();
+        });
 
-    public override Task<ReceiveReply> Receive(IAsyncStreamReader<ImageChunk> requestStream, ServerCallContext context) =>
+    public override Task<ReceiveReply> Receive(IAsyncStreamReader<ImageChunk> requestStream,
+        ServerCallContext context) =>
         Guard(() => target.ReceiveAsync(requestStream, context.CancellationToken));
 
     public override Task<CapsuleInfo> Create(CreateRequest request, ServerCallContext context) =>
-        Guard(async () => Info(await runtime.CreateAsync(request.Name, request.Command, request.UdpDrop, context.CancellationToken)));
+        Guard(async () => Info(await runtime.CreateAsync(request.Name, request.Command, request.UdpDrop,
+            context.CancellationToken)));
 
     public override Task<Empty> Remove(NameRequest request, ServerCallContext context) =>
-        Guard(async () => { await runtime.RemoveAsync(request.Name, context.CancellationToken); return new Empty(); });
+        Guard(async () =>
+        {
+            await runtime.RemoveAsync(request.Name, context.CancellationToken);
+            return new Empty();
+        });
 
     public override Task<CapsuleInfo> Get(NameRequest request, ServerCallContext context) =>
-        Guard(() => Task.FromResult(Info(runtime.Find(request.Name) ?? throw new KeyNotFoundException($"capsule '{request.Name}' is not on host {options.Host}"))));
+        Guard(() => Task.FromResult(Info(runtime.Find(request.Name)
+            ?? throw new KeyNotFoundException($"capsule '{request.Name}' is not on host {options.Host}"))));
 
     public override Task<ListReply> List(Empty request, ServerCallContext context)
     {
@@ -103,7 +122,8 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
 
     public override Task<LogsReply> Logs(LogsRequest request, ServerCallContext context) => Guard(async () =>
     {
-        var c = runtime.Find(request.Name) ?? throw new KeyNotFoundException($"capsule '{request.Name}' is not on host {options.Host}");
+        var c = runtime.Find(request.Name)
+            ?? throw new KeyNotFoundException($"capsule '{request.Name}' is not on host {options.Host}");
         var path = request.Stderr ? c.StderrPath : c.StdoutPath;
         if (!File.Exists(path)) return new LogsReply();
         await using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
@@ -119,15 +139,24 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         var e = dataPlane.Engine;
         var r = new StatsReply { Host = options.Host, Capsules = runtime.All.Count, Routes = e.Table.Count };
         void C(string n, long v) => r.Counters.Add(new Counter { Name = n, Value = v });
-        C("egress_packets", e.Egress.Packets); C("egress_bytes", e.Egress.Bytes); C("egress_batches", e.Egress.Batches);
+        C("egress_packets", e.Egress.Packets);
+        C("egress_bytes", e.Egress.Bytes);
+        C("egress_batches", e.Egress.Batches);
         C("icmp_unreachable_sent", e.Egress.Unreachables);
-        C("tcp_paused", e.PausesSent); C("tcp_reopened", e.ReopensSent); C("acked_for_paused_capsules", e.AckedOnBehalf);
-        C("held", e.Egress.Held); C("flushed", e.Egress.Flushed); C("hold_dropped", e.Egress.HoldDropped);
+        C("tcp_paused", e.PausesSent);
+        C("tcp_reopened", e.ReopensSent);
+        C("acked_for_paused_capsules", e.AckedOnBehalf);
+        C("held", e.Egress.Held);
+        C("flushed", e.Egress.Flushed);
+        C("hold_dropped", e.Egress.HoldDropped);
         C("hold_dropped_udp", e.Egress.HoldDroppedUdp);
         C("hold_spool_failures", e.Egress.HoldSpoolFailures);
         C("delivered_local_via_tun", e.Egress.DeliveredLocal);
-        C("holds_expired", e.Egress.HoldsExpired); C("hold_expired_dropped", e.Egress.HoldExpiredDropped);
-        C("ingress_packets", e.Ingress.Packets); C("ingress_bytes", e.Ingress.Bytes); C("ingress_batches", e.Ingress.Batches);
+        C("holds_expired", e.Egress.HoldsExpired);
+        C("hold_expired_dropped", e.Egress.HoldExpiredDropped);
+        C("ingress_packets", e.Ingress.Packets);
+        C("ingress_bytes", e.Ingress.Bytes);
+        C("ingress_batches", e.Ingress.Batches);
         foreach (var reason in DropCounters.Reasons)
         {
             var v = e.Egress.Drops[reason] + e.Ingress.Drops[reason];

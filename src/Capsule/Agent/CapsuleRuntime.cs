@@ -35,7 +35,9 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         WatchExit(c);
     }
 
-    /// <summary>Forgets a capsule that moved away: its plumbing and files here go, its locator stays (it lives on elsewhere).</summary>
+    /// <summary>
+    /// Forgets a capsule that moved away: its plumbing and files here go, its locator stays (it lives on elsewhere).
+    /// </summary>
     public async Task EvictAsync(LocalCapsule c)
     {
         _capsules.TryRemove(c.Name, out _);
@@ -100,12 +102,16 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         }
     }
 
-    public async Task<LocalCapsule> CreateAsync(string name, IReadOnlyList<string> command, bool udpDrop, CancellationToken ct)
+    public async Task<LocalCapsule> CreateAsync(string name, IReadOnlyList<string> command, bool udpDrop,
+        CancellationToken ct)
     {
-        if (command.Count == 0) throw new ArgumentException("a command to run is required (capsule create NAME --host HOST -- CMD...)");
-        if (options.Serves.Length > 0) throw new ArgumentException($"{options.Host} is a gateway; capsules run on hosts");
+        if (command.Count == 0)
+            throw new ArgumentException("a command to run is required (capsule create NAME --host HOST -- CMD...)");
+        if (options.Serves.Length > 0)
+            throw new ArgumentException($"{options.Host} is a gateway; capsules run on hosts");
         // Found now, not after the plumbing: a typo gets a plain answer instead of a capsule that stops at once.
-        if (Resolve(command[0]) is null) throw new ArgumentException($"command not found on host {options.Host}: {command[0]}");
+        if (Resolve(command[0]) is null)
+            throw new ArgumentException($"command not found on host {options.Host}: {command[0]}");
         await _gate.WaitAsync(ct);
         try
         {
@@ -121,7 +127,8 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
                 started = await CapsuleProcess.StartAsync(netns, name, c0.StdoutPath, c0.StderrPath, command, ct);
                 var c = c0 with { Pid = started.Pid };
                 c.Save();
-                await directory.UpdateAsync(name, options.Host, CapsuleState.Running, expectRevision: rec.Revision, ct: ct);
+                await directory.UpdateAsync(name, options.Host, CapsuleState.Running, expectRevision: rec.Revision,
+                    ct: ct);
                 _capsules[name] = c;
                 WatchExit(c, started.Launcher);
                 log.LogInformation("created capsule {Name} at {Locator}, pid {Pid}", name, rec.Locator, c.Pid);
@@ -143,10 +150,13 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
     static string? Resolve(string program) =>
         program.Contains('/')
             ? (File.Exists(program) ? program : null)
-            : (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin").Split(':', StringSplitOptions.RemoveEmptyEntries)
+            : (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin")
+                .Split(':', StringSplitOptions.RemoveEmptyEntries)
                 .Select(d => Path.Combine(d, program)).FirstOrDefault(File.Exists);
 
-    /// <summary>When the capsule's process tree ends by itself, the directory says so and its traffic stops routing.</summary>
+    /// <summary>
+    /// When the capsule's process tree ends by itself, the directory says so and its traffic stops routing.
+    /// </summary>
     void WatchExit(LocalCapsule c, System.Diagnostics.Process? launcher = null) => _ = Task.Run(async () =>
     {
         if (launcher is not null) await launcher.WaitForExitAsync();
@@ -160,7 +170,10 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         {
             log.LogInformation("capsule {Name} stopped (its first process exited)", c.Name);
             try { await RecordStoppedAsync(c.Name, "first process exited", CancellationToken.None); }
-            catch (DirectoryException e) { log.LogWarning("could not record stop of {Name}: {Error}", c.Name, e.Message); }
+            catch (DirectoryException e)
+            {
+                log.LogWarning("could not record stop of {Name}: {Error}", c.Name, e.Message);
+            }
         }
         launcher?.Dispose();
     });
@@ -193,7 +206,9 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         await _gate.WaitAsync(ct);
         try
         {
-            if (IsMoving(name)) throw new InvalidOperationException($"capsule '{name}' is migrating; remove it when the migration has ended");
+            if (IsMoving(name))
+                throw new InvalidOperationException(
+                    $"capsule '{name}' is migrating; remove it when the migration has ended");
             if (!_capsules.TryRemove(name, out var c))
                 throw new KeyNotFoundException($"capsule '{name}' is not on host {options.Host}");
             await CapsuleProcess.KillAsync(c.Pid);

@@ -11,7 +11,8 @@ namespace Capsule.Agent;
 /// Control around the hot path: sets up the host's plumbing, runs the <see cref="Engine"/>, and
 /// keeps its translation table in step with the directory by watching it (pushed, not polled).
 /// </summary>
-internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, CapsuleRuntime runtime, ILogger<DataPlaneHost> log) : BackgroundService
+internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, CapsuleRuntime runtime,
+    ILogger<DataPlaneHost> log) : BackgroundService
 {
     Tun? _tun;
     UdpEndpoint? _udp;
@@ -20,7 +21,8 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
     readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     readonly Lock _tableGate = new();
     DirectoryState? _state;
-    System.Collections.Immutable.ImmutableDictionary<Locator, Locator> _pins = System.Collections.Immutable.ImmutableDictionary<Locator, Locator>.Empty;
+    System.Collections.Immutable.ImmutableDictionary<Locator, Locator> _pins =
+        System.Collections.Immutable.ImmutableDictionary<Locator, Locator>.Empty;
 
     public Engine Engine => _engine ?? throw new InvalidOperationException("the data plane is not running yet");
     public Task Ready => _ready.Task;
@@ -38,8 +40,10 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
         await RecoverHoldsAsync();
         await runtime.RecoverAsync(ct);
         _engine.IcmpSource = options.IcmpSource;
-        await directory.PutHostAsync(new HostRecord(options.Host, options.Underlay, options.Listen, options.Serves), ct);
-        log.LogInformation("data plane up: {Tun} mtu {Mtu}, udp {Addr}:{Port}, pool {Pool}", options.Tun, options.InnerMtu, options.Underlay, options.Port, _pool);
+        await directory.PutHostAsync(
+            new HostRecord(options.Host, options.Underlay, options.Listen, options.Serves), ct);
+        log.LogInformation("data plane up: {Tun} mtu {Mtu}, udp {Addr}:{Port}, pool {Pool}", options.Tun,
+            options.InnerMtu, options.Underlay, options.Port, _pool);
         await base.StartAsync(ct);
     }
 
@@ -89,14 +93,17 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
         try
         {
             while (await timer.WaitForNextTickAsync(stop))
-                if (Engine.SweepFlows(TimeSpan.FromMinutes(2)) is > 0 and var n) log.LogDebug("forgot {Count} idle TCP flows", n);
+                if (Engine.SweepFlows(TimeSpan.FromMinutes(2)) is > 0 and var n)
+                    log.LogDebug("forgot {Count} idle TCP flows", n);
         }
         catch (OperationCanceledException) { }
     }
 
     readonly HashSet<Prefix> _gatewayRoutes = [];
 
-    /// <summary>Ordinary networks behind gateways are routed into the TUN too, so capsules reach them through the overlay.</summary>
+    /// <summary>
+    /// Ordinary networks behind gateways are routed into the TUN too, so capsules reach them through the overlay.
+    /// </summary>
     async Task RouteGatewaysAsync(DirectoryState state)
     {
         var want = state.Hosts.Values.Where(h => h.Name != options.Host).SelectMany(h => h.ServedPrefixes).ToHashSet();
@@ -118,12 +125,20 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
     /// </summary>
     public void Pin(Locator locator, Locator host)
     {
-        lock (_tableGate) { _pins = _pins.SetItem(locator, host); Rebuild(_state); }
+        lock (_tableGate)
+        {
+            _pins = _pins.SetItem(locator, host);
+            Rebuild(_state);
+        }
     }
 
     public void Unpin(Locator locator)
     {
-        lock (_tableGate) { _pins = _pins.Remove(locator); Rebuild(_state); }
+        lock (_tableGate)
+        {
+            _pins = _pins.Remove(locator);
+            Rebuild(_state);
+        }
     }
 
     void Rebuild(DirectoryState? state)
@@ -136,12 +151,14 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
             foreach (var (loc, host) in _pins)
             {
                 var c = state.Capsules.Values.FirstOrDefault(x => x.Locator == loc);
-                if (c is { State: CapsuleState.Running } && state.Hosts.TryGetValue(c.Host, out var h) && h.Underlay == host)
+                if (c is { State: CapsuleState.Running } && state.Hosts.TryGetValue(c.Host, out var h)
+                    && h.Underlay == host)
                     _pins = _pins.Remove(loc);
             }
             var table = TranslationTable.From(state, options.Host, _pins);
             Engine.Publish(table);
-            log.LogDebug("table at revision {Rev}: {Routes} remote capsules, {Pins} pinned", state.Revision, table.Count, _pins.Count);
+            log.LogDebug("table at revision {Rev}: {Routes} remote capsules, {Pins} pinned", state.Revision,
+                table.Count, _pins.Count);
         }
     }
 

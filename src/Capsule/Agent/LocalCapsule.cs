@@ -4,7 +4,8 @@ using Capsule.Core;
 namespace Capsule.Agent;
 
 /// <summary>What an agent keeps about a capsule it runs, also on disk so a restarted agent finds it again.</summary>
-internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, string Dir, int Pid, string[] Command, bool UdpDrop = false)
+internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, string Dir, int Pid, string[] Command,
+    bool UdpDrop = false)
 {
     public string StdoutPath => Path.Combine(Dir, "stdout.log");
     public string StderrPath => Path.Combine(Dir, "stderr.log");
@@ -15,7 +16,8 @@ internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, 
     public void Save()
     {
         var tmp = File + ".tmp";
-        System.IO.File.WriteAllText(tmp, JsonSerializer.Serialize(new Dto(Name, Locator.ToString(), Netns, Pid, Command, UdpDrop)));
+        System.IO.File.WriteAllText(tmp,
+            JsonSerializer.Serialize(new Dto(Name, Locator.ToString(), Netns, Pid, Command, UdpDrop)));
         System.IO.File.Move(tmp, File, overwrite: true);
     }
 
@@ -24,6 +26,7 @@ internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, 
         var f = Path.Combine(dir, "capsule.json");
         if (!System.IO.File.Exists(f)) return null;
         var d = JsonSerializer.Deserialize<Dto>(System.IO.File.ReadAllText(f));
-        return d is null ? null : new LocalCapsule(d.Name, Core.Locator.Parse(d.Locator), d.Netns, dir, d.Pid, d.Command, d.UdpDrop);
+        return d is null ? null
+            : new LocalCapsule(d.Name, Core.Locator.Parse(d.Locator), d.Netns, dir, d.Pid, d.Command, d.UdpDrop);
     }
 }

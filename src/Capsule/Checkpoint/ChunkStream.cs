@@ -30,7 +30,8 @@ internal sealed class ChunkStream(Func<ReadOnlyMemory<byte>, CancellationToken, 
         }
     }
 
-    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken ct) => WriteAsync(buffer.AsMemory(offset, count), ct).AsTask();
+    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken ct) =>
+        WriteAsync(buffer.AsMemory(offset, count), ct).AsTask();
 
     async Task SendBufferAsync(CancellationToken ct)
     {
@@ -46,7 +47,8 @@ internal sealed class ChunkStream(Func<ReadOnlyMemory<byte>, CancellationToken, 
         return Convert.ToHexStringLower(_sha.GetHashAndReset());
     }
 
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException("ChunkStream is written asynchronously");
+    public override void Write(byte[] buffer, int offset, int count) =>
+        throw new NotSupportedException("ChunkStream is written asynchronously");
     public override void Flush() { }
     public override Task FlushAsync(CancellationToken ct) => Task.CompletedTask;
     public override bool CanRead => false;

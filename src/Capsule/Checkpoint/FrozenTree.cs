@@ -33,7 +33,9 @@ internal sealed class FrozenTree(int pid, string images, string verdict, Process
     /// <summary>Where <see cref="Criu.DumpAsync"/> notes its CRIU's pid.</summary>
     internal static string DumpPidFile(string images) => Path.Combine(images, "dump.pid");
 
-    /// <summary>Whether the CRIU dump into <paramref name="images"/> still runs (its pid, still a dump of them).</summary>
+    /// <summary>
+    /// Whether the CRIU dump into <paramref name="images"/> still runs (its pid, still a dump of them).
+    /// </summary>
     static bool DumpRuns(string images)
     {
         try

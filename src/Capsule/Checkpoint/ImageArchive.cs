@@ -46,7 +46,11 @@ internal static class ImageArchive
             var dest = Path.GetFullPath(Path.Combine(root, rel));
             if (!dest.StartsWith(Path.GetFullPath(root) + "/", StringComparison.Ordinal))
                 throw new InvalidDataException($"entry '{e.Name}' points outside the capsule");
-            if (e.EntryType == TarEntryType.Directory) { Directory.CreateDirectory(dest); continue; }
+            if (e.EntryType == TarEntryType.Directory)
+            {
+                Directory.CreateDirectory(dest);
+                continue;
+            }
             Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
             await e.ExtractToFileAsync(dest, overwrite: true, ct);
         }

@@ -40,7 +40,8 @@ internal static class SuspendFile
     public static async Task WriteAsync(string path, SuspendMeta meta, string payloadTar, CancellationToken ct)
     {
         var tmp = path + ".partial";
-        var metaBytes = JsonSerializer.SerializeToUtf8Bytes(meta with { PayloadBytes = new FileInfo(payloadTar).Length }, Json);
+        var metaBytes = JsonSerializer.SerializeToUtf8Bytes(
+            meta with { PayloadBytes = new FileInfo(payloadTar).Length }, Json);
         using (var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
         {
             await using var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None);
@@ -67,26 +68,33 @@ internal static class SuspendFile
         File.Move(tmp, path, overwrite: true); // the file appears whole or not at all
     }
 
-    /// <summary>Checks version and checksum and returns the metadata; throws <see cref="InvalidDataException"/> saying what is wrong.</summary>
+    /// <summary>
+    /// Checks version and checksum and returns the metadata; throws <see cref="InvalidDataException"/> saying what is
+    /// wrong.
+    /// </summary>
     public static async Task<SuspendMeta> ReadMetaAsync(string path, bool verify, CancellationToken ct)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"no such file: {path}");
         await using var fs = File.OpenRead(path);
         var head = new byte[Magic.Length + 1 + 4];
-        if (await fs.ReadAtLeastAsync(head, head.Length, throwOnEndOfStream: false, ct) < head.Length || !head.AsSpan(0, Magic.Length).SequenceEqual(Magic))
+        if (await fs.ReadAtLeastAsync(head, head.Length, throwOnEndOfStream: false, ct) < head.Length
+            || !head.AsSpan(0, Magic.Length).SequenceEqual(Magic))
             throw new InvalidDataException($"{path} is not a capsule suspend file");
         if (head[Magic.Length] != Version)
-            throw new InvalidDataException($"{path} has format version {head[Magic.Length]}; this build reads version {Version}");
+            throw new InvalidDataException(
+                $"{path} has format version {head[Magic.Length]}; this build reads version {Version}");
         var metaLen = BinaryPrimitives.ReadUInt32BigEndian(head.AsSpan(Magic.Length + 1));
         if (metaLen > 16 << 20 || head.Length + metaLen + HashSize > fs.Length)
-            throw new InvalidDataException($"{path} is truncated or damaged (its header is inconsistent with its size)");
+            throw new InvalidDataException(
+                $"{path} is truncated or damaged (its header is inconsistent with its size)");
         var metaBytes = new byte[metaLen];
         await fs.ReadExactlyAsync(metaBytes, ct);
         SuspendMeta meta;
         try { meta = JsonSerializer.Deserialize<SuspendMeta>(metaBytes, Json) ?? throw new JsonException("empty"); }
         catch (JsonException) { throw new InvalidDataException($"{path} is damaged (its metadata cannot be read)"); }
         if (head.Length + metaLen + meta.PayloadBytes + HashSize != fs.Length)
-            throw new InvalidDataException($"{path} is truncated or damaged: {fs.Length} bytes, expected {head.Length + metaLen + meta.PayloadBytes + HashSize}");
+            throw new InvalidDataException($"{path} is truncated or damaged: {fs.Length} bytes, " +
+                $"expected {head.Length + metaLen + meta.PayloadBytes + HashSize}");
         if (verify) await VerifyAsync(path, fs.Length, ct);
         return meta;
     }
@@ -107,7 +115,8 @@ internal static class SuspendFile
         var want = new byte[HashSize];
         await fs.ReadExactlyAsync(want, ct);
         if (!sha.GetHashAndReset().AsSpan().SequenceEqual(want))
-            throw new InvalidDataException($"{path} fails its checksum: it was changed or damaged after it was written");
+            throw new InvalidDataException(
+                $"{path} fails its checksum: it was changed or damaged after it was written");
     }
 
     /// <summary>Copies the payload (the tar) out of a verified file.</summary>

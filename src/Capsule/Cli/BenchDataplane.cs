@@ -14,9 +14,18 @@ internal static partial class Bench
 {
     static Command Dataplane()
     {
-        var seconds = new Option<int>("--seconds") { Description = "Length of each iperf3 run in seconds (1-60)", DefaultValueFactory = _ => 5 };
-        var c = new Command("dataplane", "Throughput and round-trip time: underlay vs kernel VXLAN vs the Capsule overlay") { seconds, CommandTree.JsonOption };
-        c.SetAction((pr, ct) => CommandTree.Run(() => DataplaneBench.RunAsync(pr.GetValue(seconds), pr.GetValue(CommandTree.JsonOption), ct)));
+        var seconds = new Option<int>("--seconds")
+        {
+            Description = "Length of each iperf3 run in seconds (1-60)",
+            DefaultValueFactory = _ => 5
+        };
+        var c = new Command("dataplane",
+            "Throughput and round-trip time: underlay vs kernel VXLAN vs the Capsule overlay")
+        {
+            seconds, CommandTree.JsonOption
+        };
+        c.SetAction((pr, ct) => CommandTree.Run(() =>
+            DataplaneBench.RunAsync(pr.GetValue(seconds), pr.GetValue(CommandTree.JsonOption), ct)));
         return c;
     }
 
@@ -45,7 +54,11 @@ internal static partial class Bench
 
             var session = new Session(LabName);
             var lab = new LabRunner(session.Paths, step);
-            if (lab.Exists) { step($"removing a previous '{LabName}' lab"); await lab.DownAsync(ct); }
+            if (lab.Exists)
+            {
+                step($"removing a previous '{LabName}' lab");
+                await lab.DownAsync(ct);
+            }
             step("building a lab of two hosts");
             await lab.UpAsync(2, ct);
             var servers = new List<Process>();
@@ -84,9 +97,11 @@ internal static partial class Bench
 
                 // (c) the Capsule overlay: capsule to capsule, wrapped by the agents
                 step("Capsule overlay: capsules srv on h2 (iperf3 -s) and cli on h1");
-                var srv = await Create(session, "srv", "h2", ["iperf3", "-s", "-p", IperfPort.ToString(CultureInfo.InvariantCulture)], ct);
+                var srv = await Create(session, "srv", "h2",
+                    ["iperf3", "-s", "-p", IperfPort.ToString(CultureInfo.InvariantCulture)], ct);
                 var cli = await Create(session, "cli", "h1", ["sleep", "infinity"], ct);
-                string[] InCli(params string[] cmd) => ["nsenter", "-t", cli.Pid.ToString(CultureInfo.InvariantCulture), "--net", "--", .. cmd];
+                string[] InCli(params string[] cmd) =>
+                    ["nsenter", "-t", cli.Pid.ToString(CultureInfo.InvariantCulture), "--net", "--", .. cmd];
                 step($"Capsule overlay: iperf3 {cli.Locator} -> {srv.Locator}, {seconds} s");
                 await WaitForPort(InCli, srv.Locator, ct);
                 var overlay = new Measurement(
@@ -103,7 +118,10 @@ internal static partial class Bench
                         Underlay = underlay,
                         KernelVxlan = vxlan,
                         CapsuleOverlay = overlay,
-                        OverlayVsVxlan = new { Throughput = Math.Round(throughputRatio, 3), Rtt = Math.Round(rttRatio, 3) },
+                        OverlayVsVxlan = new
+                        {
+                            Throughput = Math.Round(throughputRatio, 3), Rtt = Math.Round(rttRatio, 3)
+                        },
                     });
                 }
                 else
@@ -111,13 +129,17 @@ internal static partial class Bench
                     var t = Output.Table("PATH", "TCP Gbit/s", "median RTT ms");
                     t.Columns[1].RightAligned();
                     t.Columns[2].RightAligned();
-                    foreach (var (name, m) in new[] { ("underlay", underlay), ("kernel VXLAN", vxlan), ("Capsule overlay", overlay) })
-                        t.AddRow(name, m.TcpGbitPerS.ToString("F2", CultureInfo.InvariantCulture), m.RttMedianMs.ToString("F3", CultureInfo.InvariantCulture));
+                    foreach (var (name, m) in new[] { ("underlay", underlay), ("kernel VXLAN", vxlan),
+                        ("Capsule overlay", overlay) })
+                        t.AddRow(name, m.TcpGbitPerS.ToString("F2", CultureInfo.InvariantCulture),
+                            m.RttMedianMs.ToString("F3", CultureInfo.InvariantCulture));
                     AnsiConsole.Write(t);
                     AnsiConsole.MarkupLine(
-                        $"Capsule overlay / kernel VXLAN: throughput [bold]{throughputRatio.ToString("F2", CultureInfo.InvariantCulture)}×[/], " +
+                        "Capsule overlay / kernel VXLAN: throughput " +
+                        $"[bold]{throughputRatio.ToString("F2", CultureInfo.InvariantCulture)}×[/], " +
                         $"RTT [bold]{rttRatio.ToString("F2", CultureInfo.InvariantCulture)}×[/]");
-                    AnsiConsole.MarkupLine($"[grey](single-stream TCP, iperf3 -t {seconds}; RTT = median of ping -c {PingCount} -i 0.05 without the first reply)[/]");
+                    AnsiConsole.MarkupLine($"[grey](single-stream TCP, iperf3 -t {seconds}; " +
+                        $"RTT = median of ping -c {PingCount} -i 0.05 without the first reply)[/]");
                 }
                 return 0;
             }
@@ -131,13 +153,15 @@ internal static partial class Bench
 
         static async Task AddVxlan(string netns, string local, string remote, string address)
         {
-            await Cmd.Ip(netns, "link", "add", VxlanDev, "type", "vxlan", "id", "42", "local", local, "remote", remote, "dstport", "4789", "dev", "ul0");
+            await Cmd.Ip(netns, "link", "add", VxlanDev, "type", "vxlan", "id", "42", "local", local, "remote", remote,
+                "dstport", "4789", "dev", "ul0");
             await Cmd.Ip(netns, "link", "set", VxlanDev, "mtu", "1450");
             await Cmd.Ip(netns, "addr", "add", address + "/24", "dev", VxlanDev);
             await Cmd.Ip(netns, "link", "set", VxlanDev, "up");
         }
 
-        static Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct) => s.CreateAsync(name, host, cmd, ct);
+        static Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct) =>
+            s.CreateAsync(name, host, cmd, ct);
 
         /// <summary>
         /// An iperf3 server inside a host namespace, bound to one address. It lives in the lab's
@@ -152,7 +176,8 @@ internal static partial class Bench
                 RedirectStandardOutput = true,
                 RedirectStandardError = true,
             };
-            foreach (var a in new[] { $"--net={Netns.Dir}/{netns}", "--", "iperf3", "-s", "-B", bind, "-p", IperfPort.ToString(CultureInfo.InvariantCulture) })
+            foreach (var a in new[] { $"--net={Netns.Dir}/{netns}", "--", "iperf3", "-s", "-B", bind, "-p",
+                IperfPort.ToString(CultureInfo.InvariantCulture) })
                 psi.ArgumentList.Add(a);
             var p = Process.Start(psi) ?? throw new InvalidOperationException("could not start iperf3");
             p.OutputDataReceived += (_, _) => { }; // drained, not shown
@@ -189,11 +214,15 @@ internal static partial class Bench
                 last = r.Stderr.Trim();
                 await Task.Delay(100, ct);
             }
-            throw new TimeoutException($"iperf3 at {address}:{IperfPort} did not accept a connection within 10 s ({last})");
+            throw new TimeoutException(
+                $"iperf3 at {address}:{IperfPort} did not accept a connection within 10 s ({last})");
         }
 
-        /// <summary>Single-stream TCP for <paramref name="seconds"/>; returns Gbit/s as received by the server.</summary>
-        static async Task<double> Iperf(Func<string[], string[]> where, string address, int seconds, CancellationToken ct)
+        /// <summary>
+        /// Single-stream TCP for <paramref name="seconds"/>; returns Gbit/s as received by the server.
+        /// </summary>
+        static async Task<double> Iperf(Func<string[], string[]> where, string address, int seconds,
+            CancellationToken ct)
         {
             var cmd = where(["iperf3", "-c", address, "-p", IperfPort.ToString(CultureInfo.InvariantCulture),
                 "-t", seconds.ToString(CultureInfo.InvariantCulture), "-J", "--connect-timeout", "3000"]);
@@ -206,14 +235,20 @@ internal static partial class Bench
                 try
                 {
                     using var doc = JsonDocument.Parse(r.Stdout);
-                    if (doc.RootElement.TryGetProperty("error", out var e)) { error = e.GetString() ?? "unknown error"; continue; }
-                    var bps = doc.RootElement.GetProperty("end").GetProperty("sum_received").GetProperty("bits_per_second").GetDouble();
+                    if (doc.RootElement.TryGetProperty("error", out var e))
+                    {
+                        error = e.GetString() ?? "unknown error";
+                        continue;
+                    }
+                    var bps = doc.RootElement.GetProperty("end").GetProperty("sum_received")
+                        .GetProperty("bits_per_second").GetDouble();
                     if (r.Ok && bps > 0) return bps / 1e9;
                     error = $"exit {r.ExitCode}, {bps} bit/s";
                 }
                 catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
                 {
-                    error = $"exit {r.ExitCode}, no usable JSON ({e.Message}): {Trunc(r.Stderr.Trim() + " " + r.Stdout.Trim())}";
+                    error = $"exit {r.ExitCode}, no usable JSON ({e.Message}): " +
+                        $"{Trunc(r.Stderr.Trim() + " " + r.Stdout.Trim())}";
                 }
             }
             throw new CommandFailedException($"`{Cmd.Quote(cmd)}` failed: {error}");
@@ -225,20 +260,27 @@ internal static partial class Bench
         private static partial Regex TimeRegex();
 
         /// <summary>Median RTT in ms of <see cref="PingCount"/> pings, the first (ARP, cold caches) left out.</summary>
-        static async Task<double> Ping(Func<string[], string[]> where, string address, Action<string> step, CancellationToken ct)
+        static async Task<double> Ping(Func<string[], string[]> where, string address, Action<string> step,
+            CancellationToken ct)
         {
-            var cmd = where(["ping", "-n", "-c", PingCount.ToString(CultureInfo.InvariantCulture), "-i", "0.05", "-W", "2", address]);
+            var cmd = where(["ping", "-n", "-c", PingCount.ToString(CultureInfo.InvariantCulture), "-i", "0.05",
+                "-W", "2", address]);
             var r = await RunBounded(cmd, TimeSpan.FromSeconds(30), ct);
-            var times = PingTime.Matches(r.Stdout).Select(m => double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).ToList();
+            var times = PingTime.Matches(r.Stdout)
+                .Select(m => double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).ToList();
             if (times.Count < 2)
-                throw new CommandFailedException($"`{Cmd.Quote(cmd)}` got {times.Count} replies (exit {r.ExitCode}): {Trunc(r.Stderr.Trim() + " " + r.Stdout.Trim())}");
+                throw new CommandFailedException($"`{Cmd.Quote(cmd)}` got {times.Count} replies " +
+                    $"(exit {r.ExitCode}): {Trunc(r.Stderr.Trim() + " " + r.Stdout.Trim())}");
             if (times.Count < PingCount) step($"ping {address}: only {times.Count} of {PingCount} replies");
             var rest = times.Skip(1).Order().ToList();
             var n = rest.Count;
             return n % 2 == 1 ? rest[n / 2] : (rest[n / 2 - 1] + rest[n / 2]) / 2;
         }
 
-        /// <summary>Runs a command with a time limit. A process left running on timeout is inside a lab namespace and goes with the lab.</summary>
+        /// <summary>
+        /// Runs a command with a time limit. A process left running on timeout is inside a lab namespace and
+        /// goes with the lab.
+        /// </summary>
         static async Task<Cmd.Result> RunBounded(string[] cmd, TimeSpan limit, CancellationToken ct)
         {
             using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);

@@ -15,11 +15,30 @@ internal static partial class Bench
 {
     static Command Migrate()
     {
-        var seconds = new Option<int>("--seconds") { Description = "Length of each request/response run in seconds (3-60)", DefaultValueFactory = _ => 6 };
-        var noWarmup = new Option<bool>("--no-warmup") { Description = "Skip the unreported warm-up migrations (the first modes then also pay the agents' first-use costs)" };
-        var ballast = new Option<int>("--ballast") { Description = "MB of memory the server capsule fills first (0-1024), so it is heavier and its freeze longer: 200 shows the zero-window pause against TCP's 200 ms minimum RTO", DefaultValueFactory = _ => 0 };
-        var c = new Command("migrate", "Live migration under a request/response stream: the stall the peer sees, phase by phase, with and without holding, from a capsule peer and from an ordinary host behind the gateway") { seconds, noWarmup, ballast, CommandTree.JsonOption };
-        c.SetAction((pr, ct) => CommandTree.Run(() => MigrateBench.RunAsync(pr.GetValue(seconds), !pr.GetValue(noWarmup), pr.GetValue(ballast), pr.GetValue(CommandTree.JsonOption), ct)));
+        var seconds = new Option<int>("--seconds")
+        {
+            Description = "Length of each request/response run in seconds (3-60)",
+            DefaultValueFactory = _ => 6
+        };
+        var noWarmup = new Option<bool>("--no-warmup")
+        {
+            Description = "Skip the unreported warm-up migrations " +
+                "(the first modes then also pay the agents' first-use costs)"
+        };
+        var ballast = new Option<int>("--ballast")
+        {
+            Description = "MB of memory the server capsule fills first (0-1024), so it is heavier and its freeze " +
+                "longer: 200 shows the zero-window pause against TCP's 200 ms minimum RTO",
+            DefaultValueFactory = _ => 0
+        };
+        var c = new Command("migrate",
+            "Live migration under a request/response stream: the stall the peer sees, phase by phase, with and " +
+            "without holding, from a capsule peer and from an ordinary host behind the gateway")
+        {
+            seconds, noWarmup, ballast, CommandTree.JsonOption
+        };
+        c.SetAction((pr, ct) => CommandTree.Run(() => MigrateBench.RunAsync(pr.GetValue(seconds),
+            !pr.GetValue(noWarmup), pr.GetValue(ballast), pr.GetValue(CommandTree.JsonOption), ct)));
         return c;
     }
 
@@ -50,7 +69,9 @@ internal static partial class Bench
         const string OrdinaryHost = "l1";
         const string Gateway = LabPaths.GatewayName;
 
-        /// <summary>Ordinary: the client is a plain process on l1, behind the gateway, rather than a capsule on h1.</summary>
+        /// <summary>
+        /// Ordinary: the client is a plain process on l1, behind the gateway, rather than a capsule on h1.
+        /// </summary>
         sealed record Mode(string Name, bool NoHold, bool Ordinary = false, bool NoPause = false);
         static readonly Mode[] Modes =
         [
@@ -93,7 +114,11 @@ internal static partial class Bench
 
             var session = new Session(LabName);
             var lab = new LabRunner(session.Paths, step);
-            if (lab.Exists) { step($"removing a previous '{LabName}' lab"); await lab.DownAsync(ct); }
+            if (lab.Exists)
+            {
+                step($"removing a previous '{LabName}' lab");
+                await lab.DownAsync(ct);
+            }
             step("building a lab of three hosts and one ordinary host behind a gateway");
             try
             {
@@ -103,7 +128,8 @@ internal static partial class Bench
                 await lab.UpAsync(3, ct, legacy: 1);
                 if (warmup)
                 {
-                    foreach (var w in new[] { new Mode("warm-up", false), new Mode("warm-up, ordinary peer", false, Ordinary: true) })
+                    foreach (var w in new[] { new Mode("warm-up", false),
+                        new Mode("warm-up, ordinary peer", false, Ordinary: true) })
                     {
                         var r = await RunModeAsync(session, tool, w, 3, ballast, step, ct);
                         if (r.MigrationError is not null || r.ClientError is not null)
@@ -127,8 +153,10 @@ internal static partial class Bench
                         BallastMb = ballast,
                         Modes = rows,
                         CriuFloorMs = floor,
-                        CriuFloorNote = "CRIU's own dump and restore times (criu_dump_ms + criu_restore_ms) in the hold-and-flush migration of the same capsule",
-                        StallOverFloor = rows.ToDictionary(r => r.Mode, r => Ratio(r) is { } x ? Math.Round(x, 2) : (double?)null),
+                        CriuFloorNote = "CRIU's own dump and restore times (criu_dump_ms + criu_restore_ms) " +
+                            "in the hold-and-flush migration of the same capsule",
+                        StallOverFloor = rows.ToDictionary(r => r.Mode,
+                            r => Ratio(r) is { } x ? Math.Round(x, 2) : (double?)null),
                         Goal = new { StallOverFloorAtMost = 1.2, PeerRtos = 0 },
                     });
                 }
@@ -142,7 +170,8 @@ internal static partial class Bench
             }
         }
 
-        static async Task<Row> RunModeAsync(Session session, string tool, Mode mode, int seconds, int ballast, Action<string> step, CancellationToken ct)
+        static async Task<Row> RunModeAsync(Session session, string tool, Mode mode, int seconds, int ballast,
+            Action<string> step, CancellationToken ct)
         {
             var secs = seconds.ToString(CultureInfo.InvariantCulture);
             var port = Port.ToString(CultureInfo.InvariantCulture);
@@ -155,7 +184,8 @@ internal static partial class Bench
                 var srv = await Create(session, "srv", "h2", ["python3", tool, "server", port, mb], ct);
                 made.Add("srv");
                 // Filling the ballast takes a moment per hundred MB.
-                await WaitForLog(session, "srv", "h2", "LISTENING", StartTimeout + TimeSpan.FromMilliseconds(50.0 * ballast), ct);
+                await WaitForLog(session, "srv", "h2", "LISTENING",
+                    StartTimeout + TimeSpan.FromMilliseconds(50.0 * ballast), ct);
 
                 // The client: a capsule on h1, or a plain process on the ordinary host l1.
                 Func<string, TimeSpan, Task<(string? Line, string? Error)>> waitFor;
@@ -163,7 +193,8 @@ internal static partial class Bench
                 if (mode.Ordinary)
                 {
                     peerNetns = session.Paths.HostNetns(OrdinaryHost);
-                    step($"{mode.Name}: process on {OrdinaryHost} (ip netns exec {peerNetns} stream.py rr {srv.Locator} {port} {secs})");
+                    step($"{mode.Name}: process on {OrdinaryHost} " +
+                        $"(ip netns exec {peerNetns} stream.py rr {srv.Locator} {port} {secs})");
                     ordinary = OrdinaryClient.Start(peerNetns, ["python3", tool, "rr", srv.Locator, port, secs]);
                     waitFor = ordinary.WaitFor;
                 }
@@ -181,7 +212,8 @@ internal static partial class Bench
 
                 var before = await TcpCounters(peerNetns, ct);
                 var gwBefore = mode.Ordinary ? await GatewayCounters(session, ct) : null;
-                var how = mode.NoHold ? " without holding peers' packets" : mode.NoPause ? " (gateway holds, no zero-window pause)" : "";
+                var how = mode.NoHold ? " without holding peers' packets"
+                    : mode.NoPause ? " (gateway holds, no zero-window pause)" : "";
                 step($"{mode.Name}: migrating srv h2 -> h3{how}");
                 MigrateResult result;
                 var (_, h2) = await session.AgentAsync("h2", ct);
@@ -195,8 +227,10 @@ internal static partial class Bench
                     // Refused before anything was touched (the agent's checks): reported, not fatal.
                     result = new MigrateResult { Ok = false, Error = e.Status.Detail, Times = new PhaseTimes() };
                 }
-                if (result.Ok) step($"{mode.Name}: migrated in {result.Times.TotalMs} ms; waiting for the client's DONE");
-                else step($"{mode.Name}: migration failed: {result.Error}");
+                if (result.Ok)
+                    step($"{mode.Name}: migrated in {result.Times.TotalMs} ms; waiting for the client's DONE");
+                else
+                    step($"{mode.Name}: migration failed: {result.Error}");
 
                 var done = await waitFor("DONE", TimeSpan.FromSeconds(seconds + 30));
                 var after = await TcpCounters(peerNetns, ct);
@@ -208,17 +242,26 @@ internal static partial class Bench
                     replies = long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
                     stall = Math.Round(double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture) * 1000, 1);
                 }
-                var clientError = done.Error ?? (done.Line is null ? $"no DONE within {seconds + 30} s" : stall is null ? $"unreadable: {done.Line}" : null);
+                var clientError = done.Error ?? (done.Line is null ? $"no DONE within {seconds + 30} s"
+                    : stall is null ? $"unreadable: {done.Line}" : null);
                 // The server's own log too: a mismatch or a reset it saw is as much a failure.
                 var srvLog = await TryLogs(session, "srv", ct);
                 var srvError = srvLog?.Split('\n').FirstOrDefault(l => l.StartsWith("ERROR", StringComparison.Ordinal));
-                if (srvError is not null) clientError = (clientError is null ? "" : clientError + "; ") + "server: " + srvError.Trim();
+                if (srvError is not null)
+                    clientError = (clientError is null ? "" : clientError + "; ") + "server: " + srvError.Trim();
 
                 var t = result.Times ?? new PhaseTimes();
                 return new Row(
-                    mode.Name, mode.Ordinary ? "ordinary" : "capsule", mode.NoHold, mode.NoPause, result.Ok, result.Ok ? null : result.Error,
+                    mode.Name, mode.Ordinary ? "ordinary" : "capsule", mode.NoHold, mode.NoPause, result.Ok,
+                    result.Ok ? null : result.Error,
                     stall, replies,
-                    result.Times is not null ? new { Sync = t.SyncMs, FreezeDump = t.DumpMs, Transfer = t.TransferMs, Restore = t.RestoreMs, Flush = t.FlushMs, Total = t.TotalMs, CriuDump = t.CriuDumpMs, CriuRestore = t.CriuRestoreMs } : null,
+                    result.Times is not null
+                        ? new
+                        {
+                            Sync = t.SyncMs, FreezeDump = t.DumpMs, Transfer = t.TransferMs, Restore = t.RestoreMs,
+                            Flush = t.FlushMs, Total = t.TotalMs, CriuDump = t.CriuDumpMs, CriuRestore = t.CriuRestoreMs
+                        }
+                        : null,
                     result.Ok ? result.ImageBytes : null,
                     result.Held, result.Flushed, result.Dropped,
                     Delta(before, after, "TcpExt.TCPTimeouts"), Delta(before, after, "Tcp.RetransSegs"),
@@ -235,7 +278,8 @@ internal static partial class Bench
                     try
                     {
                         var (_, agent) = await session.CapsuleAsync(name, CancellationToken.None);
-                        await agent.RemoveAsync(new NameRequest { Name = name }, deadline: DateTime.UtcNow.AddSeconds(15));
+                        await agent.RemoveAsync(new NameRequest { Name = name },
+                            deadline: DateTime.UtcNow.AddSeconds(15));
                     }
                     catch (Exception e) when (e is RpcException or UserError or Dir.DirectoryException)
                     {
@@ -245,7 +289,9 @@ internal static partial class Bench
             }
         }
 
-        /// <summary>The gateway agent's counters (tcp_paused, tcp_reopened, ...); null if they could not be read.</summary>
+        /// <summary>
+        /// The gateway agent's counters (tcp_paused, tcp_reopened, ...); null if they could not be read.
+        /// </summary>
         static async Task<Dictionary<string, long>?> GatewayCounters(Session s, CancellationToken ct)
         {
             try
@@ -271,7 +317,10 @@ internal static partial class Bench
 
             public static OrdinaryClient Start(string netns, string[] cmd)
             {
-                var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+                var psi = new ProcessStartInfo("ip")
+                {
+                    RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false
+                };
                 foreach (var a in (string[])["netns", "exec", netns, .. cmd]) psi.ArgumentList.Add(a);
                 var p = new Process { StartInfo = psi };
                 var c = new OrdinaryClient(p);
@@ -302,12 +351,15 @@ internal static partial class Bench
                     var exited = _p.HasExited;
                     if (exited) _p.WaitForExit(); // the rest of its output, read to the end
                     var lines = Lines();
-                    if (lines.FirstOrDefault(l => l.StartsWith("ERROR", StringComparison.Ordinal)) is { } err) return (null, err.Trim());
-                    if (lines.FirstOrDefault(l => l.StartsWith(prefix, StringComparison.Ordinal)) is { } hit) return (hit.Trim(), null);
+                    if (lines.FirstOrDefault(l => l.StartsWith("ERROR", StringComparison.Ordinal)) is { } err)
+                        return (null, err.Trim());
+                    if (lines.FirstOrDefault(l => l.StartsWith(prefix, StringComparison.Ordinal)) is { } hit)
+                        return (hit.Trim(), null);
                     if (exited)
                     {
                         var tail = StderrTail();
-                        return (null, $"exited ({_p.ExitCode}) without {prefix}{(tail.Length > 0 ? $" (stderr: {tail})" : "")}");
+                        return (null,
+                            $"exited ({_p.ExitCode}) without {prefix}{(tail.Length > 0 ? $" (stderr: {tail})" : "")}");
                     }
                     if (sw.Elapsed > limit)
                         return (null, prefix == "PROGRESS" ? $"no {prefix} within {limit.TotalSeconds:F0} s" : null);
@@ -331,36 +383,47 @@ internal static partial class Bench
         }
 
         static Row Failed(Mode mode, MigrateResult? r, string clientError) =>
-            new(mode.Name, mode.Ordinary ? "ordinary" : "capsule", mode.NoHold, mode.NoPause, r?.Ok ?? false, r is null ? "not attempted" : r.Error,
+            new(mode.Name, mode.Ordinary ? "ordinary" : "capsule", mode.NoHold, mode.NoPause, r?.Ok ?? false,
+                r is null ? "not attempted" : r.Error,
                 null, null, null, null, null, null, null, null, null, null, null, clientError, r);
 
         static long? Delta(Dictionary<string, long>? before, Dictionary<string, long>? after, string key) =>
-            before is not null && after is not null && before.TryGetValue(key, out var b) && after.TryGetValue(key, out var a) ? a - b : null;
+            before is not null && after is not null && before.TryGetValue(key, out var b)
+                && after.TryGetValue(key, out var a) ? a - b : null;
 
         /// <summary>A comparison mode: the source skips asking peers to hold, or the gateway skips the pause.</summary>
         static async Task ArmComparisonAsync(Session s, Mode mode, CancellationToken ct)
         {
             if (!mode.NoHold && !mode.NoPause) return;
-            var (host, point) = mode.NoHold ? ("h2", Agent.Faults.FaultPoints.NoHold) : (Gateway, Agent.Faults.FaultPoints.NoPause);
+            var (host, point) = mode.NoHold ? ("h2", Agent.Faults.FaultPoints.NoHold)
+                : (Gateway, Agent.Faults.FaultPoints.NoPause);
             var (rec, _) = await s.AgentAsync(host, ct);
             var faults = new FaultProtos.Faults.FaultsClient(Rpc.Channels.For(rec.AgentEndpoint));
-            await faults.ArmAsync(new FaultProtos.ArmRequest { Point = point, Action = "skip", Times = 1 }, cancellationToken: ct);
+            await faults.ArmAsync(new FaultProtos.ArmRequest { Point = point, Action = "skip", Times = 1 },
+                cancellationToken: ct);
         }
 
-        internal static async Task<MigrateResult> MigrateAsync(HostAgent.HostAgentClient agent, string name, string target, Action<string> step,
-            CancellationToken ct)
+        internal static async Task<MigrateResult> MigrateAsync(HostAgent.HostAgentClient agent, string name,
+            string target, Action<string> step, CancellationToken ct)
         {
-            var request = new MigrateRequest { Name = name, Target = target, HoldPackets = Agent.Migration.MigrationSource.DefaultHoldPackets };
+            var request = new MigrateRequest
+            {
+                Name = name, Target = target, HoldPackets = Agent.Migration.MigrationSource.DefaultHoldPackets
+            };
             using var call = agent.Migrate(request, cancellationToken: ct);
             await foreach (var p in call.ResponseStream.ReadAllAsync(ct))
             {
                 if (p.Result is not null) return p.Result;
                 step($"  {p.Phase}: {p.Message}");
             }
-            return new MigrateResult { Ok = false, Error = "the source agent ended the migration without a result", Times = new PhaseTimes() };
+            return new MigrateResult
+            {
+                Ok = false, Error = "the source agent ended the migration without a result", Times = new PhaseTimes()
+            };
         }
 
-        static Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct) => s.CreateAsync(name, host, cmd, ct);
+        static Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct) =>
+            s.CreateAsync(name, host, cmd, ct);
 
         internal static async Task<string?> TryLogs(Session s, string name, CancellationToken ct)
         {
@@ -377,7 +440,8 @@ internal static partial class Bench
         /// Polls a capsule's stdout (through its agent) until a line starts with <paramref name="prefix"/>;
         /// stops early at an ERROR line. Line is null on timeout.
         /// </summary>
-        internal static async Task<(string? Line, string? Error)> WaitForLog(Session s, string name, string host, string prefix, TimeSpan limit, CancellationToken ct)
+        internal static async Task<(string? Line, string? Error)> WaitForLog(Session s, string name, string host,
+            string prefix, TimeSpan limit, CancellationToken ct)
         {
             var (_, agent) = await s.AgentAsync(host, ct);
             var sw = Stopwatch.StartNew();
@@ -385,15 +449,21 @@ internal static partial class Bench
             {
                 var r = await agent.LogsAsync(new LogsRequest { Name = name }, cancellationToken: ct);
                 var lines = Encoding.UTF8.GetString(r.Data.Span).Split('\n');
-                if (lines.FirstOrDefault(l => l.StartsWith("ERROR", StringComparison.Ordinal)) is { } err) return (null, err.Trim());
-                if (lines.FirstOrDefault(l => l.StartsWith(prefix, StringComparison.Ordinal)) is { } hit) return (hit.Trim(), null);
+                if (lines.FirstOrDefault(l => l.StartsWith("ERROR", StringComparison.Ordinal)) is { } err)
+                    return (null, err.Trim());
+                if (lines.FirstOrDefault(l => l.StartsWith(prefix, StringComparison.Ordinal)) is { } hit)
+                    return (hit.Trim(), null);
                 if (sw.Elapsed > limit)
                 {
                     if (prefix is "LISTENING" or "PROGRESS")
                     {
-                        var stderr = await agent.LogsAsync(new LogsRequest { Name = name, Stderr = true }, cancellationToken: ct);
-                        var tail = string.Join(' ', Encoding.UTF8.GetString(stderr.Data.Span).Split('\n').TakeLast(5)).Trim();
-                        throw new TimeoutException($"capsule {name} did not print {prefix} within {limit.TotalSeconds:F0} s{(tail.Length > 0 ? $" (stderr: {tail})" : "")}");
+                        var stderr = await agent.LogsAsync(new LogsRequest { Name = name, Stderr = true },
+                            cancellationToken: ct);
+                        var tail = string.Join(' ',
+                            Encoding.UTF8.GetString(stderr.Data.Span).Split('\n').TakeLast(5)).Trim();
+                        throw new TimeoutException(
+                            $"capsule {name} did not print {prefix} within {limit.TotalSeconds:F0} s" +
+                            $"{(tail.Length > 0 ? $" (stderr: {tail})" : "")}");
                     }
                     return (null, null);
                 }
@@ -408,7 +478,8 @@ internal static partial class Bench
         /// </summary>
         static async Task<Dictionary<string, long>?> TcpCounters(string netns, CancellationToken ct)
         {
-            var r = await Cmd.TryRunAsync("nsenter", [$"--net={Netns.Dir}/{netns}", "--", "cat", "/proc/net/netstat", "/proc/net/snmp"], ct);
+            var r = await Cmd.TryRunAsync("nsenter",
+                [$"--net={Netns.Dir}/{netns}", "--", "cat", "/proc/net/netstat", "/proc/net/snmp"], ct);
             if (!r.Ok) return null;
             var d = new Dictionary<string, long>();
             var lines = r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
@@ -417,10 +488,12 @@ internal static partial class Bench
                 var head = lines[i].Split(' ', StringSplitOptions.RemoveEmptyEntries);
                 var vals = lines[i + 1].Split(' ', StringSplitOptions.RemoveEmptyEntries);
                 if (head.Length < 2 || head[0] != vals[0] || head.Length != vals.Length) continue;
-                if (!long.TryParse(vals[1], NumberStyles.Integer, CultureInfo.InvariantCulture, out _)) continue; // two headers in a row
+                if (!long.TryParse(vals[1], NumberStyles.Integer, CultureInfo.InvariantCulture, out _))
+                    continue; // two headers in a row
                 var group = head[0].TrimEnd(':');
                 for (var k = 1; k < head.Length; k++)
-                    if (long.TryParse(vals[k], NumberStyles.Integer, CultureInfo.InvariantCulture, out var v)) d[$"{group}.{head[k]}"] = v;
+                    if (long.TryParse(vals[k], NumberStyles.Integer, CultureInfo.InvariantCulture, out var v))
+                        d[$"{group}.{head[k]}"] = v;
                 i++;
             }
             return d;
@@ -431,15 +504,18 @@ internal static partial class Bench
             static string N(long? v) => v?.ToString(CultureInfo.InvariantCulture) ?? "—";
             // Thirteen columns do not fit the 80 a redirected console is given; a file or pipe has no width to keep to.
             if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 190);
-            var t = Output.Table("MODE", "STALL", "SYNC", "FREEZE+DUMP", "TRANSFER", "RESTORE", "FLUSH", "TOTAL", "IMAGE KiB", "HELD/FLUSHED/DROPPED", "PEER RTOs", "PEER RETRANS", "GW PAUSED/REOPENED");
+            var t = Output.Table("MODE", "STALL", "SYNC", "FREEZE+DUMP", "TRANSFER", "RESTORE", "FLUSH", "TOTAL",
+                "IMAGE KiB", "HELD/FLUSHED/DROPPED", "PEER RTOs", "PEER RETRANS", "GW PAUSED/REOPENED");
             for (var i = 1; i < t.Columns.Count; i++) t.Columns[i].RightAligned();
             t.Columns[0].NoWrap();
             foreach (var r in rows)
             {
                 var ok = r.Result is { Ok: true };
                 var times = r.Result?.Times;
-                // A failed migration still has the times of the phases it went through (and its total, rollback included).
-                string P(Func<PhaseTimes, long> f) => times is not null && (ok || f(times) > 0) ? f(times).ToString(CultureInfo.InvariantCulture) : "—";
+                // A failed migration still has the times of the phases it went through (and its total,
+                // rollback included).
+                string P(Func<PhaseTimes, long> f) =>
+                    times is not null && (ok || f(times) > 0) ? f(times).ToString(CultureInfo.InvariantCulture) : "—";
                 var stall = r.StallMs is { } s ? s.ToString("F0", CultureInfo.InvariantCulture) : "[red]—[/]";
                 t.AddRow(
                     ok ? Markup.Escape(r.Mode) : $"[red]{Markup.Escape(r.Mode)}[/]",
@@ -453,11 +529,21 @@ internal static partial class Bench
                     r.Peer == "ordinary" ? $"{N(r.GatewayTcpPaused)}/{N(r.GatewayTcpReopened)}" : "—");
             }
             AnsiConsole.Write(t);
-            AnsiConsole.MarkupLine($"[grey](times in ms; STALL = longest gap between replies seen by the client, stream.py rr for {seconds} s — a capsule on h1, or for \"ordinary peer\" a plain process on l1 behind the gateway — with srv (stream.py server, {(ballast > 0 ? $"{ballast} MB of ballast²" : "no ballast²")}) migrated h2 → h3 during it; PEER = the client's TCP counters TCPTimeouts and RetransSegs over the migration (its capsule's namespace, or l1's); GW PAUSED/REOPENED = zero-window pauses and reopenings the gateway sent; {(warmup ? "after one unreported warm-up migration per kind of peer" : "no warm-up: the first modes include the agents' first-use costs")})[/]");
+            AnsiConsole.MarkupLine(
+                "[grey](times in ms; STALL = longest gap between replies seen by the client, " +
+                $"stream.py rr for {seconds} s — a capsule on h1, or for \"ordinary peer\" a plain process on l1 " +
+                "behind the gateway — with srv (stream.py server, " +
+                $"{(ballast > 0 ? $"{ballast} MB of ballast²" : "no ballast²")}) migrated h2 → h3 during it; " +
+                "PEER = the client's TCP counters TCPTimeouts and RetransSegs over the migration " +
+                "(its capsule's namespace, or l1's); GW PAUSED/REOPENED = zero-window pauses and reopenings " +
+                "the gateway sent; " +
+                $"{(warmup ? "after one unreported warm-up migration per kind of peer" : "no warm-up: the first modes include the agents' first-use costs")})[/]");
             foreach (var r in rows)
             {
-                if (r.MigrationError is { } me) AnsiConsole.MarkupLine($"[red]{Markup.Escape(r.Mode)}: migration failed: {Markup.Escape(me)}[/]");
-                if (r.ClientError is { } ce) AnsiConsole.MarkupLine($"[red]{Markup.Escape(r.Mode)}: {Markup.Escape(ce)}[/]");
+                if (r.MigrationError is { } me)
+                    AnsiConsole.MarkupLine($"[red]{Markup.Escape(r.Mode)}: migration failed: {Markup.Escape(me)}[/]");
+                if (r.ClientError is { } ce)
+                    AnsiConsole.MarkupLine($"[red]{Markup.Escape(r.Mode)}: {Markup.Escape(ce)}[/]");
             }
             AnsiConsole.MarkupLine(floor is { } f
                 ? $"CRIU floor (criu dump + criu restore)¹: [bold]{f} ms[/]"
@@ -465,15 +551,27 @@ internal static partial class Bench
             foreach (var r in rows)
             {
                 // Phase times vary from run to run; a mode's own dump + restore shows how much of its stall is that.
-                var own = !ReferenceEquals(r, rows[0]) && r.Result is { Ok: true } o && r.StallMs is { } s && o.Times.CriuDumpMs + o.Times.CriuRestoreMs is > 0 and var of
-                    ? $" [grey](against its own dump + restore of {of} ms: {(s / of).ToString("F2", CultureInfo.InvariantCulture)}×)[/]" : "";
+                var own = !ReferenceEquals(r, rows[0]) && r.Result is { Ok: true } o && r.StallMs is { } s
+                    && o.Times.CriuDumpMs + o.Times.CriuRestoreMs is > 0 and var of
+                    ? $" [grey](against its own dump + restore of {of} ms: " +
+                        $"{(s / of).ToString("F2", CultureInfo.InvariantCulture)}×)[/]"
+                    : "";
                 AnsiConsole.MarkupLine($"stall / floor, {Markup.Escape(r.Mode)}: " +
                     (ratio(r) is { } x ? $"[bold]{x.ToString("F2", CultureInfo.InvariantCulture)}×[/]" : "—") + own);
             }
-            AnsiConsole.MarkupLine("[grey]¹ the time the criu dump and criu restore commands themselves took for the same capsule in the hold-and-flush migration: what no migration of it can go below. Goal: stall ≤ 1.2 × floor and no retransmission timeout at the peer.[/]");
+            AnsiConsole.MarkupLine("[grey]¹ the time the criu dump and criu restore commands themselves took for " +
+                "the same capsule in the hold-and-flush migration: what no migration of it can go below. " +
+                "Goal: stall ≤ 1.2 × floor and no retransmission timeout at the peer.[/]");
             AnsiConsole.MarkupLine(ballast > 0
-                ? $"[grey]² --ballast {ballast}: the server capsule fills {ballast} MB of memory first (stream.py server {Port} {ballast}), so there is more to dump and move and the freeze is longer. Against TCP's 200 ms minimum retransmission timeout, the ordinary peer's two rows show what the gateway's zero-window pause saves: paused, the peer has nothing to time out; not paused, its retransmission timer can fire while its packets are held.[/]"
-                : $"[grey]² no ballast (--ballast 0): the server capsule is small and its freeze close to TCP's 200 ms minimum retransmission timeout, so the ordinary peer's two rows can differ little; --ballast 200 (MB of memory the server fills first) makes the freeze longer and the difference the zero-window pause makes visible.[/]");
+                ? $"[grey]² --ballast {ballast}: the server capsule fills {ballast} MB of memory first " +
+                    $"(stream.py server {Port} {ballast}), so there is more to dump and move and the freeze is " +
+                    "longer. Against TCP's 200 ms minimum retransmission timeout, the ordinary peer's two rows " +
+                    "show what the gateway's zero-window pause saves: paused, the peer has nothing to time out; " +
+                    "not paused, its retransmission timer can fire while its packets are held.[/]"
+                : "[grey]² no ballast (--ballast 0): the server capsule is small and its freeze close to TCP's " +
+                    "200 ms minimum retransmission timeout, so the ordinary peer's two rows can differ little; " +
+                    "--ballast 200 (MB of memory the server fills first) makes the freeze longer and the difference " +
+                    "the zero-window pause makes visible.[/]");
         }
 
         [GeneratedRegex(@"^DONE replies=(\d+) gap=([0-9.]+)")]

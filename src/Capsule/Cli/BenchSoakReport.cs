@@ -20,7 +20,9 @@ internal static partial class Bench
             public double? StallMs { get; init; }
             /// <summary>No gap over the threshold at all: StallMs is the threshold, an upper bound.</summary>
             public bool StallBelowThreshold { get; init; }
-            /// <summary>What the source reported lost with the freeze: connections CRIU could not take, queued UDP.</summary>
+            /// <summary>
+            /// What the source reported lost with the freeze: connections CRIU could not take, queued UDP.
+            /// </summary>
             public int ClosingConnectionsLost { get; init; }
             public long UdpBytesLostAtFreeze { get; init; }
 

@@ -13,14 +13,17 @@ internal static class CommandTree
     {
         Description = "Which lab to act on (env CAPSULE_LAB)",
         Recursive = true,
-        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("CAPSULE_LAB") is { Length: > 0 } l ? l : LabPaths.DefaultName,
+        DefaultValueFactory = _ =>
+            Environment.GetEnvironmentVariable("CAPSULE_LAB") is { Length: > 0 } l ? l : LabPaths.DefaultName,
     };
 
-    public static readonly Option<bool> JsonOption = new("--json") { Description = "Print JSON for scripts instead of a table for people" };
+    public static readonly Option<bool> JsonOption = new("--json")
+        { Description = "Print JSON for scripts instead of a table for people" };
 
     public static RootCommand Build()
     {
-        var root = new RootCommand("Capsule: move running process groups between hosts without closing their connections.");
+        var root = new RootCommand(
+            "Capsule: move running process groups between hosts without closing their connections.");
         root.Options.Add(LabOption);
         root.Subcommands.Add(LabCommands.Build());
         foreach (var c in CapsuleCommands.Build()) root.Subcommands.Add(c);
@@ -47,14 +50,16 @@ internal static class CommandTree
         {
             return await handler();
         }
-        catch (Exception e) when (e is UserError or DirectoryException or CommandFailedException or ArgumentException or FormatException or InvalidOperationException or TimeoutException)
+        catch (Exception e) when (e is UserError or DirectoryException or CommandFailedException or ArgumentException
+            or FormatException or InvalidOperationException or TimeoutException)
         {
             Output.Error(e.Message);
             return 1;
         }
         catch (RpcException e)
         {
-            Output.Error(e.StatusCode == StatusCode.Unavailable ? $"an agent or the directory is not reachable: {e.Status.Detail}" : e.Status.Detail);
+            Output.Error(e.StatusCode == StatusCode.Unavailable
+                ? $"an agent or the directory is not reachable: {e.Status.Detail}" : e.Status.Detail);
             return 1;
         }
         catch (OperationCanceledException)

@@ -7,7 +7,9 @@ using Capsule.Lab;
 
 namespace Capsule.Cli;
 
-/// <summary>The daemons: `capsule agent` (capsuled, one per host) and `capsule directory` (the embedded directory).</summary>
+/// <summary>
+/// The daemons: `capsule agent` (capsuled, one per host) and `capsule directory` (the embedded directory).
+/// </summary>
 internal static class DaemonCommands
 {
     public static IEnumerable<Command> Build()
@@ -15,20 +17,40 @@ internal static class DaemonCommands
         var pidFile = new Option<string?>("--pid-file") { Description = "Write the process id here while running" };
         {
             var host = new Option<string>("--host") { Required = true, Description = "This host's name" };
-            var underlay = new Option<string>("--underlay") { Required = true, Description = "This host's underlay IPv4 address" };
-            var port = new Option<int>("--port") { DefaultValueFactory = _ => Wire.DefaultPort, Description = "UDP port for host-to-host traffic" };
-            var mtu = new Option<int>("--underlay-mtu") { DefaultValueFactory = _ => 1500, Description = "MTU of the underlay path" };
-            var directory = new Option<string>("--directory") { Required = true, Description = "Directory endpoint (unix:/path or http://host:port)" };
-            var listen = new Option<string>("--listen") { Required = true, Description = "Where to serve the agent API (unix:/path or http://addr:port)" };
+            var underlay = new Option<string>("--underlay")
+                { Required = true, Description = "This host's underlay IPv4 address" };
+            var port = new Option<int>("--port")
+                { DefaultValueFactory = _ => Wire.DefaultPort, Description = "UDP port for host-to-host traffic" };
+            var mtu = new Option<int>("--underlay-mtu")
+                { DefaultValueFactory = _ => 1500, Description = "MTU of the underlay path" };
+            var directory = new Option<string>("--directory")
+                { Required = true, Description = "Directory endpoint (unix:/path or http://host:port)" };
+            var listen = new Option<string>("--listen")
+                { Required = true, Description = "Where to serve the agent API (unix:/path or http://addr:port)" };
             var state = new Option<string>("--state") { Required = true, Description = "This host's state folder" };
-            var prefix = new Option<string>("--netns-prefix") { DefaultValueFactory = _ => "capsule", Description = "Prefix of capsule namespace names" };
-            var criu = new Option<string>("--criu") { DefaultValueFactory = _ => Checkpoint.Criu.DefaultBinary, Description = "CRIU binary (4.2.1 or newer)" };
-            var serves = new Option<string>("--serves") { DefaultValueFactory = _ => "", Description = "Gateway mode: the ordinary networks behind this host (prefixes, comma-separated)" };
-            var icmpFrom = new Option<string>("--icmp-from") { DefaultValueFactory = _ => "", Description = "Gateway mode: source address of the ICMP unreachable answers (its ordinary-side address)" };
+            var prefix = new Option<string>("--netns-prefix")
+                { DefaultValueFactory = _ => "capsule", Description = "Prefix of capsule namespace names" };
+            var criu = new Option<string>("--criu")
+            {
+                DefaultValueFactory = _ => Checkpoint.Criu.DefaultBinary,
+                Description = "CRIU binary (4.2.1 or newer)"
+            };
+            var serves = new Option<string>("--serves")
+            {
+                DefaultValueFactory = _ => "",
+                Description = "Gateway mode: the ordinary networks behind this host (prefixes, comma-separated)"
+            };
+            var icmpFrom = new Option<string>("--icmp-from")
+            {
+                DefaultValueFactory = _ => "",
+                Description =
+                    "Gateway mode: source address of the ICMP unreachable answers (its ordinary-side address)"
+            };
             var holdLease = new Option<double>("--hold-lease")
             {
                 DefaultValueFactory = _ => 15,
-                Description = "Seconds a hold lasts when its requester names none (a dead migration source holds no longer)",
+                Description =
+                    "Seconds a hold lasts when its requester names none (a dead migration source holds no longer)",
             };
             var holdSpool = new Option<string>("--hold-spool")
             {
@@ -44,8 +66,10 @@ internal static class DaemonCommands
             agent.SetAction((pr, ct) => CommandTree.Run(async () =>
             {
                 if (Names.HostNameError(pr.GetValue(host)) is { } e) throw new UserError(e);
-                if (pr.GetValue(mtu) is < 576 or > 65535) throw new UserError("--underlay-mtu must be between 576 and 65535");
-                foreach (var p in pr.GetValue(serves)!.Split(',', StringSplitOptions.RemoveEmptyEntries)) Prefix.Parse(p.Trim());
+                if (pr.GetValue(mtu) is < 576 or > 65535)
+                    throw new UserError("--underlay-mtu must be between 576 and 65535");
+                foreach (var p in pr.GetValue(serves)!.Split(',', StringSplitOptions.RemoveEmptyEntries))
+                    Prefix.Parse(p.Trim());
                 if (pr.GetValue(icmpFrom) is { Length: > 0 } f) Locator.Parse(f);
                 var lease = pr.GetValue(holdLease);
                 if (!(lease > 0) || lease > Engine.MaxLease.TotalSeconds)
@@ -53,21 +77,29 @@ internal static class DaemonCommands
                     var most = Engine.MaxLease.TotalSeconds;
                     throw new UserError($"--hold-lease must be more than 0 and at most {most} seconds");
                 }
-                var o = new AgentOptions(pr.GetValue(host)!, Locator.Parse(pr.GetValue(underlay)!), pr.GetValue(port), pr.GetValue(mtu),
-                    pr.GetValue(directory)!, pr.GetValue(listen)!, pr.GetValue(state)!, pr.GetValue(prefix)!, pr.GetValue(criu)!,
-                    pr.GetValue(serves)!, pr.GetValue(icmpFrom)!) { HoldLease = TimeSpan.FromSeconds(lease), HoldSpool = pr.GetValue(holdSpool)! };
+                var o = new AgentOptions(pr.GetValue(host)!, Locator.Parse(pr.GetValue(underlay)!), pr.GetValue(port),
+                    pr.GetValue(mtu), pr.GetValue(directory)!, pr.GetValue(listen)!, pr.GetValue(state)!,
+                    pr.GetValue(prefix)!, pr.GetValue(criu)!, pr.GetValue(serves)!, pr.GetValue(icmpFrom)!)
+                {
+                    HoldLease = TimeSpan.FromSeconds(lease),
+                    HoldSpool = pr.GetValue(holdSpool)!,
+                };
                 return await AgentHost.RunAsync(o, pr.GetValue(pidFile), ct);
             }));
             yield return agent;
         }
         {
-            var state = new Option<string>("--state") { Required = true, Description = "Folder holding the directory's durable state" };
-            var listen = new Option<string>("--listen") { Required = true, Description = "Where to serve (unix:/path or http://addr:port)" };
-            var pool = new Option<string>("--pool") { DefaultValueFactory = _ => "100.64.0.0/16", Description = "Locator pool, an IPv4 prefix" };
+            var state = new Option<string>("--state")
+                { Required = true, Description = "Folder holding the directory's durable state" };
+            var listen = new Option<string>("--listen")
+                { Required = true, Description = "Where to serve (unix:/path or http://addr:port)" };
+            var pool = new Option<string>("--pool")
+                { DefaultValueFactory = _ => "100.64.0.0/16", Description = "Locator pool, an IPv4 prefix" };
             var dir = new Command("directory", "Run the embedded capsule directory") { state, listen, pool, pidFile };
             dir.Hidden = true;
             dir.SetAction((pr, ct) => CommandTree.Run(async () =>
-                await DirectoryServer.RunAsync(pr.GetValue(state)!, Prefix.Parse(pr.GetValue(pool)!), pr.GetValue(listen)!, pr.GetValue(pidFile), ct)));
+                await DirectoryServer.RunAsync(pr.GetValue(state)!, Prefix.Parse(pr.GetValue(pool)!),
+                    pr.GetValue(listen)!, pr.GetValue(pidFile), ct)));
             yield return dir;
         }
         {

@@ -22,7 +22,10 @@ internal static partial class Demo
 
     public static Command Build()
     {
-        var keep = new Option<bool>("--keep") { Description = "Leave the demo lab up afterwards (remove it with `capsule lab down --lab demo`)" };
+        var keep = new Option<bool>("--keep")
+        {
+            Description = "Leave the demo lab up afterwards (remove it with `capsule lab down --lab demo`)"
+        };
         var demo = new Command("demo", "Run a live demo in a local lab of simulated hosts") { keep };
         demo.SetAction((pr, ct) => CommandTree.Run(() => RunAsync(pr.GetValue(keep), ct)));
         return demo;
@@ -34,21 +37,28 @@ internal static partial class Demo
         if (!File.Exists(tool)) throw new UserError($"the stream tool is missing at {tool}; rebuild Capsule");
         var session = new Session("demo");
         var lab = new LabRunner(session.Paths, Output.Step);
-        if (lab.Exists) { Output.Step("removing a previous demo lab"); await lab.DownAsync(ct); }
+        if (lab.Exists)
+        {
+            Output.Step("removing a previous demo lab");
+            await lab.DownAsync(ct);
+        }
         Heading("1. A lab of three simulated hosts", "network namespaces on one underlay segment, an agent each");
         await lab.UpAsync(3, ct);
         try
         {
-            Heading("2. Capsules with a live stream between them", $"client on h1 sends ~1 MB/s to server on h2 for {StreamSeconds} s; both check every byte");
+            Heading("2. Capsules with a live stream between them",
+                $"client on h1 sends ~1 MB/s to server on h2 for {StreamSeconds} s; both check every byte");
             var server = await Create(session, "server", "h2", ["python3", tool, "server", Port.ToString()], ct);
             await WaitForLog(session, "server", "LISTENING", ct);
-            var client = await Create(session, "client", "h1", ["python3", tool, "client", server.Locator, Port.ToString(), StreamSeconds.ToString()], ct);
+            var client = await Create(session, "client", "h1",
+                ["python3", tool, "client", server.Locator, Port.ToString(), StreamSeconds.ToString()], ct);
             var clock = Stopwatch.StartNew();
             await WaitForLog(session, "client", "PROGRESS sent=", ct);
             await Table(session, ct);
             await WatchStream(session, clock, TimeSpan.FromSeconds(1), ct);
 
-            Heading("3. Live migration of the client, h1 -> h3", "the stream keeps running; h2 holds its packets meanwhile");
+            Heading("3. Live migration of the client, h1 -> h3",
+                "the stream keeps running; h2 holds its packets meanwhile");
             var moveClient = await Migrate(session, "client", "h3", ct);
             await WatchStream(session, clock, TimeSpan.FromSeconds(2), ct);
 
@@ -64,20 +74,27 @@ internal static partial class Demo
         }
         finally
         {
-            if (!keep) { Heading("7. Cleaning up"); await lab.DownAsync(CancellationToken.None); }
+            if (!keep)
+            {
+                Heading("7. Cleaning up");
+                await lab.DownAsync(CancellationToken.None);
+            }
         }
     }
 
     static void Heading(string title, string? note = null) =>
-        AnsiConsole.MarkupLine($"[bold]{Markup.Escape(title)}[/]" + (note is null ? "" : $"\n   [grey]{Markup.Escape(note)}[/]"));
+        AnsiConsole.MarkupLine($"[bold]{Markup.Escape(title)}[/]" +
+            (note is null ? "" : $"\n   [grey]{Markup.Escape(note)}[/]"));
 
-    static Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct) => s.CreateAsync(name, host, cmd, ct);
+    static Task<CapsuleInfo> Create(Session s, string name, string host, string[] cmd, CancellationToken ct) =>
+        s.CreateAsync(name, host, cmd, ct);
 
     static async Task Table(Session s, CancellationToken ct)
     {
         var state = await s.Directory.SnapshotAsync(ct);
         var t = Output.Table("NAME", "LOCATOR", "HOST", "STATE");
-        foreach (var c in state.Capsules.Values.OrderBy(c => c.Name)) t.AddRow(c.Name, c.Locator.ToString(), c.Host, c.State.ToString().ToLowerInvariant());
+        foreach (var c in state.Capsules.Values.OrderBy(c => c.Name))
+            t.AddRow(c.Name, c.Locator.ToString(), c.Host, c.State.ToString().ToLowerInvariant());
         AnsiConsole.Write(t);
     }
 
@@ -100,7 +117,8 @@ internal static partial class Demo
             if (o.Contains("ERROR") || e.Contains("Traceback"))
                 throw new UserError($"capsule {name} failed:\n{(o + e).Trim()}");
             if (sw.Elapsed > TimeSpan.FromSeconds(15))
-                throw new TimeoutException($"'{text}' did not appear in the output of capsule {name} within 15 s:\n{(o + e).Trim()}");
+                throw new TimeoutException(
+                    $"'{text}' did not appear in the output of capsule {name} within 15 s:\n{(o + e).Trim()}");
             await Task.Delay(100, ct);
         }
     }
@@ -116,7 +134,8 @@ internal static partial class Demo
     /// <paramref name="stopAt"/>): one line rewritten in place on a terminal, a line a second
     /// otherwise. Returns the client's output as last read.
     /// </summary>
-    static async Task<string> WatchStream(Session s, Stopwatch clock, TimeSpan duration, CancellationToken ct, string[]? stopAt = null)
+    static async Task<string> WatchStream(Session s, Stopwatch clock, TimeSpan duration, CancellationToken ct,
+        string[]? stopAt = null)
     {
         var live = !Console.IsOutputRedirected;
         var sw = Stopwatch.StartNew();
@@ -129,12 +148,22 @@ internal static partial class Demo
             catch (RpcException) { } // the capsule may be between hosts for a moment; try again
             var m = DoneLine().Match(log) is { Success: true } d ? d : ProgressLine().Matches(log).LastOrDefault();
             if (m is not null)
-                line = $"   stream at {clock.Elapsed.TotalSeconds,4:F1} s: {Mb(m.Groups[1].Value)} sent, {Mb(m.Groups[2].Value)} echoed back";
+                line = $"   stream at {clock.Elapsed.TotalSeconds,4:F1} s: {Mb(m.Groups[1].Value)} sent, " +
+                    $"{Mb(m.Groups[2].Value)} echoed back";
             var stop = stopAt?.Any(log.Contains) == true || sw.Elapsed >= duration;
             if (line is not null && line != shown)
             {
-                if (live) { Console.Write("\r" + line.PadRight(79)); shown = line; }
-                else if (stop || sw.Elapsed - lastPrint >= TimeSpan.FromSeconds(1)) { Console.WriteLine(line); shown = line; lastPrint = sw.Elapsed; }
+                if (live)
+                {
+                    Console.Write("\r" + line.PadRight(79));
+                    shown = line;
+                }
+                else if (stop || sw.Elapsed - lastPrint >= TimeSpan.FromSeconds(1))
+                {
+                    Console.WriteLine(line);
+                    shown = line;
+                    lastPrint = sw.Elapsed;
+                }
             }
             if (stop) break;
             await Task.Delay(250, ct);
@@ -152,37 +181,55 @@ internal static partial class Demo
         ["flush"] = "directory switched; flushing the held packets",
     };
 
-    /// <summary>Migrates a capsule through its host's agent, showing each phase as it starts and a short result.</summary>
+    /// <summary>
+    /// Migrates a capsule through its host's agent, showing each phase as it starts and a short result.
+    /// </summary>
     static async Task<MigrateResult> Migrate(Session s, string name, string target, CancellationToken ct)
     {
         var (c, agent) = await s.CapsuleAsync(name, ct);
         var sw = Stopwatch.StartNew();
-        using var call = agent.Migrate(new MigrateRequest { Name = c.Name, Target = target, HoldPackets = Agent.Migration.MigrationSource.DefaultHoldPackets }, cancellationToken: ct);
+        using var call = agent.Migrate(new MigrateRequest
+        {
+            Name = c.Name, Target = target, HoldPackets = Agent.Migration.MigrationSource.DefaultHoldPackets
+        }, cancellationToken: ct);
         MigrateResult? result = null;
         await foreach (var p in call.ResponseStream.ReadAllAsync(ct))
         {
-            if (p.Result is not null) { result = p.Result; break; }
-            var words = PhaseWords.GetValueOrDefault(p.Phase) ?? (p.Phase == "transfer" ? $"sending the image to {target}, restoring it there" : p.Message);
-            AnsiConsole.MarkupLine($"   [grey]{sw.ElapsedMilliseconds,5} ms[/]  [bold]{p.Phase,-9}[/] {Markup.Escape(words)}");
+            if (p.Result is not null)
+            {
+                result = p.Result;
+                break;
+            }
+            var words = PhaseWords.GetValueOrDefault(p.Phase)
+                ?? (p.Phase == "transfer" ? $"sending the image to {target}, restoring it there" : p.Message);
+            AnsiConsole.MarkupLine(
+                $"   [grey]{sw.ElapsedMilliseconds,5} ms[/]  [bold]{p.Phase,-9}[/] {Markup.Escape(words)}");
         }
         if (result is null) throw new UserError($"the agent ended the migration of {name} without a result");
         var r = result;
         if (r.Ok)
         {
             var t = r.Times;
-            AnsiConsole.MarkupLine($"   [green]moved[/] in [bold]{t.TotalMs} ms[/] (sync {t.SyncMs}, dump {t.DumpMs}, transfer {t.TransferMs}, restore {t.RestoreMs}, flush {t.FlushMs})");
-            AnsiConsole.MarkupLine($"   image {r.ImageBytes / 1048576.0:F1} MiB; {r.Peers} {(r.Peers == 1 ? "peer" : "peers")} held {r.Held} packets, {r.Flushed} flushed, {r.Dropped} dropped");
-            if (r.Unaccounted > 0) AnsiConsole.MarkupLine($"   [yellow]{r.Unaccounted} packets sent before the cut were not seen[/] (TCP resends them)");
+            AnsiConsole.MarkupLine($"   [green]moved[/] in [bold]{t.TotalMs} ms[/] (sync {t.SyncMs}, " +
+                $"dump {t.DumpMs}, transfer {t.TransferMs}, restore {t.RestoreMs}, flush {t.FlushMs})");
+            AnsiConsole.MarkupLine($"   image {r.ImageBytes / 1048576.0:F1} MiB; " +
+                $"{r.Peers} {(r.Peers == 1 ? "peer" : "peers")} held {r.Held} packets, " +
+                $"{r.Flushed} flushed, {r.Dropped} dropped");
+            if (r.Unaccounted > 0)
+                AnsiConsole.MarkupLine(
+                    $"   [yellow]{r.Unaccounted} packets sent before the cut were not seen[/] (TCP resends them)");
         }
         else
         {
             AnsiConsole.MarkupLine($"   [red]failed[/]: {Markup.Escape(r.Error)}");
-            AnsiConsole.MarkupLine(r.ResumedOnSource ? $"   {name} was resumed on {r.Host}" : $"   {name} may need attention on {r.Host}");
+            AnsiConsole.MarkupLine(r.ResumedOnSource ? $"   {name} was resumed on {r.Host}"
+                : $"   {name} may need attention on {r.Host}");
         }
         return r;
     }
 
-    static async Task<bool> Summary(Session s, string clientLog, bool doneEarly, MigrateResult moveClient, MigrateResult moveServer, CancellationToken ct)
+    static async Task<bool> Summary(Session s, string clientLog, bool doneEarly, MigrateResult moveClient,
+        MigrateResult moveServer, CancellationToken ct)
     {
         Heading("6. Summary");
         var all = true;
@@ -215,23 +262,30 @@ internal static partial class Demo
             if (server.Item1.Contains("CLOSED") || server.Item1.Contains("ERROR")) break;
             await Task.Delay(100, ct);
         }
-        Check("received", server.Item1.Contains(closed) ? $"the server checked all {sent:N0} bytes in order" : "the server did not see exactly the bytes sent", server.Item1.Contains(closed));
+        Check("received", server.Item1.Contains(closed) ? $"the server checked all {sent:N0} bytes in order"
+            : "the server did not see exactly the bytes sent", server.Item1.Contains(closed));
 
         var client = (Out: clientLog, Err: "");
         try { client = await Logs(s, "client", ct); } catch (RpcException) { }
-        static bool Clean((string Out, string Err) l) => !l.Out.Contains("ERROR") && !l.Err.Contains("ERROR") && !l.Err.Contains("Traceback");
+        static bool Clean((string Out, string Err) l) =>
+            !l.Out.Contains("ERROR") && !l.Err.Contains("ERROR") && !l.Err.Contains("Traceback");
         Check("errors", "no lost, duplicated or reordered byte, no reset", Clean(client) && Clean(server));
-        Check("during moves", doneEarly ? "the stream had ended before the server moved" : "the stream ran through both migrations", !doneEarly);
+        Check("during moves", doneEarly ? "the stream had ended before the server moved"
+            : "the stream ran through both migrations", !doneEarly);
 
         Check("client moved", Moved(moveClient), moveClient.Ok);
         Check("server moved", Moved(moveServer), moveServer.Ok);
-        if (done.Success) AnsiConsole.MarkupLine($"        {"longest gap",-14} {double.Parse(done.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture) * 1000:F0} ms between two echoes");
+        if (done.Success)
+            AnsiConsole.MarkupLine($"        {"longest gap",-14} " +
+                $"{double.Parse(done.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture) * 1000:F0}" +
+                " ms between two echoes");
 
         var state = await s.Directory.SnapshotAsync(ct);
         string HostOf(string n) => state.Capsules.TryGetValue(n, out var c) ? c.Host : "nowhere";
         var prefix = s.Paths.NetnsPrefix;
         bool Runs(string n, string h) => HostOf(n) == h && Netns.Exists($"{prefix}-{h}-c-{n}");
-        Check("running", $"client on {HostOf("client")}, server on {HostOf("server")}", Runs("client", "h3") && Runs("server", "h1"));
+        Check("running", $"client on {HostOf("client")}, server on {HostOf("server")}",
+            Runs("client", "h3") && Runs("server", "h1"));
 
         var oldClient = $"{prefix}-h1-c-client";
         var oldServer = $"{prefix}-h2-c-server";
@@ -241,7 +295,8 @@ internal static partial class Demo
         var onH2 = (await h2.ListAsync(new Empty(), cancellationToken: ct)).Capsules.Any(c => c.Name == "server");
         var leftover = new[] { oldClient, oldServer }.Where(Netns.Exists).ToList();
         var clean = leftover.Count == 0 && !onH1 && !onH2;
-        Check("left behind", clean ? $"nothing: {oldClient}, {oldServer} gone" : $"{string.Join(", ", leftover)}{(onH1 ? " client on h1" : "")}{(onH2 ? " server on h2" : "")}", clean);
+        Check("left behind", clean ? $"nothing: {oldClient}, {oldServer} gone"
+            : $"{string.Join(", ", leftover)}{(onH1 ? " client on h1" : "")}{(onH2 ? " server on h2" : "")}", clean);
 
         AnsiConsole.MarkupLine(all
             ? "[green]demo passed[/]: both ends moved mid-stream; every byte arrived once, in order"

@@ -10,9 +10,19 @@ internal static class LabCommands
     {
         var lab = new Command("lab", "Simulated hosts on this machine, each a network namespace with its own agent");
 
-        var hosts = new Option<int>("--hosts") { Description = "How many hosts (h1..hN)", DefaultValueFactory = _ => 2 };
-        var legacy = new Option<int>("--legacy") { Description = "How many ordinary hosts (l1..lM, no Capsule software) behind a gateway", DefaultValueFactory = _ => 0 };
-        var up = new Command("up", "Create the lab: underlay segment, directory, hosts h1..hN with an agent each, ordinary hosts behind a gateway") { hosts, legacy };
+        var hosts = new Option<int>("--hosts")
+            { Description = "How many hosts (h1..hN)", DefaultValueFactory = _ => 2 };
+        var legacy = new Option<int>("--legacy")
+        {
+            Description = "How many ordinary hosts (l1..lM, no Capsule software) behind a gateway",
+            DefaultValueFactory = _ => 0
+        };
+        var up = new Command("up",
+            "Create the lab: underlay segment, directory, hosts h1..hN with an agent each, " +
+            "ordinary hosts behind a gateway")
+        {
+            hosts, legacy
+        };
         up.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
             var s = CommandTree.SessionOf(pr);
@@ -32,8 +42,12 @@ internal static class LabCommands
         }));
 
         var host = new Argument<string>("host") { Description = "Simulated host, e.g. h1" };
-        var cmd = new Argument<string[]>("command") { Description = "Command to run (after --)", Arity = ArgumentArity.OneOrMore };
-        var exec = new Command("exec", "Run a command on a simulated host or ordinary host (in its network namespace)") { host, cmd };
+        var cmd = new Argument<string[]>("command")
+            { Description = "Command to run (after --)", Arity = ArgumentArity.OneOrMore };
+        var exec = new Command("exec", "Run a command on a simulated host or ordinary host (in its network namespace)")
+        {
+            host, cmd
+        };
         exec.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
             var s = CommandTree.SessionOf(pr);
@@ -42,8 +56,14 @@ internal static class LabCommands
             return await Self.RunAttachedAsync("nsenter", [$"--net={Netns.Dir}/{ns}", "--", .. pr.GetValue(cmd)!], ct);
         }));
 
-        var which = new Argument<string[]>("hosts") { Description = "Hosts to restart (all when none is named)", Arity = ArgumentArity.ZeroOrMore };
-        var restart = new Command("restart", "Restart simulated hosts as a reboot would: their processes and capsules end, their disks and the directory stay") { which };
+        var which = new Argument<string[]>("hosts")
+            { Description = "Hosts to restart (all when none is named)", Arity = ArgumentArity.ZeroOrMore };
+        var restart = new Command("restart",
+            "Restart simulated hosts as a reboot would: their processes and capsules end, their disks and the " +
+            "directory stay")
+        {
+            which
+        };
         restart.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
             var s = CommandTree.SessionOf(pr);

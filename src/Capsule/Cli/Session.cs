@@ -17,7 +17,8 @@ internal sealed class Session(string lab)
     string DirectoryEndpoint =>
         Environment.GetEnvironmentVariable("CAPSULE_DIRECTORY") is { Length: > 0 } e ? e
         : File.Exists(Paths.DirectorySocket) ? Paths.DirectoryEndpoint
-        : throw new UserError($"lab '{Paths.Name}' is not up (no directory at {Paths.DirectorySocket}); start it with `capsule lab up`{(Paths.Name == LabPaths.DefaultName ? "" : " --lab " + Paths.Name)}");
+        : throw new UserError($"lab '{Paths.Name}' is not up (no directory at {Paths.DirectorySocket}); " +
+            $"start it with `capsule lab up`{(Paths.Name == LabPaths.DefaultName ? "" : " --lab " + Paths.Name)}");
 
     public async Task<(HostRecord Host, HostAgent.HostAgentClient Agent)> AgentAsync(string host, CancellationToken ct)
     {
@@ -28,17 +29,23 @@ internal sealed class Session(string lab)
     }
 
     /// <summary>Creates a capsule through its host's agent; fails if its first process is not running.</summary>
-    public async Task<CapsuleInfo> CreateAsync(string name, string host, IEnumerable<string> command, CancellationToken ct)
+    public async Task<CapsuleInfo> CreateAsync(string name, string host, IEnumerable<string> command,
+        CancellationToken ct)
     {
         var (_, agent) = await AgentAsync(host, ct);
         var req = new CreateRequest { Name = name };
         req.Command.AddRange(command);
         var info = await agent.CreateAsync(req, cancellationToken: ct);
-        if (info.Pid == 0) throw new InvalidOperationException($"capsule '{name}' on {host} is not running ({info.State.ToString().ToLowerInvariant()})");
+        if (info.Pid == 0)
+            throw new InvalidOperationException(
+                $"capsule '{name}' on {host} is not running ({info.State.ToString().ToLowerInvariant()})");
         return info;
     }
 
-    /// <summary>Tells every host's agent to end its hold for <paramref name="locator"/>: flush to <paramref name="to"/>, or drop when none.</summary>
+    /// <summary>
+    /// Tells every host's agent to end its hold for <paramref name="locator"/>: flush to <paramref name="to"/>, or
+    /// drop when none.
+    /// </summary>
     public async Task ReleaseHoldsAsync(Locator locator, Locator to, CancellationToken ct)
     {
         var state = await Directory.SnapshotAsync(ct);
@@ -47,13 +54,15 @@ internal sealed class Session(string lab)
             try
             {
                 await new HostAgent.HostAgentClient(Channels.For(h.AgentEndpoint)).ReleaseAsync(
-                    new ReleaseRequest { Locator = locator.ToString(), ToUnderlay = to.IsNone ? "" : to.ToString() }, deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: ct);
+                    new ReleaseRequest { Locator = locator.ToString(), ToUnderlay = to.IsNone ? "" : to.ToString() },
+                    deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: ct);
             }
             catch (RpcException) { } // an agent that is down holds nothing
         }));
     }
 
-    public async Task<(CapsuleRecord Capsule, HostAgent.HostAgentClient Agent)> CapsuleAsync(string name, CancellationToken ct)
+    public async Task<(CapsuleRecord Capsule, HostAgent.HostAgentClient Agent)> CapsuleAsync(string name,
+        CancellationToken ct)
     {
         var state = await Directory.SnapshotAsync(ct);
         if (!state.Capsules.TryGetValue(name, out var c))

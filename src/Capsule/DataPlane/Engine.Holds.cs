@@ -242,7 +242,9 @@ internal sealed unsafe partial class Engine
         End(hold, dropped, resume: true);
     }
 
-    /// <summary>Sends the next burst (<see cref="Hold.BurstSize"/> packets at most) from the front of a draining hold.</summary>
+    /// <summary>
+    /// Sends the next burst (<see cref="Hold.BurstSize"/> packets at most) from the front of a draining hold.
+    /// </summary>
     void DrainBurst(Hold hold, long now)
     {
         var buffer = hold.Buffer;
@@ -263,7 +265,9 @@ internal sealed unsafe partial class Engine
                 Egress.Drops.Add(DropReason.IoError);
     }
 
-    /// <summary>Held packets are wrapped in place and sent as one batch, borrowing the egress batch's headers.</summary>
+    /// <summary>
+    /// Held packets are wrapped in place and sent as one batch, borrowing the egress batch's headers.
+    /// </summary>
     void SendHeld(HoldBuffer buffer, int n, Locator toHost, Locator locator)
     {
         if (n == 0) return;

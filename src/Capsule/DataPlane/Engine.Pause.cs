@@ -40,7 +40,9 @@ internal sealed unsafe partial class Engine
 
     static bool After(uint a, uint b) => (int)(a - b) > 0;
 
-    /// <summary>Ingress (capsule → ordinary host): learn the capsule's sequence, ack and window; zero the window while paused.</summary>
+    /// <summary>
+    /// Ingress (capsule → ordinary host): learn the capsule's sequence, ack and window; zero the window while paused.
+    /// </summary>
     void TrackCapsuleSide(Span<byte> packet)
     {
         if (!Tcp.TryParse(packet, out var s)) return;
@@ -63,11 +65,15 @@ internal sealed unsafe partial class Engine
         if (s.Rst) _flows.TryRemove(key, out _);
     }
 
-    /// <summary>Egress (ordinary host → capsule): the peer's latest timestamp, to echo in what we send in the capsule's name.</summary>
+    /// <summary>
+    /// Egress (ordinary host → capsule): the peer's latest timestamp, to echo in what we send in the capsule's name.
+    /// </summary>
     void TrackPeerSide(ReadOnlySpan<byte> packet)
     {
         if (!Tcp.TryParse(packet, out var s)) return;
-        if (_flows.TryGetValue(new FlowKey(s.Dst.Value, s.DstPort, s.Src.Value, s.SrcPort), out var f) && s.HasTimestamps) f.PeerTsVal = s.TsVal;
+        if (_flows.TryGetValue(new FlowKey(s.Dst.Value, s.DstPort, s.Src.Value, s.SrcPort), out var f)
+            && s.HasTimestamps)
+            f.PeerTsVal = s.TsVal;
     }
 
     void PauseFlows(Locator capsule)
@@ -83,7 +89,10 @@ internal sealed unsafe partial class Engine
         }
     }
 
-    /// <summary>A segment for a paused flow was just held (or refused by a full hold): acknowledge what is held in order, window zero.</summary>
+    /// <summary>
+    /// A segment for a paused flow was just held (or refused by a full hold): acknowledge what is held in order,
+    /// window zero.
+    /// </summary>
     void SpeakForPausedCapsule(ReadOnlySpan<byte> packet, bool stored)
     {
         if (!Tcp.TryParse(packet, out var s)) return;
@@ -115,7 +124,10 @@ internal sealed unsafe partial class Engine
         }
     }
 
-    /// <summary>Forgets flows idle for longer than <paramref name="idle"/> (closed connections); never a paused one. Control path.</summary>
+    /// <summary>
+    /// Forgets flows idle for longer than <paramref name="idle"/> (closed connections); never a paused one. Control
+    /// path.
+    /// </summary>
     public int SweepFlows(TimeSpan idle)
     {
         var before = Environment.TickCount64 - (long)idle.TotalMilliseconds;

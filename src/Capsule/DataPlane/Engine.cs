@@ -10,11 +10,15 @@ internal sealed class FlowCounters
 {
     public long Packets, Bytes, Batches, Held, Flushed, HoldDropped, Unreachables;
 
-    /// <summary>Of <see cref="HoldDropped"/> at a full buffer or by policy, the UDP datagrams (what a UDP receiver misses).</summary>
+    /// <summary>
+    /// Of <see cref="HoldDropped"/> at a full buffer or by policy, the UDP datagrams (what a UDP receiver misses).
+    /// </summary>
     public long HoldDroppedUdp;
     /// <summary>Holds whose lease ran out with no release, and what such holds dropped (routed nowhere).</summary>
     public long HoldsExpired, HoldExpiredDropped;
-    /// <summary>Packets for a local capsule read from the TUN and written back for delivery (its local route not yet there).</summary>
+    /// <summary>
+    /// Packets for a local capsule read from the TUN and written back for delivery (its local route not yet there).
+    /// </summary>
     public long DeliveredLocal;
     /// <summary>Holds kept in memory alone because their spool file could not be made.</summary>
     public long HoldSpoolFailures;
@@ -58,9 +62,14 @@ internal sealed unsafe partial class Engine : IDisposable
 
     public FlowCounters Egress { get; } = new();
     public FlowCounters Ingress { get; } = new();
-    /// <summary>Packets sent per (host, destination locator), key host &lt;&lt; 32 | locator (egress thread writes, anyone reads).</summary>
+    /// <summary>
+    /// Packets sent per (host, destination locator), key host &lt;&lt; 32 | locator (egress thread writes,
+    /// anyone reads).
+    /// </summary>
     public ConcurrentDictionary<ulong, FlowCount> SentTo { get; } = new();
-    /// <summary>Packets arrived per (sending host, destination locator), key host &lt;&lt; 32 | locator (ingress thread writes).</summary>
+    /// <summary>
+    /// Packets arrived per (sending host, destination locator), key host &lt;&lt; 32 | locator (ingress thread writes).
+    /// </summary>
     public ConcurrentDictionary<ulong, FlowCount> ReceivedFrom { get; } = new();
     public TranslationTable Table => Volatile.Read(ref _table);
     /// <summary>Source of the ICMP unreachable answers a gateway gives.</summary>
@@ -84,7 +93,11 @@ internal sealed unsafe partial class Engine : IDisposable
         _ingress = new Thread(IngressLoop) { Name = "capsule-ingress", IsBackground = true };
     }
 
-    public void Start() { _egress.Start(); _ingress.Start(); }
+    public void Start()
+    {
+        _egress.Start();
+        _ingress.Start();
+    }
 
     /// <summary>Publishes a new table; the next batch in each direction uses it.</summary>
     public void Publish(TranslationTable table) => Volatile.Write(ref _table, table);
@@ -250,7 +263,8 @@ internal sealed unsafe partial class Engine : IDisposable
         if (_raw < 0) _raw = Native.socket(Native.AF_INET, Native.SOCK_RAW | Native.SOCK_CLOEXEC, Native.IPPROTO_RAW);
         var to = UdpEndpoint.SockAddr(Ipv4.Source(packet), 0);
         fixed (byte* p = answer)
-            if (_raw >= 0 && Native.sendto(_raw, p, (nuint)n, 0, &to, (uint)sizeof(Native.SockAddrIn)) > 0) c.Unreachables++;
+            if (_raw >= 0 && Native.sendto(_raw, p, (nuint)n, 0, &to, (uint)sizeof(Native.SockAddrIn)) > 0)
+                c.Unreachables++;
     }
 
     int _raw = -1; // egress thread only
@@ -297,15 +311,21 @@ internal sealed unsafe partial class Engine : IDisposable
                     : Forwarding.Inbound(table, from, datagram, out _);
                 // The cut counts what arrived from a known host, delivered or not: a migration waits
                 // for packets to be here, and one this host then refuses has arrived all the same.
-                if (verdict is not (DropReason.UnknownHost or DropReason.Malformed or DropReason.BadVersion) && len >= Wire.HeaderSize + Ipv4.MinHeader)
+                if (verdict is not (DropReason.UnknownHost or DropReason.Malformed or DropReason.BadVersion)
+                    && len >= Wire.HeaderSize + Ipv4.MinHeader)
                 {
                     var key = Key(from, Ipv4.Destination(datagram[Wire.HeaderSize..]));
                     if (!ReceivedFrom.TryGetValue(key, out var f)) f = ReceivedFrom.GetOrAdd(key, _ => new FlowCount());
                     f.Packets++;
                     f.Bytes += len - Wire.HeaderSize;
                 }
-                if (verdict != DropReason.None) { c.Drops.Add(verdict); continue; }
-                if (datagram[Wire.HeaderSize + 9] == Tcp.Protocol) TrackCapsuleSide(new Span<byte>(slot + Wire.HeaderSize, len - Wire.HeaderSize));
+                if (verdict != DropReason.None)
+                {
+                    c.Drops.Add(verdict);
+                    continue;
+                }
+                if (datagram[Wire.HeaderSize + 9] == Tcp.Protocol)
+                    TrackCapsuleSide(new Span<byte>(slot + Wire.HeaderSize, len - Wire.HeaderSize));
                 if (Native.write(tunFd, slot + Wire.HeaderSize, (nuint)(len - Wire.HeaderSize)) < 0)
                 {
                     c.Drops.Add(DropReason.IoError);

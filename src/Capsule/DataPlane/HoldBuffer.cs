@@ -115,8 +115,10 @@ internal sealed unsafe class HoldBuffer : IDisposable
         var cursor = MemoryMarshal.Read<long>(header[CursorAt..]);
         var (head, count) = ((int)(uint)cursor, (int)(cursor >> 32));
         if (MemoryMarshal.Read<long>(header) != Magic) problem = "not a hold spool";
-        else if (capacity < 1 || Size(capacity) != length) problem = $"capacity {capacity} does not fit its length {length}";
-        else if (head < 0 || head >= capacity || count < 0 || count > capacity) problem = $"cursor {head}+{count} out of range";
+        else if (capacity < 1 || Size(capacity) != length)
+            problem = $"capacity {capacity} does not fit its length {length}";
+        else if (head < 0 || head >= capacity || count < 0 || count > capacity)
+            problem = $"cursor {head}+{count} out of range";
         if (problem is not null) return null;
         var buffer = Map(path, capacity, length);
         for (var i = 0; i < count; i++)

@@ -10,7 +10,12 @@ internal sealed unsafe class UdpEndpoint : IDisposable
     public Locator Address { get; }
     public int Port { get; }
 
-    UdpEndpoint(int fd, Locator address, int port) { Fd = fd; Address = address; Port = port; }
+    UdpEndpoint(int fd, Locator address, int port)
+    {
+        Fd = fd;
+        Address = address;
+        Port = port;
+    }
 
     public static UdpEndpoint Bind(Locator address, int port, int bufferBytes = 4 << 20)
     {
@@ -47,6 +52,10 @@ internal sealed unsafe class UdpEndpoint : IDisposable
 
     public void Dispose()
     {
-        if (Fd >= 0) { Native.close(Fd); Fd = -1; }
+        if (Fd >= 0)
+        {
+            Native.close(Fd);
+            Fd = -1;
+        }
     }
 }

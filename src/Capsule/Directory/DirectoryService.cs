@@ -22,10 +22,18 @@ internal sealed class DirectoryService(EmbeddedDirectory dir) : Protos.CapsuleDi
     static readonly Empty Done = new();
 
     public override Task<Empty> PutHost(Host request, ServerCallContext context) =>
-        Guard(async () => { await dir.PutHostAsync(request.ToCore()); return Done; });
+        Guard(async () =>
+        {
+            await dir.PutHostAsync(request.ToCore());
+            return Done;
+        });
 
     public override Task<Empty> DeleteHost(NameRequest request, ServerCallContext context) =>
-        Guard(async () => { await dir.DeleteHostAsync(request.Name); return Done; });
+        Guard(async () =>
+        {
+            await dir.DeleteHostAsync(request.Name);
+            return Done;
+        });
 
     public override Task<CapsuleEntry> Allocate(AllocateRequest request, ServerCallContext context) =>
         Guard(async () => (await dir.AllocateAsync(request.Name, request.Host)).ToWire());
@@ -35,12 +43,17 @@ internal sealed class DirectoryService(EmbeddedDirectory dir) : Protos.CapsuleDi
             request.ExpectRevision, request.Detail.Length == 0 ? null : request.Detail)).ToWire());
 
     public override Task<Empty> Release(NameRequest request, ServerCallContext context) =>
-        Guard(async () => { await dir.ReleaseAsync(request.Name); return Done; });
+        Guard(async () =>
+        {
+            await dir.ReleaseAsync(request.Name);
+            return Done;
+        });
 
     public override Task<Snapshot> GetSnapshot(SnapshotRequest request, ServerCallContext context) =>
         Task.FromResult(dir.State.ToWire());
 
-    public override async Task Watch(WatchRequest request, IServerStreamWriter<Snapshot> responseStream, ServerCallContext context)
+    public override async Task Watch(WatchRequest request, IServerStreamWriter<Snapshot> responseStream,
+        ServerCallContext context)
     {
         try
         {

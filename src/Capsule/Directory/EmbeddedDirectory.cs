@@ -58,7 +58,11 @@ internal sealed class EmbeddedDirectory : IDirectory
         // newest, so it skips ahead below rather than replaying every step.
         var ch = Channel.CreateUnbounded<DirectoryState>(new UnboundedChannelOptions { SingleReader = true });
         DirectoryState first;
-        lock (_gate) { _watchers.Add(ch); first = _state; }
+        lock (_gate)
+        {
+            _watchers.Add(ch);
+            first = _state;
+        }
         try
         {
             yield return first;
@@ -78,7 +82,8 @@ internal sealed class EmbeddedDirectory : IDirectory
     // ---- persistence ----
 
     sealed record FileHost(string Name, string Underlay, string AgentEndpoint, string? Serves);
-    sealed record FileCapsule(string Name, string Locator, string Host, CapsuleState State, long Revision, string? Detail);
+    sealed record FileCapsule(string Name, string Locator, string Host, CapsuleState State, long Revision,
+        string? Detail);
     sealed record FileState(int Format, string Pool, long Revision, List<FileHost> Hosts, List<FileCapsule> Capsules);
 
     static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
@@ -86,8 +91,10 @@ internal sealed class EmbeddedDirectory : IDirectory
     static void Save(string file, DirectoryState s)
     {
         var dto = new FileState(1, s.Pool.ToString(), s.Revision,
-            s.Hosts.Values.Select(h => new FileHost(h.Name, h.Underlay.ToString(), h.AgentEndpoint, h.Serves.Length == 0 ? null : h.Serves)).ToList(),
-            s.Capsules.Values.Select(c => new FileCapsule(c.Name, c.Locator.ToString(), c.Host, c.State, c.Revision, c.Detail)).ToList());
+            s.Hosts.Values.Select(h => new FileHost(h.Name, h.Underlay.ToString(), h.AgentEndpoint,
+                h.Serves.Length == 0 ? null : h.Serves)).ToList(),
+            s.Capsules.Values.Select(c => new FileCapsule(c.Name, c.Locator.ToString(), c.Host, c.State, c.Revision,
+                c.Detail)).ToList());
         var tmp = file + ".tmp";
         using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
         {
@@ -110,14 +117,19 @@ internal sealed class EmbeddedDirectory : IDirectory
         }
         catch (JsonException e)
         {
-            throw new DirectoryException($"{file} is not a readable directory state ({e.Message}); move it aside to start empty");
+            throw new DirectoryException(
+                $"{file} is not a readable directory state ({e.Message}); move it aside to start empty");
         }
         if (dto.Format != 1) throw new DirectoryException($"{file} has format {dto.Format}; this build reads format 1");
         var filePool = Prefix.Parse(dto.Pool);
         if (filePool != pool)
-            throw new DirectoryException($"{file} was made for pool {filePool}, not {pool}; start with --pool {filePool} or move the file aside");
-        var hosts = dto.Hosts.ToImmutableSortedDictionary(h => h.Name, h => new HostRecord(h.Name, Locator.Parse(h.Underlay), h.AgentEndpoint, h.Serves ?? ""));
-        var caps = dto.Capsules.ToImmutableSortedDictionary(c => c.Name, c => new CapsuleRecord(c.Name, Locator.Parse(c.Locator), c.Host, c.State, c.Revision) { Detail = c.Detail });
+            throw new DirectoryException($"{file} was made for pool {filePool}, not {pool}; " +
+                $"start with --pool {filePool} or move the file aside");
+        var hosts = dto.Hosts.ToImmutableSortedDictionary(h => h.Name,
+            h => new HostRecord(h.Name, Locator.Parse(h.Underlay), h.AgentEndpoint, h.Serves ?? ""));
+        var caps = dto.Capsules.ToImmutableSortedDictionary(c => c.Name,
+            c => new CapsuleRecord(c.Name, Locator.Parse(c.Locator), c.Host, c.State, c.Revision)
+                { Detail = c.Detail });
         return new DirectoryState(filePool, dto.Revision, hosts, caps);
     }
 }

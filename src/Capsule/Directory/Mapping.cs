@@ -9,16 +9,21 @@ namespace Capsule.Dir;
 /// <summary>Conversions between the core's records and their gRPC messages.</summary>
 internal static class Mapping
 {
-    public static Host ToWire(this HostRecord h) => new() { Name = h.Name, Underlay = h.Underlay.ToString(), AgentEndpoint = h.AgentEndpoint, Serves = h.Serves };
+    public static Host ToWire(this HostRecord h) => new()
+    {
+        Name = h.Name, Underlay = h.Underlay.ToString(), AgentEndpoint = h.AgentEndpoint, Serves = h.Serves
+    };
     public static HostRecord ToCore(this Host h) => new(h.Name, Locator.Parse(h.Underlay), h.AgentEndpoint, h.Serves);
 
     public static CapsuleEntry ToWire(this CapsuleRecord c) => new()
     {
-        Name = c.Name, Locator = c.Locator.ToString(), Host = c.Host, State = (WireState)c.State, Revision = c.Revision, Detail = c.Detail ?? "",
+        Name = c.Name, Locator = c.Locator.ToString(), Host = c.Host, State = (WireState)c.State, Revision = c.Revision,
+        Detail = c.Detail ?? "",
     };
 
     public static CapsuleRecord ToCore(this CapsuleEntry c) =>
-        new(c.Name, Locator.Parse(c.Locator), c.Host, (CoreState)c.State, c.Revision) { Detail = c.Detail.Length == 0 ? null : c.Detail };
+        new(c.Name, Locator.Parse(c.Locator), c.Host, (CoreState)c.State, c.Revision)
+            { Detail = c.Detail.Length == 0 ? null : c.Detail };
 
     public static Snapshot ToWire(this DirectoryState s)
     {

@@ -49,7 +49,8 @@ internal sealed record LabPaths(string Name)
     public bool Owns(string netns) => netns.StartsWith(Name + "-", StringComparison.Ordinal);
 
     public static string? NameError(string name) =>
-        name.Length is >= 1 and <= 8 && char.IsAsciiLetterLower(name[0]) && name.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c))
+        name.Length is >= 1 and <= 8 && char.IsAsciiLetterLower(name[0])
+            && name.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c))
             ? null
             : $"lab name '{name}' must be 1-8 characters of a-z and 0-9, starting with a letter";
 }

@@ -16,7 +16,8 @@ namespace Capsule.Lab;
 /// </summary>
 internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
 {
-    public sealed record HostEntry(string Name, string Underlay, string Endpoint, string Netns, string Serves = "", string IcmpFrom = "");
+    public sealed record HostEntry(string Name, string Underlay, string Endpoint, string Netns, string Serves = "",
+        string IcmpFrom = "");
     public sealed record LegacyEntry(string Name, string Address, string Netns);
     public sealed record Record(string Name, List<HostEntry> Hosts, string Directory)
     {
@@ -35,7 +36,9 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
     {
         if (hosts is < 1 or > 200) throw new ArgumentException("--hosts must be between 1 and 200");
         if (legacy is < 0 or > 200) throw new ArgumentException("--legacy must be between 0 and 200");
-        if (Exists) throw new InvalidOperationException($"lab '{paths.Name}' is already up (or left over from a crash); run `capsule lab down{(paths.Name == LabPaths.DefaultName ? "" : " --lab " + paths.Name)}` first");
+        if (Exists)
+            throw new InvalidOperationException($"lab '{paths.Name}' is already up (or left over from a crash); " +
+                $"run `capsule lab down{(paths.Name == LabPaths.DefaultName ? "" : " --lab " + paths.Name)}` first");
         try
         {
             return await BuildAsync(hosts, legacy, ct);
@@ -74,7 +77,11 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             "--state", Path.Combine(paths.StateDir, "directory"), "--listen", paths.DirectoryEndpoint,
             "--pool", LabPaths.Pool, "--pid-file", paths.DirectoryPidFile]));
         var directory = new RemoteDirectory(paths.DirectoryEndpoint);
-        await WaitAsync("the directory", paths.DirectoryLog, async () => { await directory.SnapshotAsync(ct); return true; }, ct);
+        await WaitAsync("the directory", paths.DirectoryLog, async () =>
+        {
+            await directory.SnapshotAsync(ct);
+            return true;
+        }, ct);
 
         foreach (var h in record.Hosts) BootAgent(h);
         foreach (var h in record.Hosts) await WaitForAgentAsync(h, directory, ct);
@@ -90,8 +97,9 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         Say($"ordinary hosts' segment {LabPaths.LegacyNet} and gateway {LabPaths.GatewayName}");
         var ls = paths.LegacySegmentNetns;
         await SegmentAsync(ls);
-        var gw = new HostEntry(LabPaths.GatewayName, LabPaths.GatewayUnderlay, paths.AgentEndpoint(LabPaths.GatewayName),
-            paths.HostNetns(LabPaths.GatewayName), LabPaths.LegacyNet, LabPaths.GatewayLegacyAddress);
+        var gw = new HostEntry(LabPaths.GatewayName, LabPaths.GatewayUnderlay,
+            paths.AgentEndpoint(LabPaths.GatewayName), paths.HostNetns(LabPaths.GatewayName), LabPaths.LegacyNet,
+            LabPaths.GatewayLegacyAddress);
         record.Hosts.Add(gw);
         Save(record);
         await PlugInAsync(gw);
@@ -152,7 +160,8 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         // The supervisor runs inside both namespaces, so a restarted agent sees the same host.
         Self.StartDaemon(paths.AgentLog(h.Name), ["nsenter", $"--net={Netns.Dir}/{h.Netns}", "--",
             "unshare", "--mount", "--propagation", "unchanged", "--",
-            "sh", "-c", """mount --bind "$1" "$2" && shift 2 && exec "$@" """, "sh", paths.HostStateDir(h.Name), paths.HostView,
+            "sh", "-c", """mount --bind "$1" "$2" && shift 2 && exec "$@" """,
+            "sh", paths.HostStateDir(h.Name), paths.HostView,
             .. Self.Supervised("agent", paths.AgentSupervisorPidFile(h.Name), paths.AgentPidFile(h.Name), ["agent",
             "--host", h.Name, "--underlay", h.Underlay, "--directory", paths.DirectoryEndpoint,
             "--listen", h.Endpoint, "--state", paths.HostView, "--netns-prefix", paths.NetnsPrefix,
@@ -180,14 +189,16 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         var record = Load() ?? throw new InvalidOperationException($"lab '{paths.Name}' is not up");
         var chosen = hosts.Count == 0 ? record.Hosts : record.Hosts.Where(h => hosts.Contains(h.Name)).ToList();
         foreach (var name in hosts)
-            if (record.Hosts.All(h => h.Name != name)) throw new ArgumentException($"no host '{name}' in lab '{paths.Name}'");
+            if (record.Hosts.All(h => h.Name != name))
+                throw new ArgumentException($"no host '{name}' in lab '{paths.Name}'");
         foreach (var h in chosen)
         {
             Say($"host {h.Name}: power off");
             // The supervisor first, or it would restart the agent being stopped.
             await StopDaemonsAsync([paths.AgentSupervisorPidFile(h.Name)], ct);
             await StopDaemonsAsync([paths.AgentPidFile(h.Name)], ct);
-            foreach (var ns in Netns.List().Where(n => n.StartsWith(h.Netns + "-c-", StringComparison.Ordinal)).Append(h.Netns).ToList())
+            foreach (var ns in Netns.List().Where(n => n.StartsWith(h.Netns + "-c-", StringComparison.Ordinal))
+                .Append(h.Netns).ToList())
             {
                 await Netns.KillAllAsync(ns);
                 await Netns.DeleteAsync(ns);
@@ -223,7 +234,9 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         throw new TimeoutException($"{what} did not come up within 30 s ({last}). Last lines of {log}:\n{tail}");
     }
 
-    /// <summary>Removes every process, namespace, link and file of the lab. Safe to run twice or on a half-made lab.</summary>
+    /// <summary>
+    /// Removes every process, namespace, link and file of the lab. Safe to run twice or on a half-made lab.
+    /// </summary>
     public async Task DownAsync(CancellationToken ct)
     {
         if (Directory.Exists(paths.RunDir))
@@ -254,7 +267,8 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
     {
         var daemons = new List<int>();
         foreach (var f in pidFiles)
-            if (File.Exists(f) && int.TryParse(File.ReadAllText(f).Trim(), out var pid) && IsOurs(pid)) daemons.Add(pid);
+            if (File.Exists(f) && int.TryParse(File.ReadAllText(f).Trim(), out var pid) && IsOurs(pid))
+                daemons.Add(pid);
         foreach (var pid in daemons) Native.kill(pid, 15);
         var sw = Stopwatch.StartNew();
         while (daemons.Any(CapsuleProcess.IsAlive) && sw.Elapsed < TimeSpan.FromSeconds(5)) await Task.Delay(20, ct);

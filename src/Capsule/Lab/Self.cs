@@ -2,12 +2,15 @@ using System.Diagnostics;
 
 namespace Capsule.Lab;
 
-/// <summary>How to start this same program again (agents and the directory are `capsule agent` and `capsule directory`).</summary>
+/// <summary>
+/// How to start this same program again (agents and the directory are `capsule agent` and `capsule directory`).
+/// </summary>
 internal static class Self
 {
     public static (string File, string[] Prefix) Command()
     {
-        var path = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell where this program lives");
+        var path = Environment.ProcessPath
+            ?? throw new InvalidOperationException("cannot tell where this program lives");
         return Path.GetFileNameWithoutExtension(path) == "dotnet"
             ? (path, [typeof(Self).Assembly.Location])
             : (path, []);
@@ -25,19 +28,24 @@ internal static class Self
             "--child-pid-file", daemonPidFile, "--", self, .. prefix, .. args];
     }
 
-    /// <summary>Starts a daemon detached in its own session (it outlives this command), output to <paramref name="log"/>.</summary>
+    /// <summary>
+    /// Starts a daemon detached in its own session (it outlives this command), output to <paramref name="log"/>.
+    /// </summary>
     public static void StartDaemon(string log, IEnumerable<string> command)
     {
         var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
-        foreach (var a in (string[])["-c", """l=$1; shift; exec setsid -f "$@" </dev/null >>"$l" 2>&1""", "sh", log]) psi.ArgumentList.Add(a);
+        foreach (var a in (string[])["-c", """l=$1; shift; exec setsid -f "$@" </dev/null >>"$l" 2>&1""", "sh", log])
+            psi.ArgumentList.Add(a);
         foreach (var a in command) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi) ?? throw new InvalidOperationException("could not start /bin/sh");
         p.WaitForExit();
-        if (p.ExitCode != 0) throw new InvalidOperationException($"could not start {string.Join(' ', command)} (exit {p.ExitCode})");
+        if (p.ExitCode != 0)
+            throw new InvalidOperationException($"could not start {string.Join(' ', command)} (exit {p.ExitCode})");
     }
 
     /// <summary>Runs a command attached to this terminal and returns its exit code.</summary>
-    public static async Task<int> RunAttachedAsync(string file, IEnumerable<string> args, CancellationToken ct = default)
+    public static async Task<int> RunAttachedAsync(string file, IEnumerable<string> args,
+        CancellationToken ct = default)
     {
         var psi = new ProcessStartInfo(file) { UseShellExecute = false };
         foreach (var a in args) psi.ArgumentList.Add(a);

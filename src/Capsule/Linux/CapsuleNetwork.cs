@@ -9,7 +9,9 @@ namespace Capsule.Linux;
 /// </summary>
 internal static class CapsuleNetwork
 {
-    /// <summary>Host-side veth name, derived from the locator so it is unique on the host and short enough (15 chars).</summary>
+    /// <summary>
+    /// Host-side veth name, derived from the locator so it is unique on the host and short enough (15 chars).
+    /// </summary>
     public static string HostIf(Locator l) => $"{HostNetwork.CapsuleIfPrefix}{l.Value:x8}";
 
     public static async Task CreateAsync(string netns, Locator locator, int mtu)
@@ -71,7 +73,8 @@ internal static class CapsuleNetwork
     /// moves, its same-host peers then reach it through the TUN, where the data plane holds them.
     /// What the data plane delivers still reaches it (<see cref="HostNetwork.DeliveryTable"/>).
     /// </summary>
-    public static Task DetachAsync(Locator locator) => Cmd.TryIp(null, "route", "del", locator + "/32", "dev", HostIf(locator));
+    public static Task DetachAsync(Locator locator) =>
+        Cmd.TryIp(null, "route", "del", locator + "/32", "dev", HostIf(locator));
 
     /// <summary>
     /// Nothing reaches the capsule's namespace any more, not even what the data plane delivers:
@@ -83,7 +86,8 @@ internal static class CapsuleNetwork
     public static async Task SealAsync(Locator locator)
     {
         await DetachAsync(locator);
-        await Cmd.TryIp(null, "route", "del", locator + "/32", "dev", HostIf(locator), "table", HostNetwork.DeliveryTable);
+        await Cmd.TryIp(null, "route", "del", locator + "/32", "dev", HostIf(locator),
+            "table", HostNetwork.DeliveryTable);
     }
 
     /// <summary>Removes everything <see cref="CreateAsync"/> made; safe on a half-built capsule.</summary>

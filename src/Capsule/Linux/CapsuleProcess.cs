@@ -17,10 +17,12 @@ internal static class CapsuleProcess
 
     public sealed record Started(int Pid, Process Launcher);
 
-    public static async Task<Started> StartAsync(string netns, string name, string stdoutPath, string stderrPath, IReadOnlyList<string> command, CancellationToken ct = default)
+    public static async Task<Started> StartAsync(string netns, string name, string stdoutPath, string stderrPath,
+        IReadOnlyList<string> command, CancellationToken ct = default)
     {
         var psi = new ProcessStartInfo("nsenter") { UseShellExecute = false };
-        foreach (var a in (string[])[$"--net={Netns.Dir}/{netns}", "--", "unshare", "--pid", "--uts", "--ipc", "--fork", "--",
+        foreach (var a in (string[])[$"--net={Netns.Dir}/{netns}", "--",
+                     "unshare", "--pid", "--uts", "--ipc", "--fork", "--",
                      "/bin/sh", "-c", Init, "capsule-init", name, stdoutPath, stderrPath])
             psi.ArgumentList.Add(a);
         foreach (var a in command) psi.ArgumentList.Add(a);
@@ -31,7 +33,8 @@ internal static class CapsuleProcess
         while (deadline.Elapsed < TimeSpan.FromSeconds(10))
         {
             if (launcher.HasExited)
-                throw new InvalidOperationException($"the capsule's first process exited at once (exit {launcher.ExitCode}); see its stderr: {stderrPath}");
+                throw new InvalidOperationException("the capsule's first process exited at once " +
+                    $"(exit {launcher.ExitCode}); see its stderr: {stderrPath}");
             try
             {
                 var text = (await File.ReadAllTextAsync(children, ct)).Trim();

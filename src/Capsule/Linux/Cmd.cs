@@ -15,7 +15,8 @@ internal static class Cmd
         public bool Ok => ExitCode == 0;
     }
 
-    public static async Task<Result> TryRunAsync(string file, IEnumerable<string> args, CancellationToken ct = default, string? stdin = null)
+    public static async Task<Result> TryRunAsync(string file, IEnumerable<string> args, CancellationToken ct = default,
+        string? stdin = null)
     {
         var psi = new ProcessStartInfo(file)
         {
@@ -37,11 +38,13 @@ internal static class Cmd
         return new Result(p.ExitCode, await outTask, await errTask);
     }
 
-    public static async Task<string> RunAsync(string file, IEnumerable<string> args, CancellationToken ct = default, string? stdin = null)
+    public static async Task<string> RunAsync(string file, IEnumerable<string> args, CancellationToken ct = default,
+        string? stdin = null)
     {
         var r = await TryRunAsync(file, args, ct, stdin);
         if (!r.Ok)
-            throw new CommandFailedException($"`{file} {Quote(args)}` failed (exit {r.ExitCode}): {r.Stderr.Trim()}{(r.Stdout.Length > 0 && r.Stderr.Length == 0 ? r.Stdout.Trim() : "")}");
+            throw new CommandFailedException($"`{file} {Quote(args)}` failed (exit {r.ExitCode}): {r.Stderr.Trim()}" +
+                $"{(r.Stdout.Length > 0 && r.Stderr.Length == 0 ? r.Stdout.Trim() : "")}");
         return r.Stdout;
     }
 
@@ -58,7 +61,8 @@ internal static class Cmd
         foreach (var a in args)
         {
             if (sb.Length > 0) sb.Append(' ');
-            sb.Append(a.Length > 0 && a.All(c => char.IsAsciiLetterOrDigit(c) || "-_./:=@%+,".Contains(c)) ? a : "'" + a.Replace("'", "'\\''") + "'");
+            sb.Append(a.Length > 0 && a.All(c => char.IsAsciiLetterOrDigit(c) || "-_./:=@%+,".Contains(c))
+                ? a : "'" + a.Replace("'", "'\\''") + "'");
         }
         return sb.ToString();
     }

@@ -13,7 +13,9 @@ internal static partial class HostNetwork
     public const string Table = "capsule";
     /// <summary>Prefix of host-side capsule veth names; the nft rules match on it.</summary>
     public const string CapsuleIfPrefix = "cv";
-    /// <summary>The capsule's next hop: every host-side capsule veth carries it, so a capsule's routes never name a host.</summary>
+    /// <summary>
+    /// The capsule's next hop: every host-side capsule veth carries it, so a capsule's routes never name a host.
+    /// </summary>
     public const string CapsuleGateway = "169.254.1.1";
     /// <summary>
     /// Routing table for packets the agent delivers (they come in through the TUN). It keeps every

@@ -15,7 +15,8 @@ internal static unsafe partial class Native
     public const short POLLIN = 1;
     public const int SOCK_RAW = 3, IPPROTO_RAW = 255;
     public const int AF_INET = 2, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0x800, SOCK_CLOEXEC = 0x80000;
-    public const int SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_SNDBUF = 7, SO_RCVBUF = 8, SO_SNDBUFFORCE = 32, SO_RCVBUFFORCE = 33;
+    public const int SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_SNDBUF = 7, SO_RCVBUF = 8, SO_SNDBUFFORCE = 32,
+        SO_RCVBUFFORCE = 33;
     public const int IPPROTO_IP = 0, IP_MTU_DISCOVER = 10, IP_PMTUDISC_DONT = 0;
     public const int MSG_DONTWAIT = 0x40;
     public const uint TUNSETIFF = 0x400454ca;

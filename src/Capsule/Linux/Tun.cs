@@ -8,9 +8,15 @@ internal sealed unsafe class Tun : IDisposable
     public int Fd { get; private set; }
     public string Name { get; }
 
-    Tun(int fd, string name) { Fd = fd; Name = name; }
+    Tun(int fd, string name)
+    {
+        Fd = fd;
+        Name = name;
+    }
 
-    /// <summary>Creates (or attaches to) TUN <paramref name="name"/> in the calling thread's network namespace.</summary>
+    /// <summary>
+    /// Creates (or attaches to) TUN <paramref name="name"/> in the calling thread's network namespace.
+    /// </summary>
     public static Tun Open(string name)
     {
         var fd = Native.open("/dev/net/tun", Native.O_RDWR | Native.O_NONBLOCK | Native.O_CLOEXEC);
@@ -30,6 +36,10 @@ internal sealed unsafe class Tun : IDisposable
 
     public void Dispose()
     {
-        if (Fd >= 0) { Native.close(Fd); Fd = -1; }
+        if (Fd >= 0)
+        {
+            Native.close(Fd);
+            Fd = -1;
+        }
     }
 }

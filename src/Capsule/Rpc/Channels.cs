@@ -43,7 +43,8 @@ internal static class Channels
     /// <summary>Turns a gRPC failure into the sentence the server meant for people.</summary>
     public static string Describe(RpcException e, string endpoint) => e.StatusCode switch
     {
-        StatusCode.Unavailable => $"cannot reach {endpoint} (is it running? `capsule lab up` starts a lab): {e.Status.Detail}",
+        StatusCode.Unavailable =>
+            $"cannot reach {endpoint} (is it running? `capsule lab up` starts a lab): {e.Status.Detail}",
         _ => e.Status.Detail,
     };
 }

@@ -66,6 +66,7 @@ internal sealed partial class MigrationSource
     }
 
     [LoggerMessage(EventId = 314, Level = LogLevel.Information,
-        Message = "{Name}: {Closing} connection(s) closed during sync attempt {Attempt} with data in flight; syncing again")]
+        Message =
+            "{Name}: {Closing} connection(s) closed during sync attempt {Attempt} with data in flight; syncing again")]
     static partial void LogResync(ILogger logger, string name, int closing, int attempt);
 }

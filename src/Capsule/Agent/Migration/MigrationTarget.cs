@@ -184,7 +184,8 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
     }
 
     [LoggerMessage(EventId = 322, Level = LogLevel.Warning,
-        Message = "could not give {Locator} its direct route after the hold: {Error}; its peers here go through the TUN")]
+        Message =
+            "could not give {Locator} its direct route after the hold: {Error}; its peers here go through the TUN")]
     static partial void LogAttachLocalFailed(ILogger logger, Locator locator, string error);
 
     [LoggerMessage(EventId = 320, Level = LogLevel.Information,
