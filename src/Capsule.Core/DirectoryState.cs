@@ -20,6 +20,13 @@ public sealed class DirectoryState
     public ImmutableSortedDictionary<string, HostRecord> Hosts { get; }
     public ImmutableSortedDictionary<string, CapsuleRecord> Capsules { get; }
 
+    /// <summary>
+    /// Hosts whose agent has been silent longer than its lease (a directory that tracks liveness,
+    /// such as etcd, fills this in). Their records and capsules stay: the agent may only have lost
+    /// its way to the directory, and its capsules may well still run and answer.
+    /// </summary>
+    public ImmutableSortedSet<string> Unreachable { get; init; } = ImmutableSortedSet<string>.Empty;
+
     public DirectoryState(Prefix pool) : this(pool, 0, ImmutableSortedDictionary<string, HostRecord>.Empty,
         ImmutableSortedDictionary<string, CapsuleRecord>.Empty) { }
 
@@ -69,13 +76,17 @@ public sealed class DirectoryState
             new(rev, ChangeKind.HostDeleted, Hosts[name], null), null);
     }
 
-    /// <summary>Reserves the lowest free locator in the pool for a new capsule on <paramref name="host"/>.</summary>
-    public Result AllocateCapsule(string name, string host)
+    /// <summary>
+    /// Reserves the lowest free locator in the pool for a new capsule on <paramref name="host"/>, or with
+    /// <paramref name="skip"/> the one that many free locators further on: a writer that lost a race for
+    /// the lowest (a shared store, many allocating at once) spreads out instead of colliding again.
+    /// </summary>
+    public Result AllocateCapsule(string name, string host, int skip = 0)
     {
         if (Names.CapsuleNameError(name) is { } e) return Fail(e);
         if (Capsules.ContainsKey(name)) return Fail($"a capsule named '{name}' already exists");
         if (!Hosts.ContainsKey(host)) return Fail($"no host named '{host}'");
-        var locator = FreeLocator();
+        var locator = FreeLocator(Math.Max(skip, 0));
         if (locator.IsNone) return Fail($"the locator pool {Pool} is exhausted ({Capsules.Count} capsules)");
         var rev = Revision + 1;
         var rec = new CapsuleRecord(name, locator, host, CapsuleState.Creating, rev);
@@ -122,15 +133,18 @@ public sealed class DirectoryState
     /// Lowest free address, skipping the network address, the first host address (kept for a future
     /// pool gateway) and broadcast. Linear in the number of capsules: allocation is control path.
     /// </summary>
-    Locator FreeLocator()
+    Locator FreeLocator(int skip)
     {
+        Locator first = Locator.None;
         var used = new HashSet<uint>(Capsules.Count);
         foreach (var c in Capsules.Values) used.Add(c.Locator.Value);
         for (ulong off = 2; off < Pool.Size - 1; off++)
         {
             var l = Pool.At((uint)off);
-            if (!used.Contains(l.Value)) return l;
+            if (used.Contains(l.Value)) continue;
+            if (first.IsNone) first = l;
+            if (skip-- == 0) return l;
         }
-        return Locator.None;
+        return first; // fewer free than skipped: the lowest, still free
     }
 }

@@ -15,6 +15,15 @@ public class DirectoryStateTests
     }
 
     [Fact]
+    public void A_skip_takes_a_later_free_locator_and_falls_back_to_the_lowest_when_too_few_are_free()
+    {
+        var s = TwoHosts("100.64.0.0/29"); // .2 to .6 are handed out
+        s = s.AllocateCapsule("a", "h1").Ok();
+        Assert.Equal(Locator.Parse("100.64.0.5"), s.AllocateCapsule("b", "h1", skip: 2).Ok().Capsules["b"].Locator);
+        Assert.Equal(Locator.Parse("100.64.0.3"), s.AllocateCapsule("b", "h1", skip: 9).Ok().Capsules["b"].Locator);
+    }
+
+    [Fact]
     public void Allocation_gives_distinct_locators_inside_the_pool_starting_at_dot_2()
     {
         var s = TwoHosts();

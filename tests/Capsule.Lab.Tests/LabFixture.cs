@@ -53,8 +53,11 @@ public class LabFixture : IAsyncLifetime
     /// <summary>Ordinary hosts (l1..) behind the gateway.</summary>
     public int Legacy { get; init; } = 1;
 
+    /// <summary>More `lab up` options (the directory to run, for one).</summary>
+    protected virtual string[] UpOptions => [];
+
     public async Task InitializeAsync() =>
-        await Cli.Run(Name, "lab", "up", "--hosts", Hosts.ToString(), "--legacy", Legacy.ToString())
+        await Cli.Run(Name, ["lab", "up", "--hosts", Hosts.ToString(), "--legacy", Legacy.ToString(), .. UpOptions])
             .ContinueWith(t => t.Result.Ok());
 
     public async Task DisposeAsync() => await Cli.Run(Name, "lab", "down");
@@ -234,5 +237,24 @@ public class LabFixture : IAsyncLifetime
     }
 }
 
+/// <summary>
+/// A lab whose directory is a real etcd cluster of three members, one on each of h1..h3, reached
+/// by the agents over the underlay (`lab up --directory etcd`).
+/// </summary>
+public sealed class EtcdLabFixture : LabFixture
+{
+    protected override string[] UpOptions => ["--directory", "etcd", "--etcd-members", "3"];
+
+    /// <summary>Kills <paramref name="host"/>'s etcd member outright (its supervisor starts it again, as systemd would).</summary>
+    public int KillEtcdMember(string host)
+    {
+        var pid = int.Parse(File.ReadAllText(new LabPaths(Name).EtcdPidFile(host)).Trim());
+        Linux.Native.kill(pid, 9);
+        return pid;
+    }
+}
+
+// One collection, run one test at a time: both labs live for the whole run, the etcd one beside
+// the embedded one, so the two never load the machine at once.
 [CollectionDefinition("lab")]
-public class LabCollection : ICollectionFixture<LabFixture>;
+public class LabCollection : ICollectionFixture<LabFixture>, ICollectionFixture<EtcdLabFixture>;

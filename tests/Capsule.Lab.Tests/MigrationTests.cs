@@ -9,7 +9,14 @@ namespace Capsule.Lab.Tests;
 /// process that runs as another user, so every workload runs as root; see DESIGN.md.)
 /// </summary>
 [Collection("lab")]
-public sealed class MigrationTests(LabFixture lab)
+public sealed class MigrationTests(LabFixture lab) : MigrationCases(lab);
+
+/// <summary>The same migrations with the directory in a real etcd cluster (`lab up --directory etcd`).</summary>
+[Collection("lab")]
+public sealed class EtcdMigrationTests(EtcdLabFixture lab) : MigrationCases(lab);
+
+/// <summary>Every migration case, run once against each kind of directory.</summary>
+public abstract class MigrationCases(LabFixture lab)
 {
     static string[] Stream(params string[] args) => ["python3", LabFixture.Tool("stream.py"), .. args];
 

@@ -17,7 +17,7 @@ internal static class AgentHost
         var builder = WebApplication.CreateSlimBuilder();
         ConfigureCommon(builder, options.Listen);
         builder.Services.AddSingleton(options);
-        builder.Services.AddSingleton<IDirectory>(new RemoteDirectory(options.Directory));
+        builder.Services.AddSingleton(DirectoryClient.Open(options.Directory));
         builder.Services.AddSingleton<CapsuleRuntime>();
         builder.Services.AddSingleton<DataPlaneHost>();
         builder.Services.AddSingleton(new Checkpoint.Criu(options.Criu, options.StateDir));

@@ -80,7 +80,11 @@ internal static class CapsuleCommands
                 var rows = state.Capsules.Values.Select(c => new
                 {
                     c.Name, Locator = c.Locator.ToString(),
-                    Host = c.State == Core.CapsuleState.Suspended ? "" : c.Host, State = c.State.Word(),
+                    Host = c.State == Core.CapsuleState.Suspended ? "" : c.Host,
+                    // Its host's agent has been silent longer than its lease (etcd directory): the
+                    // capsule may still run, but nobody can vouch for it now.
+                    State = c.State != Core.CapsuleState.Suspended && state.Unreachable.Contains(c.Host)
+                        ? "unreachable" : c.State.Word(),
                     File = c.State == Core.CapsuleState.Suspended ? SuspendedFile(c.Detail) : null, c.Detail,
                 }).ToList();
                 if (pr.GetValue(CommandTree.JsonOption))

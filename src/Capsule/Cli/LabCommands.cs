@@ -17,17 +17,34 @@ internal static class LabCommands
             Description = "How many ordinary hosts (l1..lM, no Capsule software) behind a gateway",
             DefaultValueFactory = _ => 0
         };
+        var directory = new Option<string>("--directory")
+        {
+            Description = "The directory: embedded (one process) or etcd (a cluster of real etcd members)",
+            DefaultValueFactory = _ => "embedded",
+        };
+        directory.AcceptOnlyFromAmong("embedded", "etcd");
+        var etcdMembers = new Option<int>("--etcd-members")
+        {
+            Description = "With --directory etcd: how many members (on h1..hN), at most the number of hosts",
+            DefaultValueFactory = _ => 3,
+        };
         var up = new Command("up",
             "Create the lab: underlay segment, directory, hosts h1..hN with an agent each, " +
             "ordinary hosts behind a gateway")
         {
-            hosts, legacy
+            hosts, legacy, directory, etcdMembers
         };
         up.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
             var s = CommandTree.SessionOf(pr);
             var runner = new LabRunner(s.Paths, Output.Step);
-            var record = await runner.UpAsync(pr.GetValue(hosts), ct, pr.GetValue(legacy));
+            var etcd = pr.GetValue(directory) == "etcd";
+            var members = Math.Min(pr.GetValue(etcdMembers), pr.GetValue(hosts));
+            if (pr.GetResult(etcdMembers) is { Implicit: false } && !etcd)
+                throw new UserError("--etcd-members goes with --directory etcd");
+            var choice = etcd ? new LabRunner.DirectoryChoice(true, pr.GetResult(etcdMembers) is { Implicit: false }
+                ? pr.GetValue(etcdMembers) : members) : LabRunner.DirectoryChoice.Embedded;
+            var record = await runner.UpAsync(pr.GetValue(hosts), ct, pr.GetValue(legacy), choice);
             Console.WriteLine($"lab '{s.Paths.Name}' is up: {string.Join(", ", record.Hosts.Concat(record.Legacy.Select(l => new LabRunner.HostEntry(l.Name, l.Address, "", l.Netns))).Select(h => $"{h.Name} ({h.Underlay})"))}");
             return 0;
         }));

@@ -11,12 +11,13 @@ namespace Capsule.Cli;
 internal sealed class Session(string lab)
 {
     public LabPaths Paths { get; } = new(lab);
-    public IDirectory Directory => _directory ??= new RemoteDirectory(DirectoryEndpoint);
+    public IDirectory Directory => _directory ??= DirectoryClient.Open(DirectoryEndpoint);
     IDirectory? _directory;
 
     string DirectoryEndpoint =>
         Environment.GetEnvironmentVariable("CAPSULE_DIRECTORY") is { Length: > 0 } e ? e
         : File.Exists(Paths.DirectorySocket) ? Paths.DirectoryEndpoint
+        : new LabRunner(Paths).Load() is { EtcdMembers.Count: > 0 } etcdLab ? etcdLab.Directory
         : throw new UserError($"lab '{Paths.Name}' is not up (no directory at {Paths.DirectorySocket}); " +
             $"start it with `capsule lab up`{(Paths.Name == LabPaths.DefaultName ? "" : " --lab " + Paths.Name)}");
 

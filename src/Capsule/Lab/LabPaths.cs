@@ -27,6 +27,10 @@ internal sealed record LabPaths(string Name)
     public string DirectoryPidFile => Path.Combine(RunDir, "directory.pid");
     public string DirectoryLog => Path.Combine(RunDir, "directory.log");
     public string DirectorySupervisorPidFile => Path.Combine(RunDir, "directory" + SupervisorPidSuffix);
+    public string EtcdDataDir(string host) => Path.Combine(StateDir, "etcd", host);
+    public string EtcdPidFile(string host) => Path.Combine(RunDir, $"etcd-{host}.pid");
+    public string EtcdLog(string host) => Path.Combine(RunDir, $"etcd-{host}.log");
+    public string EtcdSupervisorPidFile(string host) => Path.Combine(RunDir, $"etcd-{host}" + SupervisorPidSuffix);
     public string NetnsPrefix => Name;
     public string UnderlayNetns => $"{Name}-ul";
     public string LegacySegmentNetns => $"{Name}-ls";

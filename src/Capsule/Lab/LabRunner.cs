@@ -19,9 +19,23 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
     public sealed record HostEntry(string Name, string Underlay, string Endpoint, string Netns, string Serves = "",
         string IcmpFrom = "");
     public sealed record LegacyEntry(string Name, string Address, string Netns);
+    /// <summary>
+    /// What a lab is made of. <see cref="Directory"/> is the CLI's way to the directory,
+    /// <see cref="AgentDirectory"/> the agents' (they differ for etcd: sockets outside, the underlay inside).
+    /// </summary>
     public sealed record Record(string Name, List<HostEntry> Hosts, string Directory)
     {
         public List<LegacyEntry> Legacy { get; init; } = [];
+        public string? AgentDirectory { get; set; }
+        /// <summary>The hosts that run an etcd member (none: the embedded directory).</summary>
+        public List<string> EtcdMembers { get; init; } = [];
+        public string AgentsDirectory => AgentDirectory ?? Directory;
+    }
+
+    /// <summary>Which directory a lab runs: the embedded one, or an etcd cluster of <see cref="EtcdMembers"/>.</summary>
+    public sealed record DirectoryChoice(bool Etcd, int EtcdMembers)
+    {
+        public static readonly DirectoryChoice Embedded = new(false, 0);
     }
 
     public LabPaths Paths => paths;
@@ -32,16 +46,20 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
 
     public bool Exists => File.Exists(paths.RecordFile) || Netns.List().Any(paths.Owns);
 
-    public async Task<Record> UpAsync(int hosts, CancellationToken ct, int legacy = 0)
+    public async Task<Record> UpAsync(int hosts, CancellationToken ct, int legacy = 0, DirectoryChoice? directory = null)
     {
+        directory ??= DirectoryChoice.Embedded;
         if (hosts is < 1 or > 200) throw new ArgumentException("--hosts must be between 1 and 200");
         if (legacy is < 0 or > 200) throw new ArgumentException("--legacy must be between 0 and 200");
+        if (directory.Etcd && (directory.EtcdMembers < 1 || directory.EtcdMembers > hosts))
+            throw new ArgumentException($"--etcd-members must be between 1 and the number of hosts ({hosts})");
+        if (directory.Etcd && LabEtcd.Missing() is { } missing) throw new ArgumentException(missing);
         if (Exists)
             throw new InvalidOperationException($"lab '{paths.Name}' is already up (or left over from a crash); " +
                 $"run `capsule lab down{(paths.Name == LabPaths.DefaultName ? "" : " --lab " + paths.Name)}` first");
         try
         {
-            return await BuildAsync(hosts, legacy, ct);
+            return await BuildAsync(hosts, legacy, directory, ct);
         }
         catch
         {
@@ -51,7 +69,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         }
     }
 
-    async Task<Record> BuildAsync(int hosts, int legacy, CancellationToken ct)
+    async Task<Record> BuildAsync(int hosts, int legacy, DirectoryChoice choice, CancellationToken ct)
     {
         Directory.CreateDirectory(paths.RunDir);
         Directory.CreateDirectory(paths.StateDir);
@@ -71,6 +89,19 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         }
         if (legacy > 0) await BuildLegacyAsync(record, legacy);
 
+        if (choice.Etcd)
+            record = await StartEtcdAsync(record, choice.EtcdMembers, ct);
+        else
+            await StartEmbeddedAsync(ct);
+        var directory = DirectoryClient.Open(record.Directory);
+
+        foreach (var h in record.Hosts) BootAgent(h, record.AgentsDirectory);
+        foreach (var h in record.Hosts) await WaitForAgentAsync(h, directory, ct);
+        return record;
+    }
+
+    async Task StartEmbeddedAsync(CancellationToken ct)
+    {
         Say("directory");
         Self.StartDaemon(paths.DirectoryLog, Self.Supervised("directory", paths.DirectorySupervisorPidFile,
             paths.DirectoryPidFile, ["directory",
@@ -82,9 +113,16 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             await directory.SnapshotAsync(ct);
             return true;
         }, ct);
+    }
 
-        foreach (var h in record.Hosts) BootAgent(h);
-        foreach (var h in record.Hosts) await WaitForAgentAsync(h, directory, ct);
+    async Task<Record> StartEtcdAsync(Record record, int count, CancellationToken ct)
+    {
+        var members = record.Hosts.Take(count).ToList();
+        var etcd = new LabEtcd(paths, Say);
+        record = record with { Directory = etcd.CliEndpoint(members), EtcdMembers = [.. members.Select(m => m.Name)] };
+        record.AgentDirectory = LabEtcd.AgentEndpoint(members);
+        Save(record);
+        await etcd.StartAsync(members, ct);
         return record;
     }
 
@@ -150,7 +188,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         }
     }
 
-    void BootAgent(HostEntry h)
+    void BootAgent(HostEntry h, string directory)
     {
         Say($"host {h.Name} ({h.Underlay}): agent");
         Directory.CreateDirectory(paths.HostStateDir(h.Name));
@@ -163,13 +201,13 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             "sh", "-c", """mount --bind "$1" "$2" && shift 2 && exec "$@" """,
             "sh", paths.HostStateDir(h.Name), paths.HostView,
             .. Self.Supervised("agent", paths.AgentSupervisorPidFile(h.Name), paths.AgentPidFile(h.Name), ["agent",
-            "--host", h.Name, "--underlay", h.Underlay, "--directory", paths.DirectoryEndpoint,
+            "--host", h.Name, "--underlay", h.Underlay, "--directory", directory,
             "--listen", h.Endpoint, "--state", paths.HostView, "--netns-prefix", paths.NetnsPrefix,
             "--serves", h.Serves, "--icmp-from", h.IcmpFrom, "--hold-spool", paths.HoldSpool(h.Name),
             "--pid-file", paths.AgentPidFile(h.Name)])]);
     }
 
-    async Task WaitForAgentAsync(HostEntry h, RemoteDirectory directory, CancellationToken ct)
+    async Task WaitForAgentAsync(HostEntry h, IDirectory directory, CancellationToken ct)
     {
         var agent = new Protos.HostAgent.HostAgentClient(Channels.For(h.Endpoint));
         await WaitAsync($"agent {h.Name}", paths.AgentLog(h.Name), async () =>
@@ -197,6 +235,11 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             // The supervisor first, or it would restart the agent being stopped.
             await StopDaemonsAsync([paths.AgentSupervisorPidFile(h.Name)], ct);
             await StopDaemonsAsync([paths.AgentPidFile(h.Name)], ct);
+            if (record.EtcdMembers.Contains(h.Name))
+            {
+                await StopDaemonsAsync([paths.EtcdSupervisorPidFile(h.Name)], ct);
+                await StopDaemonsAsync([paths.EtcdPidFile(h.Name)], ct);
+            }
             foreach (var ns in Netns.List().Where(n => n.StartsWith(h.Netns + "-c-", StringComparison.Ordinal))
                 .Append(h.Netns).ToList())
             {
@@ -204,9 +247,11 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
                 await Netns.DeleteAsync(ns);
             }
             await PlugInAsync(h);
-            BootAgent(h);
+            if (record.EtcdMembers.Contains(h.Name))
+                new LabEtcd(paths, Say).Restart(h, [.. record.Hosts.Where(m => record.EtcdMembers.Contains(m.Name))]);
+            BootAgent(h, record.AgentsDirectory);
         }
-        var directory = new RemoteDirectory(paths.DirectoryEndpoint);
+        var directory = DirectoryClient.Open(record.Directory);
         foreach (var h in chosen) await WaitForAgentAsync(h, directory, ct);
     }
 
@@ -217,7 +262,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         File.Move(tmp, paths.RecordFile, overwrite: true);
     }
 
-    static async Task WaitAsync(string what, string log, Func<Task<bool>> probe, CancellationToken ct)
+    internal static async Task WaitAsync(string what, string log, Func<Task<bool>> probe, CancellationToken ct)
     {
         var sw = Stopwatch.StartNew();
         string? last = null;
@@ -277,7 +322,13 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
 
     bool IsOurs(int pid)
     {
-        try { return File.ReadAllText($"/proc/{pid}/cmdline").Contains(paths.RunDir, StringComparison.Ordinal); }
+        try
+        {
+            // An etcd member names its data folder (under the state folder), every other daemon the run folder.
+            var cmdline = File.ReadAllText($"/proc/{pid}/cmdline");
+            return cmdline.Contains(paths.RunDir, StringComparison.Ordinal)
+                || cmdline.Contains(paths.StateDir + "/", StringComparison.Ordinal);
+        }
         catch (IOException) { return false; }
         catch (UnauthorizedAccessException) { return false; }
     }

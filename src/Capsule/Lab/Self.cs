@@ -24,8 +24,16 @@ internal static class Self
         string daemon, string supervisorPidFile, string daemonPidFile, IEnumerable<string> args)
     {
         var (self, prefix) = Command();
+        return SupervisedCommand(daemon, supervisorPidFile, daemonPidFile, [self, .. prefix, .. args]);
+    }
+
+    /// <summary>Any <paramref name="command"/> under this program's supervisor (etcd, for one).</summary>
+    public static string[] SupervisedCommand(
+        string daemon, string supervisorPidFile, string daemonPidFile, IEnumerable<string> command)
+    {
+        var (self, prefix) = Command();
         return [self, .. prefix, "supervise", "--name", daemon, "--pid-file", supervisorPidFile,
-            "--child-pid-file", daemonPidFile, "--", self, .. prefix, .. args];
+            "--child-pid-file", daemonPidFile, "--", .. command];
     }
 
     /// <summary>
