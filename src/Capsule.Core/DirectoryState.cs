@@ -8,6 +8,16 @@ public enum ChangeKind { HostPut, HostDeleted, CapsulePut, CapsuleDeleted }
 public sealed record DirectoryChange(long Revision, ChangeKind Kind, HostRecord? Host, CapsuleRecord? Capsule);
 
 /// <summary>
+/// What a directory watcher receives: the state after the update and the changes that led to it
+/// from the previous update. <see cref="Full"/> marks a state to take whole (the first, or after a
+/// watcher had to start over), with no changes to apply.
+/// </summary>
+public sealed record DirectoryUpdate(DirectoryState State, IReadOnlyList<DirectoryChange> Changes, bool Full)
+{
+    public static DirectoryUpdate Whole(DirectoryState s) => new(s, [], true);
+}
+
+/// <summary>
 /// The directory's state and rules (seed Fig. 4/7), with no I/O: locator allocation from the pool,
 /// which host holds each capsule, and a revision that grows by one with every change. The embedded
 /// store persists it and an etcd store maps the same operations onto keys, so both obey these rules.
@@ -50,6 +60,21 @@ public sealed class DirectoryState
     }
 
     Result Fail(string error) => new(this, null, error);
+
+    /// <summary>
+    /// This state with a change another store made applied as it was (no rule checked: the store that
+    /// made it checked them). O(log n): what a watcher does with each change it is sent.
+    /// </summary>
+    public DirectoryState Apply(DirectoryChange c) => c.Kind switch
+    {
+        ChangeKind.HostPut => new(Pool, c.Revision, Hosts.SetItem(c.Host!.Name, c.Host), Capsules)
+            { Unreachable = Unreachable },
+        ChangeKind.HostDeleted => new(Pool, c.Revision, Hosts.Remove(c.Host!.Name), Capsules)
+            { Unreachable = Unreachable.Remove(c.Host.Name) },
+        ChangeKind.CapsulePut => new(Pool, c.Revision, Hosts, Capsules.SetItem(c.Capsule!.Name, c.Capsule))
+            { Unreachable = Unreachable },
+        _ => new(Pool, c.Revision, Hosts, Capsules.Remove(c.Capsule!.Name)) { Unreachable = Unreachable },
+    };
 
     public Result PutHost(HostRecord host)
     {

@@ -6,10 +6,11 @@ namespace Capsule.Core;
 /// <summary>
 /// The seed's translation table (Fig. 8) as seen by one host: capsule locator → host underlay
 /// address, which locators are local, and which underlay addresses are known hosts. Immutable: the
-/// agent builds a new one for each directory change and publishes it with one reference write, so
-/// the data plane reads it lock-free, once per batch.
+/// agent makes a new one for each directory change and publishes it with one reference write, so
+/// the data plane reads it lock-free, once per batch. A capsule's change costs O(change), not
+/// O(capsules): see <see cref="With"/> (TranslationTable.Changes.cs).
 /// </summary>
-public sealed class TranslationTable
+public sealed partial class TranslationTable
 {
     public static readonly TranslationTable Empty = new(Locator.None, 0, FrozenDictionary<uint, uint>.Empty,
         FrozenSet<uint>.Empty, FrozenSet<uint>.Empty, [], []);
@@ -23,6 +24,7 @@ public sealed class TranslationTable
 
     public Locator Self { get; }
     public uint Epoch { get; }
+    /// <summary>Remote capsules routed (of the last full build; changes since are in the overlay).</summary>
     public int Count => _hostOf.Count;
     /// <summary>This host is a gateway: it answers for unknown locators as a router would.</summary>
     public bool IsGateway => _served.Length > 0;
@@ -87,7 +89,8 @@ public sealed class TranslationTable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool IsLocal(Locator l) => _local.Contains(l.Value);
+    public bool IsLocal(Locator l) =>
+        _overlay.Count != 0 && _overlay.TryGetValue(l.Value, out var e) ? e.Local : _local.Contains(l.Value);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsKnownHost(Locator underlay) => _hosts.Contains(underlay.Value);
@@ -95,7 +98,7 @@ public sealed class TranslationTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryGetHost(Locator capsule, out Locator host)
     {
-        if (_hostOf.TryGetValue(capsule.Value, out var h))
+        if (TryRemote(capsule.Value, out var h))
         {
             host = new(h);
             return true;
@@ -110,7 +113,7 @@ public sealed class TranslationTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryRoute(Locator dst, out Locator host)
     {
-        if (_hostOf.TryGetValue(dst.Value, out var h))
+        if (TryRemote(dst.Value, out var h))
         {
             host = new(h);
             return true;
@@ -123,6 +126,18 @@ public sealed class TranslationTable
             }
         host = default;
         return false;
+    }
+
+    /// <summary>The overlay first (changes since the last full build), then the frozen map.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    bool TryRemote(uint locator, out uint host)
+    {
+        if (_overlay.Count != 0 && _overlay.TryGetValue(locator, out var e))
+        {
+            host = e.Host;
+            return e.Host != 0;
+        }
+        return _hostOf.TryGetValue(locator, out host);
     }
 
     /// <summary>An address in an ordinary network this host (a gateway) serves.</summary>

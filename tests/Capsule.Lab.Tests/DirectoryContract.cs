@@ -92,25 +92,34 @@ public abstract class DirectoryContract
     }
 
     [Fact]
-    public async Task A_watcher_gets_the_state_first_then_each_change_in_order()
+    public async Task A_watcher_gets_the_state_whole_then_each_change_in_order_and_they_add_up()
     {
         var d = await WithHosts();
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         await using var watch = d.WatchAsync(cts.Token).GetAsyncEnumerator(cts.Token);
         Assert.True(await watch.MoveNextAsync());
-        var first = watch.Current;
+        Assert.True(watch.Current.Full);
+        var first = watch.Current.State;
         Assert.Equal(["h1", "h2"], first.Hosts.Keys);
         var a = await d.AllocateAsync("a", "h1");
         var moved = await d.UpdateAsync("a", "h2", CapsuleState.Running, a.Revision);
+        await d.AllocateAsync("b", "h1");
+        await d.ReleaseAsync("b");
         var last = first;
-        while (!(last.Capsules.GetValueOrDefault("a") is { Host: "h2" }))
+        var rebuilt = first; // the first state with every change applied, as a watcher keeps it
+        while (last.Capsules.ContainsKey("b") || !(last.Capsules.GetValueOrDefault("a") is { Host: "h2" }))
         {
             Assert.True(await watch.MoveNextAsync());
-            Assert.True(watch.Current.Revision > last.Revision, "revisions only grow");
-            last = watch.Current;
+            var u = watch.Current;
+            Assert.False(u.Full);
+            Assert.True(u.State.Revision > last.Revision, "revisions only grow");
+            foreach (var c in u.Changes) rebuilt = rebuilt.Apply(c);
+            last = u.State;
         }
         Assert.Equal(moved.Revision, last.Capsules["a"].Revision);
         Assert.Equal(CapsuleState.Running, last.Capsules["a"].State);
+        Assert.Equal(last.Capsules.Values, rebuilt.Capsules.Values);
+        Assert.Equal(last.Hosts.Values, rebuilt.Hosts.Values);
     }
 
     [Fact]

@@ -52,15 +52,15 @@ public sealed class DirectoryTests : IDisposable
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         await using var watch = d.WatchAsync(cts.Token).GetAsyncEnumerator(cts.Token);
         Assert.True(await watch.MoveNextAsync());
-        Assert.Equal(1, watch.Current.Revision);
+        Assert.Equal(1, watch.Current.State.Revision);
         await d.AllocateAsync("a", "h1");
         Assert.True(await watch.MoveNextAsync());
-        Assert.True(watch.Current.Capsules.ContainsKey("a"));
+        Assert.True(watch.Current.State.Capsules.ContainsKey("a"));
         var failed = await Assert.ThrowsAsync<DirectoryException>(() => d.AllocateAsync("a", "h1"));
         Assert.Contains("already exists", failed.Message);
         await d.ReleaseAsync("a");
         Assert.True(await watch.MoveNextAsync());
-        Assert.False(watch.Current.Capsules.ContainsKey("a"));
-        Assert.Equal(3, watch.Current.Revision); // the failed allocation changed nothing
+        Assert.False(watch.Current.State.Capsules.ContainsKey("a"));
+        Assert.Equal(3, watch.Current.State.Revision); // the failed allocation changed nothing
     }
 }

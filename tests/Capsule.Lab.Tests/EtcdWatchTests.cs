@@ -18,8 +18,9 @@ public sealed class EtcdWatchTests(EtcdCluster3 etcd) : IClassFixture<EtcdCluste
         var seen = new List<DirectoryState>();
         var watching = Task.Run(async () =>
         {
-            await foreach (var s in d.WatchAsync(cts.Token))
+            await foreach (var u in d.WatchAsync(cts.Token))
             {
+                var s = u.State;
                 seen.Add(s);
                 if (s.Capsules.Count == 60) return;
             }

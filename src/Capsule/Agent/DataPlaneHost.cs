@@ -21,6 +21,7 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
     readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     readonly Lock _tableGate = new();
     DirectoryState? _state;
+    TranslationTable? _table;
     System.Collections.Immutable.ImmutableDictionary<Locator, Locator> _pins =
         System.Collections.Immutable.ImmutableDictionary<Locator, Locator>.Empty;
 
@@ -64,10 +65,10 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
         {
             try
             {
-                await foreach (var state in directory.WatchAsync(stop))
+                await foreach (var update in directory.WatchAsync(stop))
                 {
-                    Rebuild(state);
-                    await RouteGatewaysAsync(state);
+                    Apply(update);
+                    if (update.Full || update.Changes.Any(c => c.Capsule is null)) await RouteGatewaysAsync(update.State);
                     _ready.TrySetResult();
                 }
             }
@@ -141,24 +142,52 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
         }
     }
 
+    /// <summary>
+    /// A directory update into the table: a whole state is built afresh, changes are applied one by
+    /// one (O(change), see <see cref="TranslationTable.With"/>), so a host's cost per change does not
+    /// grow with the number of capsules.
+    /// </summary>
+    void Apply(DirectoryUpdate update)
+    {
+        lock (_tableGate)
+        {
+            _state = update.State;
+            var unpinned = update.Full ? SettlePins(update.State, update.State.Capsules.Values)
+                : SettlePins(update.State, update.Changes.Select(c => c.Capsule).OfType<CapsuleRecord>());
+            _table = update.Full || unpinned || _table is null
+                ? TranslationTable.From(update.State, options.Host, _pins)
+                : _table.With(update.State, update.Changes, options.Host, _pins);
+            Engine.Publish(_table);
+            log.LogDebug("table at revision {Rev}: {Routes} remote capsules, {Pending} changes since built, " +
+                "{Pins} pinned", update.State.Revision, _table.Count, _table.Pending, _pins.Count);
+        }
+    }
+
+    /// <summary>
+    /// A pin has done its job once the directory routes the locator the same way; only the records
+    /// that changed need a look. True when a pin went (the table is then built afresh: rare).
+    /// </summary>
+    bool SettlePins(DirectoryState state, IEnumerable<CapsuleRecord> changed)
+    {
+        if (_pins.IsEmpty) return false;
+        var before = _pins.Count;
+        foreach (var c in changed)
+            if (_pins.TryGetValue(c.Locator, out var host) && c.State == CapsuleState.Running
+                && state.Hosts.TryGetValue(c.Host, out var h) && h.Underlay == host)
+                _pins = _pins.Remove(c.Locator);
+        return _pins.Count != before;
+    }
+
+    /// <summary>After a pin is set or lifted: the table afresh from the last state (pins are few and brief).</summary>
     void Rebuild(DirectoryState? state)
     {
         if (state is null) return;
         lock (_tableGate)
         {
-            _state = state;
-            // A pin has done its job once the directory routes the locator the same way.
-            foreach (var (loc, host) in _pins)
-            {
-                var c = state.Capsules.Values.FirstOrDefault(x => x.Locator == loc);
-                if (c is { State: CapsuleState.Running } && state.Hosts.TryGetValue(c.Host, out var h)
-                    && h.Underlay == host)
-                    _pins = _pins.Remove(loc);
-            }
-            var table = TranslationTable.From(state, options.Host, _pins);
-            Engine.Publish(table);
-            log.LogDebug("table at revision {Rev}: {Routes} remote capsules, {Pins} pinned", state.Revision,
-                table.Count, _pins.Count);
+            // The directory may have agreed before the pin was set: no later change would lift it.
+            SettlePins(state, state.Capsules.Values);
+            _table = TranslationTable.From(state, options.Host, _pins);
+            Engine.Publish(_table);
         }
     }
 

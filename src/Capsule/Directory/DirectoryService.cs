@@ -52,13 +52,18 @@ internal sealed class DirectoryService(EmbeddedDirectory dir) : Protos.CapsuleDi
     public override Task<Snapshot> GetSnapshot(SnapshotRequest request, ServerCallContext context) =>
         Task.FromResult(dir.State.ToWire());
 
-    public override async Task Watch(WatchRequest request, IServerStreamWriter<Snapshot> responseStream,
+    public override async Task Watch(WatchRequest request, IServerStreamWriter<WatchUpdate> responseStream,
         ServerCallContext context)
     {
         try
         {
-            await foreach (var s in dir.WatchAsync(context.CancellationToken))
-                await responseStream.WriteAsync(s.ToWire(), context.CancellationToken);
+            await foreach (var u in dir.WatchAsync(context.CancellationToken))
+            {
+                var wire = new WatchUpdate();
+                if (u.Full) wire.Full = u.State.ToWire();
+                foreach (var c in u.Changes) wire.Changes.Add(c.ToWire());
+                await responseStream.WriteAsync(wire, context.CancellationToken);
+            }
         }
         catch (OperationCanceledException) { }
     }

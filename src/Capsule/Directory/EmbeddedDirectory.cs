@@ -14,7 +14,7 @@ internal sealed class EmbeddedDirectory : IDirectory
 {
     readonly string _file;
     readonly Lock _gate = new();
-    readonly List<Channel<DirectoryState>> _watchers = [];
+    readonly List<Channel<DirectoryUpdate>> _watchers = [];
     DirectoryState _state;
 
     public EmbeddedDirectory(string stateDir, Prefix pool)
@@ -36,7 +36,8 @@ internal sealed class EmbeddedDirectory : IDirectory
             {
                 Save(_file, r.State); // durable before anyone hears of it
                 _state = r.State;
-                foreach (var w in _watchers) w.Writer.TryWrite(r.State);
+                var update = new DirectoryUpdate(r.State, [r.Change], false);
+                foreach (var w in _watchers) w.Writer.TryWrite(update);
             }
             return Task.FromResult(pick(r));
         }
@@ -52,11 +53,11 @@ internal sealed class EmbeddedDirectory : IDirectory
     public Task ReleaseAsync(string name, CancellationToken ct = default) => Apply(s => s.ReleaseCapsule(name), _ => 0);
     public Task<DirectoryState> SnapshotAsync(CancellationToken ct = default) => Task.FromResult(State);
 
-    public async IAsyncEnumerable<DirectoryState> WatchAsync([EnumeratorCancellation] CancellationToken ct)
+    public async IAsyncEnumerable<DirectoryUpdate> WatchAsync([EnumeratorCancellation] CancellationToken ct)
     {
-        // Unbounded is safe: each item is an immutable state, and a slow watcher only needs the
-        // newest, so it skips ahead below rather than replaying every step.
-        var ch = Channel.CreateUnbounded<DirectoryState>(new UnboundedChannelOptions { SingleReader = true });
+        // Unbounded, and a slow watcher takes all that waits at once: one update with every change
+        // in order and the newest state, so it catches up in one step.
+        var ch = Channel.CreateUnbounded<DirectoryUpdate>(new UnboundedChannelOptions { SingleReader = true });
         DirectoryState first;
         lock (_gate)
         {
@@ -65,12 +66,17 @@ internal sealed class EmbeddedDirectory : IDirectory
         }
         try
         {
-            yield return first;
+            yield return DirectoryUpdate.Whole(first);
             while (await ch.Reader.WaitToReadAsync(ct))
             {
-                DirectoryState? latest = null;
-                while (ch.Reader.TryRead(out var s)) latest = s;
-                if (latest is not null) yield return latest;
+                DirectoryUpdate? latest = null;
+                List<DirectoryChange>? merged = null;
+                while (ch.Reader.TryRead(out var u))
+                {
+                    if (latest is not null) (merged ??= [.. latest.Changes]).AddRange(u.Changes);
+                    latest = u;
+                }
+                if (latest is not null) yield return merged is null ? latest : latest with { Changes = merged };
             }
         }
         finally

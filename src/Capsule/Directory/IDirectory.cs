@@ -24,8 +24,11 @@ internal interface IDirectory
     Task ReleaseAsync(string name, CancellationToken ct = default);
     Task<DirectoryState> SnapshotAsync(CancellationToken ct = default);
 
-    /// <summary>A full state first, then every later state, one per change, until cancelled.</summary>
-    IAsyncEnumerable<DirectoryState> WatchAsync(CancellationToken ct);
+    /// <summary>
+    /// A whole state first, then the changes as they happen (several at once for a watcher that fell
+    /// behind), each update with the state after it, until cancelled.
+    /// </summary>
+    IAsyncEnumerable<DirectoryUpdate> WatchAsync(CancellationToken ct);
 }
 
 /// <summary>A directory failure; <see cref="Conflict"/> when a conditional update lost to another writer.</summary>

@@ -38,5 +38,13 @@ internal static class Mapping
         s.Hosts.Select(ToCore).ToImmutableSortedDictionary(h => h.Name, h => h),
         s.Capsules.Select(ToCore).ToImmutableSortedDictionary(c => c.Name, c => c));
 
+    public static Change ToWire(this DirectoryChange c) => new()
+    {
+        Revision = c.Revision, Kind = (Protos.ChangeKind)c.Kind, Host = c.Host?.ToWire(), Capsule = c.Capsule?.ToWire(),
+    };
+
+    public static DirectoryChange ToCore(this Change c) => new(c.Revision, (Core.ChangeKind)c.Kind,
+        c.Host?.ToCore(), c.Capsule?.ToCore());
+
     public static string Word(this CoreState s) => s.ToString().ToLowerInvariant();
 }

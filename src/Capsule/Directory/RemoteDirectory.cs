@@ -120,22 +120,33 @@ internal sealed class RemoteDirectory(string endpoint) : IDirectory
     public Task<DirectoryState> SnapshotAsync(CancellationToken ct = default) =>
         Call(async () => (await _client.GetSnapshotAsync(new SnapshotRequest(), cancellationToken: ct)).ToCore(), ct);
 
-    public async IAsyncEnumerable<DirectoryState> WatchAsync([EnumeratorCancellation] CancellationToken ct)
+    /// <summary>The server's whole state first, then its changes applied here one by one (O(change) each).</summary>
+    public async IAsyncEnumerable<DirectoryUpdate> WatchAsync([EnumeratorCancellation] CancellationToken ct)
     {
         using var call = _client.Watch(new WatchRequest(), cancellationToken: ct);
+        DirectoryState? state = null;
         while (true)
         {
-            Snapshot s;
+            WatchUpdate u;
             try
             {
                 if (!await call.ResponseStream.MoveNext(ct)) yield break;
-                s = call.ResponseStream.Current;
+                u = call.ResponseStream.Current;
             }
             catch (RpcException e) when (e.StatusCode != StatusCode.Cancelled)
             {
                 throw new DirectoryException(Channels.Describe(e, $"the directory at {endpoint}"));
             }
-            yield return s.ToCore();
+            if (u.Full is { } full)
+            {
+                state = full.ToCore();
+                yield return DirectoryUpdate.Whole(state);
+                continue;
+            }
+            if (state is null) throw new DirectoryException($"the directory at {endpoint} sent changes before a state");
+            var changes = u.Changes.Select(c => c.ToCore()).ToList();
+            foreach (var c in changes) state = state.Apply(c);
+            yield return new DirectoryUpdate(state, changes, false);
         }
     }
 }

@@ -22,10 +22,10 @@ internal sealed partial class EtcdDirectory
     /// </summary>
     static readonly Metadata RequireLeader = new() { { "hasleader", "true" } };
 
-    public async IAsyncEnumerable<DirectoryState> WatchAsync([EnumeratorCancellation] CancellationToken ct)
+    public async IAsyncEnumerable<DirectoryUpdate> WatchAsync([EnumeratorCancellation] CancellationToken ct)
     {
         var view = await ViewAsync(ct);
-        yield return view.State;
+        yield return DirectoryUpdate.Whole(view.State);
         while (!ct.IsCancellationRequested)
         {
             var (watch, _, index) = _cluster.Member();
@@ -70,14 +70,16 @@ internal sealed partial class EtcdDirectory
                     break;
                 }
                 if (r.Events.Count == 0) continue; // created, or a progress notice
-                foreach (var e in r.Events) view.Apply(e);
-                yield return view.State;
+                var changes = new List<DirectoryChange>(r.Events.Count);
+                foreach (var e in r.Events)
+                    if (view.Apply(e) is { } change) changes.Add(change);
+                yield return new DirectoryUpdate(view.State, changes, false);
             }
             if (broken) _cluster.Failed(index);
             if (resync)
             {
                 view = await ViewAsync(ct);
-                yield return view.State;
+                yield return DirectoryUpdate.Whole(view.State);
             }
             else
             {

@@ -23,16 +23,18 @@ internal sealed class EtcdView(EtcdKeys keys)
     public static EtcdView From(EtcdKeys keys, IEnumerable<KeyValue> kvs, long revision)
     {
         var v = new EtcdView(keys) { Revision = revision };
-        foreach (var kv in kvs) v.Put(kv);
+        foreach (var kv in kvs) _ = v.Put(kv);
         return v;
     }
 
-    /// <summary>Applies one watch event; the view's revision moves to the event's.</summary>
-    public void Apply(Event e)
+    /// <summary>
+    /// Applies one watch event; the view's revision moves to the event's. Returns the change of a
+    /// host or capsule record (null for the pool, liveness and the address indexes).
+    /// </summary>
+    public DirectoryChange? Apply(Event e)
     {
-        if (e.Type == Event.Types.EventType.Put) Put(e.Kv);
-        else Delete(e.Kv);
         Revision = Math.Max(Revision, e.Kv.ModRevision);
+        return e.Type == Event.Types.EventType.Put ? Put(e.Kv) : Delete(e.Kv);
     }
 
     public DirectoryState State => new(_pool ?? throw NoPool(keys), Revision, _hosts, _capsules)
@@ -44,40 +46,48 @@ internal sealed class EtcdView(EtcdKeys keys)
         $"the etcd directory under {keys.Prefix} has no locator pool yet; " +
         "run `capsule directory init --etcd ENDPOINTS --pool PREFIX` once");
 
-    void Put(KeyValue kv)
+    DirectoryChange? Put(KeyValue kv)
     {
         var (kind, name) = keys.Parse(kv.Key);
         switch (kind)
         {
             case "pool":
                 _pool = Prefix.Parse(kv.Value.ToStringUtf8());
-                break;
+                return null;
             case "hosts":
-                _hosts = _hosts.SetItem(name, EtcdJson.Host(name, kv.Value));
-                break;
+                var h = EtcdJson.Host(name, kv.Value);
+                _hosts = _hosts.SetItem(name, h);
+                return new DirectoryChange(kv.ModRevision, ChangeKind.HostPut, h, null);
             case "capsules":
-                _capsules = _capsules.SetItem(name, EtcdJson.Capsule(name, kv.Value, kv.ModRevision));
-                break;
+                var c = EtcdJson.Capsule(name, kv.Value, kv.ModRevision);
+                _capsules = _capsules.SetItem(name, c);
+                return new DirectoryChange(kv.ModRevision, ChangeKind.CapsulePut, null, c);
             case "alive":
                 _alive = _alive.Add(name);
-                break;
+                return null;
+            default:
+                return null;
         }
     }
 
-    void Delete(KeyValue kv)
+    /// <summary>A delete event carries no value: the change names the record as this view last had it.</summary>
+    DirectoryChange? Delete(KeyValue kv)
     {
         var (kind, name) = keys.Parse(kv.Key);
         switch (kind)
         {
-            case "hosts":
+            case "hosts" when _hosts.TryGetValue(name, out var h):
                 _hosts = _hosts.Remove(name);
-                break;
-            case "capsules":
+                return new DirectoryChange(kv.ModRevision, ChangeKind.HostDeleted, h, null);
+            case "capsules" when _capsules.TryGetValue(name, out var c):
                 _capsules = _capsules.Remove(name);
-                break;
+                return new DirectoryChange(kv.ModRevision, ChangeKind.CapsuleDeleted, null,
+                    c with { Revision = kv.ModRevision });
             case "alive":
                 _alive = _alive.Remove(name);
-                break;
+                return null;
+            default:
+                return null;
         }
     }
 }
