@@ -85,6 +85,16 @@ internal sealed class EmbeddedDirectory : IDirectory
         }
     }
 
+    /// <summary>
+    /// Writes <paramref name="state"/> as the state folder's file, for a directory started on it
+    /// later (a benchmark's ten thousand capsules, or a state carried over from another store).
+    /// </summary>
+    public static void WriteState(string stateDir, DirectoryState state)
+    {
+        Directory.CreateDirectory(stateDir);
+        Save(Path.Combine(stateDir, "directory.json"), state);
+    }
+
     // ---- persistence ----
 
     sealed record FileHost(string Name, string Underlay, string AgentEndpoint, string? Serves);

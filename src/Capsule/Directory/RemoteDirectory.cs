@@ -15,14 +15,15 @@ namespace Capsule.Dir;
 /// <see cref="RetryBudget"/>, then fails with the usual message. Watching is not retried here;
 /// the watcher reconnects (an agent's data plane keeps its last table meanwhile).
 /// </summary>
-internal sealed class RemoteDirectory(string endpoint) : IDirectory
+internal sealed class RemoteDirectory(string endpoint, bool ownConnection = false) : IDirectory
 {
     /// <summary>Long enough for a supervised directory to be restarted (1 s) and to start serving.</summary>
     static readonly TimeSpan RetryBudget = TimeSpan.FromSeconds(10);
     static readonly TimeSpan FirstDelay = TimeSpan.FromMilliseconds(50);
     static readonly TimeSpan MaxDelay = TimeSpan.FromMilliseconds(500);
 
-    readonly Protos.CapsuleDirectory.CapsuleDirectoryClient _client = new(Channels.For(endpoint));
+    readonly Protos.CapsuleDirectory.CapsuleDirectoryClient _client =
+        new(ownConnection ? Channels.Create(endpoint) : Channels.For(endpoint));
 
     public string Endpoint => endpoint;
 

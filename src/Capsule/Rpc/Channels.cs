@@ -15,7 +15,11 @@ internal static class Channels
 
     public static GrpcChannel For(string endpoint) => Cache.GetOrAdd(endpoint, Create);
 
-    static GrpcChannel Create(string endpoint)
+    /// <summary>
+    /// A channel of its own (its own connection), not shared: for a caller standing in for one of
+    /// many separate clients, as a benchmark's watchers stand in for agents.
+    /// </summary>
+    public static GrpcChannel Create(string endpoint)
     {
         if (!endpoint.StartsWith("unix:", StringComparison.Ordinal))
             return GrpcChannel.ForAddress(endpoint);

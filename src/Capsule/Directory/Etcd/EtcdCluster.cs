@@ -26,11 +26,12 @@ internal sealed class EtcdCluster
     readonly Lease.LeaseClient[] _leases;
     int _current;
 
-    public EtcdCluster(IReadOnlyList<string> endpoints)
+    public EtcdCluster(IReadOnlyList<string> endpoints, bool ownConnections = false)
     {
         if (endpoints.Count == 0) throw new DirectoryException("an etcd directory needs at least one endpoint");
         _endpoints = [.. endpoints];
-        var invokers = _endpoints.Select(e => Channels.For(e).CreateCallInvoker()).ToArray();
+        var invokers = _endpoints
+            .Select(e => (ownConnections ? Channels.Create(e) : Channels.For(e)).CreateCallInvoker()).ToArray();
         _clients = [.. invokers.Select(i => new EtcdClient(i))];
         _watchers = [.. invokers.Select(i => new Watch.WatchClient(i))];
         _leases = [.. invokers.Select(i => new Lease.LeaseClient(i))];

@@ -23,9 +23,9 @@ internal sealed partial class EtcdDirectory : IDirectory, IAsyncDisposable
     HostLease? _lease;
 
     public EtcdDirectory(IReadOnlyList<string> endpoints, string prefix = EtcdKeys.DefaultPrefix,
-        TimeSpan? leaseTtl = null)
+        TimeSpan? leaseTtl = null, bool ownConnections = false)
     {
-        _cluster = new EtcdCluster(endpoints);
+        _cluster = new EtcdCluster(endpoints, ownConnections);
         _keys = new EtcdKeys(prefix);
         _leaseTtl = leaseTtl ?? HostLease.DefaultTtl;
     }
