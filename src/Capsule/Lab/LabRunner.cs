@@ -24,6 +24,9 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         public List<LegacyEntry> Legacy { get; init; } = [];
     }
 
+    /// <summary>Each host agent serves /metrics on its underlay address at this port (inside the lab only).</summary>
+    public const int MetricsPort = 9464;
+
     public LabPaths Paths => paths;
     void Say(string s) => progress?.Invoke(s);
 
@@ -166,6 +169,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             "--host", h.Name, "--underlay", h.Underlay, "--directory", paths.DirectoryEndpoint,
             "--listen", h.Endpoint, "--state", paths.HostView, "--netns-prefix", paths.NetnsPrefix,
             "--serves", h.Serves, "--icmp-from", h.IcmpFrom, "--hold-spool", paths.HoldSpool(h.Name),
+            "--metrics", $"http://{h.Underlay}:{MetricsPort}",
             "--pid-file", paths.AgentPidFile(h.Name)])]);
     }
 
