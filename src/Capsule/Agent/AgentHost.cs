@@ -28,10 +28,14 @@ internal static class AgentHost
         builder.Services.AddSingleton<Migration.MigrationSource>();
         builder.Services.AddSingleton<Migration.MigrationTarget>();
         builder.Services.AddSingleton<Migration.Suspension>();
+        builder.Services.AddSingleton<Events.EventLog>();
+        builder.Services.AddSingleton<Metrics.AgentMetrics>();
+        if (options.Metrics.Length > 0) Metrics.MetricsEndpoint.Listen(builder, options.Metrics);
         builder.Services.AddHostedService(sp => sp.GetRequiredService<DataPlaneHost>());
         builder.Services.AddHostedService<Migration.MigrationRecovery>();
         var app = builder.Build();
         app.MapGrpcService<AgentService>();
+        if (options.Metrics.Length > 0) Metrics.MetricsEndpoint.Map(app, options.Metrics);
         // Tests and benchmarks only: never on an agent started without the switch.
         if (Faults.FaultInjector.EnabledByEnvironment) app.MapGrpcService<Faults.FaultService>();
         return await RunServerAsync(app, options.Listen, pidFile, ct);

@@ -32,6 +32,9 @@ internal sealed record AgentOptions(
 
     public const string DefaultHoldSpool = "/dev/shm/capsule-holds";
 
+    /// <summary>Where to serve Prometheus metrics (http://addr:port, path /metrics); empty: not served.</summary>
+    public string Metrics { get; init; } = "";
+
     public int InnerMtu => UnderlayMtu - Wire.Overhead;
     /// <summary>A gateway's address for the ICMP answers it gives as a router (its ordinary-side address).</summary>
     public Locator IcmpSource => IcmpFrom.Length > 0 ? Locator.Parse(IcmpFrom) : Underlay;

@@ -1,4 +1,6 @@
+using Capsule.Agent.Events;
 using Capsule.Agent.Faults;
+using Capsule.Agent.Metrics;
 using Capsule.Agent.Migration;
 using Capsule.Core;
 using Capsule.Dir;
@@ -10,7 +12,8 @@ namespace Capsule.Agent;
 
 /// <summary>The agent's gRPC API, used by the CLI (and, for migration, by peer agents).</summary>
 internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime, DataPlaneHost dataPlane,
-    MigrationSource source, MigrationTarget target, Suspension suspension, FaultInjector faults)
+    MigrationSource source, MigrationTarget target, Suspension suspension, FaultInjector faults,
+    EventLog events, AgentMetrics metrics)
     : Protos.HostAgent.HostAgentBase
 {
     static async Task<T> Guard<T>(Func<Task<T>> f)
@@ -62,16 +65,40 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
     public override async Task Migrate(MigrateRequest request, IServerStreamWriter<MigrateProgress> responseStream,
         ServerCallContext context)
     {
+        var started = false;
         // A migration, once begun, runs to its end (moved, or resumed where it was) even if the
         // CLI that asked for it goes away: stopping half-way could leave the capsule nowhere.
         async Task Report(string phase, string message)
         {
+            // The first report comes once the checks have passed and the target prepares: it has begun.
+            if (!started) events.MigrationStarted(request.Name, request.Target);
+            started = true;
             try { await responseStream.WriteAsync(new MigrateProgress { Phase = phase, Message = message }); }
             catch (Exception e)
                 when (e is InvalidOperationException or IOException or OperationCanceledException or RpcException) { }
         }
-        var result = await Guard(() => source.RunAsync(request, Report, CancellationToken.None));
+        MigrateResult result;
+        try
+        {
+            result = await Guard(() => source.RunAsync(request, Report, CancellationToken.None));
+        }
+        catch (RpcException e)
+        {
+            var outcome = started ? MigrationOutcome.Failed : MigrationOutcome.Refused;
+            events.MigrationThrew(request.Name, request.Target, outcome, e.Status.Detail);
+            metrics.Migrated(outcome, null);
+            throw;
+        }
+        events.MigrationEnded(request.Name, request.Target, result);
+        metrics.Migrated(EventLog.Outcome(result), result.Times);
         await responseStream.WriteAsync(new MigrateProgress { Phase = "done", Result = result });
+    }
+
+    public override async Task Events(EventsRequest request, IServerStreamWriter<AgentEvent> responseStream,
+        ServerCallContext context)
+    {
+        await foreach (var e in events.ReadAsync(request.Follow, context.CancellationToken))
+            await responseStream.WriteAsync(e);
     }
 
     public override Task<SuspendResult> Suspend(SuspendRequest request, ServerCallContext context) =>

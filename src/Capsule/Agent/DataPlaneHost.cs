@@ -12,7 +12,7 @@ namespace Capsule.Agent;
 /// keeps its translation table in step with the directory by watching it (pushed, not polled).
 /// </summary>
 internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, CapsuleRuntime runtime,
-    ILogger<DataPlaneHost> log) : BackgroundService
+    ILogger<DataPlaneHost> log, Events.EventLog events) : BackgroundService
 {
     Tun? _tun;
     UdpEndpoint? _udp;
@@ -30,13 +30,14 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
 
     public override async Task StartAsync(CancellationToken ct)
     {
+        events.AgentStarted();
         var snapshot = await directory.SnapshotAsync(ct);
         _pool = snapshot.Pool;
         _tun = Tun.Open(options.Tun);
         await HostNetwork.SetupAsync(options.Tun, _pool, options.InnerMtu);
         _udp = UdpEndpoint.Bind(options.Underlay, options.Port);
         var spool = Directory.CreateDirectory(options.HoldSpool).FullName;
-        _engine = new Engine(_tun, _udp, options.UnderlayMtu, spool);
+        _engine = new Engine(_tun, _udp, options.UnderlayMtu, spool) { OnHoldChange = events.HoldChanged };
         _engine.Start();
         await RecoverHoldsAsync();
         await runtime.RecoverAsync(ct);
@@ -68,7 +69,9 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
                 await foreach (var update in directory.WatchAsync(stop))
                 {
                     Apply(update);
-                    if (update.Full || update.Changes.Any(c => c.Capsule is null)) await RouteGatewaysAsync(update.State);
+                    events.DirectoryChanged(update);
+                    if (update.Full || update.Changes.Any(c => c.Capsule is null))
+                        await RouteGatewaysAsync(update.State);
                     _ready.TrySetResult();
                 }
             }

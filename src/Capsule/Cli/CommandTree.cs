@@ -29,6 +29,7 @@ internal static class CommandTree
         foreach (var c in CapsuleCommands.Build()) root.Subcommands.Add(c);
         foreach (var c in SuspendCommands.Build()) root.Subcommands.Add(c);
         root.Subcommands.Add(MigrateCommand.Build());
+        root.Subcommands.Add(EventsCommand.Build());
         root.Subcommands.Add(Doctor.Build());
         root.Subcommands.Add(Demo.Build());
         root.Subcommands.Add(Bench.Build());

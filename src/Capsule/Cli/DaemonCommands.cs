@@ -57,10 +57,15 @@ internal static class DaemonCommands
                 DefaultValueFactory = _ => AgentOptions.DefaultHoldSpool,
                 Description = "Folder in memory (tmpfs) where holds keep their packets, so they outlive the agent",
             };
+            var metrics = new Option<string>("--metrics")
+            {
+                DefaultValueFactory = _ => "",
+                Description = "Serve Prometheus metrics at http://ADDRESS:PORT/metrics (default: not served)",
+            };
             var agent = new Command("agent", "Run the host agent (capsuled) in the current network namespace")
             {
                 host, underlay, port, mtu, directory, listen, state, prefix, criu, serves, icmpFrom, holdLease,
-                holdSpool, pidFile,
+                holdSpool, pidFile, metrics,
             };
             agent.Hidden = true;
             agent.SetAction((pr, ct) => CommandTree.Run(async () =>
@@ -83,6 +88,7 @@ internal static class DaemonCommands
                 {
                     HoldLease = TimeSpan.FromSeconds(lease),
                     HoldSpool = pr.GetValue(holdSpool)!,
+                    Metrics = MetricsOption(pr.GetValue(metrics)!, pr.GetValue(listen)!),
                 };
                 return await AgentHost.RunAsync(o, pr.GetValue(pidFile), ct);
             }));
@@ -132,5 +138,15 @@ internal static class DaemonCommands
             }).GetAwaiter().GetResult());
             yield return supervise;
         }
+    }
+
+    /// <summary>--metrics checked (its errors are ArgumentExceptions: one line for the user).</summary>
+    static string MetricsOption(string metrics, string listen)
+    {
+        if (metrics.Length == 0) return metrics;
+        var (_, port) = Agent.Metrics.MetricsEndpoint.Parse(metrics);
+        if (listen.StartsWith("http:", StringComparison.Ordinal) && new Uri(listen).Port == port)
+            throw new UserError($"--metrics needs a port other than --listen's ({port})");
+        return metrics;
     }
 }

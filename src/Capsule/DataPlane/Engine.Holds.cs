@@ -74,8 +74,10 @@ internal sealed unsafe partial class Engine
         else
         {
             var buffer = NewBuffer(r.Locator, r.Capacity, r.DropUdp);
-            _holds[r.Locator.Value] = new Hold(r.Locator, buffer, After(r.Lease), r.Pause);
+            var fresh = new Hold(r.Locator, buffer, After(r.Lease), r.Pause);
+            _holds[r.Locator.Value] = fresh;
             if (r.Pause) PauseFlows(r.Locator);
+            Tell(HoldChangeKind.Taken, fresh, r.Via, 0, 0);
         }
         done.SetResult(SentTo.TryGetValue(Key(r.Via, r.Locator), out var f) ? (f.Packets, f.Bytes) : (0L, 0L));
     }
@@ -157,6 +159,7 @@ internal sealed unsafe partial class Engine
     /// <summary>The lease ran out with no release: end the hold as a release to the table's route would.</summary>
     void Expire(Hold hold, long now)
     {
+        hold.Expired = true;
         Egress.HoldsExpired++;
         var table = Table;
         var loc = hold.Locator;
@@ -231,8 +234,10 @@ internal sealed unsafe partial class Engine
     {
         _holds.Remove(hold.Locator.Value);
         if (resume) ResumeFlows(hold.Locator);
-        var result = (hold.Flushed, hold.Buffer.Dropped + droppedAtEnd);
+        var result = (Flushed: hold.Flushed, Dropped: hold.Buffer.Dropped + droppedAtEnd);
         foreach (var w in hold.Waiters) w.TrySetResult(result);
+        var kind = hold.Expired ? HoldChangeKind.Expired : HoldChangeKind.Released;
+        Tell(kind, hold, hold.Draining ? hold.DrainTo : Locator.None, result.Flushed, result.Dropped);
         // Unmapping and deleting a spool file takes the kernel a while: not on this thread.
         if (hold.Buffer.SpoolPath is null) hold.Dispose();
         else ThreadPool.UnsafeQueueUserWorkItem(static h => h.Dispose(), hold, preferLocal: false);

@@ -66,7 +66,9 @@ internal sealed unsafe partial class Engine
                         File.Delete(path);
                         continue;
                     }
-                    _holds[buffer.Locator.Value] = new Hold(buffer.Locator, buffer, After(lease), pauses: false);
+                    var hold = new Hold(buffer.Locator, buffer, After(lease), pauses: false);
+                    _holds[buffer.Locator.Value] = hold;
+                    Tell(HoldChangeKind.TakenBack, hold, Locator.None, buffer.Count, 0);
                     holds++;
                     packets += buffer.Count;
                 }

@@ -23,6 +23,9 @@ internal sealed class Hold(Locator locator, HoldBuffer buffer, long deadline, bo
     /// <summary>The drain writes into this host's own TUN (the capsule is local).</summary>
     public bool DrainsToSelf { get; private set; }
 
+    /// <summary>Its lease ran out with no release (whatever it drains now, it ends as expired).</summary>
+    public bool Expired { get; set; }
+
     /// <summary>Stopwatch timestamp of the drain's next burst.</summary>
     public long NextBurst { get; set; }
 

@@ -38,6 +38,9 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         public static readonly DirectoryChoice Embedded = new(false, 0);
     }
 
+    /// <summary>Each host agent serves /metrics on its underlay address at this port (inside the lab only).</summary>
+    public const int MetricsPort = 9464;
+
     public LabPaths Paths => paths;
     void Say(string s) => progress?.Invoke(s);
 
@@ -204,6 +207,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             "--host", h.Name, "--underlay", h.Underlay, "--directory", directory,
             "--listen", h.Endpoint, "--state", paths.HostView, "--netns-prefix", paths.NetnsPrefix,
             "--serves", h.Serves, "--icmp-from", h.IcmpFrom, "--hold-spool", paths.HoldSpool(h.Name),
+            "--metrics", $"http://{h.Underlay}:{MetricsPort}",
             "--pid-file", paths.AgentPidFile(h.Name)])]);
     }
 
