@@ -5,7 +5,9 @@ namespace Capsule.Core.Tests;
 /// <summary>A table kept by applying changes answers exactly as one built from the final state.</summary>
 public class TranslationTableChangesTests
 {
-    /// <summary>One step: create, start, move, stop or remove capsule n (0..29), or a host change now and then.</summary>
+    /// <summary>
+    /// One step: create, start, move, stop or remove capsule n (0..29), or a host change now and then.
+    /// </summary>
     static readonly Gen<(int Op, int N, int Host)> Step = Gen.Select(Gen.Int[0, 9], Gen.Int[0, 29], Gen.Int[1, 3]);
 
     [Fact]

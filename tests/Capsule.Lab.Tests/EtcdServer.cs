@@ -23,7 +23,9 @@ public class EtcdServer : IAsyncLifetime
     public IReadOnlyList<string> Endpoints =>
         [.. Enumerable.Range(0, Members).Select(i => $"unix:{Path.Combine(_dir, $"m{i}.sock:1")}")];
 
-    /// <summary>A directory on this cluster, under a prefix of its own (so tests never see each other's keys).</summary>
+    /// <summary>
+    /// A directory on this cluster, under a prefix of its own (so tests never see each other's keys).
+    /// </summary>
     internal async Task<EtcdDirectory> OpenAsync(string? prefix = null, TimeSpan? leaseTtl = null)
     {
         var d = new EtcdDirectory(Endpoints, prefix ?? $"/t{Guid.NewGuid():N}/", leaseTtl);
@@ -51,7 +53,8 @@ public class EtcdServer : IAsyncLifetime
 
     Process Start(int i)
     {
-        var cluster = string.Join(',', Enumerable.Range(0, Members).Select(m => $"m{m}=http://127.0.0.1:{2380 + 10 * m}"));
+        var cluster = string.Join(',',
+            Enumerable.Range(0, Members).Select(m => $"m{m}=http://127.0.0.1:{2380 + 10 * m}"));
         var psi = new ProcessStartInfo("ip") { UseShellExecute = false, WorkingDirectory = _dir };
         foreach (var a in (string[])["netns", "exec", _netns, "etcd", "--name", $"m{i}",
                      "--data-dir", Path.Combine(_dir, $"m{i}"),

@@ -245,7 +245,9 @@ public sealed class EtcdLabFixture : LabFixture
 {
     protected override string[] UpOptions => ["--directory", "etcd", "--etcd-members", "3"];
 
-    /// <summary>Kills <paramref name="host"/>'s etcd member outright (its supervisor starts it again, as systemd would).</summary>
+    /// <summary>
+    /// Kills <paramref name="host"/>'s etcd member outright (its supervisor starts it again, as systemd would).
+    /// </summary>
     public int KillEtcdMember(string host)
     {
         var pid = int.Parse(File.ReadAllText(new LabPaths(Name).EtcdPidFile(host)).Trim());

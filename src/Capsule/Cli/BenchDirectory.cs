@@ -52,7 +52,10 @@ internal static partial class Bench
     {
         var s = new DirectoryState(Prefix.Parse("100.64.0.0/16"));
         for (var i = 1; i <= hosts; i++)
-            s = s.PutHost(new HostRecord($"h{i}", Locator.Parse($"198.18.{i / 250}.{i % 250 + 1}"), $"unix:/h{i}")).State;
+        {
+            var underlay = Locator.Parse($"198.18.{i / 250}.{i % 250 + 1}");
+            s = s.PutHost(new HostRecord($"h{i}", underlay, $"unix:/h{i}")).State;
+        }
         for (var i = 0; i < capsules; i++)
         {
             var name = $"c{i}";

@@ -17,7 +17,8 @@ internal static class DirectoryClient
     public static bool IsEtcd(string endpoint) => endpoint.StartsWith(EtcdScheme, StringComparison.Ordinal);
 
     public static string[] EtcdMembers(string endpoint) =>
-        endpoint[EtcdScheme.Length..].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        endpoint[EtcdScheme.Length..]
+            .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
     public static string Etcd(IEnumerable<string> members) => EtcdScheme + string.Join(',', members);
 }

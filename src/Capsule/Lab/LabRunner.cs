@@ -32,7 +32,9 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         public string AgentsDirectory => AgentDirectory ?? Directory;
     }
 
-    /// <summary>Which directory a lab runs: the embedded one, or an etcd cluster of <see cref="EtcdMembers"/>.</summary>
+    /// <summary>
+    /// Which directory a lab runs: the embedded one, or an etcd cluster of <see cref="EtcdMembers"/>.
+    /// </summary>
     public sealed record DirectoryChoice(bool Etcd, int EtcdMembers)
     {
         public static readonly DirectoryChoice Embedded = new(false, 0);
@@ -49,7 +51,8 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
 
     public bool Exists => File.Exists(paths.RecordFile) || Netns.List().Any(paths.Owns);
 
-    public async Task<Record> UpAsync(int hosts, CancellationToken ct, int legacy = 0, DirectoryChoice? directory = null)
+    public async Task<Record> UpAsync(int hosts, CancellationToken ct, int legacy = 0,
+        DirectoryChoice? directory = null)
     {
         directory ??= DirectoryChoice.Embedded;
         if (hosts is < 1 or > 200) throw new ArgumentException("--hosts must be between 1 and 200");

@@ -46,7 +46,9 @@ internal sealed class EtcdCluster
         return (_watchers[i], _leases[i], i);
     }
 
-    /// <summary>Member <paramref name="index"/> failed: calls go to the next one (unless another caller moved on).</summary>
+    /// <summary>
+    /// Member <paramref name="index"/> failed: calls go to the next one (unless another caller moved on).
+    /// </summary>
     public void Failed(int index) => Interlocked.CompareExchange(ref _current, (index + 1) % _clients.Length, index);
 
     /// <summary>

@@ -35,7 +35,9 @@ internal sealed partial class EtcdDirectory : IDirectory, IAsyncDisposable
     /// <summary>The key prefix this directory lives under.</summary>
     public string KeyPrefix => _keys.Prefix;
 
-    /// <summary>Writes the locator pool once; a second init with the same pool is a no-op, another pool an error.</summary>
+    /// <summary>
+    /// Writes the locator pool once; a second init with the same pool is a no-op, another pool an error.
+    /// </summary>
     public async Task InitAsync(Prefix pool, CancellationToken ct = default)
     {
         var txn = new TxnRequest();
@@ -46,7 +48,8 @@ internal sealed partial class EtcdDirectory : IDirectory, IAsyncDisposable
         if (r.Succeeded) return;
         var have = r.Responses[0].ResponseRange.Kvs[0].Value.ToStringUtf8();
         if (have != pool.ToString())
-            throw new DirectoryException($"the etcd directory under {_keys.Prefix} already has pool {have}, not {pool}");
+            throw new DirectoryException(
+                $"the etcd directory under {_keys.Prefix} already has pool {have}, not {pool}");
     }
 
     public async Task<DirectoryState> SnapshotAsync(CancellationToken ct = default) => (await ViewAsync(ct)).State;

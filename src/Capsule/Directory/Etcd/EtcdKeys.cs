@@ -61,7 +61,8 @@ internal sealed record EtcdHost(string Underlay, string Agent, string Serves);
 /// <summary>A capsule record as stored in etcd (its revision is the key's mod revision).</summary>
 internal sealed record EtcdCapsule(string Locator, string Host, CapsuleState State, string? Detail);
 
-[JsonSourceGenerationOptions(UseStringEnumConverter = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSourceGenerationOptions(UseStringEnumConverter = true,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(EtcdHost))]
 [JsonSerializable(typeof(EtcdCapsule))]
 internal sealed partial class EtcdJson : JsonSerializerContext
