@@ -16,6 +16,8 @@ internal sealed class EtcdView(EtcdKeys keys)
     ImmutableSortedDictionary<string, CapsuleRecord> _capsules =
         ImmutableSortedDictionary<string, CapsuleRecord>.Empty;
     ImmutableSortedSet<string> _alive = ImmutableSortedSet<string>.Empty;
+    // Worked out again only after a host or liveness change: a capsule's change must not cost O(hosts).
+    ImmutableSortedSet<string>? _unreachable;
 
     /// <summary>The etcd revision this view is at: a watch resumes after it, missing and repeating nothing.</summary>
     public long Revision { get; private set; }
@@ -39,7 +41,7 @@ internal sealed class EtcdView(EtcdKeys keys)
 
     public DirectoryState State => new(_pool ?? throw NoPool(keys), Revision, _hosts, _capsules)
     {
-        Unreachable = _hosts.Keys.Where(h => !_alive.Contains(h)).ToImmutableSortedSet(),
+        Unreachable = _unreachable ??= _hosts.Keys.Where(h => !_alive.Contains(h)).ToImmutableSortedSet(),
     };
 
     public static DirectoryException NoPool(EtcdKeys keys) => new(
@@ -57,6 +59,7 @@ internal sealed class EtcdView(EtcdKeys keys)
             case "hosts":
                 var h = EtcdJson.Host(name, kv.Value);
                 _hosts = _hosts.SetItem(name, h);
+                _unreachable = null;
                 return new DirectoryChange(kv.ModRevision, ChangeKind.HostPut, h, null);
             case "capsules":
                 var c = EtcdJson.Capsule(name, kv.Value, kv.ModRevision);
@@ -64,6 +67,7 @@ internal sealed class EtcdView(EtcdKeys keys)
                 return new DirectoryChange(kv.ModRevision, ChangeKind.CapsulePut, null, c);
             case "alive":
                 _alive = _alive.Add(name);
+                _unreachable = null;
                 return null;
             default:
                 return null;
@@ -78,6 +82,7 @@ internal sealed class EtcdView(EtcdKeys keys)
         {
             case "hosts" when _hosts.TryGetValue(name, out var h):
                 _hosts = _hosts.Remove(name);
+                _unreachable = null;
                 return new DirectoryChange(kv.ModRevision, ChangeKind.HostDeleted, h, null);
             case "capsules" when _capsules.TryGetValue(name, out var c):
                 _capsules = _capsules.Remove(name);
@@ -85,6 +90,7 @@ internal sealed class EtcdView(EtcdKeys keys)
                     c with { Revision = kv.ModRevision });
             case "alive":
                 _alive = _alive.Remove(name);
+                _unreachable = null;
                 return null;
             default:
                 return null;
