@@ -123,7 +123,15 @@ internal sealed class EmbeddedDirectory : IDirectory
         Linux.Native.FsyncFolder(Path.GetDirectoryName(Path.GetFullPath(file))!);
     }
 
-    static DirectoryState Load(string file, Prefix pool)
+    /// <summary>The state in a state folder, whatever its pool (to carry it into another store).</summary>
+    public static DirectoryState ReadState(string stateDir)
+    {
+        var file = Path.Combine(stateDir, "directory.json");
+        if (!File.Exists(file)) throw new DirectoryException($"{file} does not exist: no directory state there");
+        return Load(file, null);
+    }
+
+    static DirectoryState Load(string file, Prefix? pool)
     {
         FileState dto;
         try
@@ -138,7 +146,7 @@ internal sealed class EmbeddedDirectory : IDirectory
         }
         if (dto.Format != 1) throw new DirectoryException($"{file} has format {dto.Format}; this build reads format 1");
         var filePool = Prefix.Parse(dto.Pool);
-        if (filePool != pool)
+        if (pool is not null && filePool != pool)
             throw new DirectoryException($"{file} was made for pool {filePool}, not {pool}; " +
                 $"start with --pool {filePool} or move the file aside");
         var hosts = dto.Hosts.ToImmutableSortedDictionary(h => h.Name,
