@@ -14,7 +14,7 @@ namespace Capsule.Lab;
 /// named with the lab's prefix and written down before it is made, so `down` removes all of it,
 /// also after a crash.
 /// </summary>
-internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
+internal sealed partial class LabRunner(LabPaths paths, Action<string>? progress = null)
 {
     public sealed record HostEntry(string Name, string Underlay, string Endpoint, string Netns, string Serves = "",
         string IcmpFrom = "");
@@ -71,11 +71,8 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         }
         if (legacy > 0) await BuildLegacyAsync(record, legacy);
 
-        Say("directory");
-        Self.StartDaemon(paths.DirectoryLog, Self.Supervised("directory", paths.DirectorySupervisorPidFile,
-            paths.DirectoryPidFile, ["directory",
-            "--state", Path.Combine(paths.StateDir, "directory"), "--listen", paths.DirectoryEndpoint,
-            "--pool", LabPaths.Pool, "--pid-file", paths.DirectoryPidFile]));
+        Say($"directory ({LabPaths.DirectoryUnderlay})");
+        await BootDirectoryAsync();
         var directory = new RemoteDirectory(paths.DirectoryEndpoint);
         await WaitAsync("the directory", paths.DirectoryLog, async () =>
         {
@@ -148,25 +145,6 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             await Cmd.Ip(h.Netns, "addr", "add", h.IcmpFrom + "/24", "dev", "lg0");
             await Cmd.Ip(h.Netns, "link", "set", "lg0", "up");
         }
-    }
-
-    void BootAgent(HostEntry h)
-    {
-        Say($"host {h.Name} ({h.Underlay}): agent");
-        Directory.CreateDirectory(paths.HostStateDir(h.Name));
-        Directory.CreateDirectory(paths.HostView);
-        // Its own mount namespace (propagation unchanged, so /run/netns stays shared with the
-        // machine and `ip netns` sees the capsules) with its own folder bound at the common view.
-        // The supervisor runs inside both namespaces, so a restarted agent sees the same host.
-        Self.StartDaemon(paths.AgentLog(h.Name), ["nsenter", $"--net={Netns.Dir}/{h.Netns}", "--",
-            "unshare", "--mount", "--propagation", "unchanged", "--",
-            "sh", "-c", """mount --bind "$1" "$2" && shift 2 && exec "$@" """,
-            "sh", paths.HostStateDir(h.Name), paths.HostView,
-            .. Self.Supervised("agent", paths.AgentSupervisorPidFile(h.Name), paths.AgentPidFile(h.Name), ["agent",
-            "--host", h.Name, "--underlay", h.Underlay, "--directory", paths.DirectoryEndpoint,
-            "--listen", h.Endpoint, "--state", paths.HostView, "--netns-prefix", paths.NetnsPrefix,
-            "--serves", h.Serves, "--icmp-from", h.IcmpFrom, "--hold-spool", paths.HoldSpool(h.Name),
-            "--pid-file", paths.AgentPidFile(h.Name)])]);
     }
 
     async Task WaitForAgentAsync(HostEntry h, RemoteDirectory directory, CancellationToken ct)
