@@ -1,3 +1,4 @@
+using Capsule.Daemon;
 using Capsule.Dir;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -11,11 +12,12 @@ namespace Capsule.Agent;
 /// <summary>capsuled: one per host. Composes the data plane, the capsule runtime and the gRPC API.</summary>
 internal static class AgentHost
 {
-    public static async Task<int> RunAsync(AgentOptions options, string? pidFile, CancellationToken ct)
+    public static async Task<int> RunAsync(AgentOptions options, DaemonRun run, CancellationToken ct)
     {
         Linux.Native.CloseInheritedOnExec();
         var builder = WebApplication.CreateSlimBuilder();
-        ConfigureCommon(builder, options.Listen);
+        string[] endpoints = options.ControlSocket is { } control ? [options.Listen, control] : [options.Listen];
+        ConfigureCommon(builder, endpoints, run.Level);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(DirectoryClient.Open(options.Directory));
         builder.Services.AddSingleton<CapsuleRuntime>();
@@ -38,51 +40,61 @@ internal static class AgentHost
         if (options.Metrics.Length > 0) Metrics.MetricsEndpoint.Map(app, options.Metrics);
         // Tests and benchmarks only: never on an agent started without the switch.
         if (Faults.FaultInjector.EnabledByEnvironment) app.MapGrpcService<Faults.FaultService>();
-        return await RunServerAsync(app, options.Listen, pidFile, ct);
+        return await RunServerAsync(app, endpoints, run, ct);
     }
 
-    /// <summary>Logging and a Kestrel endpoint (a unix socket or http://addr:port) speaking HTTP/2 for gRPC.</summary>
-    public static void ConfigureCommon(WebApplicationBuilder builder, string listen)
+    /// <summary>
+    /// Logging and Kestrel endpoints (unix sockets or http://addr:port) speaking HTTP/2 for gRPC.
+    /// </summary>
+    public static void ConfigureCommon(WebApplicationBuilder builder, IReadOnlyList<string> endpoints, LogLevel level)
     {
-        builder.Logging.ClearProviders();
-        builder.Logging.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss.fff ";
-        });
-        builder.Logging.SetMinimumLevel(LogLevel.Information);
-        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        DaemonLogging.Configure(builder, level);
         builder.Services.AddGrpc();
         builder.WebHost.ConfigureKestrel(k =>
         {
-            if (listen.StartsWith("unix:", StringComparison.Ordinal))
+            foreach (var listen in endpoints)
             {
-                var path = listen["unix:".Length..];
-                if (File.Exists(path)) File.Delete(path); // stale socket from a crash
-                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-                k.ListenUnixSocket(path, l => l.Protocols = HttpProtocols.Http2);
-            }
-            else
-            {
-                var uri = new Uri(listen);
-                k.Listen(System.Net.IPAddress.Parse(uri.Host), uri.Port, l => l.Protocols = HttpProtocols.Http2);
+                if (listen.StartsWith("unix:", StringComparison.Ordinal))
+                {
+                    var path = listen["unix:".Length..];
+                    if (File.Exists(path)) File.Delete(path); // stale socket from a crash
+                    Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+                    k.ListenUnixSocket(path, l => l.Protocols = HttpProtocols.Http2);
+                }
+                else
+                {
+                    var uri = new Uri(listen);
+                    var address = System.Net.IPAddress.Parse(uri.Host);
+                    k.Listen(address, uri.Port, l => l.Protocols = HttpProtocols.Http2);
+                }
             }
         });
     }
 
-    public static async Task<int> RunServerAsync(WebApplication app, string listen, string? pidFile,
+    /// <summary>
+    /// Serves until told to stop (SIGTERM, or SIGINT on a terminal), then stops every hosted service in turn
+    /// and returns 0: a stop asked for is a clean exit, so a supervisor or systemd does not count it a failure.
+    /// </summary>
+    public static async Task<int> RunServerAsync(WebApplication app, IReadOnlyList<string> endpoints, DaemonRun run,
         CancellationToken ct)
     {
-        if (pidFile is not null) await File.WriteAllTextAsync(pidFile, Environment.ProcessId.ToString(), ct);
+        DaemonLogging.Announce(app, run, endpoints);
+        if (run.PidFile is { Length: > 0 } pidFile)
+            await File.WriteAllTextAsync(pidFile, Environment.ProcessId.ToString(), ct);
         try
         {
             await app.RunAsync(ct);
             return 0;
         }
+        catch (OperationCanceledException) when (app.Lifetime.ApplicationStopping.IsCancellationRequested)
+        {
+            return 0; // told to stop while still starting: a stop all the same
+        }
         finally
         {
-            if (listen.StartsWith("unix:", StringComparison.Ordinal)) File.Delete(listen["unix:".Length..]);
-            if (pidFile is not null) File.Delete(pidFile);
+            foreach (var e in endpoints.Where(e => e.StartsWith("unix:", StringComparison.Ordinal)))
+                File.Delete(e["unix:".Length..]);
+            if (run.PidFile is { Length: > 0 } own) File.Delete(own);
         }
     }
 }

@@ -2,7 +2,7 @@ using Capsule.Core;
 
 namespace Capsule.Agent;
 
-/// <summary>How one host agent (capsuled) is set up; the lab fills these in for each simulated host.</summary>
+/// <summary>How one host agent (capsuled) is set up, from its checked settings (<see cref="AgentConfig"/>).</summary>
 internal sealed record AgentOptions(
     string Host,
     Locator Underlay,
@@ -34,6 +34,10 @@ internal sealed record AgentOptions(
 
     /// <summary>Where to serve Prometheus metrics (http://addr:port, path /metrics); empty: not served.</summary>
     public string Metrics { get; init; } = "";
+    /// <summary>
+    /// A unix socket (unix:/path) the API is also served on, for this machine's tools; told to no one.
+    /// </summary>
+    public string? ControlSocket { get; init; }
 
     public int InnerMtu => UnderlayMtu - Wire.Overhead;
     /// <summary>A gateway's address for the ICMP answers it gives as a router (its ordinary-side address).</summary>

@@ -11,7 +11,7 @@ namespace Capsule.Agent;
 /// Control around the hot path: sets up the host's plumbing, runs the <see cref="Engine"/>, and
 /// keeps its translation table in step with the directory by watching it (pushed, not polled).
 /// </summary>
-internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, CapsuleRuntime runtime,
+internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory directory, CapsuleRuntime runtime,
     ILogger<DataPlaneHost> log, Events.EventLog events) : BackgroundService
 {
     Tun? _tun;
@@ -194,12 +194,23 @@ internal sealed class DataPlaneHost(AgentOptions options, IDirectory directory, 
         }
     }
 
+    /// <summary>
+    /// The data plane goes down with the agent; the capsules do not (the next agent re-adopts them, see
+    /// <see cref="CapsuleRuntime.RecoverAsync"/>). While any runs without an agent, the host's filter stays: it
+    /// is what keeps a capsule to its own locator and off the host and the underlay.
+    /// </summary>
     public override async Task StopAsync(CancellationToken ct)
     {
         await base.StopAsync(ct);
         _engine?.Dispose();
         _udp?.Dispose();
-        if (_tun is not null) await HostNetwork.TeardownAsync(options.Tun, _pool);
+        var running = runtime.All.Count(c => CapsuleProcess.IsAlive(c.Pid));
+        if (_tun is not null) await HostNetwork.TeardownAsync(options.Tun, _pool, keepFilter: running > 0);
         _tun?.Dispose();
+        if (running > 0) LogCapsulesKeepRunning(log, running);
     }
+
+    [LoggerMessage(EventId = 110, Level = LogLevel.Information,
+        Message = "data plane down; {Count} capsules keep running, kept in by the host's filter, until the next agent")]
+    static partial void LogCapsulesKeepRunning(ILogger logger, int count);
 }

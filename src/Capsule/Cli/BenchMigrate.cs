@@ -398,7 +398,7 @@ internal static partial class Bench
             var (host, point) = mode.NoHold ? ("h2", Agent.Faults.FaultPoints.NoHold)
                 : (Gateway, Agent.Faults.FaultPoints.NoPause);
             var (rec, _) = await s.AgentAsync(host, ct);
-            var faults = new FaultProtos.Faults.FaultsClient(Rpc.Channels.For(rec.AgentEndpoint));
+            var faults = new FaultProtos.Faults.FaultsClient(Rpc.Channels.For(s.AgentEndpoint(rec)));
             await faults.ArmAsync(new FaultProtos.ArmRequest { Point = point, Action = "skip", Times = 1 },
                 cancellationToken: ct);
         }

@@ -30,23 +30,23 @@ internal static class EventsCommand
             var json = pr.GetValue(CommandTree.JsonOption);
             var printer = new Printer(json ? EventOutput.WriteJson : EventOutput.WriteLine);
             var state = await s.Directory.SnapshotAsync(ct);
-            var history = await Task.WhenAll(state.Hosts.Values.Select(h => HistoryAsync(h, ct)));
+            var history = await Task.WhenAll(state.Hosts.Values.Select(h => HistoryAsync(s.AgentEndpoint(h), h, ct)));
             var merged = history.SelectMany(x => x).OrderBy(e => e.TimeUnixMs)
                 .ThenBy(e => e.Host, StringComparer.Ordinal).ThenBy(e => e.Seq);
             foreach (var e in merged) printer.Print(e);
             if (!pr.GetValue(follow)) return 0;
-            await new Follower(s.Directory, printer).RunAsync(ct);
+            await new Follower(s.Directory, printer, s.AgentEndpoint).RunAsync(ct);
             return 0;
         }));
         return cmd;
     }
 
-    static async Task<List<AgentEvent>> HistoryAsync(HostRecord h, CancellationToken ct)
+    static async Task<List<AgentEvent>> HistoryAsync(string endpoint, HostRecord h, CancellationToken ct)
     {
         var list = new List<AgentEvent>();
         try
         {
-            var agent = new HostAgent.HostAgentClient(Channels.For(h.AgentEndpoint));
+            var agent = new HostAgent.HostAgentClient(Channels.For(endpoint));
             using var call = agent.Events(new EventsRequest(), deadline: DateTime.UtcNow.AddSeconds(10),
                 cancellationToken: ct);
             await foreach (var e in call.ResponseStream.ReadAllAsync(ct)) list.Add(e);
@@ -85,7 +85,7 @@ internal static class EventsCommand
     /// --follow: a stream from every host's agent, also from hosts that join later (the directory
     /// is watched); a stream that ends (its agent restarted) is opened again.
     /// </summary>
-    sealed class Follower(IDirectory directory, Printer printer)
+    sealed class Follower(IDirectory directory, Printer printer, Func<HostRecord, string> endpointOf)
     {
         static readonly TimeSpan Retry = TimeSpan.FromSeconds(1);
         readonly Dictionary<string, CancellationTokenSource> _hosts = [];
@@ -141,7 +141,7 @@ internal static class EventsCommand
 
         async Task StreamAsync(HostRecord h, CancellationToken ct)
         {
-            var agent = new HostAgent.HostAgentClient(Channels.For(h.AgentEndpoint));
+            var agent = new HostAgent.HostAgentClient(Channels.For(endpointOf(h)));
             var failing = false;
             while (!ct.IsCancellationRequested)
             {

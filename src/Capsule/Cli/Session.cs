@@ -14,8 +14,11 @@ internal sealed class Session(string lab)
     public IDirectory Directory => _directory ??= DirectoryClient.Open(DirectoryEndpoint);
     IDirectory? _directory;
 
+    static string? DirectoryOverride =>
+        Environment.GetEnvironmentVariable("CAPSULE_DIRECTORY") is { Length: > 0 } e ? e : null;
+
     string DirectoryEndpoint =>
-        Environment.GetEnvironmentVariable("CAPSULE_DIRECTORY") is { Length: > 0 } e ? e
+        DirectoryOverride is { } e ? e
         : File.Exists(Paths.DirectorySocket) ? Paths.DirectoryEndpoint
         : new LabRunner(Paths).Load() is { EtcdMembers.Count: > 0 } etcdLab ? etcdLab.Directory
         : throw new UserError($"lab '{Paths.Name}' is not up (no directory at {Paths.DirectorySocket}); " +
@@ -26,8 +29,17 @@ internal sealed class Session(string lab)
         var state = await Directory.SnapshotAsync(ct);
         if (!state.Hosts.TryGetValue(host, out var h))
             throw new UserError($"no host named '{host}'; hosts: {string.Join(", ", state.Hosts.Keys)}");
-        return (h, new HostAgent.HostAgentClient(Channels.For(h.AgentEndpoint)));
+        return (h, new HostAgent.HostAgentClient(Channels.For(AgentEndpoint(h))));
     }
+
+    /// <summary>
+    /// Where this CLI reaches a host's agent: what the agent told the directory, except in a lab, whose
+    /// agents serve on TCP inside the lab's namespaces, out of this machine's reach; there, the host's
+    /// control socket.
+    /// </summary>
+    public string AgentEndpoint(HostRecord h) =>
+        DirectoryOverride is null && File.Exists(Paths.AgentSocket(h.Name)) ? Paths.AgentEndpoint(h.Name)
+        : h.AgentEndpoint;
 
     /// <summary>Creates a capsule through its host's agent; fails if its first process is not running.</summary>
     public async Task<CapsuleInfo> CreateAsync(string name, string host, IEnumerable<string> command,
@@ -54,7 +66,7 @@ internal sealed class Session(string lab)
         {
             try
             {
-                await new HostAgent.HostAgentClient(Channels.For(h.AgentEndpoint)).ReleaseAsync(
+                await new HostAgent.HostAgentClient(Channels.For(AgentEndpoint(h))).ReleaseAsync(
                     new ReleaseRequest { Locator = locator.ToString(), ToUnderlay = to.IsNone ? "" : to.ToString() },
                     deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: ct);
             }

@@ -134,6 +134,11 @@ internal sealed class RemoteDirectory(string endpoint, bool ownConnection = fals
                 if (!await call.ResponseStream.MoveNext(ct)) yield break;
                 u = call.ResponseStream.Current;
             }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
+            {
+                // The watcher's own stop (an agent told to stop): a cancellation, not a failure of the host.
+                throw new OperationCanceledException("the watch was stopped", e, ct);
+            }
             catch (RpcException e) when (e.StatusCode != StatusCode.Cancelled)
             {
                 throw new DirectoryException(Channels.Describe(e, $"the directory at {endpoint}"));

@@ -31,12 +31,26 @@ internal sealed record LabPaths(string Name)
     public string EtcdPidFile(string host) => Path.Combine(RunDir, $"etcd-{host}.pid");
     public string EtcdLog(string host) => Path.Combine(RunDir, $"etcd-{host}.log");
     public string EtcdSupervisorPidFile(string host) => Path.Combine(RunDir, $"etcd-{host}" + SupervisorPidSuffix);
+    public string DirectoryConfigFile => Path.Combine(RunDir, "directory", "directory.json");
+    /// <summary>
+    /// The directory runs on a host of its own on the underlay, and agents reach it there over TCP, as on
+    /// real hosts; the CLI, outside every lab namespace, uses its control socket (<see cref="DirectorySocket"/>).
+    /// </summary>
+    public string DirectoryNetns => $"{Name}-dir";
+    public const string DirectoryUnderlay = UnderlaySubnet + ".254";
+    public static string DirectoryApi => $"http://{DirectoryUnderlay}:{Dir.DirectoryConfig.DefaultPort}";
+    /// <summary>A host's own config file, as /etc/capsule/agent.json is a real host's.</summary>
+    public string AgentConfigFile(string host) => Path.Combine(RunDir, host, "agent.json");
+    /// <summary>Where agents reach each other: TCP on the underlay.</summary>
+    public static string AgentApi(string underlay) => $"http://{underlay}:{Agent.AgentConfig.DefaultApiPort}";
     public string NetnsPrefix => Name;
     public string UnderlayNetns => $"{Name}-ul";
     public string LegacySegmentNetns => $"{Name}-ls";
     public string LegacyAddress(int index) => $"{LegacySubnet}.{10 + index}";
     public string HostNetns(string host) => $"{Name}-{host}";
-    public string AgentEndpoint(string host) => $"unix:{RunDir}/{host}.sock";
+    /// <summary>A host agent's control socket: how the CLI and tests, outside the lab's namespaces, reach it.</summary>
+    public string AgentEndpoint(string host) => $"unix:{AgentSocket(host)}";
+    public string AgentSocket(string host) => $"{RunDir}/{host}.sock";
     public string AgentPidFile(string host) => Path.Combine(RunDir, $"{host}.pid");
     public string AgentLog(string host) => Path.Combine(RunDir, $"{host}.log");
     public string AgentSupervisorPidFile(string host) => Path.Combine(RunDir, host + SupervisorPidSuffix);

@@ -14,7 +14,7 @@ namespace Capsule.Lab;
 /// named with the lab's prefix and written down before it is made, so `down` removes all of it,
 /// also after a crash.
 /// </summary>
-internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
+internal sealed partial class LabRunner(LabPaths paths, Action<string>? progress = null)
 {
     public sealed record HostEntry(string Name, string Underlay, string Endpoint, string Netns, string Serves = "",
         string IcmpFrom = "");
@@ -98,7 +98,7 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         if (choice.Etcd)
             record = await StartEtcdAsync(record, choice.EtcdMembers, ct);
         else
-            await StartEmbeddedAsync(ct);
+            record = await StartEmbeddedAsync(record, ct);
         var directory = DirectoryClient.Open(record.Directory);
 
         foreach (var h in record.Hosts) BootAgent(h, record.AgentsDirectory);
@@ -106,19 +106,20 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
         return record;
     }
 
-    async Task StartEmbeddedAsync(CancellationToken ct)
+    /// <summary>The embedded directory on a host of its own; the CLI reaches it by its control socket.</summary>
+    async Task<Record> StartEmbeddedAsync(Record record, CancellationToken ct)
     {
-        Say("directory");
-        Self.StartDaemon(paths.DirectoryLog, Self.Supervised("directory", paths.DirectorySupervisorPidFile,
-            paths.DirectoryPidFile, ["directory",
-            "--state", Path.Combine(paths.StateDir, "directory"), "--listen", paths.DirectoryEndpoint,
-            "--pool", LabPaths.Pool, "--pid-file", paths.DirectoryPidFile]));
+        Say($"directory ({LabPaths.DirectoryUnderlay})");
+        record.AgentDirectory = LabPaths.DirectoryApi;
+        Save(record);
+        await BootDirectoryAsync();
         var directory = new RemoteDirectory(paths.DirectoryEndpoint);
         await WaitAsync("the directory", paths.DirectoryLog, async () =>
         {
             await directory.SnapshotAsync(ct);
             return true;
         }, ct);
+        return record;
     }
 
     async Task<Record> StartEtcdAsync(Record record, int count, CancellationToken ct)
@@ -192,26 +193,6 @@ internal sealed class LabRunner(LabPaths paths, Action<string>? progress = null)
             await Cmd.Ip(h.Netns, "addr", "add", h.IcmpFrom + "/24", "dev", "lg0");
             await Cmd.Ip(h.Netns, "link", "set", "lg0", "up");
         }
-    }
-
-    void BootAgent(HostEntry h, string directory)
-    {
-        Say($"host {h.Name} ({h.Underlay}): agent");
-        Directory.CreateDirectory(paths.HostStateDir(h.Name));
-        Directory.CreateDirectory(paths.HostView);
-        // Its own mount namespace (propagation unchanged, so /run/netns stays shared with the
-        // machine and `ip netns` sees the capsules) with its own folder bound at the common view.
-        // The supervisor runs inside both namespaces, so a restarted agent sees the same host.
-        Self.StartDaemon(paths.AgentLog(h.Name), ["nsenter", $"--net={Netns.Dir}/{h.Netns}", "--",
-            "unshare", "--mount", "--propagation", "unchanged", "--",
-            "sh", "-c", """mount --bind "$1" "$2" && shift 2 && exec "$@" """,
-            "sh", paths.HostStateDir(h.Name), paths.HostView,
-            .. Self.Supervised("agent", paths.AgentSupervisorPidFile(h.Name), paths.AgentPidFile(h.Name), ["agent",
-            "--host", h.Name, "--underlay", h.Underlay, "--directory", directory,
-            "--listen", h.Endpoint, "--state", paths.HostView, "--netns-prefix", paths.NetnsPrefix,
-            "--serves", h.Serves, "--icmp-from", h.IcmpFrom, "--hold-spool", paths.HoldSpool(h.Name),
-            "--metrics", $"http://{h.Underlay}:{MetricsPort}",
-            "--pid-file", paths.AgentPidFile(h.Name)])]);
     }
 
     async Task WaitForAgentAsync(HostEntry h, IDirectory directory, CancellationToken ct)

@@ -78,11 +78,15 @@ internal static partial class HostNetwork
     public static Task RevokeAsync(string hostIf, Locator locator) =>
         Cmd.TryRunAsync("nft", ["delete", "element", "ip", Table, "locators", $"{{ \"{hostIf}\" . {locator} }}"]);
 
-    public static async Task TeardownAsync(string tun, Prefix pool)
+    /// <summary>
+    /// Undoes <see cref="SetupAsync"/>; with <paramref name="keepFilter"/> the nftables table stays, for
+    /// capsules that run on without an agent (the next agent's set-up replaces it whole).
+    /// </summary>
+    public static async Task TeardownAsync(string tun, Prefix pool, bool keepFilter = false)
     {
         await Cmd.TryIp(null, "route", "del", pool.ToString(), "dev", tun);
         await Cmd.TryIp(null, "rule", "del", "iif", tun, "lookup", DeliveryTable);
-        await Cmd.TryRunAsync("nft", ["delete", "table", "ip", Table]);
+        if (!keepFilter) await Cmd.TryRunAsync("nft", ["delete", "table", "ip", Table]);
     }
 
     /// <summary>The kernel-side drop counters of the table above, by name.</summary>
