@@ -11,6 +11,7 @@ internal static partial class Bench
         bench.Subcommands.Add(Dataplane());
         bench.Subcommands.Add(Migrate());
         bench.Subcommands.Add(Soak());
+        bench.Subcommands.Add(CliSpeed());
         return bench;
     }
 }

@@ -41,7 +41,8 @@ internal static class CapsuleCommands
                 req.Command.AddRange(pr.GetValue(command)!);
                 var info = await agent.CreateAsync(req, cancellationToken: ct);
                 if (pr.GetValue(CommandTree.JsonOption))
-                    Output.WriteJson(new { info.Name, info.Locator, info.Host, info.Pid });
+                    Output.WriteJson(new CreatedJson(info.Name, info.Locator, info.Host, info.Pid),
+                        CliJson.Default.CreatedJson);
                 else
                     Console.WriteLine(
                         $"capsule {info.Name} is running on {info.Host} at {info.Locator} (pid {info.Pid})");
@@ -77,15 +78,13 @@ internal static class CapsuleCommands
             ls.SetAction((pr, ct) => CommandTree.Run(async () =>
             {
                 var state = await CommandTree.SessionOf(pr).Directory.SnapshotAsync(ct);
-                var rows = state.Capsules.Values.Select(c => new
-                {
-                    c.Name, Locator = c.Locator.ToString(),
-                    Host = c.State == Core.CapsuleState.Suspended ? "" : c.Host, State = c.State.Word(),
-                    File = c.State == Core.CapsuleState.Suspended ? SuspendedFile(c.Detail) : null, c.Detail,
-                }).ToList();
+                var rows = state.Capsules.Values.Select(c => new CapsuleRowJson(
+                    c.Name, c.Locator.ToString(),
+                    c.State == Core.CapsuleState.Suspended ? "" : c.Host, c.State.Word(),
+                    c.State == Core.CapsuleState.Suspended ? SuspendedFile(c.Detail) : null, c.Detail)).ToList();
                 if (pr.GetValue(CommandTree.JsonOption))
                 {
-                    Output.WriteJson(rows);
+                    Output.WriteJson(rows, CliJson.Default.ListCapsuleRowJson);
                     return 0;
                 }
                 var t = Output.Table("NAME", "LOCATOR", "HOST", "STATE", "");
@@ -154,12 +153,9 @@ internal static class CapsuleCommands
                 var r = await agent.StatsAsync(new Empty(), cancellationToken: ct);
                 if (pr.GetValue(CommandTree.JsonOption))
                 {
-                    Output.WriteJson(new
-                    {
-                        r.Host, r.Capsules, r.Routes,
-                        Counters = r.Counters.ToDictionary(c => c.Name, c => c.Value),
-                        Drops = r.Drops.ToDictionary(c => c.Name, c => c.Value),
-                    });
+                    Output.WriteJson(new StatsJson(r.Host, r.Capsules, r.Routes,
+                        r.Counters.ToDictionary(c => c.Name, c => c.Value),
+                        r.Drops.ToDictionary(c => c.Name, c => c.Value)), CliJson.Default.StatsJson);
                     return 0;
                 }
                 Console.WriteLine($"host {r.Host}: {r.Capsules} local capsules, {r.Routes} remote routes");
