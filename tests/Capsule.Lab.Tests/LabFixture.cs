@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Reflection;
 using System.Text.Json;
 using Xunit;
 
@@ -7,7 +8,20 @@ namespace Capsule.Lab.Tests;
 /// <summary>Runs the real `capsule` binary, as a user would.</summary>
 public static class Cli
 {
-    public static string Binary => Path.Combine(AppContext.BaseDirectory, "capsule");
+    /// <summary>
+    /// The native binary scripts/setup.sh publishes (the one `./capsule` runs), not the JIT build beside
+    /// these tests: the tests see what people see, start-up speed included.
+    /// </summary>
+    public static string Binary
+    {
+        get
+        {
+            var path = typeof(Cli).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+                .Single(a => a.Key == "CapsuleBinary").Value!;
+            return File.Exists(path) ? path
+                : throw new FileNotFoundException($"no native capsule binary at {path}: run scripts/setup.sh");
+        }
+    }
 
     public sealed record Result(int Code, string Out, string Err)
     {

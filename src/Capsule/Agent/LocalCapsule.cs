@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Capsule.Core;
 
 namespace Capsule.Agent;
@@ -11,13 +12,14 @@ internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, 
     public string StderrPath => Path.Combine(Dir, "stderr.log");
     string File => Path.Combine(Dir, "capsule.json");
 
-    sealed record Dto(string Name, string Locator, string Netns, int Pid, string[] Command, bool UdpDrop);
+    internal sealed record Dto(string Name, string Locator, string Netns, int Pid, string[] Command, bool UdpDrop);
 
     public void Save()
     {
         var tmp = File + ".tmp";
         System.IO.File.WriteAllText(tmp,
-            JsonSerializer.Serialize(new Dto(Name, Locator.ToString(), Netns, Pid, Command, UdpDrop)));
+            JsonSerializer.Serialize(new Dto(Name, Locator.ToString(), Netns, Pid, Command, UdpDrop),
+                LocalCapsuleJson.Default.Dto));
         System.IO.File.Move(tmp, File, overwrite: true);
     }
 
@@ -25,8 +27,12 @@ internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, 
     {
         var f = Path.Combine(dir, "capsule.json");
         if (!System.IO.File.Exists(f)) return null;
-        var d = JsonSerializer.Deserialize<Dto>(System.IO.File.ReadAllText(f));
+        var d = JsonSerializer.Deserialize(System.IO.File.ReadAllText(f), LocalCapsuleJson.Default.Dto);
         return d is null ? null
             : new LocalCapsule(d.Name, Core.Locator.Parse(d.Locator), d.Netns, dir, d.Pid, d.Command, d.UdpDrop);
     }
 }
+
+/// <summary>Source-generated: the native (AOT) binary has no reflection-based serializer.</summary>
+[JsonSerializable(typeof(LocalCapsule.Dto))]
+internal sealed partial class LocalCapsuleJson : JsonSerializerContext;

@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
-
 using System.Text.Json;
+using System.Text.Json.Serialization;
 
 namespace Capsule.Checkpoint;
 
@@ -22,6 +22,11 @@ internal sealed record SuspendMeta(
     public bool UdpDrop { get; init; }
 }
 
+/// <summary>The metadata as JSON, source-generated: the native (AOT) binary has no reflection serializer.</summary>
+[JsonSourceGenerationOptions(WriteIndented = true)]
+[JsonSerializable(typeof(SuspendMeta))]
+internal sealed partial class SuspendMetaJson : JsonSerializerContext;
+
 /// <summary>
 /// One self-contained file holding a suspended capsule (docs/suspend-format.md):
 /// <code>
@@ -35,13 +40,12 @@ internal static class SuspendFile
     public const byte Version = 1;
     static readonly byte[] Magic = "CAPSULE"u8.ToArray();
     const int HashSize = 32;
-    static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 
     public static async Task WriteAsync(string path, SuspendMeta meta, string payloadTar, CancellationToken ct)
     {
         var tmp = path + ".partial";
         var metaBytes = JsonSerializer.SerializeToUtf8Bytes(
-            meta with { PayloadBytes = new FileInfo(payloadTar).Length }, Json);
+            meta with { PayloadBytes = new FileInfo(payloadTar).Length }, SuspendMetaJson.Default.SuspendMeta);
         using (var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
         {
             await using var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None);
@@ -90,7 +94,11 @@ internal static class SuspendFile
         var metaBytes = new byte[metaLen];
         await fs.ReadExactlyAsync(metaBytes, ct);
         SuspendMeta meta;
-        try { meta = JsonSerializer.Deserialize<SuspendMeta>(metaBytes, Json) ?? throw new JsonException("empty"); }
+        try
+        {
+            meta = JsonSerializer.Deserialize(metaBytes, SuspendMetaJson.Default.SuspendMeta)
+                ?? throw new JsonException("empty");
+        }
         catch (JsonException) { throw new InvalidDataException($"{path} is damaged (its metadata cannot be read)"); }
         if (head.Length + metaLen + meta.PayloadBytes + HashSize != fs.Length)
             throw new InvalidDataException($"{path} is truncated or damaged: {fs.Length} bytes, " +

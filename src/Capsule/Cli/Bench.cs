@@ -12,6 +12,7 @@ internal static partial class Bench
         bench.Subcommands.Add(Migrate());
         bench.Subcommands.Add(Soak());
         bench.Subcommands.Add(DirectoryBench());
+        bench.Subcommands.Add(CliSpeed());
         return bench;
     }
 }

@@ -36,7 +36,7 @@ internal static partial class Bench
     /// against), and the Capsule overlay between a capsule on each host. Everything runs inside the
     /// lab's namespaces, and the lab is removed at the end whatever happens.
     /// </summary>
-    static partial class DataplaneBench
+    internal static partial class DataplaneBench
     {
         const string LabName = "bench";
         const int IperfPort = 5201;
@@ -44,7 +44,7 @@ internal static partial class Bench
         const string VxlanDev = "vxb0";
         const string VxlanSubnet = "198.19.0"; // also RFC 2544 benchmarking space, like the underlay
 
-        sealed record Measurement(double TcpGbitPerS, double RttMedianMs);
+        internal sealed record Measurement(double TcpGbitPerS, double RttMedianMs);
 
         public static async Task<int> RunAsync(int seconds, bool json, CancellationToken ct)
         {
@@ -112,17 +112,9 @@ internal static partial class Bench
                 var rttRatio = overlay.RttMedianMs / vxlan.RttMedianMs;
                 if (json)
                 {
-                    Output.WriteJson(new
-                    {
-                        Seconds = seconds,
-                        Underlay = underlay,
-                        KernelVxlan = vxlan,
-                        CapsuleOverlay = overlay,
-                        OverlayVsVxlan = new
-                        {
-                            Throughput = Math.Round(throughputRatio, 3), Rtt = Math.Round(rttRatio, 3)
-                        },
-                    });
+                    Output.WriteJson(new DataplaneJson(seconds, underlay, vxlan, overlay,
+                        new OverlayRatios(Math.Round(throughputRatio, 3), Math.Round(rttRatio, 3))),
+                        CliJson.Default.DataplaneJson);
                 }
                 else
                 {

@@ -60,7 +60,7 @@ internal static partial class Bench
     /// at 150-250 ms more for transfer + restore; the gateway's hold and pause paths likewise), which
     /// would otherwise all land on whichever mode runs first.
     /// </summary>
-    static partial class MigrateBench
+    internal static partial class MigrateBench
     {
         const string LabName = "bench";
         const int Port = 7100;
@@ -82,7 +82,7 @@ internal static partial class Bench
         ];
 
         /// <summary>One mode's numbers. Null where it could not be measured; Error says why.</summary>
-        sealed record Row(
+        internal sealed record Row(
             string Mode,
             string Peer,
             bool NoHold,
@@ -91,7 +91,7 @@ internal static partial class Bench
             string? MigrationError,
             double? StallMs,
             long? Replies,
-            object? PhasesMs,
+            BenchPhasesJson? PhasesMs,
             long? ImageBytes,
             long? Held,
             long? Flushed,
@@ -146,19 +146,11 @@ internal static partial class Bench
 
                 if (json)
                 {
-                    Output.WriteJson(new
-                    {
-                        Seconds = seconds,
-                        Warmup = warmup,
-                        BallastMb = ballast,
-                        Modes = rows,
-                        CriuFloorMs = floor,
-                        CriuFloorNote = "CRIU's own dump and restore times (criu_dump_ms + criu_restore_ms) " +
+                    Output.WriteJson(new MigrateBenchJson(seconds, warmup, ballast, rows, floor,
+                        "CRIU's own dump and restore times (criu_dump_ms + criu_restore_ms) " +
                             "in the hold-and-flush migration of the same capsule",
-                        StallOverFloor = rows.ToDictionary(r => r.Mode,
-                            r => Ratio(r) is { } x ? Math.Round(x, 2) : (double?)null),
-                        Goal = new { StallOverFloorAtMost = 1.2, PeerRtos = 0 },
-                    });
+                        rows.ToDictionary(r => r.Mode, r => Ratio(r) is { } x ? Math.Round(x, 2) : (double?)null),
+                        new MigrateBenchGoal(1.2, 0)), CliJson.Default.MigrateBenchJson);
                 }
                 else Print(rows, floor, Ratio, seconds, warmup, ballast);
                 return 0;
@@ -255,13 +247,7 @@ internal static partial class Bench
                     mode.Name, mode.Ordinary ? "ordinary" : "capsule", mode.NoHold, mode.NoPause, result.Ok,
                     result.Ok ? null : result.Error,
                     stall, replies,
-                    result.Times is not null
-                        ? new
-                        {
-                            Sync = t.SyncMs, FreezeDump = t.DumpMs, Transfer = t.TransferMs, Restore = t.RestoreMs,
-                            Flush = t.FlushMs, Total = t.TotalMs, CriuDump = t.CriuDumpMs, CriuRestore = t.CriuRestoreMs
-                        }
-                        : null,
+                    result.Times is not null ? BenchPhasesJson.Of(t) : null,
                     result.Ok ? result.ImageBytes : null,
                     result.Held, result.Flushed, result.Dropped,
                     Delta(before, after, "TcpExt.TCPTimeouts"), Delta(before, after, "Tcp.RetransSegs"),
@@ -537,7 +523,8 @@ internal static partial class Bench
                 "PEER = the client's TCP counters TCPTimeouts and RetransSegs over the migration " +
                 "(its capsule's namespace, or l1's); GW PAUSED/REOPENED = zero-window pauses and reopenings " +
                 "the gateway sent; " +
-                $"{(warmup ? "after one unreported warm-up migration per kind of peer" : "no warm-up: the first modes include the agents' first-use costs")})[/]");
+                $"{(warmup ? "after one unreported warm-up migration per kind of peer"
+                    : "no warm-up: the first modes include the agents' first-use costs")})[/]");
             foreach (var r in rows)
             {
                 if (r.MigrationError is { } me)

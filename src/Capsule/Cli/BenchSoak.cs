@@ -103,7 +103,7 @@ internal static partial class Bench
                 // The lab and its logs go next: a run that found something keeps them for a person to read.
                 if (!report.Clean)
                     report = report with { LogsKept = await SoakLogs.KeepAsync(session, report, Capsules, ct) };
-                if (json) Output.WriteJson(report);
+                if (json) Output.WriteJson(report, CliJson.Default.SoakReport);
                 else Print(report);
                 return report.Clean ? 0 : 1;
             }

@@ -86,7 +86,7 @@ internal static partial class Bench
                 var stderr = await CapsuleLog(s, name, true, ct);
                 await File.WriteAllTextAsync(Path.Combine(dir, $"capsule-{name}.err"), stderr, ct);
             }
-            var json = JsonSerializer.Serialize(report, Output.Json);
+            var json = JsonSerializer.Serialize(report, CliJson.Default.SoakReport);
             await File.WriteAllTextAsync(Path.Combine(dir, "report.json"), json, ct);
             return dir;
         }

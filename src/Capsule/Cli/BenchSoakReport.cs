@@ -8,12 +8,12 @@ namespace Capsule.Cli;
 
 internal static partial class Bench
 {
-    static partial class SoakBench
+    internal static partial class SoakBench
     {
         /// <summary>One migration: what the source agent answered, and the stall its observer saw.</summary>
-        sealed record SoakMove(
+        internal sealed record SoakMove(
             int Number, string Capsule, string From, string To, bool Ok, string? Error, bool ResumedOnSource,
-            DateTimeOffset Start, DateTimeOffset End, long TotalMs, object PhasesMs, long ImageBytes,
+            DateTimeOffset Start, DateTimeOffset End, long TotalMs, BenchPhasesJson PhasesMs, long ImageBytes,
             int Peers, long Held, long Flushed, long Dropped, long Unaccounted)
         {
             /// <summary>The longest gap its observer saw during the move; null when it has none (web).</summary>
@@ -30,11 +30,7 @@ internal static partial class Bench
                 DateTimeOffset end, MigrateResult r)
             {
                 var t = r.Times ?? new PhaseTimes();
-                var phases = new
-                {
-                    Sync = t.SyncMs, FreezeDump = t.DumpMs, Transfer = t.TransferMs, Restore = t.RestoreMs,
-                    Flush = t.FlushMs, Total = t.TotalMs, CriuDump = t.CriuDumpMs, CriuRestore = t.CriuRestoreMs,
-                };
+                var phases = BenchPhasesJson.Of(t);
                 return new SoakMove(number, name, from, to, r.Ok, r.Ok ? null : r.Error, r.ResumedOnSource,
                     start, end, t.TotalMs, phases, r.ImageBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted)
                 {
@@ -45,13 +41,13 @@ internal static partial class Bench
         }
 
         /// <summary>What the streams and downloads said once they were ended.</summary>
-        sealed record SoakEnd(
+        internal sealed record SoakEnd(
             string? ClientDone, string? ClientError, string? UdpDone, string? UdpError,
             string ServerLog, string ClientLog, string UdpLog, DownloadOutcome Downloads);
 
-        sealed record TcpOutcome(long? Sent, long? Echoed, int Errors, int Resets, List<string> ErrorLines);
+        internal sealed record TcpOutcome(long? Sent, long? Echoed, int Errors, int Resets, List<string> ErrorLines);
 
-        sealed record UdpOutcome(long? Sent, long? Received, long? Lost, long? Duplicates, long CountedDropped,
+        internal sealed record UdpOutcome(long? Sent, long? Received, long? Lost, long? Duplicates, long CountedDropped,
             long Held, string? Error)
         {
             /// <summary>Datagrams that arrived after a later-numbered one: held ones overtaken by fresh ones.</summary>
@@ -60,11 +56,11 @@ internal static partial class Bench
             public string? Missing { get; init; }
         }
 
-        sealed record DownloadOutcome(int Count, int Ok, long Bytes, List<string> Failures);
+        internal sealed record DownloadOutcome(int Count, int Ok, long Bytes, List<string> Failures);
 
-        sealed record Percentiles(int N, double? P50, double? P99, double? Max);
+        internal sealed record Percentiles(int N, double? P50, double? P99, double? Max);
 
-        sealed record SoakReport(
+        internal sealed record SoakReport(
             int MigrationsAsked, int MigrationsDone, int MigrationsFailed, bool StoppedByTimeBound,
             TcpOutcome Tcp, UdpOutcome Udp, DownloadOutcome Download,
             Percentiles StallMs, Percentiles MigrationMs, double TotalSeconds, List<SoakMove> Migrations)

@@ -41,7 +41,8 @@ internal static class CapsuleCommands
                 req.Command.AddRange(pr.GetValue(command)!);
                 var info = await agent.CreateAsync(req, cancellationToken: ct);
                 if (pr.GetValue(CommandTree.JsonOption))
-                    Output.WriteJson(new { info.Name, info.Locator, info.Host, info.Pid });
+                    Output.WriteJson(new CreatedJson(info.Name, info.Locator, info.Host, info.Pid),
+                        CliJson.Default.CreatedJson);
                 else
                     Console.WriteLine(
                         $"capsule {info.Name} is running on {info.Host} at {info.Locator} (pid {info.Pid})");
@@ -77,19 +78,17 @@ internal static class CapsuleCommands
             ls.SetAction((pr, ct) => CommandTree.Run(async () =>
             {
                 var state = await CommandTree.SessionOf(pr).Directory.SnapshotAsync(ct);
-                var rows = state.Capsules.Values.Select(c => new
-                {
-                    c.Name, Locator = c.Locator.ToString(),
-                    Host = c.State == Core.CapsuleState.Suspended ? "" : c.Host,
-                    // Its host's agent has been silent longer than its lease (etcd directory): the
-                    // capsule may still run, but nobody can vouch for it now.
-                    State = c.State != Core.CapsuleState.Suspended && state.Unreachable.Contains(c.Host)
+                // A capsule whose host's agent has been silent longer than its lease (etcd directory) shows as
+                // unreachable: it may still run, but nobody can vouch for it now.
+                var rows = state.Capsules.Values.Select(c => new CapsuleRowJson(
+                    c.Name, c.Locator.ToString(),
+                    c.State == Core.CapsuleState.Suspended ? "" : c.Host,
+                    c.State != Core.CapsuleState.Suspended && state.Unreachable.Contains(c.Host)
                         ? "unreachable" : c.State.Word(),
-                    File = c.State == Core.CapsuleState.Suspended ? SuspendedFile(c.Detail) : null, c.Detail,
-                }).ToList();
+                    c.State == Core.CapsuleState.Suspended ? SuspendedFile(c.Detail) : null, c.Detail)).ToList();
                 if (pr.GetValue(CommandTree.JsonOption))
                 {
-                    Output.WriteJson(rows);
+                    Output.WriteJson(rows, CliJson.Default.ListCapsuleRowJson);
                     return 0;
                 }
                 var t = Output.Table("NAME", "LOCATOR", "HOST", "STATE", "");
@@ -158,12 +157,9 @@ internal static class CapsuleCommands
                 var r = await agent.StatsAsync(new Empty(), cancellationToken: ct);
                 if (pr.GetValue(CommandTree.JsonOption))
                 {
-                    Output.WriteJson(new
-                    {
-                        r.Host, r.Capsules, r.Routes,
-                        Counters = r.Counters.ToDictionary(c => c.Name, c => c.Value),
-                        Drops = r.Drops.ToDictionary(c => c.Name, c => c.Value),
-                    });
+                    Output.WriteJson(new StatsJson(r.Host, r.Capsules, r.Routes,
+                        r.Counters.ToDictionary(c => c.Name, c => c.Value),
+                        r.Drops.ToDictionary(c => c.Name, c => c.Value)), CliJson.Default.StatsJson);
                     return 0;
                 }
                 Console.WriteLine($"host {r.Host}: {r.Capsules} local capsules, {r.Routes} remote routes");

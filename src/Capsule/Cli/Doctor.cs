@@ -15,7 +15,7 @@ internal static class Doctor
         doctor.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
             var checks = await RunAsync(ct);
-            if (pr.GetValue(CommandTree.JsonOption)) Output.WriteJson(checks);
+            if (pr.GetValue(CommandTree.JsonOption)) Output.WriteJson(checks, CliJson.Default.ListCheck);
             else
             {
                 var t = Output.Table("CHECK", "", "DETAIL");

@@ -47,7 +47,7 @@ internal static class MigrateCommand
             if (result is null) throw new UserError("the source agent ended the migration without a result");
             if (json)
             {
-                Output.WriteJson(Summary(c.Name, result));
+                Output.WriteJson(Summary(c.Name, result), CliJson.Default.MigrateJson);
                 return result.Ok ? 0 : 1;
             }
             Print(c.Name, result);
@@ -56,17 +56,12 @@ internal static class MigrateCommand
         return cmd;
     }
 
-    public static object Summary(string name, MigrateResult r) => new
-    {
-        Name = name, r.Ok, Error = r.Error.Length > 0 ? r.Error : null, r.ResumedOnSource, r.Host, r.Pid,
-        PhasesMs = new
-        {
-            Sync = r.Times.SyncMs, Dump = r.Times.DumpMs, Transfer = r.Times.TransferMs, Restore = r.Times.RestoreMs,
-            Flush = r.Times.FlushMs, Total = r.Times.TotalMs
-        },
+    public static MigrateJson Summary(string name, MigrateResult r) => new(
+        name, r.Ok, r.Error.Length > 0 ? r.Error : null, r.ResumedOnSource, r.Host, r.Pid,
+        new PhasesJson(r.Times.SyncMs, r.Times.DumpMs, r.Times.TransferMs, r.Times.RestoreMs, r.Times.FlushMs,
+            r.Times.TotalMs),
         r.ImageBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted, r.UdpBytesLostAtFreeze,
-        r.ClosingConnectionsLost,
-    };
+        r.ClosingConnectionsLost);
 
     static void Print(string name, MigrateResult r)
     {

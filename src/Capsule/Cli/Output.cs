@@ -1,14 +1,14 @@
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using Spectre.Console;
 
 namespace Capsule.Cli;
 
 internal static class Output
 {
-    public static readonly JsonSerializerOptions Json = new()
-        { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
-
-    public static void WriteJson<T>(T value) => Console.Out.WriteLine(JsonSerializer.Serialize(value, Json));
+    /// <summary>Prints one `--json` answer; its shape is source-generated in <see cref="CliJson"/>.</summary>
+    public static void WriteJson<T>(T value, JsonTypeInfo<T> shape) =>
+        Console.Out.WriteLine(JsonSerializer.Serialize(value, shape));
 
     public static void Error(string message) => Console.Error.WriteLine("capsule: " + message);
 

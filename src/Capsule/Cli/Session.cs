@@ -25,8 +25,10 @@ internal sealed class Session(string lab)
             $"start it with `capsule lab up`{(Paths.Name == LabPaths.DefaultName ? "" : " --lab " + Paths.Name)}");
 
     public async Task<(HostRecord Host, HostAgent.HostAgentClient Agent)> AgentAsync(string host, CancellationToken ct)
+        => AgentOf(await Directory.SnapshotAsync(ct), host);
+
+    static (HostRecord Host, HostAgent.HostAgentClient Agent) AgentOf(DirectoryState state, string host)
     {
-        var state = await Directory.SnapshotAsync(ct);
         if (!state.Hosts.TryGetValue(host, out var h))
             throw new UserError($"no host named '{host}'; hosts: {string.Join(", ", state.Hosts.Keys)}");
         return (h, new HostAgent.HostAgentClient(Channels.For(AgentEndpoint(h))));
@@ -80,7 +82,8 @@ internal sealed class Session(string lab)
         var state = await Directory.SnapshotAsync(ct);
         if (!state.Capsules.TryGetValue(name, out var c))
             throw new UserError($"no capsule named '{name}'; `capsule ls` lists them");
-        var (_, agent) = await AgentAsync(c.Host, ct);
+        // The same snapshot names its host: one call to the directory, not two.
+        var (_, agent) = AgentOf(state, c.Host);
         return (c, agent);
     }
 }

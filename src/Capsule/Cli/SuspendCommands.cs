@@ -26,15 +26,9 @@ internal static class SuspendCommands
                 var r = await agent.SuspendAsync(new SuspendRequest { Name = c.Name, File = file },
                     cancellationToken: ct);
                 if (pr.GetValue(CommandTree.JsonOption))
-                    Output.WriteJson(new
-                    {
-                        Name = c.Name, r.File, r.Bytes, r.Processes, r.Connections, r.Peers,
-                        PhasesMs = new
-                        {
-                            Sync = r.Times.SyncMs, Dump = r.Times.DumpMs, Write = r.Times.TransferMs,
-                            Total = r.Times.TotalMs
-                        }
-                    });
+                    Output.WriteJson(new SuspendJson(c.Name, r.File, r.Bytes, r.Processes, r.Connections, r.Peers,
+                        new SuspendPhasesJson(r.Times.SyncMs, r.Times.DumpMs, r.Times.TransferMs, r.Times.TotalMs)),
+                        CliJson.Default.SuspendJson);
                 else
                     Console.WriteLine($"capsule {c.Name} suspended to {r.File} ({r.Bytes / 1024.0:F0} KiB, " +
                         $"{r.Processes} processes, {r.Connections} connections) in {r.Times.TotalMs} ms; " +
@@ -59,10 +53,8 @@ internal static class SuspendCommands
                 var (_, agent) = await s.AgentAsync(pr.GetValue(on)!, ct);
                 var r = await agent.ResumeAsync(new ResumeRequest { File = path }, cancellationToken: ct);
                 if (pr.GetValue(CommandTree.JsonOption))
-                    Output.WriteJson(new
-                    {
-                        r.Name, r.Locator, r.Host, r.Pid, r.RestoreMs, r.TotalMs, r.Flushed, r.Dropped
-                    });
+                    Output.WriteJson(new ResumeJson(r.Name, r.Locator, r.Host, r.Pid, r.RestoreMs, r.TotalMs, r.Flushed,
+                        r.Dropped), CliJson.Default.ResumeJson);
                 else
                     Console.WriteLine($"capsule {r.Name} resumed on {r.Host} at {r.Locator} (pid {r.Pid}) " +
                         $"in {r.TotalMs} ms; {r.Flushed} held packets delivered, {r.Dropped} dropped while it slept");
@@ -88,7 +80,7 @@ internal static class SuspendCommands
                 var size = new FileInfo(path).Length;
                 if (pr.GetValue(CommandTree.JsonOption))
                 {
-                    Output.WriteJson(new { meta, Size = size, Checksum = "ok" });
+                    Output.WriteJson(new InspectJson(meta, size, "ok"), CliJson.Default.InspectJson);
                     return 0;
                 }
                 var t = Output.Table("", "");

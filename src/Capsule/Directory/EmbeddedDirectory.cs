@@ -1,6 +1,7 @@
 using System.Collections.Immutable;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using System.Threading.Channels;
 using Capsule.Core;
 
@@ -97,12 +98,12 @@ internal sealed class EmbeddedDirectory : IDirectory
 
     // ---- persistence ----
 
-    sealed record FileHost(string Name, string Underlay, string AgentEndpoint, string? Serves);
-    sealed record FileCapsule(string Name, string Locator, string Host, CapsuleState State, long Revision,
+    internal sealed record FileHost(string Name, string Underlay, string AgentEndpoint, string? Serves);
+    internal sealed record FileCapsule(string Name, string Locator, string Host, CapsuleState State, long Revision,
         string? Detail);
-    sealed record FileState(int Format, string Pool, long Revision, List<FileHost> Hosts, List<FileCapsule> Capsules);
+    internal sealed record FileState(int Format, string Pool, long Revision, List<FileHost> Hosts,
+        List<FileCapsule> Capsules);
 
-    static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 
     static void Save(string file, DirectoryState s)
     {
@@ -114,7 +115,7 @@ internal sealed class EmbeddedDirectory : IDirectory
         var tmp = file + ".tmp";
         using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
         {
-            JsonSerializer.Serialize(fs, dto, Json);
+            JsonSerializer.Serialize(fs, dto, DirectoryFileJson.Default.FileState);
             fs.Flush(flushToDisk: true);
         }
         File.Move(tmp, file, overwrite: true);
@@ -136,7 +137,7 @@ internal sealed class EmbeddedDirectory : IDirectory
         FileState dto;
         try
         {
-            dto = JsonSerializer.Deserialize<FileState>(File.ReadAllText(file), Json)
+            dto = JsonSerializer.Deserialize(File.ReadAllText(file), DirectoryFileJson.Default.FileState)
                   ?? throw new DirectoryException($"{file} is empty");
         }
         catch (JsonException e)
@@ -157,3 +158,8 @@ internal sealed class EmbeddedDirectory : IDirectory
         return new DirectoryState(filePool, dto.Revision, hosts, caps);
     }
 }
+
+/// <summary>The state file's JSON, source-generated: the native (AOT) binary has no reflection serializer.</summary>
+[JsonSourceGenerationOptions(WriteIndented = true)]
+[JsonSerializable(typeof(EmbeddedDirectory.FileState))]
+internal sealed partial class DirectoryFileJson : JsonSerializerContext;

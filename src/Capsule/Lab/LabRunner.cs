@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Capsule.Dir;
 using Capsule.Linux;
 using Capsule.Protos;
@@ -47,7 +48,9 @@ internal sealed partial class LabRunner(LabPaths paths, Action<string>? progress
     void Say(string s) => progress?.Invoke(s);
 
     public Record? Load() =>
-        File.Exists(paths.RecordFile) ? JsonSerializer.Deserialize<Record>(File.ReadAllText(paths.RecordFile)) : null;
+        File.Exists(paths.RecordFile)
+            ? JsonSerializer.Deserialize(File.ReadAllText(paths.RecordFile), LabRecordJson.Default.Record)
+            : null;
 
     public bool Exists => File.Exists(paths.RecordFile) || Netns.List().Any(paths.Owns);
 
@@ -246,7 +249,7 @@ internal sealed partial class LabRunner(LabPaths paths, Action<string>? progress
     void Save(Record r)
     {
         var tmp = paths.RecordFile + ".tmp";
-        File.WriteAllText(tmp, JsonSerializer.Serialize(r));
+        File.WriteAllText(tmp, JsonSerializer.Serialize(r, LabRecordJson.Default.Record));
         File.Move(tmp, paths.RecordFile, overwrite: true);
     }
 
@@ -321,3 +324,7 @@ internal sealed partial class LabRunner(LabPaths paths, Action<string>? progress
         catch (UnauthorizedAccessException) { return false; }
     }
 }
+
+/// <summary>The lab record's JSON, source-generated: the native (AOT) binary has no reflection serializer.</summary>
+[JsonSerializable(typeof(LabRunner.Record))]
+internal sealed partial class LabRecordJson : JsonSerializerContext;

@@ -11,8 +11,10 @@ internal static class Self
     {
         var path = Environment.ProcessPath
             ?? throw new InvalidOperationException("cannot tell where this program lives");
+        // Under `dotnet capsule.dll` the program is the assembly beside the runtime's host; the native
+        // binary has no assembly file at all, and never runs that way.
         return Path.GetFileNameWithoutExtension(path) == "dotnet"
-            ? (path, [typeof(Self).Assembly.Location])
+            ? (path, [Path.Combine(AppContext.BaseDirectory, "capsule.dll")])
             : (path, []);
     }
 

@@ -1,3 +1,4 @@
+using System.Net;
 using Capsule.Core;
 
 namespace Capsule.Linux;
@@ -20,30 +21,31 @@ internal static class CapsuleNetwork
         await AttachAsync(locator);
     }
 
+    static readonly IPAddress Gateway = IPAddress.Parse(HostNetwork.CapsuleGateway);
+    static readonly uint DeliveryTable = uint.Parse(HostNetwork.DeliveryTable);
+
     /// <summary>
     /// The namespace, its veth and its own addresses and routes; the host does not route to it yet.
     /// A migration target builds this ahead of time, but attaches only once the restored processes
     /// hold their sockets: a packet that reached the namespace before would meet no socket and be
-    /// answered with a reset.
+    /// answered with a reset. All of it over netlink, in this process: no `ip` per step.
     /// </summary>
-    public static async Task BuildAsync(string netns, Locator locator, int mtu)
+    public static Task BuildAsync(string netns, Locator locator, int mtu) => Now(() =>
     {
         var hostIf = HostIf(locator);
-        var loc = locator.ToString();
-        var m = mtu.ToString();
-        await Netns.AddAsync(netns);
-        await Netns.SysctlAsync(netns, "net.ipv6.conf.all.disable_ipv6", "1");
-        await Netns.SysctlAsync(netns, "net.ipv6.conf.default.disable_ipv6", "1");
-        await Cmd.TryIp(null, "link", "del", hostIf); // left over from a crash: start clean
-        await Cmd.Ip(null, "link", "add", hostIf, "mtu", m, "type", "veth", "peer", "name", "eth0", "netns", netns);
-        await Netns.SysctlAsync(null, $"net.ipv6.conf.{hostIf}.disable_ipv6", "1");
-        await Cmd.Ip(null, "addr", "add", HostNetwork.CapsuleGateway + "/32", "dev", hostIf);
-        await Cmd.Ip(null, "link", "set", hostIf, "up");
-        await Cmd.Ip(netns, "addr", "add", loc + "/32", "dev", "eth0");
-        await Cmd.Ip(netns, "link", "set", "eth0", "mtu", m, "up");
-        await Cmd.Ip(netns, "route", "add", HostNetwork.CapsuleGateway, "dev", "eth0", "scope", "link");
-        await Cmd.Ip(netns, "route", "add", "default", "via", HostNetwork.CapsuleGateway, "dev", "eth0");
-    }
+        using var inside = Netns.Create(netns,
+            ("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1"));
+        using var host = Netlink.Open("host");
+        Rtnl.DeleteLink(host, hostIf); // left over from a crash: start clean
+        Rtnl.AddVeth(host, hostIf, mtu, "eth0", netns);
+        Netns.WriteSysctl($"net.ipv6.conf.{hostIf}.disable_ipv6", "1");
+        Rtnl.AddHostAddress(host, hostIf, Gateway);
+        Rtnl.SetUp(host, hostIf);
+        Rtnl.AddHostAddress(inside, "eth0", locator.ToAddress());
+        Rtnl.SetUp(inside, "eth0");
+        Rtnl.AddRoute(inside, replace: false, Gateway, 32, "eth0");
+        Rtnl.AddRoute(inside, replace: false, IPAddress.Any, 0, "eth0", via: Gateway);
+    });
 
     /// <summary>The host routes the locator to the capsule's veth and lets the capsule send with it.</summary>
     public static async Task AttachAsync(Locator locator)
@@ -56,7 +58,7 @@ internal static class CapsuleNetwork
     public static async Task AttachDeliveryAsync(Locator locator)
     {
         var hostIf = HostIf(locator);
-        await Cmd.Ip(null, "route", "replace", locator + "/32", "dev", hostIf, "table", HostNetwork.DeliveryTable);
+        await Now(() => WithHost(h => Rtnl.AddRoute(h, replace: true, locator.ToAddress(), 32, hostIf, DeliveryTable)));
         await HostNetwork.AllowAsync(hostIf, locator);
     }
 
@@ -66,7 +68,7 @@ internal static class CapsuleNetwork
     /// packets would otherwise overtake the held ones.
     /// </summary>
     public static Task AttachLocalAsync(Locator locator) =>
-        Cmd.Ip(null, "route", "replace", locator + "/32", "dev", HostIf(locator));
+        Now(() => WithHost(h => Rtnl.AddRoute(h, replace: true, locator.ToAddress(), 32, HostIf(locator))));
 
     /// <summary>
     /// The host stops routing the locator to the veth (the capsule may still send): while a capsule
@@ -74,7 +76,7 @@ internal static class CapsuleNetwork
     /// What the data plane delivers still reaches it (<see cref="HostNetwork.DeliveryTable"/>).
     /// </summary>
     public static Task DetachAsync(Locator locator) =>
-        Cmd.TryIp(null, "route", "del", locator + "/32", "dev", HostIf(locator));
+        Now(() => WithHost(h => Rtnl.DeleteRoute(h, locator.ToAddress(), HostIf(locator))));
 
     /// <summary>
     /// Nothing reaches the capsule's namespace any more, not even what the data plane delivers:
@@ -83,21 +85,52 @@ internal static class CapsuleNetwork
     /// a host that was not asked to hold) then go from the TUN back into the TUN and wait in this
     /// host's own hold, to be flushed wherever the capsule ends up.
     /// </summary>
-    public static async Task SealAsync(Locator locator)
+    public static Task SealAsync(Locator locator) => Now(() => WithHost(h =>
     {
-        await DetachAsync(locator);
-        await Cmd.TryIp(null, "route", "del", locator + "/32", "dev", HostIf(locator),
-            "table", HostNetwork.DeliveryTable);
-    }
+        Rtnl.DeleteRoute(h, locator.ToAddress(), HostIf(locator));
+        Rtnl.DeleteRoute(h, locator.ToAddress(), HostIf(locator), DeliveryTable);
+    }));
 
     /// <summary>Removes everything <see cref="CreateAsync"/> made; safe on a half-built capsule.</summary>
     public static async Task DestroyAsync(string netns, Locator locator)
     {
         var hostIf = HostIf(locator);
         await HostNetwork.RevokeAsync(hostIf, locator);
-        await Cmd.TryIp(null, "route", "del", locator + "/32", "dev", hostIf);
-        await Cmd.TryIp(null, "link", "del", hostIf);
+        try
+        {
+            await Now(() => WithHost(h =>
+            {
+                Rtnl.DeleteRoute(h, locator.ToAddress(), hostIf);
+                Rtnl.DeleteLink(h, hostIf);
+            }));
+        }
+        // Tidying goes on, as it did when these were `ip ... del` allowed to fail: removing the
+        // namespace below takes the veth pair (and so its routes) with it anyway.
+        catch (CommandFailedException) { }
         await Netns.KillAllAsync(netns);
         await Netns.DeleteAsync(netns);
+    }
+
+    static void WithHost(Action<Netlink> f)
+    {
+        using var host = Netlink.Open("host");
+        f(host);
+    }
+
+    /// <summary>
+    /// Runs netlink work (a few system calls, no waiting on anything slow) at once, its failure in the task
+    /// as an async method would have it.
+    /// </summary>
+    static Task Now(Action f)
+    {
+        try
+        {
+            f();
+            return Task.CompletedTask;
+        }
+        catch (Exception e)
+        {
+            return Task.FromException(e);
+        }
     }
 }

@@ -6,7 +6,8 @@ namespace Capsule.Linux;
 /// <summary>
 /// Runs the system's own tools (ip, nft, nsenter) for control-path plumbing. Control code only:
 /// nothing here is on the per-packet path, so a process per change is a fair price for using the
-/// tools every operator already knows and can read in a log.
+/// tools every operator already knows and can read in a log; except where a person waits on it:
+/// a capsule's own plumbing, made at every `capsule create`, goes over netlink (<see cref="Rtnl"/>).
 /// </summary>
 internal static class Cmd
 {

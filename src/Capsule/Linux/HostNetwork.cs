@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using Capsule.Core;
 
 namespace Capsule.Linux;
@@ -8,7 +7,7 @@ namespace Capsule.Linux;
 /// pool routed into the TUN, and an nftables table that keeps capsules honest (a capsule sends only
 /// with its own locator, and reaches neither the host nor the underlay directly).
 /// </summary>
-internal static partial class HostNetwork
+internal static class HostNetwork
 {
     public const string Table = "capsule";
     /// <summary>Prefix of host-side capsule veth names; the nft rules match on it.</summary>
@@ -89,17 +88,14 @@ internal static partial class HostNetwork
         if (!keepFilter) await Cmd.TryRunAsync("nft", ["delete", "table", "ip", Table]);
     }
 
-    /// <summary>The kernel-side drop counters of the table above, by name.</summary>
-    public static async Task<Dictionary<string, long>> CountersAsync()
+    /// <summary>
+    /// The kernel-side drop counters of the table above, by name (`nft list counters table ip capsule`),
+    /// read over netlink: `capsule stats` answers without starting nft. None when they cannot be read
+    /// (no table yet): the counters are extra detail, never a reason for stats to fail.
+    /// </summary>
+    public static Task<Dictionary<string, long>> CountersAsync()
     {
-        var result = new Dictionary<string, long>();
-        var r = await Cmd.TryRunAsync("nft", ["list", "counters", "table", "ip", Table]);
-        if (!r.Ok) return result;
-        foreach (Match m in CounterLine().Matches(r.Stdout))
-            result[m.Groups[1].Value] = long.Parse(m.Groups[2].Value);
-        return result;
+        try { return Task.FromResult(NftCounters.Read(Table)); }
+        catch (CommandFailedException) { return Task.FromResult(new Dictionary<string, long>()); }
     }
-
-    [GeneratedRegex(@"counter (\w+) \{\s*packets (\d+)")]
-    private static partial Regex CounterLine();
 }

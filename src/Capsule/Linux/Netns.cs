@@ -1,7 +1,7 @@
 namespace Capsule.Linux;
 
 /// <summary>Named network namespaces (/run/netns) and the sysctls the plumbing relies on.</summary>
-internal static class Netns
+internal static partial class Netns
 {
     public const string Dir = "/run/netns";
 
@@ -16,9 +16,10 @@ internal static class Netns
         await Cmd.Ip(name, "link", "set", "lo", "up");
     }
 
-    public static async Task DeleteAsync(string name)
+    public static Task DeleteAsync(string name)
     {
-        if (Exists(name)) await Cmd.TryIp(null, "netns", "delete", name);
+        if (Exists(name)) Remove(name);
+        return Task.CompletedTask;
     }
 
     /// <summary>Sets a sysctl inside a namespace; /proc/sys/net is per network namespace.</summary>
@@ -31,11 +32,7 @@ internal static class Netns
     }
 
     /// <summary>PIDs of processes whose network namespace is <paramref name="name"/>.</summary>
-    public static async Task<int[]> PidsAsync(string name)
-    {
-        var r = await Cmd.TryIp(null, "netns", "pids", name);
-        return r.Ok ? r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray() : [];
-    }
+    public static Task<int[]> PidsAsync(string name) => Task.FromResult(Pids(name));
 
     /// <summary>Kills every process in the namespace: what the lab and `rm` use to leave nothing behind.</summary>
     public static async Task KillAllAsync(string name)

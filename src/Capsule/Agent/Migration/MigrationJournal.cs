@@ -37,11 +37,6 @@ internal sealed record MoveRecord(
 /// </summary>
 internal sealed class MigrationJournal(AgentOptions options)
 {
-    static readonly JsonSerializerOptions Json = new()
-    {
-        Converters = { new JsonStringEnumConverter(), new LocatorConverter() },
-    };
-
     string Folder => Path.Combine(options.StateDir, "journal");
     string FileOf(string name) => Path.Combine(Folder, name + ".json");
 
@@ -52,7 +47,7 @@ internal sealed class MigrationJournal(AgentOptions options)
         var tmp = file + ".tmp";
         using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
         {
-            JsonSerializer.Serialize(fs, record, Json);
+            JsonSerializer.Serialize(fs, record, MoveRecordJson.Default.MoveRecord);
             fs.Flush(flushToDisk: true);
         }
         File.Move(tmp, file, overwrite: true);
@@ -66,13 +61,13 @@ internal sealed class MigrationJournal(AgentOptions options)
         var list = new List<MoveRecord>();
         foreach (var f in Directory.EnumerateFiles(Folder, "*.json"))
         {
-            var r = JsonSerializer.Deserialize<MoveRecord>(File.ReadAllText(f), Json);
+            var r = JsonSerializer.Deserialize(File.ReadAllText(f), MoveRecordJson.Default.MoveRecord);
             if (r is not null) list.Add(r);
         }
         return list;
     }
 
-    sealed class LocatorConverter : JsonConverter<Locator>
+    internal sealed class LocatorConverter : JsonConverter<Locator>
     {
         public override Locator Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions o) =>
             Locator.Parse(reader.GetString()!);
@@ -81,3 +76,11 @@ internal sealed class MigrationJournal(AgentOptions options)
             writer.WriteStringValue(value.ToString());
     }
 }
+
+/// <summary>
+/// The journal's JSON (steps by name, locators as text), source-generated: the native (AOT) binary
+/// has no reflection-based serializer.
+/// </summary>
+[JsonSourceGenerationOptions(UseStringEnumConverter = true, Converters = [typeof(MigrationJournal.LocatorConverter)])]
+[JsonSerializable(typeof(MoveRecord))]
+internal sealed partial class MoveRecordJson : JsonSerializerContext;
