@@ -66,7 +66,7 @@ internal static partial class Bench
         return s;
     }
 
-    sealed record DirectoryRow(string Directory, int Samples, int Missed, double P50, double P99, double Max,
+    internal sealed record DirectoryRow(string Directory, int Samples, int Missed, double P50, double P99, double Max,
         double CpuUsPerChangePerWatcher, double KbPerWatcher, double WriteP50);
 
     static async Task<DirectoryRow> MeasureAsync(string name, BenchStores.Store store, int watchers, int changes,
@@ -112,7 +112,8 @@ internal static partial class Bench
     {
         if (json)
         {
-            Output.WriteJson(new { watchers, capsules, changes, rows });
+            var doc = new DirectoryBenchJson(watchers, capsules, changes, rows);
+            Output.WriteJson(doc, CliJson.Default.DirectoryBenchJson);
             return;
         }
         // Short headings: the table fits 80 columns. Latencies in ms; CPU per change per watcher; heap per watcher.

@@ -49,6 +49,8 @@ internal sealed record MigrateBenchJson(int Seconds, bool Warmup, int BallastMb,
 
 internal sealed record MigrateBenchGoal(double StallOverFloorAtMost, int PeerRtos);
 
+internal sealed record DirectoryBenchJson(int Watchers, int Capsules, int Changes, List<Bench.DirectoryRow> Rows);
+
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(CreatedJson))]
 [JsonSerializable(typeof(List<CapsuleRowJson>))]
@@ -62,4 +64,5 @@ internal sealed record MigrateBenchGoal(double StallOverFloorAtMost, int PeerRto
 [JsonSerializable(typeof(MigrateBenchJson))]
 [JsonSerializable(typeof(Bench.SoakBench.SoakReport))]
 [JsonSerializable(typeof(CliBenchJson))]
+[JsonSerializable(typeof(DirectoryBenchJson))]
 internal sealed partial class CliJson : JsonSerializerContext;

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
@@ -36,14 +37,16 @@ internal sealed class KeyedOptions
         _all.Where(a => pr.GetResult(a.Option) is { Implicit: false }).ToDictionary(a => a.Key, a => a.Read(pr));
 
     /// <summary>Loads the settings: the --config file, the environment, then the options given.</summary>
-    public LoadedConfig<T> Load<T>(ParseResult pr, string environmentPrefix) where T : class, IDaemonConfig, new() =>
+    public LoadedConfig<T> Load<
+        [DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicProperties
+            | DynamicallyAccessedMemberTypes.PublicParameterlessConstructor)] T>(ParseResult pr,
+        string environmentPrefix) where T : class, IDaemonConfig, new() =>
         ConfigLoader.Load<T>(pr.GetValue(Config), environmentPrefix, Given(pr));
 }
 
 /// <summary>What `--check` prints, and what a daemon says when its settings are unusable.</summary>
 internal static class DaemonSettings
 {
-    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     /// <summary>
     /// The effective settings as JSON on standard output (the file a daemon would run with), warnings and the
@@ -57,7 +60,7 @@ internal static class DaemonSettings
             Output.Error(Problems(what, loaded));
             return 1;
         }
-        Console.Out.WriteLine(JsonSerializer.Serialize(loaded.Settings, typeof(T), Indented));
+        Console.Out.WriteLine(JsonSerializer.Serialize(loaded.Settings, typeof(T), DaemonJson.Default));
         Output.Error($"{what} settings are usable (from {loaded.Sources})");
         return 0;
     }

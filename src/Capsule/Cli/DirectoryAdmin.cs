@@ -23,7 +23,8 @@ internal static class DirectoryAdmin
         var etcd = EtcdOption();
         var pool = new Option<string>("--pool")
             { DefaultValueFactory = _ => "100.64.0.0/16", Description = "The locator pool, an IPv4 prefix" };
-        var init = new Command("init", "Give an etcd directory its locator pool (once; again with the same pool: no-op)")
+        var init = new Command("init",
+            "Give an etcd directory its locator pool (once; again with the same pool: no-op)")
         {
             etcd, pool,
         };

@@ -27,7 +27,7 @@ internal sealed class Session(string lab)
     public async Task<(HostRecord Host, HostAgent.HostAgentClient Agent)> AgentAsync(string host, CancellationToken ct)
         => AgentOf(await Directory.SnapshotAsync(ct), host);
 
-    static (HostRecord Host, HostAgent.HostAgentClient Agent) AgentOf(DirectoryState state, string host)
+    (HostRecord Host, HostAgent.HostAgentClient Agent) AgentOf(DirectoryState state, string host)
     {
         if (!state.Hosts.TryGetValue(host, out var h))
             throw new UserError($"no host named '{host}'; hosts: {string.Join(", ", state.Hosts.Keys)}");

@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Diagnostics.CodeAnalysis;
 using System.Reflection;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Configuration.EnvironmentVariables;
@@ -40,7 +42,9 @@ internal sealed record LoadedConfig<T>(T Settings, IReadOnlyList<string> Errors,
 /// </summary>
 internal static class ConfigLoader
 {
-    public static LoadedConfig<T> Load<T>(string? file, string environmentPrefix,
+    public static LoadedConfig<T> Load<
+        [DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicProperties
+            | DynamicallyAccessedMemberTypes.PublicParameterlessConstructor)] T>(string? file, string environmentPrefix,
         IReadOnlyDictionary<string, string?> commandLine) where T : class, IDaemonConfig, new()
     {
         var errors = new List<string>();
@@ -76,7 +80,8 @@ internal static class ConfigLoader
     }
 
     /// <summary>The settable public properties of <typeparamref name="T"/>: its keys.</summary>
-    public static IReadOnlyList<PropertyInfo> Keys<T>() =>
+    public static IReadOnlyList<PropertyInfo> Keys<
+        [DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicProperties)] T>() =>
         [.. typeof(T).GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite)];
 
     static string? FileProblem(string file)
@@ -109,12 +114,26 @@ internal static class ConfigLoader
         if (section.Value.Length == 0 && p.PropertyType != typeof(string)) return;
         try
         {
-            p.SetValue(settings, section.Get(p.PropertyType));
+            p.SetValue(settings, Convert(section.Value, p.PropertyType));
         }
-        catch (InvalidOperationException)
+        catch (Exception e) when (e is FormatException or OverflowException)
         {
             errors.Add($"{p.Name}: '{section.Value}' is not {Expected(p.PropertyType)}");
         }
+    }
+
+    /// <summary>
+    /// A value as the key's type: the settings types hold only strings and numbers. By hand rather than
+    /// with the configuration binder, which needs reflection the native binary does not have.
+    /// </summary>
+    static object Convert(string value, Type t)
+    {
+        var u = Nullable.GetUnderlyingType(t) ?? t;
+        if (u == typeof(string)) return value;
+        if (u == typeof(int)) return int.Parse(value, NumberStyles.Integer, CultureInfo.InvariantCulture);
+        if (u == typeof(double)) return double.Parse(value, NumberStyles.Float, CultureInfo.InvariantCulture);
+        if (u == typeof(bool)) return bool.Parse(value);
+        throw new FormatException($"a key of type {u.Name} is not supported");
     }
 
     static string Expected(Type t) =>

@@ -55,7 +55,8 @@ internal static class ConfigRules
             // An etcd cluster: each member an endpoint of its own.
             var members = Dir.DirectoryClient.EtcdMembers(value);
             if (members.Length == 0)
-                errors.Add($"{key}: '{value}' names no etcd member; write etcd:http://10.0.0.5:2379,http://10.0.0.6:2379");
+                errors.Add($"{key}: '{value}' names no etcd member; " +
+                    "write etcd:http://10.0.0.5:2379,http://10.0.0.6:2379");
             foreach (var m in members) Connect(errors, key, m, what);
             return;
         }

@@ -8,13 +8,11 @@ namespace Capsule.Lab;
 /// </summary>
 internal static class LabConfig
 {
-    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
-
-    public static void Write<T>(string file, T settings)
+    public static void Write(string file, Daemon.IDaemonConfig settings)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(file)!);
         var tmp = file + ".tmp";
-        File.WriteAllText(tmp, JsonSerializer.Serialize(settings, Indented));
+        File.WriteAllText(tmp, JsonSerializer.Serialize(settings, settings.GetType(), Daemon.DaemonJson.Default));
         File.Move(tmp, file, overwrite: true);
     }
 }
