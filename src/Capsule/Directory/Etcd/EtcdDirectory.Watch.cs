@@ -42,7 +42,7 @@ internal sealed partial class EtcdDirectory
                     },
                 }, ct);
             }
-            catch (RpcException e) when (EtcdCluster.Transient(e))
+            catch (RpcException) when (!ct.IsCancellationRequested)
             {
                 broken = true;
             }
@@ -58,9 +58,11 @@ internal sealed partial class EtcdDirectory
                     }
                     r = call.ResponseStream.Current;
                 }
-                catch (RpcException e) when (EtcdCluster.Transient(e) || e.StatusCode == StatusCode.Cancelled
-                    && !ct.IsCancellationRequested)
+                catch (RpcException) when (!ct.IsCancellationRequested)
                 {
+                    // Whatever ended the stream (a dead member, no leader, "request timed out" under
+                    // load), the watch is taken up again on the next member: an agent must never lose
+                    // its directory over one member's answer.
                     broken = true;
                     break;
                 }

@@ -49,7 +49,7 @@ internal sealed class HostLease(EtcdCluster cluster, ByteString aliveKey, TimeSp
             {
                 return;
             }
-            catch (Exception e) when (e is RpcException or DirectoryException)
+            catch (Exception e) when (e is RpcException or DirectoryException or IOException)
             {
                 // etcd away for now: keep trying; the lease may lapse meanwhile, which is the truth.
             }
