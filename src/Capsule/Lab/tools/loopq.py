@@ -15,7 +15,10 @@ PATTERN = bytes((i * 7) % PERIOD for i in range(PERIOD)) * 270
 
 
 def say(*a):
-    print(*a, flush=True)
+    # One write(2) per line: the server and the client share this O_APPEND log, and print() may split a
+    # line into several writes (always so when PYTHONUNBUFFERED is set), which the other process can
+    # interleave with its own line.
+    os.write(1, (" ".join(map(str, a)) + "\n").encode())
 
 
 def main(port, mb):
