@@ -1,0 +1,49 @@
+using Capsule.Core;
+
+namespace Capsule.Agent;
+
+/// <summary>How one host agent (capsuled) is set up, from its checked settings (<see cref="AgentConfig"/>).</summary>
+public sealed record AgentOptions(
+    string Host,
+    Locator Underlay,
+    int Port,
+    int UnderlayMtu,
+    string Directory,
+    string Listen,
+    string StateDir,
+    string NetnsPrefix,
+    string Criu = Checkpoint.Criu.DefaultBinary,
+    string Serves = "",
+    string IcmpFrom = "",
+    string Tun = "cap0")
+{
+    /// <summary>
+    /// How long a hold lasts when its Hold RPC names no lease: the longest a migration's source may
+    /// stay silent before this host ends the hold by itself (so a dead source cannot hold forever).
+    /// </summary>
+    public TimeSpan HoldLease { get; init; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>
+    /// Folder for the holds' spool files: what a hold acknowledged outlives the agent. In memory
+    /// (tmpfs): a disk's block allocation and writeback stalled the egress thread (seen: a UDP
+    /// receiver overrun after a flush); a host that reboots loses its capsules' peers anyway.
+    /// </summary>
+    public string HoldSpool { get; init; } = DefaultHoldSpool;
+
+    public const string DefaultHoldSpool = "/dev/shm/capsule-holds";
+
+    /// <summary>Where to serve Prometheus metrics (http://addr:port, path /metrics); empty: not served.</summary>
+    public string Metrics { get; init; } = "";
+    /// <summary>
+    /// A unix socket (unix:/path) the API is also served on, for this machine's tools; told to no one.
+    /// </summary>
+    public string? ControlSocket { get; init; }
+
+    public int InnerMtu => UnderlayMtu - Wire.Overhead;
+    /// <summary>A gateway's address for the ICMP answers it gives as a router (its ordinary-side address).</summary>
+    public Locator IcmpSource => IcmpFrom.Length > 0 ? Locator.Parse(IcmpFrom) : Underlay;
+    // Network namespace names are machine-wide; the host is in it so that, in a lab, source and
+    // target of a migration each hold their own namespace for the capsule while it moves.
+    public string CapsuleNetns(string capsule) => $"{NetnsPrefix}-{Host}-c-{capsule}";
+    public string CapsuleDir(string capsule) => Path.Combine(StateDir, "capsules", capsule);
+}

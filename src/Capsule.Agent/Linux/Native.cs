@@ -1,0 +1,139 @@
+using System.Runtime.InteropServices;
+
+namespace Capsule.Linux;
+
+/// <summary>
+/// The libc calls the data plane needs that .NET does not expose: TUN set-up, batched UDP
+/// (recvmmsg/sendmmsg) and poll. Everything else goes through the BCL.
+/// </summary>
+public static unsafe partial class Native
+{
+    const string Libc = "libc";
+
+    public const int O_RDWR = 2, O_NONBLOCK = 0x800, O_CLOEXEC = 0x80000;
+    public const int O_RDONLY = 0, O_DIRECTORY = 0x10000;
+    public const int EAGAIN = 11, EINTR = 4;
+    public const short POLLIN = 1;
+    public const int SOCK_RAW = 3, IPPROTO_RAW = 255;
+    public const int AF_INET = 2, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0x800, SOCK_CLOEXEC = 0x80000;
+    public const int SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_SNDBUF = 7, SO_RCVBUF = 8, SO_SNDBUFFORCE = 32,
+        SO_RCVBUFFORCE = 33;
+    public const int IPPROTO_IP = 0, IP_MTU_DISCOVER = 10, IP_PMTUDISC_DONT = 0;
+    public const int MSG_DONTWAIT = 0x40;
+    public const uint TUNSETIFF = 0x400454ca;
+    public const short IFF_TUN = 0x0001, IFF_NO_PI = 0x1000;
+    public const int EFD_NONBLOCK = 0x800, EFD_CLOEXEC = 0x80000;
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd { public int Fd; public short Events; public short REvents; }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct SockAddrIn
+    {
+        public ushort Family;
+        public ushort PortBE;   // network order
+        public uint AddrBE;     // network order
+        public ulong Zero;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct IoVec { public void* Base; public nuint Len; }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MsgHdr
+    {
+        public void* Name; public uint NameLen;
+        public IoVec* Iov; public nuint IovLen;
+        public void* Control; public nuint ControlLen;
+        public int Flags;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MMsgHdr { public MsgHdr Hdr; public uint Len; }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct IfReq
+    {
+        public fixed byte Name[16];
+        public short Flags;
+        fixed byte _pad[22];
+    }
+
+    [LibraryImport(Libc, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int open(string path, int flags);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int close(int fd);
+
+    [LibraryImport(Libc, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int mkfifo(string path, uint mode);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial nint read(int fd, void* buf, nuint count);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial nint write(int fd, void* buf, nuint count);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int ioctl(int fd, nuint request, void* arg);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int poll(PollFd* fds, nuint nfds, int timeoutMs);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int socket(int domain, int type, int protocol);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int bind(int fd, SockAddrIn* addr, uint len);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int setsockopt(int fd, int level, int name, void* val, uint len);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int recvmmsg(int fd, MMsgHdr* msgs, uint vlen, int flags, void* timeout);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int sendmmsg(int fd, MMsgHdr* msgs, uint vlen, int flags);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial nint sendto(int fd, void* buf, nuint len, int flags, SockAddrIn* addr, uint addrLen);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int eventfd(uint initval, int flags);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int kill(int pid, int sig);
+
+    public static int Errno => Marshal.GetLastPInvokeError();
+
+    public static string Describe(int errno) => Marshal.GetPInvokeErrorMessage(errno) + $" (errno {errno})";
+
+    public static void ThrowIfFailed(int rc, string what)
+    {
+        if (rc < 0) Throw(what, Errno);
+    }
+
+    // Kept out of line so callers stay small enough to inline.
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    public static void Throw(string what, int errno) => throw new IOException($"{what}: {Describe(errno)}");
+}
+
+public static partial class Native
+{
+    [LibraryImport(Libc)]
+    public static partial uint geteuid();
+}
+
+public static partial class Native
+{
+    public const uint CLOSE_RANGE_CLOEXEC = 4;
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int close_range(uint first, uint last, uint flags);
+
+    /// <summary>
+    /// Marks every inherited descriptor above stderr close-on-exec. An agent inherits whatever its
+    /// starter left open; a capsule must not, or CRIU finds host files in it that it cannot move.
+    /// </summary>
+    public static void CloseInheritedOnExec() => close_range(3, uint.MaxValue, CLOSE_RANGE_CLOEXEC);
+}

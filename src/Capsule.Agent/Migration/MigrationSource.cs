@@ -1,0 +1,280 @@
+using Capsule.Agent.Faults;
+using Capsule.Checkpoint;
+using Capsule.Core;
+using Capsule.Dir;
+using Capsule.Linux;
+using Capsule.Protos;
+using Capsule.Rpc;
+using Google.Protobuf;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using CapsuleState = Capsule.Core.CapsuleState;
+
+namespace Capsule.Agent.Migration;
+
+/// <summary>
+/// Live migration (seed Fig. 5A/5B/6), driven by the capsule's current host: sync (peers hold,
+/// the cut is agreed by counts) → freeze and dump (CRIU; the tree is left stopped here) → transfer
+/// (a checksummed stream) → restore on the target → switch the directory → flush the held
+/// packets to the new host and end the stopped tree here. Each step is journaled first; until
+/// the switch any failure, or a crash of this agent, resumes the capsule here as it was. After
+/// the switch the old host keeps nothing: no forwarding is left behind.
+/// </summary>
+internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory directory,
+    Criu criu, HoldCoordinator holds, SourceRollback rollback, MigrationJournal journal, FaultInjector faults,
+    ILogger<MigrationSource> log)
+{
+    public const int DefaultHoldPackets = Rpc.ApiDefaults.HoldPackets;
+    AgentOptions O => runtime.Options;
+
+    public async Task<MigrateResult> RunAsync(MigrateRequest req, Func<string, string, Task> progress,
+        CancellationToken ct)
+    {
+        var c = runtime.Find(req.Name)
+            ?? throw new KeyNotFoundException($"capsule '{req.Name}' is not on host {O.Host}");
+        if (req.Target == O.Host) throw new ArgumentException($"capsule '{req.Name}' is already on {O.Host}");
+        if (!CapsuleProcess.IsAlive(c.Pid)) throw new InvalidOperationException($"capsule '{req.Name}' is not running");
+        if (!runtime.TryBeginMove(req.Name))
+            throw new InvalidOperationException($"capsule '{req.Name}' is already migrating; " +
+                "wait for that migration to end");
+        try
+        {
+            return await MoveAsync(c, req, progress, ct);
+        }
+        finally
+        {
+            runtime.EndMove(req.Name);
+        }
+    }
+
+    async Task<MigrateResult> MoveAsync(LocalCapsule c, MigrateRequest req, Func<string, string, Task> progress,
+        CancellationToken ct)
+    {
+        var state = await directory.SnapshotAsync(ct);
+        if (!state.Hosts.TryGetValue(req.Target, out var target))
+            throw new ArgumentException($"no host named '{req.Target}'");
+        if (target.IsGateway) throw new ArgumentException($"{req.Target} is a gateway; capsules run on hosts");
+        var rec = state.Capsules.GetValueOrDefault(c.Name)
+            ?? throw new InvalidOperationException($"capsule '{c.Name}' is not in the directory");
+        var targetAgent = new HostAgent.HostAgentClient(Channels.For(target.AgentEndpoint));
+        await criu.CheckAsync(ct);
+        // Refuse before anything is touched if the target cannot be reached.
+        try
+        {
+            await targetAgent.StatsAsync(new Empty(), deadline: DateTime.UtcNow.AddSeconds(3), cancellationToken: ct);
+        }
+        catch (RpcException e)
+        {
+            throw new InvalidOperationException($"target {req.Target} is unreachable ({e.Status.Detail}); " +
+                "nothing was changed");
+        }
+        var move = new Move(c, req, target, targetAgent, Path.Combine(O.StateDir, "migrations", c.Name));
+        if (Directory.Exists(move.Work)) Directory.Delete(move.Work, recursive: true);
+        // The target builds the capsule's network while we sync and dump: off the frozen path.
+        move.Prepared = targetAgent.PrepareAsync(new PrepareRequest { Name = c.Name, Locator = c.Locator.ToString() },
+            cancellationToken: ct).ResponseAsync;
+        journal.Write(move.Record(MoveStep.Syncing, []));
+        try
+        {
+            return await ForwardAsync(move, state, rec, progress, ct);
+        }
+        catch (Exception e) when (!move.Switched)
+        {
+            return await FailAsync(move, e, progress);
+        }
+    }
+
+    /// <summary>Sync, freeze, transfer, restore, switch, flush: the move when nothing fails.</summary>
+    async Task<MigrateResult> ForwardAsync(Move m, DirectoryState state, CapsuleRecord rec,
+        Func<string, string, Task> progress, CancellationToken ct)
+    {
+        var r = m.Result;
+        var c = m.Capsule;
+        rec = await SyncAsync(m, state, rec, progress, ct);
+
+        await progress("dump", "freezing and checkpointing the process tree (CRIU)");
+        await faults.HitAsync(FaultPoints.SourceDump);
+        var criuClock = System.Diagnostics.Stopwatch.StartNew();
+        m.Frozen = await criu.DumpAsync(c.Pid, m.Images, ct);
+        r.Times.CriuDumpMs = criuClock.ElapsedMilliseconds;
+        journal.Write(m.Record(MoveStep.Frozen, m.Holds!.Holders));
+        r.Times.DumpMs = m.Clock.Lap();
+        await faults.HitAsync(FaultPoints.SourceAfterDump);
+
+        await progress("transfer", $"sending the image to {m.Target.Name}");
+        await m.Prepared!;
+        var reply = await SendAsync(m, ct);
+        r.Times.RestoreMs = reply.RestoreMs;
+        r.Times.CriuRestoreMs = reply.CriuMs;
+        r.Times.TransferMs = m.Clock.Lap() - reply.RestoreMs;
+        r.Pid = reply.Pid;
+        await faults.HitAsync(FaultPoints.SourceBeforeSwitch);
+
+        await progress("flush", "switching the directory and flushing held packets to the new host");
+        await directory.UpdateAsync(c.Name, m.Target.Name, CapsuleState.Running, rec.Revision, null,
+            CancellationToken.None);
+        // Switched: the capsule runs on the target and the directory says so. Nothing after this
+        // line may put it back here; a failure now is reported, not rolled back.
+        m.Switched = true;
+        journal.Write(m.Record(MoveStep.Switched, m.Holds.Holders));
+        await FinishAsync(m);
+        r.Times.FlushMs = m.Clock.Lap();
+        r.Times.TotalMs = m.Clock.Total;
+        r.Ok = true;
+        r.Host = m.Target.Name;
+        LogMigrated(log, c.Name, m.Target.Name, r.Times.TotalMs, r.ImageBytes, r.Held);
+        return r;
+    }
+
+    /// <summary>
+    /// After the switch: every holder flushes to the new host; the stopped tree and all else here goes.
+    /// </summary>
+    async Task FinishAsync(Move m)
+    {
+        try
+        {
+            var tally = await m.Holds!.ReleaseAsync(m.Target.Underlay);
+            Add(m.Result, tally);
+        }
+        catch (Exception e)
+        {
+            // The holders' leases end what the release did not; what is left here must go all the same.
+            LogTidyFailed(log, m.Capsule.Name, m.Target.Name, e.Message);
+            m.Result.Error = $"moved, but releasing the holds failed: {Describe(e)}";
+        }
+        try
+        {
+            await m.Frozen!.CommitAsync();
+            await runtime.EvictAsync(m.Capsule);
+            if (Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is null && Directory.Exists(m.Work))
+                Directory.Delete(m.Work, recursive: true);
+            journal.Remove(m.Capsule.Name);
+        }
+        catch (Exception e)
+        {
+            LogTidyFailed(log, m.Capsule.Name, m.Target.Name, e.Message);
+            m.Result.Error = $"moved, but removing what was left on {O.Host} failed: {Describe(e)}";
+        }
+    }
+
+    /// <summary>Before the switch: the capsule is put back, running here, and the failure reported.</summary>
+    async Task<MigrateResult> FailAsync(Move m, Exception e, Func<string, string, Task> progress)
+    {
+        var r = m.Result;
+        LogFailed(log, m.Capsule.Name, e.Message);
+        await progress("rollback", $"failed: {Describe(e)}; resuming the capsule on {O.Host}");
+        r.Ok = false;
+        r.Error = Describe(e);
+        r.Host = O.Host;
+        if (m.Prepared is not null) await m.Prepared.ContinueWith(_ => { }, TaskScheduler.Default);
+        try
+        {
+            if (await SwitchedAnywayAsync(m))
+            {
+                // The switch reached the directory although its answer did not reach us.
+                m.Switched = true;
+                await FinishAsync(m);
+                r.Ok = true;
+                r.Error = "";
+                r.Host = m.Target.Name;
+                r.Times.TotalMs = m.Clock.Total;
+                return r;
+            }
+            var back = await rollback.RunAsync(m.Capsule, m.Frozen, m.Images, m.Holds, [], m.TargetAgent);
+            r.Pid = back.Pid;
+            Add(r, back.Tally);
+            r.ResumedOnSource = true;
+            if (Directory.Exists(m.Work)) Directory.Delete(m.Work, recursive: true);
+            journal.Remove(m.Capsule.Name);
+        }
+        catch (Exception x)
+        {
+            // Keep the images and the journal: they are what is left of the capsule, and the
+            // next start of this agent tries again.
+            LogRollbackFailed(log, m.Capsule.Name, O.Host, x.Message, m.Work);
+            r.Error += $"; resuming it on {O.Host} failed too ({Describe(x)}); its checkpoint is kept in {m.Work}";
+        }
+        r.Times.TotalMs = m.Clock.Total;
+        return r;
+    }
+
+    async Task<bool> SwitchedAnywayAsync(Move m)
+    {
+        if (m.Frozen is null) return false;
+        var rec = (await directory.SnapshotAsync()).Capsules.GetValueOrDefault(m.Capsule.Name);
+        return rec is { State: CapsuleState.Running } && rec.Host == m.Target.Name;
+    }
+
+    static void Add(MigrateResult r, HoldTally t)
+    {
+        r.Held += t.Held;
+        r.Flushed += t.Flushed;
+        r.Dropped += t.Dropped;
+    }
+
+    internal static string Describe(Exception e) => e is RpcException r ? r.Status.Detail : e.Message;
+
+    /// <summary>
+    /// Streams the image (CRIU's files and the capsule's own folder, as tar) to the target, then its checksum.
+    /// </summary>
+    async Task<ReceiveReply> SendAsync(Move m, CancellationToken ct)
+    {
+        var c = m.Capsule;
+        using var call = m.TargetAgent.Receive(cancellationToken: ct);
+        var first = new ImageChunk { Name = c.Name, Locator = c.Locator.ToString(), UdpDrop = c.UdpDrop };
+        first.Command.AddRange(c.Command);
+        await call.RequestStream.WriteAsync(first, ct);
+        var chunks = 0;
+        await using var stream = new ChunkStream(async (data, token) =>
+        {
+            var bytes = ByteString.CopyFrom(data.Span);
+            if (chunks++ == 0 && faults.Fires(FaultPoints.SourceTransfer, FaultAction.Corrupt))
+                bytes = ByteString.CopyFrom([(byte)(data.Span[0] ^ 0xFF), .. data.Span[1..]]);
+            await call.RequestStream.WriteAsync(new ImageChunk { Data = bytes }, token);
+            if (chunks == 1) await faults.HitAsync(FaultPoints.SourceTransfer);
+        });
+        await ImageArchive.WriteAsync(stream, m.Images, c.Dir, ct);
+        var sha = await stream.FinishAsync(ct);
+        m.Result.ImageBytes = stream.Length;
+        await call.RequestStream.WriteAsync(new ImageChunk { Sha256 = sha }, ct);
+        await call.RequestStream.CompleteAsync();
+        return await call;
+    }
+
+    /// <summary>One move in progress: what it concerns and how far it has come.</summary>
+    sealed class Move(LocalCapsule capsule, MigrateRequest request, HostRecord target, HostAgent.HostAgentClient agent,
+        string work)
+    {
+        public LocalCapsule Capsule { get; } = capsule;
+        public MigrateRequest Request { get; } = request;
+        public HostRecord Target { get; } = target;
+        public HostAgent.HostAgentClient TargetAgent { get; } = agent;
+        public string Work { get; } = work;
+        public string Images => Path.Combine(Work, "images");
+        public PhaseClock Clock { get; } = new();
+        public MigrateResult Result { get; } = new() { Times = new PhaseTimes() };
+        public Task? Prepared { get; set; }
+        public HoldSet? Holds { get; set; }
+        public FrozenTree? Frozen { get; set; }
+        public bool Switched { get; set; }
+
+        public MoveRecord Record(MoveStep step, Locator[] holders) =>
+            new(MoveKind.Migrate, Capsule.Name, Capsule.Locator, Target.Name, step, holders, Images, Capsule.Pid);
+    }
+
+    [LoggerMessage(EventId = 310, Level = LogLevel.Information,
+        Message = "migrated {Name} to {Target} in {Total} ms (image {Bytes} bytes, {Held} held)")]
+    static partial void LogMigrated(ILogger logger, string name, string target, long total, long bytes, long held);
+
+    [LoggerMessage(EventId = 311, Level = LogLevel.Warning,
+        Message = "migration of {Name} failed: {Error}; resuming it here")]
+    static partial void LogFailed(ILogger logger, string name, string error);
+
+    [LoggerMessage(EventId = 312, Level = LogLevel.Error,
+        Message = "could not resume {Name} on {Host}: {Error}; its images stay in {Work}")]
+    static partial void LogRollbackFailed(ILogger logger, string name, string host, string error, string work);
+
+    [LoggerMessage(EventId = 313, Level = LogLevel.Warning,
+        Message = "{Name} moved to {Target}, but tidying up here failed: {Error}")]
+    static partial void LogTidyFailed(ILogger logger, string name, string target, string error);
+}

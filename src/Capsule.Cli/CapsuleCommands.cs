@@ -1,0 +1,174 @@
+using System.CommandLine;
+using Capsule.Dir;
+using Capsule.Protos;
+using Spectre.Console;
+
+namespace Capsule.Cli;
+
+public static class CapsuleCommands
+{
+    static Argument<string> NameArg() => new("name") { Description = "Capsule name" };
+    static Argument<string[]> CommandArg() =>
+        new("command") { Description = "Command to run (after --)", Arity = ArgumentArity.OneOrMore };
+
+    static string? SuspendedFile(string? detail) =>
+        detail?.Split(' ').FirstOrDefault(p => p.StartsWith("file=", StringComparison.Ordinal))?[5..];
+
+    public static IEnumerable<Command> Build()
+    {
+        {
+            var name = NameArg();
+            var host = new Option<string>("--host") { Description = "Host to create it on, e.g. h1", Required = true };
+            var udp = new Option<string>("--udp-policy")
+            {
+                Description = "While it moves, its peers' UDP datagrams are held (buffer, up to the hold bound) " +
+                    "or dropped and counted (drop)",
+                DefaultValueFactory = _ => "buffer"
+            };
+            udp.AcceptOnlyFromAmong("buffer", "drop");
+            var command = CommandArg();
+            var create = new Command("create",
+                "Create a capsule: a locator from the directory, its own namespaces, CMD as its first process")
+            {
+                name, host, udp, command, CommandTree.JsonOption
+            };
+            create.SetAction((pr, ct) => CommandTree.Run(async () =>
+            {
+                var s = CommandTree.SessionOf(pr);
+                var (_, agent) = await s.AgentAsync(pr.GetValue(host)!, ct);
+                var req = new CreateRequest { Name = pr.GetValue(name)!, UdpDrop = pr.GetValue(udp) == "drop" };
+                req.Command.AddRange(pr.GetValue(command)!);
+                var info = await agent.CreateAsync(req, cancellationToken: ct);
+                if (pr.GetValue(CommandTree.JsonOption))
+                    Output.WriteJson(new CreatedJson(info.Name, info.Locator, info.Host, info.Pid),
+                        CliJson.Default.CreatedJson);
+                else
+                    Console.WriteLine(
+                        $"capsule {info.Name} is running on {info.Host} at {info.Locator} (pid {info.Pid})");
+                return 0;
+            }));
+            yield return create;
+        }
+        {
+            var name = NameArg();
+            var command = CommandArg();
+            var exec = new Command("exec",
+                "Run a command inside a capsule (its network, PID, UTS, IPC and mount namespaces); " +
+                "returns its exit code")
+            {
+                name, command
+            };
+            exec.SetAction((pr, ct) => CommandTree.Run(async () =>
+            {
+                var s = CommandTree.SessionOf(pr);
+                var (c, agent) = await s.CapsuleAsync(pr.GetValue(name)!, ct);
+                var info = await agent.GetAsync(new NameRequest { Name = c.Name }, cancellationToken: ct);
+                if (info.Pid == 0)
+                    throw new UserError(
+                        $"capsule '{c.Name}' is not running ({info.State.ToString().ToLowerInvariant()})");
+                return await Terminal.RunAttachedAsync("nsenter",
+                    ["-t", info.Pid.ToString(), "--net", "--pid", "--uts", "--ipc", "--mount", "--",
+                        .. pr.GetValue(command)!], ct);
+            }));
+            yield return exec;
+        }
+        {
+            var ls = new Command("ls", "List capsules: name, locator, host, state") { CommandTree.JsonOption };
+            ls.SetAction((pr, ct) => CommandTree.Run(async () =>
+            {
+                var state = await CommandTree.SessionOf(pr).Directory.SnapshotAsync(ct);
+                // A capsule whose host's agent has been silent longer than its lease (etcd directory) shows as
+                // unreachable: it may still run, but nobody can vouch for it now.
+                var rows = state.Capsules.Values.Select(c => new CapsuleRowJson(
+                    c.Name, c.Locator.ToString(),
+                    c.State == Core.CapsuleState.Suspended ? "" : c.Host,
+                    c.State != Core.CapsuleState.Suspended && state.Unreachable.Contains(c.Host)
+                        ? "unreachable" : c.State.Word(),
+                    c.State == Core.CapsuleState.Suspended ? SuspendedFile(c.Detail) : null, c.Detail)).ToList();
+                if (pr.GetValue(CommandTree.JsonOption))
+                {
+                    Output.WriteJson(rows, CliJson.Default.ListCapsuleRowJson);
+                    return 0;
+                }
+                var t = Output.Table("NAME", "LOCATOR", "HOST", "STATE", "");
+                foreach (var r in rows)
+                    t.AddRow(r.Name, r.Locator, r.Host, r.State, Markup.Escape(r.File is null ? "" : "in " + r.File));
+                AnsiConsole.Write(t);
+                return 0;
+            }));
+            yield return ls;
+        }
+        {
+            var name = NameArg();
+            var rm = new Command("rm", "Stop a capsule's processes, remove its namespaces and release its locator")
+            {
+                name
+            };
+            rm.SetAction((pr, ct) => CommandTree.Run(async () =>
+            {
+                var s = CommandTree.SessionOf(pr);
+                var (c, agent) = await s.CapsuleAsync(pr.GetValue(name)!, ct);
+                if (c.State == Core.CapsuleState.Suspended)
+                {
+                    // Nothing runs anywhere: give the locator back and let every holder drop what it kept.
+                    await s.Directory.ReleaseAsync(c.Name, ct);
+                    await s.ReleaseHoldsAsync(c.Locator, Core.Locator.None, ct);
+                    Console.WriteLine($"suspended capsule {c.Name} removed; locator {c.Locator} released, " +
+                        $"its file ({c.Detail}) can no longer be resumed");
+                    return 0;
+                }
+                await agent.RemoveAsync(new NameRequest { Name = c.Name }, cancellationToken: ct);
+                Console.WriteLine($"capsule {c.Name} removed; locator {c.Locator} released");
+                return 0;
+            }));
+            yield return rm;
+        }
+        {
+            var name = NameArg();
+            var stderr = new Option<bool>("--stderr")
+                { Description = "Show standard error instead of standard output" };
+            var logs = new Command("logs", "Print what a capsule wrote to its standard output (or --stderr)")
+            {
+                name, stderr
+            };
+            logs.SetAction((pr, ct) => CommandTree.Run(async () =>
+            {
+                var s = CommandTree.SessionOf(pr);
+                var (c, agent) = await s.CapsuleAsync(pr.GetValue(name)!, ct);
+                var r = await agent.LogsAsync(new LogsRequest { Name = c.Name, Stderr = pr.GetValue(stderr) },
+                    cancellationToken: ct);
+                using var stdout = Console.OpenStandardOutput();
+                r.Data.WriteTo(stdout);
+                return 0;
+            }));
+            yield return logs;
+        }
+        {
+            var host = new Argument<string>("host") { Description = "Host, e.g. h1" };
+            var stats = new Command("stats", "Data-plane counters of a host: packets, bytes, and drops by reason")
+            {
+                host, CommandTree.JsonOption
+            };
+            stats.SetAction((pr, ct) => CommandTree.Run(async () =>
+            {
+                var s = CommandTree.SessionOf(pr);
+                var (_, agent) = await s.AgentAsync(pr.GetValue(host)!, ct);
+                var r = await agent.StatsAsync(new Empty(), cancellationToken: ct);
+                if (pr.GetValue(CommandTree.JsonOption))
+                {
+                    Output.WriteJson(new StatsJson(r.Host, r.Capsules, r.Routes,
+                        r.Counters.ToDictionary(c => c.Name, c => c.Value),
+                        r.Drops.ToDictionary(c => c.Name, c => c.Value)), CliJson.Default.StatsJson);
+                    return 0;
+                }
+                Console.WriteLine($"host {r.Host}: {r.Capsules} local capsules, {r.Routes} remote routes");
+                var t = Output.Table("COUNTER", "VALUE");
+                foreach (var c in r.Counters) t.AddRow(c.Name, c.Value.ToString("N0"));
+                foreach (var c in r.Drops) t.AddRow("drop " + c.Name, c.Value.ToString("N0"));
+                AnsiConsole.Write(t);
+                return 0;
+            }));
+            yield return stats;
+        }
+    }
+}

@@ -1,0 +1,41 @@
+using System.Text.Json.Serialization;
+using Capsule.Checkpoint;
+
+namespace Capsule.Cli;
+
+// What `--json` prints, as named shapes: the native (AOT) binary has no reflection-based serializer,
+// so every shape is source-generated in CliJson below. Names follow the snake_case policy.
+
+internal sealed record CreatedJson(string Name, string Locator, string Host, int Pid);
+
+internal sealed record CapsuleRowJson(string Name, string Locator, string Host, string State, string? File,
+    string? Detail);
+
+internal sealed record StatsJson(string Host, int Capsules, int Routes, Dictionary<string, long> Counters,
+    Dictionary<string, long> Drops);
+
+internal sealed record PhasesJson(long Sync, long Dump, long Transfer, long Restore, long Flush, long Total);
+
+internal sealed record MigrateJson(string Name, bool Ok, string? Error, bool ResumedOnSource, string Host, int Pid,
+    PhasesJson PhasesMs, long ImageBytes, int Peers, long Held, long Flushed, long Dropped, long Unaccounted,
+    long UdpBytesLostAtFreeze, int ClosingConnectionsLost);
+
+internal sealed record SuspendPhasesJson(long Sync, long Dump, long Write, long Total);
+
+internal sealed record SuspendJson(string Name, string File, long Bytes, int Processes, int Connections, int Peers,
+    SuspendPhasesJson PhasesMs);
+
+internal sealed record ResumeJson(string Name, string Locator, string Host, int Pid, long RestoreMs, long TotalMs,
+    long Flushed, long Dropped);
+
+internal sealed record InspectJson(SuspendMeta Meta, long Size, string Checksum);
+
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(CreatedJson))]
+[JsonSerializable(typeof(List<CapsuleRowJson>))]
+[JsonSerializable(typeof(StatsJson))]
+[JsonSerializable(typeof(MigrateJson))]
+[JsonSerializable(typeof(SuspendJson))]
+[JsonSerializable(typeof(ResumeJson))]
+[JsonSerializable(typeof(InspectJson))]
+internal sealed partial class CliJson : JsonSerializerContext;

@@ -1,0 +1,90 @@
+using System.CommandLine;
+using Capsule.Protos;
+using Grpc.Core;
+using Spectre.Console;
+
+namespace Capsule.Cli;
+
+/// <summary>`capsule migrate NAME --to HOST`: a live migration, with its phases shown as they happen.</summary>
+public static class MigrateCommand
+{
+    public static Command Build()
+    {
+        var name = new Argument<string>("name") { Description = "Capsule to move" };
+        var to = new Option<string>("--to") { Description = "Host to move it to, e.g. h3", Required = true };
+        var hold = new Option<int>("--hold-packets")
+        {
+            Description = "Per-capsule hold bound at each host while it moves (packets; newest dropped when full)",
+            DefaultValueFactory = _ => Rpc.ApiDefaults.HoldPackets
+        };
+        var cmd = new Command("migrate", "Move a running capsule to another host; its connections stay open")
+        {
+            name, to, hold, CommandTree.JsonOption
+        };
+        cmd.SetAction((pr, ct) => CommandTree.Run(async () =>
+        {
+            if (pr.GetValue(hold) is < 16 or > 1_000_000)
+                throw new UserError("--hold-packets must be between 16 and 1000000");
+            var s = CommandTree.SessionOf(pr);
+            var (c, agent) = await s.CapsuleAsync(pr.GetValue(name)!, ct);
+            var json = pr.GetValue(CommandTree.JsonOption);
+            using var call = agent.Migrate(new MigrateRequest
+            {
+                Name = c.Name, Target = pr.GetValue(to)!, HoldPackets = pr.GetValue(hold)
+            }, cancellationToken: ct);
+            MigrateResult? result = null;
+            await foreach (var p in call.ResponseStream.ReadAllAsync(ct))
+            {
+                if (p.Result is not null)
+                {
+                    result = p.Result;
+                    break;
+                }
+                if (!json)
+                    AnsiConsole.MarkupLine(
+                        $"[grey]{DateTime.Now:HH:mm:ss.fff}[/] [bold]{p.Phase,-9}[/] {Markup.Escape(p.Message)}");
+            }
+            if (result is null) throw new UserError("the source agent ended the migration without a result");
+            if (json)
+            {
+                Output.WriteJson(Summary(c.Name, result), CliJson.Default.MigrateJson);
+                return result.Ok ? 0 : 1;
+            }
+            Print(c.Name, result);
+            return result.Ok ? 0 : 1;
+        }));
+        return cmd;
+    }
+
+    internal static MigrateJson Summary(string name, MigrateResult r) => new(
+        name, r.Ok, r.Error.Length > 0 ? r.Error : null, r.ResumedOnSource, r.Host, r.Pid,
+        new PhasesJson(r.Times.SyncMs, r.Times.DumpMs, r.Times.TransferMs, r.Times.RestoreMs, r.Times.FlushMs,
+            r.Times.TotalMs),
+        r.ImageBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted, r.UdpBytesLostAtFreeze,
+        r.ClosingConnectionsLost);
+
+    static void Print(string name, MigrateResult r)
+    {
+        if (!r.Ok)
+        {
+            Output.Error($"migration of {name} failed: {r.Error}");
+            Console.Error.WriteLine(r.ResumedOnSource
+                ? $"capsule {name} was resumed on {r.Host}, its connections intact"
+                : $"capsule {name} may need attention on {r.Host}");
+            return;
+        }
+        var t = Output.Table("PHASE", "MS", "", "");
+        t.AddRow("sync", r.Times.SyncMs.ToString(), "image", $"{r.ImageBytes / 1024.0:F0} KiB");
+        t.AddRow("freeze+dump", r.Times.DumpMs.ToString(), "peers holding", r.Peers.ToString());
+        t.AddRow("transfer", r.Times.TransferMs.ToString(), "packets held", r.Held.ToString());
+        t.AddRow("restore", r.Times.RestoreMs.ToString(), "flushed", r.Flushed.ToString());
+        t.AddRow("flush", r.Times.FlushMs.ToString(), "dropped (hold full)", r.Dropped.ToString());
+        t.AddRow("[bold]total[/]", $"[bold]{r.Times.TotalMs}[/]", "sent before the cut, not seen",
+            r.Unaccounted.ToString());
+        AnsiConsole.Write(t);
+        Console.WriteLine(r.Error.Length == 0
+            ? $"capsule {name} now runs on {r.Host} (pid {r.Pid}); nothing of it is left on the old host"
+            : $"capsule {name} now runs on {r.Host} (pid {r.Pid})");
+        if (r.Error.Length > 0) Output.Error("warning: " + r.Error);
+    }
+}

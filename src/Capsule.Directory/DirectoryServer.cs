@@ -1,0 +1,22 @@
+using Capsule.Core;
+using Capsule.Daemon;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Capsule.Dir;
+
+/// <summary>The embedded directory as its own small daemon (one per lab or small cluster).</summary>
+public static class DirectoryServer
+{
+    public static async Task<int> RunAsync(DirectoryConfig config, DaemonRun run, CancellationToken ct)
+    {
+        // Fails fast on a bad state file, before listening.
+        var dir = new EmbeddedDirectory(config.State, Prefix.Parse(config.Pool));
+        var builder = WebApplication.CreateSlimBuilder();
+        DaemonHost.ConfigureCommon(builder, config.Endpoints(), run.Level);
+        builder.Services.AddSingleton(dir);
+        var app = builder.Build();
+        app.MapGrpcService<DirectoryService>();
+        return await DaemonHost.RunServerAsync(app, config.Endpoints(), run, ct);
+    }
+}

@@ -1,0 +1,36 @@
+using System.Text.Json.Serialization;
+
+namespace Capsule.Cli;
+
+// What the lab's commands (`capsule bench ...`, `capsule doctor`) print with --json, source-generated as the
+// CLI's own (CliJson, in Capsule.Cli). Names follow the snake_case policy.
+
+/// <summary>A move's phases as the benchmarks report them, with CRIU's own share of freeze+dump and restore.</summary>
+internal sealed record BenchPhasesJson(long Sync, long FreezeDump, long Transfer, long Restore, long Flush,
+    long Total, long CriuDump, long CriuRestore)
+{
+    public static BenchPhasesJson Of(Protos.PhaseTimes t) => new(t.SyncMs, t.DumpMs, t.TransferMs, t.RestoreMs,
+        t.FlushMs, t.TotalMs, t.CriuDumpMs, t.CriuRestoreMs);
+}
+
+internal sealed record DataplaneJson(int Seconds, Bench.DataplaneBench.Measurement Underlay,
+    Bench.DataplaneBench.Measurement KernelVxlan, Bench.DataplaneBench.Measurement CapsuleOverlay,
+    OverlayRatios OverlayVsVxlan);
+
+internal sealed record OverlayRatios(double Throughput, double Rtt);
+
+internal sealed record MigrateBenchJson(int Seconds, bool Warmup, int BallastMb, List<Bench.MigrateBench.Row> Modes,
+    long? CriuFloorMs, string CriuFloorNote, Dictionary<string, double?> StallOverFloor, MigrateBenchGoal Goal);
+
+internal sealed record MigrateBenchGoal(double StallOverFloorAtMost, int PeerRtos);
+
+internal sealed record DirectoryBenchJson(int Watchers, int Capsules, int Changes, List<Bench.DirectoryRow> Rows);
+
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(List<Doctor.Check>))]
+[JsonSerializable(typeof(DataplaneJson))]
+[JsonSerializable(typeof(MigrateBenchJson))]
+[JsonSerializable(typeof(Bench.SoakBench.SoakReport))]
+[JsonSerializable(typeof(CliBenchJson))]
+[JsonSerializable(typeof(DirectoryBenchJson))]
+internal sealed partial class LabJson : JsonSerializerContext;

@@ -1,0 +1,150 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Capsule.Checkpoint;
+
+/// <summary>What a suspend file says about the capsule inside it (`capsule inspect` prints it).</summary>
+public sealed record SuspendMeta(
+    int Format,
+    string Id,
+    string Name,
+    string Locator,
+    string[] Command,
+    string SuspendedFrom,
+    DateTime Created,
+    List<SuspendMeta.Proc> Processes,
+    List<string> Connections,
+    long PayloadBytes)
+{
+    public sealed record Proc(int Pid, string Command);
+    public bool UdpDrop { get; init; }
+}
+
+/// <summary>The metadata as JSON, source-generated: the native (AOT) binary has no reflection serializer.</summary>
+[JsonSourceGenerationOptions(WriteIndented = true)]
+[JsonSerializable(typeof(SuspendMeta))]
+internal sealed partial class SuspendMetaJson : JsonSerializerContext;
+
+/// <summary>
+/// One self-contained file holding a suspended capsule (docs/suspend-format.md):
+/// <code>
+/// "CAPSULE" 0x01 | u32 metadata length | metadata (JSON) | payload (tar: images/, files/) | SHA-256 of all before
+/// </code>
+/// The checksum covers the header and metadata too, so a tampered name or locator is caught as
+/// surely as a damaged image; a truncated file fails the same check.
+/// </summary>
+public static class SuspendFile
+{
+    public const byte Version = 1;
+    static readonly byte[] Magic = "CAPSULE"u8.ToArray();
+    const int HashSize = 32;
+
+    public static async Task WriteAsync(string path, SuspendMeta meta, string payloadTar, CancellationToken ct)
+    {
+        var tmp = path + ".partial";
+        var metaBytes = JsonSerializer.SerializeToUtf8Bytes(
+            meta with { PayloadBytes = new FileInfo(payloadTar).Length }, SuspendMetaJson.Default.SuspendMeta);
+        using (var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
+        {
+            await using var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None);
+            async Task Put(ReadOnlyMemory<byte> b)
+            {
+                sha.AppendData(b.Span);
+                await fs.WriteAsync(b, ct);
+            }
+            var head = new byte[Magic.Length + 1 + 4];
+            Magic.CopyTo(head, 0);
+            head[Magic.Length] = Version;
+            BinaryPrimitives.WriteUInt32BigEndian(head.AsSpan(Magic.Length + 1), (uint)metaBytes.Length);
+            await Put(head);
+            await Put(metaBytes);
+            await using (var payload = File.OpenRead(payloadTar))
+            {
+                var buf = new byte[1 << 20];
+                int n;
+                while ((n = await payload.ReadAsync(buf, ct)) > 0) await Put(buf.AsMemory(0, n));
+            }
+            await fs.WriteAsync(sha.GetHashAndReset(), ct);
+            fs.Flush(flushToDisk: true);
+        }
+        File.Move(tmp, path, overwrite: true); // the file appears whole or not at all
+    }
+
+    /// <summary>
+    /// Checks version and checksum and returns the metadata; throws <see cref="InvalidDataException"/> saying what is
+    /// wrong.
+    /// </summary>
+    public static async Task<SuspendMeta> ReadMetaAsync(string path, bool verify, CancellationToken ct)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"no such file: {path}");
+        await using var fs = File.OpenRead(path);
+        var head = new byte[Magic.Length + 1 + 4];
+        if (await fs.ReadAtLeastAsync(head, head.Length, throwOnEndOfStream: false, ct) < head.Length
+            || !head.AsSpan(0, Magic.Length).SequenceEqual(Magic))
+            throw new InvalidDataException($"{path} is not a capsule suspend file");
+        if (head[Magic.Length] != Version)
+            throw new InvalidDataException(
+                $"{path} has format version {head[Magic.Length]}; this build reads version {Version}");
+        var metaLen = BinaryPrimitives.ReadUInt32BigEndian(head.AsSpan(Magic.Length + 1));
+        if (metaLen > 16 << 20 || head.Length + metaLen + HashSize > fs.Length)
+            throw new InvalidDataException(
+                $"{path} is truncated or damaged (its header is inconsistent with its size)");
+        var metaBytes = new byte[metaLen];
+        await fs.ReadExactlyAsync(metaBytes, ct);
+        SuspendMeta meta;
+        try
+        {
+            meta = JsonSerializer.Deserialize(metaBytes, SuspendMetaJson.Default.SuspendMeta)
+                ?? throw new JsonException("empty");
+        }
+        catch (JsonException) { throw new InvalidDataException($"{path} is damaged (its metadata cannot be read)"); }
+        if (head.Length + metaLen + meta.PayloadBytes + HashSize != fs.Length)
+            throw new InvalidDataException($"{path} is truncated or damaged: {fs.Length} bytes, " +
+                $"expected {head.Length + metaLen + meta.PayloadBytes + HashSize}");
+        if (verify) await VerifyAsync(path, fs.Length, ct);
+        return meta;
+    }
+
+    static async Task VerifyAsync(string path, long length, CancellationToken ct)
+    {
+        await using var fs = File.OpenRead(path);
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buf = new byte[1 << 20];
+        var left = length - HashSize;
+        while (left > 0)
+        {
+            var n = await fs.ReadAsync(buf.AsMemory(0, (int)Math.Min(buf.Length, left)), ct);
+            if (n == 0) throw new InvalidDataException($"{path} is truncated");
+            sha.AppendData(buf, 0, n);
+            left -= n;
+        }
+        var want = new byte[HashSize];
+        await fs.ReadExactlyAsync(want, ct);
+        if (!sha.GetHashAndReset().AsSpan().SequenceEqual(want))
+            throw new InvalidDataException(
+                $"{path} fails its checksum: it was changed or damaged after it was written");
+    }
+
+    /// <summary>Copies the payload (the tar) out of a verified file.</summary>
+    public static async Task ExtractPayloadAsync(string path, string tarPath, CancellationToken ct)
+    {
+        await using var fs = File.OpenRead(path);
+        var head = new byte[Magic.Length + 1 + 4];
+        await fs.ReadExactlyAsync(head, ct);
+        var metaLen = BinaryPrimitives.ReadUInt32BigEndian(head.AsSpan(Magic.Length + 1));
+        fs.Seek(metaLen, SeekOrigin.Current);
+        var left = fs.Length - fs.Position - HashSize;
+        await using var outFs = File.Create(tarPath);
+        var buf = new byte[1 << 20];
+        while (left > 0)
+        {
+            var n = await fs.ReadAsync(buf.AsMemory(0, (int)Math.Min(buf.Length, left)), ct);
+            if (n == 0) throw new InvalidDataException($"{path} is truncated");
+            await outFs.WriteAsync(buf.AsMemory(0, n), ct);
+            left -= n;
+        }
+    }
+
+}
