@@ -38,7 +38,7 @@ public sealed class Criu(string binary, string scratch)
     /// <see cref="FrozenTree"/> ends it (commit, once the capsule runs elsewhere) or resumes it
     /// with its connections (roll back). On failure the tree runs on, as before.
     /// </summary>
-    public async Task<FrozenTree> DumpAsync(int pid, string images, CancellationToken ct)
+    internal async Task<FrozenTree> DumpAsync(int pid, string images, CancellationToken ct)
     {
         Directory.CreateDirectory(images);
         var netns = NetnsInode(pid);

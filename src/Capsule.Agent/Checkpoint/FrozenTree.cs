@@ -9,7 +9,7 @@ namespace Capsule.Checkpoint;
 /// with its connections. The verdict goes through a FIFO, so an agent that restarts after a
 /// crash can still give it to the dump it left waiting (<see cref="Reattach"/>).
 /// </summary>
-public sealed class FrozenTree(int pid, string images, string verdict, Process? dump)
+internal sealed class FrozenTree(int pid, string images, string verdict, Process? dump)
 {
     public int Pid => pid;
     public string Images => images;

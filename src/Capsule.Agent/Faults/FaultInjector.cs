@@ -3,7 +3,7 @@ using Capsule.Linux;
 
 namespace Capsule.Agent.Faults;
 
-public enum FaultAction { Fail, Crash, Delay, Skip, Corrupt }
+internal enum FaultAction { Fail, Crash, Delay, Skip, Corrupt }
 
 /// <summary>A fault fired on purpose at a named point (a test's doing, never the system's).</summary>
 internal sealed class InjectedFaultException(string point) : Exception($"{point} failed on purpose (fault injection)");
@@ -29,7 +29,7 @@ public sealed class FaultInjector
 
     public static bool EnabledByEnvironment => Environment.GetEnvironmentVariable(EnvironmentSwitch) == "1";
 
-    public void Arm(string point, FaultAction action, int times, TimeSpan delay)
+    internal void Arm(string point, FaultAction action, int times, TimeSpan delay)
     {
         if (!FaultPoints.All.Contains(point))
             throw new ArgumentException($"no fault point '{point}'; known: {string.Join(", ", FaultPoints.All)}");
@@ -58,7 +58,7 @@ public sealed class FaultInjector
     }
 
     /// <summary>True once per arming when <paramref name="point"/> is armed with <paramref name="action"/>.</summary>
-    public bool Fires(string point, FaultAction action) =>
+    internal bool Fires(string point, FaultAction action) =>
         _armed.TryGetValue(point, out var a) && a.Action == action && Take(point, out _);
 
     bool Take(string point, out Armed armed)

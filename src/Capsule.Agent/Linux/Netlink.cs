@@ -7,7 +7,7 @@ namespace Capsule.Linux;
 /// belongs to the network namespace of the thread that opened it, for its whole life, so a socket
 /// opened once inside a capsule's namespace configures that namespace from any thread.
 /// </summary>
-public sealed unsafe class Netlink : IDisposable
+internal sealed unsafe class Netlink : IDisposable
 {
     const ushort NLMSG_ERROR = 2, NLMSG_DONE = 3;
     const ushort RTM_NEWLINK = 16, RTM_GETLINK = 18;

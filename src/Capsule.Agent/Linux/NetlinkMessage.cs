@@ -10,7 +10,7 @@ namespace Capsule.Linux;
 /// are filled in as the message grows, so callers only say what goes in. Host byte order throughout
 /// (netlink's own), except addresses, which are in network order.
 /// </summary>
-public sealed class NetlinkMessage
+internal sealed class NetlinkMessage
 {
     public const ushort NLM_F_REQUEST = 1, NLM_F_ACK = 4, NLM_F_REPLACE = 0x100, NLM_F_EXCL = 0x200,
         NLM_F_CREATE = 0x400, NLM_F_DUMP = 0x300;

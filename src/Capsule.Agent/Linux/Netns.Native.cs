@@ -16,7 +16,7 @@ public static partial class Netns
     /// sets <paramref name="sysctls"/> in it (/proc/sys/net is per namespace), and returns a netlink socket
     /// that configures it. On failure nothing of a namespace made here is left.
     /// </summary>
-    public static Netlink Create(string name, params (string Key, string Value)[] sysctls)
+    internal static Netlink Create(string name, params (string Key, string Value)[] sysctls)
     {
         var path = Path.Combine(Dir, name);
         var made = false;
