@@ -1,5 +1,5 @@
 using System.Text.Json.Serialization;
-using Capsule.Checkpoint;
+using Capsule.Rpc;
 
 namespace Capsule.Cli;
 

@@ -2,8 +2,8 @@ using System.Buffers;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
-using Capsule.Agent.Events;
 using Capsule.Protos;
+using Capsule.Rpc;
 using Spectre.Console;
 
 namespace Capsule.Cli;

@@ -1,6 +1,6 @@
 using System.CommandLine;
-using Capsule.Checkpoint;
 using Capsule.Protos;
+using Capsule.Rpc;
 using Spectre.Console;
 
 namespace Capsule.Cli;

@@ -1,6 +1,6 @@
 using Capsule.Protos;
 
-namespace Capsule.Agent.Events;
+namespace Capsule.Rpc;
 
 /// <summary>
 /// The words events and outcomes go by wherever they are printed or exported (`capsule events

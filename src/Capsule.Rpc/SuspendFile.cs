@@ -3,7 +3,7 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace Capsule.Checkpoint;
+namespace Capsule.Rpc;
 
 /// <summary>What a suspend file says about the capsule inside it (`capsule inspect` prints it).</summary>
 public sealed record SuspendMeta(

@@ -1,6 +1,6 @@
-using Capsule.Agent.Events;
 using Capsule.Core;
 using Capsule.DataPlane;
+using Capsule.Rpc;
 using Prometheus;
 using MigrationOutcome = Capsule.Protos.MigrationOutcome;
 using PhaseTimes = Capsule.Protos.PhaseTimes;
