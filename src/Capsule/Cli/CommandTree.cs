@@ -9,12 +9,16 @@ namespace Capsule.Cli;
 /// <summary>The `capsule` command line. Handlers live beside it, one file per group.</summary>
 internal static class CommandTree
 {
+    public static readonly Option<string> ContextOption = new("--context")
+    {
+        Description = "Which context of the client config to use (env CAPSULE_CONTEXT; `capsule context ls`)",
+        Recursive = true,
+    };
+
     public static readonly Option<string> LabOption = new("--lab")
     {
-        Description = "Which lab to act on (env CAPSULE_LAB)",
+        Description = "Which lab to act on; for other commands, shorthand for --context LAB (env CAPSULE_LAB)",
         Recursive = true,
-        DefaultValueFactory = _ =>
-            Environment.GetEnvironmentVariable("CAPSULE_LAB") is { Length: > 0 } l ? l : LabPaths.DefaultName,
     };
 
     public static readonly Option<bool> JsonOption = new("--json")
@@ -24,7 +28,9 @@ internal static class CommandTree
     {
         var root = new RootCommand(
             "Capsule: move running process groups between hosts without closing their connections.");
+        root.Options.Add(ContextOption);
         root.Options.Add(LabOption);
+        root.Subcommands.Add(ContextCommands.Build());
         root.Subcommands.Add(LabCommands.Build());
         foreach (var c in CapsuleCommands.Build()) root.Subcommands.Add(c);
         foreach (var c in SuspendCommands.Build()) root.Subcommands.Add(c);
@@ -37,11 +43,44 @@ internal static class CommandTree
         return root;
     }
 
+    static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;
+
+    /// <summary>
+    /// The context a command uses: --context, --lab, CAPSULE_CONTEXT, CAPSULE_LAB, the config's current one,
+    /// else the default lab's. CAPSULE_DIRECTORY alone (no context named) is a context of its own.
+    /// </summary>
     public static Session SessionOf(ParseResult pr)
     {
-        var lab = pr.GetValue(LabOption)!;
+        var name = pr.GetValue(ContextOption) ?? pr.GetValue(LabOption)
+            ?? Env("CAPSULE_CONTEXT") ?? Env("CAPSULE_LAB");
+        if (name is null && Env("CAPSULE_DIRECTORY") is { } directory)
+        {
+            if (ClientConfig.EndpointError(directory) is { } bad) throw new UserError("CAPSULE_DIRECTORY: " + bad);
+            return new Session(new ClientContext("CAPSULE_DIRECTORY", directory));
+        }
+        var config = ClientConfig.Read();
+        name ??= config.Current ?? LabPaths.DefaultName;
+        // A lab that is up is found also when the config lacks its context (written under another
+        // user's home, or removed by hand).
+        var context = config.Find(name) ?? LabContext.IfUp(name);
+        if (context is not null) return new Session(context);
+        var known = config.Contexts.Count == 0
+            ? "it has none"
+            : "contexts: " + string.Join(", ", config.Contexts.Select(c => c.Name));
+        throw new UserError(name == LabPaths.DefaultName
+            ? $"no context chosen and lab '{name}' is not up: start it with `capsule lab up`, or add a " +
+              $"cluster's context with `capsule context set NAME --directory ENDPOINT --use` ({known})"
+            : $"no context named '{name}' in {ClientConfig.FilePath} ({known}); a lab's is there while the " +
+              $"lab is up (`capsule lab up --lab {name}`)");
+    }
+
+    /// <summary>The lab a lab command acts on: --lab, --context, CAPSULE_LAB, CAPSULE_CONTEXT, else "lab".</summary>
+    public static LabPaths LabOf(ParseResult pr)
+    {
+        var lab = pr.GetValue(LabOption) ?? pr.GetValue(ContextOption)
+            ?? Env("CAPSULE_LAB") ?? Env("CAPSULE_CONTEXT") ?? LabPaths.DefaultName;
         if (LabPaths.NameError(lab) is { } e) throw new UserError(e);
-        return new Session(lab);
+        return new LabPaths(lab);
     }
 
     /// <summary>Runs a handler; expected failures become one clear line on stderr and exit code 1.</summary>

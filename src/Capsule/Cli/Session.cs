@@ -1,28 +1,17 @@
 using Capsule.Core;
 using Capsule.Dir;
-using Capsule.Lab;
 using Capsule.Protos;
 using Capsule.Rpc;
 using Grpc.Core;
 
 namespace Capsule.Cli;
 
-/// <summary>What a CLI command talks to: the directory of the chosen lab, and agents found through it.</summary>
-internal sealed class Session(string lab)
+/// <summary>What a CLI command talks to: the directory of the chosen context, and agents found through it.</summary>
+internal sealed class Session(ClientContext context)
 {
-    public LabPaths Paths { get; } = new(lab);
-    public IDirectory Directory => _directory ??= DirectoryClient.Open(DirectoryEndpoint);
+    public ClientContext Context => context;
+    public IDirectory Directory => _directory ??= DirectoryClient.Open(context.Directory);
     IDirectory? _directory;
-
-    static string? DirectoryOverride =>
-        Environment.GetEnvironmentVariable("CAPSULE_DIRECTORY") is { Length: > 0 } e ? e : null;
-
-    string DirectoryEndpoint =>
-        DirectoryOverride is { } e ? e
-        : File.Exists(Paths.DirectorySocket) ? Paths.DirectoryEndpoint
-        : new LabRunner(Paths).Load() is { EtcdMembers.Count: > 0 } etcdLab ? etcdLab.Directory
-        : throw new UserError($"lab '{Paths.Name}' is not up (no directory at {Paths.DirectorySocket}); " +
-            $"start it with `capsule lab up`{(Paths.Name == LabPaths.DefaultName ? "" : " --lab " + Paths.Name)}");
 
     public async Task<(HostRecord Host, HostAgent.HostAgentClient Agent)> AgentAsync(string host, CancellationToken ct)
         => AgentOf(await Directory.SnapshotAsync(ct), host);
@@ -35,13 +24,11 @@ internal sealed class Session(string lab)
     }
 
     /// <summary>
-    /// Where this CLI reaches a host's agent: what the agent told the directory, except in a lab, whose
-    /// agents serve on TCP inside the lab's namespaces, out of this machine's reach; there, the host's
-    /// control socket.
+    /// Where this CLI reaches a host's agent: what the agent told the directory, unless the context says
+    /// otherwise (a lab's agents serve on TCP inside the lab's namespaces, out of this machine's reach; the
+    /// lab's context points at their control sockets).
     /// </summary>
-    public string AgentEndpoint(HostRecord h) =>
-        DirectoryOverride is null && File.Exists(Paths.AgentSocket(h.Name)) ? Paths.AgentEndpoint(h.Name)
-        : h.AgentEndpoint;
+    public string AgentEndpoint(HostRecord h) => context.AgentEndpoint(h.Name, h.AgentEndpoint);
 
     /// <summary>Creates a capsule through its host's agent; fails if its first process is not running.</summary>
     public async Task<CapsuleInfo> CreateAsync(string name, string host, IEnumerable<string> command,
