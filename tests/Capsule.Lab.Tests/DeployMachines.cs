@@ -132,6 +132,8 @@ public sealed class DeployMachines : IAsyncDisposable
             await Netns.DeleteAsync(ns);
         }
         if (Directory.Exists(Root)) Directory.Delete(Root, recursive: true);
+        var parent = Path.GetDirectoryName(Root)!;
+        if (Directory.Exists(parent) && !Directory.EnumerateFileSystemEntries(parent).Any()) Directory.Delete(parent);
         foreach (var d in _madeMountPoints)
             if (Directory.Exists(d) && !Directory.EnumerateFileSystemEntries(d).Any())
                 Directory.Delete(d);
