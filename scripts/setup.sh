@@ -14,7 +14,8 @@ fi
 
 # Runtime tools, then the ones the tests, demo and benchmarks drive (unmodified programs).
 # clang and zlib1g-dev: the native (AOT) compiler links the `capsule` binary with them.
-packages=(iproute2 nftables util-linux procps hostname kmod clang zlib1g-dev
+# etcd-server and etcd-client: the directory on etcd (`lab up --directory etcd`, docs/deploy.md).
+packages=(iproute2 nftables util-linux procps hostname kmod clang zlib1g-dev etcd-server etcd-client
           iperf3 curl tcpdump iputils-ping python3 redis-server redis-tools)
 missing=()
 for p in "${packages[@]}"; do

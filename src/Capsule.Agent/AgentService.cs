@@ -101,11 +101,32 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
             await responseStream.WriteAsync(e);
     }
 
-    public override Task<SuspendResult> Suspend(SuspendRequest request, ServerCallContext context) =>
-        Guard(() => suspension.SuspendAsync(request, CancellationToken.None));
+    public override async Task Suspend(SuspendRequest request, IServerStreamWriter<FileChunk> responseStream,
+        ServerCallContext context)
+    {
+        // The suspend runs to its end even if the CLI goes away (stopping half-way could leave the
+        // capsule nowhere); only sending its file stops with the CLI, and the file stays here.
+        var r = await Guard(() => suspension.SuspendAsync(request, CancellationToken.None));
+        await suspension.SendKeptAsync(r, responseStream, context.CancellationToken);
+    }
 
-    public override Task<ResumeResult> Resume(ResumeRequest request, ServerCallContext context) =>
-        Guard(() => suspension.ResumeAsync(request, CancellationToken.None));
+    public override async Task FetchSuspended(SuspendedRef request, IServerStreamWriter<FileChunk> responseStream,
+        ServerCallContext context)
+    {
+        var r = await Guard(() => suspension.KeptAsync(request, context.CancellationToken));
+        await suspension.SendKeptAsync(r, responseStream, context.CancellationToken);
+    }
+
+    public override Task<Empty> ConfirmSuspended(SuspendedRef request, ServerCallContext context) =>
+        Guard(async () =>
+        {
+            await suspension.ConfirmAsync(request, context.CancellationToken);
+            return new Empty();
+        });
+
+    public override Task<ResumeResult> Resume(IAsyncStreamReader<FileChunk> requestStream,
+        ServerCallContext context) =>
+        Guard(() => suspension.ResumeAsync(requestStream, context.CancellationToken));
 
     public override Task<Empty> Prepare(PrepareRequest request, ServerCallContext context) =>
         Guard(async () =>

@@ -26,7 +26,7 @@ internal sealed record SuspendJson(string Name, string File, long Bytes, int Pro
     SuspendPhasesJson PhasesMs);
 
 internal sealed record ResumeJson(string Name, string Locator, string Host, int Pid, long RestoreMs, long TotalMs,
-    long Flushed, long Dropped);
+    long Flushed, long Dropped, long Bytes);
 
 internal sealed record InspectJson(SuspendMeta Meta, long Size, string Checksum);
 

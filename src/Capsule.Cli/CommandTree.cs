@@ -6,30 +6,64 @@ using Grpc.Core;
 namespace Capsule.Cli;
 
 /// <summary>
-/// What every command of the `capsule` command line shares: the --lab and --json options, the session, the
+/// What every command of the `capsule` command line shares: --context, --lab, --json, the session, the
 /// error handling. Handlers live beside it, one file per group; the host (src/Capsule) composes the tree.
 /// </summary>
 public static class CommandTree
 {
-    /// <summary>The lab commands act on when neither --lab nor CAPSULE_LAB names one.</summary>
+    /// <summary>The lab (and its context) commands act on when nothing names one.</summary>
     public const string DefaultLab = "lab";
+
+    public static readonly Option<string> ContextOption = new("--context")
+    {
+        Description = "Which context of the client config to use (env CAPSULE_CONTEXT; `capsule context ls`)",
+        Recursive = true,
+    };
 
     public static readonly Option<string> LabOption = new("--lab")
     {
-        Description = "Which lab to act on (env CAPSULE_LAB)",
+        Description = "Which lab to act on; for other commands, shorthand for --context LAB (env CAPSULE_LAB)",
         Recursive = true,
-        DefaultValueFactory = _ =>
-            Environment.GetEnvironmentVariable("CAPSULE_LAB") is { Length: > 0 } l ? l : DefaultLab,
     };
 
     public static readonly Option<bool> JsonOption = new("--json")
         { Description = "Print JSON for scripts instead of a table for people" };
 
+    /// <summary>
+    /// A lab's context when the lab is up, by the lab's name: the lab layer (Capsule.Lab's LabContext.IfUp)
+    /// knows where a lab keeps its sockets, the CLI does not; the host sets this before it runs a command.
+    /// </summary>
+    public static Func<string, ClientContext?>? LabIfUp { get; set; }
+
+    static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;
+
+    /// <summary>
+    /// The context a command uses: --context, --lab, CAPSULE_CONTEXT, CAPSULE_LAB, the config's current one,
+    /// else the default lab's. CAPSULE_DIRECTORY alone (no context named) is a context of its own.
+    /// </summary>
     public static Session SessionOf(ParseResult pr)
     {
-        var lab = pr.GetValue(LabOption)!;
-        if (Session.Labs?.NameError(lab) is { } e) throw new UserError(e);
-        return new Session(lab);
+        var name = pr.GetValue(ContextOption) ?? pr.GetValue(LabOption)
+            ?? Env("CAPSULE_CONTEXT") ?? Env("CAPSULE_LAB");
+        if (name is null && Env("CAPSULE_DIRECTORY") is { } directory)
+        {
+            if (ClientConfig.EndpointError(directory) is { } bad) throw new UserError("CAPSULE_DIRECTORY: " + bad);
+            return new Session(new ClientContext("CAPSULE_DIRECTORY", directory));
+        }
+        var config = ClientConfig.Read();
+        name ??= config.Current ?? DefaultLab;
+        // A lab that is up is found also when the config lacks its context (written under another
+        // user's home, or removed by hand).
+        var context = config.Find(name) ?? LabIfUp?.Invoke(name);
+        if (context is not null) return new Session(context);
+        var known = config.Contexts.Count == 0
+            ? "it has none"
+            : "contexts: " + string.Join(", ", config.Contexts.Select(c => c.Name));
+        throw new UserError(name == DefaultLab
+            ? $"no context chosen and lab '{name}' is not up: start it with `capsule lab up`, or add a " +
+              $"cluster's context with `capsule context set NAME --directory ENDPOINT --use` ({known})"
+            : $"no context named '{name}' in {ClientConfig.FilePath} ({known}); a lab's is there while the " +
+              $"lab is up (`capsule lab up --lab {name}`)");
     }
 
     /// <summary>Runs a handler; expected failures become one clear line on stderr and exit code 1.</summary>

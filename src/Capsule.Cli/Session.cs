@@ -6,27 +6,12 @@ using Grpc.Core;
 
 namespace Capsule.Cli;
 
-/// <summary>What a CLI command talks to: the directory of the chosen lab, and agents found through it.</summary>
-public sealed class Session(string lab)
+/// <summary>What a CLI command talks to: the directory of the chosen context, and agents found through it.</summary>
+public sealed class Session(ClientContext context)
 {
-    /// <summary>
-    /// Where labs on this machine serve: the CLI knows no lab's layout, the lab layer does (Capsule.Lab's
-    /// LabTargets), and the host sets it before it runs a command.
-    /// </summary>
-    public static ILabTargets? Labs { get; set; }
-
-    static ILabTargets LabTargets => Labs ?? throw new InvalidOperationException("this program knows no labs");
-
-    /// <summary>The lab this session acts on (`--lab`).</summary>
-    public string Lab => lab;
-    public IDirectory Directory => _directory ??= DirectoryClient.Open(DirectoryEndpoint);
+    public ClientContext Context => context;
+    public IDirectory Directory => _directory ??= DirectoryClient.Open(context.Directory);
     IDirectory? _directory;
-
-    static string? DirectoryOverride =>
-        Environment.GetEnvironmentVariable("CAPSULE_DIRECTORY") is { Length: > 0 } e ? e : null;
-
-    string DirectoryEndpoint =>
-        DirectoryOverride ?? LabTargets.DirectoryEndpoint(lab);
 
     public async Task<(HostRecord Host, HostAgent.HostAgentClient Agent)> AgentAsync(string host, CancellationToken ct)
         => AgentOf(await Directory.SnapshotAsync(ct), host);
@@ -39,13 +24,11 @@ public sealed class Session(string lab)
     }
 
     /// <summary>
-    /// Where this CLI reaches a host's agent: what the agent told the directory, except in a lab, whose
-    /// agents serve on TCP inside the lab's namespaces, out of this machine's reach; there, the host's
-    /// control socket.
+    /// Where this CLI reaches a host's agent: what the agent told the directory, unless the context says
+    /// otherwise (a lab's agents serve on TCP inside the lab's namespaces, out of this machine's reach; the
+    /// lab's context points at their control sockets).
     /// </summary>
-    public string AgentEndpoint(HostRecord h) =>
-        DirectoryOverride is null && LabTargets.AgentEndpoint(lab, h.Name) is { } control ? control
-        : h.AgentEndpoint;
+    public string AgentEndpoint(HostRecord h) => context.AgentEndpoint(h.Name, h.AgentEndpoint);
 
     /// <summary>Creates a capsule through its host's agent; fails if its first process is not running.</summary>
     public async Task<CapsuleInfo> CreateAsync(string name, string host, IEnumerable<string> command,
@@ -94,16 +77,3 @@ public sealed class Session(string lab)
 
 /// <summary>An error the user can act on; printed as one line, exit code 1.</summary>
 public sealed class UserError(string message) : Exception(message);
-
-/// <summary>Where a named lab on this machine serves, for the `--lab` option.</summary>
-public interface ILabTargets
-{
-    /// <summary>Why <paramref name="lab"/> cannot be a lab's name, or null when it can.</summary>
-    string? NameError(string lab);
-
-    /// <summary>Where the CLI reaches the lab's directory; a <see cref="UserError"/> when the lab is not up.</summary>
-    string DirectoryEndpoint(string lab);
-
-    /// <summary>The control socket of <paramref name="host"/>'s agent in the lab, or null when it has none.</summary>
-    string? AgentEndpoint(string lab, string host);
-}

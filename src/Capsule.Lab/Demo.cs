@@ -35,7 +35,7 @@ public static partial class Demo
     {
         var tool = Path.Combine(AppContext.BaseDirectory, "tools", "stream.py");
         if (!File.Exists(tool)) throw new UserError($"the stream tool is missing at {tool}; rebuild Capsule");
-        var session = new Session("demo");
+        var session = LabContext.Session("demo");
         var lab = new LabRunner(session.Paths, Output.Step);
         if (lab.Exists)
         {

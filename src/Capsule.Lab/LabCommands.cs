@@ -36,8 +36,8 @@ public static class LabCommands
         };
         up.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
-            var s = CommandTree.SessionOf(pr);
-            var runner = new LabRunner(s.Paths, Output.Step);
+            var paths = LabContext.LabOf(pr);
+            var runner = new LabRunner(paths, Output.Step);
             var etcd = pr.GetValue(directory) == "etcd";
             var members = Math.Min(pr.GetValue(etcdMembers), pr.GetValue(hosts));
             if (pr.GetResult(etcdMembers) is { Implicit: false } && !etcd)
@@ -45,16 +45,20 @@ public static class LabCommands
             var choice = etcd ? new LabRunner.DirectoryChoice(true, pr.GetResult(etcdMembers) is { Implicit: false }
                 ? pr.GetValue(etcdMembers) : members) : LabRunner.DirectoryChoice.Embedded;
             var record = await runner.UpAsync(pr.GetValue(hosts), ct, pr.GetValue(legacy), choice);
-            Console.WriteLine($"lab '{s.Paths.Name}' is up: {string.Join(", ", record.Hosts.Concat(record.Legacy.Select(l => new LabRunner.HostEntry(l.Name, l.Address, "", l.Netns))).Select(h => $"{h.Name} ({h.Underlay})"))}");
+            var names = record.Hosts.Select(h => $"{h.Name} ({h.Underlay})")
+                .Concat(record.Legacy.Select(l => $"{l.Name} ({l.Address})"));
+            Console.WriteLine($"lab '{paths.Name}' is up: {string.Join(", ", names)}");
+            Console.WriteLine($"its context '{paths.Name}' is in {ClientConfig.FilePath} " +
+                $"(`--lab {paths.Name}` or `--context {paths.Name}` picks it)");
             return 0;
         }));
 
         var down = new Command("down", "Remove every namespace, link, process and file the lab made");
         down.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
-            var s = CommandTree.SessionOf(pr);
-            await new LabRunner(s.Paths, Output.Step).DownAsync(ct);
-            Console.WriteLine($"lab '{s.Paths.Name}' is down");
+            var paths = LabContext.LabOf(pr);
+            await new LabRunner(paths, Output.Step).DownAsync(ct);
+            Console.WriteLine($"lab '{paths.Name}' is down");
             return 0;
         }));
 
@@ -67,9 +71,9 @@ public static class LabCommands
         };
         exec.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
-            var s = CommandTree.SessionOf(pr);
-            var ns = s.Paths.HostNetns(pr.GetValue(host)!);
-            if (!Netns.Exists(ns)) throw new UserError($"no host '{pr.GetValue(host)}' in lab '{s.Paths.Name}'");
+            var paths = LabContext.LabOf(pr);
+            var ns = paths.HostNetns(pr.GetValue(host)!);
+            if (!Netns.Exists(ns)) throw new UserError($"no host '{pr.GetValue(host)}' in lab '{paths.Name}'");
             return await Terminal.RunAttachedAsync("nsenter", [$"--net={Netns.Dir}/{ns}", "--", .. pr.GetValue(cmd)!],
                 ct);
         }));
@@ -84,8 +88,8 @@ public static class LabCommands
         };
         restart.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
-            var s = CommandTree.SessionOf(pr);
-            await new LabRunner(s.Paths, Output.Step).RestartAsync(pr.GetValue(which) ?? [], ct);
+            var paths = LabContext.LabOf(pr);
+            await new LabRunner(paths, Output.Step).RestartAsync(pr.GetValue(which) ?? [], ct);
             Console.WriteLine("restarted");
             return 0;
         }));

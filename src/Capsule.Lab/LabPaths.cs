@@ -4,7 +4,7 @@ namespace Capsule.Lab;
 /// Where a lab keeps things. Every namespace a lab makes starts with its name and a dash, which is
 /// how `lab down` finds all of them even when the lab's own record was lost in a crash.
 /// </summary>
-internal sealed record LabPaths(string Name)
+public sealed record LabPaths(string Name)
 {
     public const string DefaultName = Cli.CommandTree.DefaultLab;
     public const string UnderlaySubnet = "198.18.0"; // RFC 2544 benchmarking range: never a real network

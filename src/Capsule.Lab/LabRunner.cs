@@ -66,9 +66,12 @@ internal sealed partial class LabRunner(LabPaths paths, Action<string>? progress
         if (Exists)
             throw new InvalidOperationException($"lab '{paths.Name}' is already up (or left over from a crash); " +
                 $"run `capsule lab down{(paths.Name == LabPaths.DefaultName ? "" : " --lab " + paths.Name)}` first");
+        LabContext.CheckFree(paths);
         try
         {
-            return await BuildAsync(hosts, legacy, directory, ct);
+            var record = await BuildAsync(hosts, legacy, directory, ct);
+            LabContext.Write(paths);
+            return record;
         }
         catch
         {
@@ -296,6 +299,14 @@ internal sealed partial class LabRunner(LabPaths paths, Action<string>? progress
         }
         foreach (var dir in new[] { paths.RunDir, paths.StateDir, paths.SpoolDir })
             if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        try
+        {
+            LabContext.Remove(paths);
+        }
+        catch (Cli.UserError e)
+        {
+            Say($"the lab's context stays in the client config: {e.Message}");
+        }
     }
 
     /// <summary>Stops the daemons named by pid files: politely first (they tidy up), then by force.</summary>

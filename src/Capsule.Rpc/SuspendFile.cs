@@ -74,23 +74,26 @@ public static class SuspendFile
 
     /// <summary>
     /// Checks version and checksum and returns the metadata; throws <see cref="InvalidDataException"/> saying what is
-    /// wrong.
+    /// wrong. <paramref name="shownAs"/>: the file's name in those messages, when <paramref name="path"/> is only a
+    /// copy (an agent's, of a file streamed from the CLI) and its user knows the file by another name.
     /// </summary>
-    public static async Task<SuspendMeta> ReadMetaAsync(string path, bool verify, CancellationToken ct)
+    public static async Task<SuspendMeta> ReadMetaAsync(string path, bool verify, CancellationToken ct,
+        string? shownAs = null)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"no such file: {path}");
+        var name = shownAs ?? path;
         await using var fs = File.OpenRead(path);
         var head = new byte[Magic.Length + 1 + 4];
         if (await fs.ReadAtLeastAsync(head, head.Length, throwOnEndOfStream: false, ct) < head.Length
             || !head.AsSpan(0, Magic.Length).SequenceEqual(Magic))
-            throw new InvalidDataException($"{path} is not a capsule suspend file");
+            throw new InvalidDataException($"{name} is not a capsule suspend file");
         if (head[Magic.Length] != Version)
             throw new InvalidDataException(
-                $"{path} has format version {head[Magic.Length]}; this build reads version {Version}");
+                $"{name} has format version {head[Magic.Length]}; this build reads version {Version}");
         var metaLen = BinaryPrimitives.ReadUInt32BigEndian(head.AsSpan(Magic.Length + 1));
         if (metaLen > 16 << 20 || head.Length + metaLen + HashSize > fs.Length)
             throw new InvalidDataException(
-                $"{path} is truncated or damaged (its header is inconsistent with its size)");
+                $"{name} is truncated or damaged (its header is inconsistent with its size)");
         var metaBytes = new byte[metaLen];
         await fs.ReadExactlyAsync(metaBytes, ct);
         SuspendMeta meta;
@@ -99,15 +102,15 @@ public static class SuspendFile
             meta = JsonSerializer.Deserialize(metaBytes, SuspendMetaJson.Default.SuspendMeta)
                 ?? throw new JsonException("empty");
         }
-        catch (JsonException) { throw new InvalidDataException($"{path} is damaged (its metadata cannot be read)"); }
+        catch (JsonException) { throw new InvalidDataException($"{name} is damaged (its metadata cannot be read)"); }
         if (head.Length + metaLen + meta.PayloadBytes + HashSize != fs.Length)
-            throw new InvalidDataException($"{path} is truncated or damaged: {fs.Length} bytes, " +
+            throw new InvalidDataException($"{name} is truncated or damaged: {fs.Length} bytes, " +
                 $"expected {head.Length + metaLen + meta.PayloadBytes + HashSize}");
-        if (verify) await VerifyAsync(path, fs.Length, ct);
+        if (verify) await VerifyAsync(path, fs.Length, name, ct);
         return meta;
     }
 
-    static async Task VerifyAsync(string path, long length, CancellationToken ct)
+    static async Task VerifyAsync(string path, long length, string name, CancellationToken ct)
     {
         await using var fs = File.OpenRead(path);
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
@@ -116,7 +119,7 @@ public static class SuspendFile
         while (left > 0)
         {
             var n = await fs.ReadAsync(buf.AsMemory(0, (int)Math.Min(buf.Length, left)), ct);
-            if (n == 0) throw new InvalidDataException($"{path} is truncated");
+            if (n == 0) throw new InvalidDataException($"{name} is truncated");
             sha.AppendData(buf, 0, n);
             left -= n;
         }
@@ -124,7 +127,7 @@ public static class SuspendFile
         await fs.ReadExactlyAsync(want, ct);
         if (!sha.GetHashAndReset().AsSpan().SequenceEqual(want))
             throw new InvalidDataException(
-                $"{path} fails its checksum: it was changed or damaged after it was written");
+                $"{name} fails its checksum: it was changed or damaged after it was written");
     }
 
     /// <summary>Copies the payload (the tar) out of a verified file.</summary>

@@ -8,7 +8,7 @@ internal static class Program
 {
     static async Task<int> Main(string[] args)
     {
-        Session.Labs = new LabTargets();
+        CommandTree.LabIfUp = LabContext.IfUp;
         var root = Build();
         return await root.Parse(args).InvokeAsync();
     }
@@ -21,7 +21,9 @@ internal static class Program
     {
         var root = new RootCommand(
             "Capsule: move running process groups between hosts without closing their connections.");
+        root.Options.Add(CommandTree.ContextOption);
         root.Options.Add(CommandTree.LabOption);
+        root.Subcommands.Add(ContextCommands.Build());
         root.Subcommands.Add(LabCommands.Build());
         foreach (var c in CapsuleCommands.Build()) root.Subcommands.Add(c);
         foreach (var c in SuspendCommands.Build()) root.Subcommands.Add(c);

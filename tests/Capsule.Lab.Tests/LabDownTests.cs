@@ -13,6 +13,7 @@ public sealed class LabDownTests
         try
         {
             await lab.InitializeAsync();
+            Assert.Contains($"\"name\": \"{lab.Name}\"", await Contexts());
             await lab.Create("keep", "h1", "sleep", "infinity");
             await lab.Create("keep2", "h2", "sh", "-c", "sleep infinity | cat");
             // Simulate a crash: kill every agent and the directory with SIGKILL, no goodbye.
@@ -31,6 +32,8 @@ public sealed class LabDownTests
         Assert.DoesNotContain(Directory.GetFiles("/run/netns"), n => Path.GetFileName(n).StartsWith(lab.Name + "-"));
         Assert.False(Directory.Exists($"/run/capsule/labs/{lab.Name}"));
         Assert.False(Directory.Exists($"/var/lib/capsule/labs/{lab.Name}"));
+        // Its context went with it.
+        Assert.DoesNotContain($"\"name\": \"{lab.Name}\"", await Contexts());
         var leftovers = Directory.GetDirectories("/proc")
             .Where(d => int.TryParse(Path.GetFileName(d), out _)).Where(d =>
         {
@@ -40,6 +43,8 @@ public sealed class LabDownTests
         }).ToList();
         Assert.Empty(leftovers);
     }
+
+    static async Task<string> Contexts() => (await Cli.Exec(Cli.Binary, ["context", "ls", "--json"])).Ok().Out;
 
     static bool Dead(string pid)
     {

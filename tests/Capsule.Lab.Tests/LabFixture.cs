@@ -34,13 +34,15 @@ public static class Cli
 
     public static Task<Result> Run(string lab, params string[] args) => Exec(Binary, ["--lab", lab, .. args]);
 
-    public static async Task<Result> Exec(string file, IEnumerable<string> args, int timeoutSeconds = 180)
+    public static async Task<Result> Exec(string file, IEnumerable<string> args, int timeoutSeconds = 180,
+        IReadOnlyDictionary<string, string>? env = null)
     {
         var psi = new ProcessStartInfo(file)
         {
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false
         };
         foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var (k, v) in env ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         using var p = Process.Start(psi)!;
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(timeoutSeconds));
         var o = p.StandardOutput.ReadToEndAsync(cts.Token);

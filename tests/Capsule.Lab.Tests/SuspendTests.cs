@@ -1,4 +1,8 @@
 using System.Text.Json;
+using Capsule.Lab;
+using Capsule.Protos;
+using Capsule.Rpc;
+using Grpc.Core;
 using Xunit;
 
 namespace Capsule.Lab.Tests;
@@ -158,6 +162,99 @@ public sealed class SuspendTests(LabFixture lab) : IDisposable
         finally
         {
             await lab.Run("rm", "sleepy");
+        }
+    }
+
+    /// <summary>Files in a host's own state folder (each agent has its own, bound at the common view).</summary>
+    string[] HostFiles(string host, string folder)
+    {
+        var dir = Path.Combine(new LabPaths(lab.Name).HostStateDir(host), folder);
+        return Directory.Exists(dir) ? Directory.GetFiles(dir) : [];
+    }
+
+    /// <summary>
+    /// The CLI and the agent share no path: the file comes back to the CLI over gRPC and the host
+    /// keeps no copy once the CLI confirmed it; a CLI that goes away mid-transfer loses nothing (the
+    /// host keeps the file until it is fetched); a resume sends the file from wherever it is, and a
+    /// damaged one is refused with nothing of the capsule built and nothing left on the host.
+    /// </summary>
+    [Fact]
+    public async Task The_file_travels_over_grpc_and_no_host_keeps_a_copy()
+    {
+        await lab.Create("carry", "h1", "sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done");
+        var file = Path.Combine(_dir, "carry.capsule");
+        var elsewhere = Directory.CreateTempSubdirectory("capsule-elsewhere-").FullName;
+        try
+        {
+            await lab.WaitForLog("carry", "\n5\n");
+            var s = (await lab.Run("suspend", "carry", "--to", file, "--json")).Ok();
+            using (var doc = JsonDocument.Parse(s.Out))
+                Assert.Equal(new FileInfo(file).Length, doc.RootElement.GetProperty("bytes").GetInt64());
+            Assert.Equal([file], Directory.GetFiles(_dir)); // no partial file beside it
+            Assert.Empty(HostFiles("h1", "suspended"));
+            var gone = await lab.Run("suspend", "carry", "--to", Path.Combine(_dir, "again.capsule"), "--fetch");
+            Assert.Equal(1, gone.Code);
+            Assert.Contains("keeps no file", gone.Err);
+            Assert.False(File.Exists(Path.Combine(_dir, "again.capsule")));
+
+            // Resumed from a folder the suspend never saw, then suspended by a "CLI" that reads the
+            // header and goes away: the capsule is suspended, and h2 keeps its only file until fetched.
+            var moved = Path.Combine(elsewhere, "carry.capsule");
+            File.Move(file, moved);
+            (await lab.Run("resume", moved, "--on", "h2")).Ok();
+            Assert.Empty(HostFiles("h2", "incoming"));
+            await lab.WaitForLog("carry", "\n10\n");
+            var agent = new HostAgent.HostAgentClient(Channels.For(new LabPaths(lab.Name).AgentEndpoint("h2")));
+            using (var cut = new CancellationTokenSource())
+            {
+                using var call = agent.Suspend(new SuspendRequest { Name = "carry", File = "/nowhere/carry.capsule" },
+                    cancellationToken: cut.Token);
+                Assert.True(await call.ResponseStream.MoveNext(CancellationToken.None));
+                Assert.True(call.ResponseStream.Current.Size > 0);
+                await cut.CancelAsync();
+            }
+            await LabFixture.Until(async () =>
+                (await lab.Run("ls", "--json")).Ok().Out.Contains("\"suspended\""), "carry to be suspended");
+            Assert.Single(HostFiles("h2", "suspended"));
+            var fetched = Path.Combine(elsewhere, "fetched.capsule");
+            (await lab.Run("suspend", "carry", "--to", fetched, "--fetch")).Ok();
+            Assert.Empty(HostFiles("h2", "suspended"));
+            Assert.Contains("carry", (await lab.Run("inspect", fetched)).Ok().Out);
+
+            // Damaged copies: a clear error naming the CLI's file, nothing built, nothing left on h3.
+            var before = (await lab.Run("ls", "--json")).Ok().Out;
+            var bytes = await File.ReadAllBytesAsync(fetched);
+            var truncated = Path.Combine(elsewhere, "truncated.capsule");
+            await File.WriteAllBytesAsync(truncated, bytes[..(bytes.Length - 1000)]);
+            var r = await lab.Run("resume", truncated, "--on", "h3");
+            Assert.Equal(1, r.Code);
+            Assert.Contains($"{truncated} is truncated", r.Err);
+            var corrupt = Path.Combine(elsewhere, "corrupt.capsule");
+            bytes[bytes.Length / 3] ^= 0x5A;
+            await File.WriteAllBytesAsync(corrupt, bytes);
+            r = await lab.Run("resume", corrupt, "--on", "h3");
+            Assert.Equal(1, r.Code);
+            Assert.Contains($"{corrupt} fails its checksum", r.Err);
+            Assert.Equal(before, (await lab.Run("ls", "--json")).Ok().Out);
+            Assert.False(File.Exists($"/run/netns/{lab.Name}-h3-c-carry"));
+            Assert.Empty(HostFiles("h3", "incoming"));
+            Assert.False(Directory.Exists(
+                Path.Combine(new LabPaths(lab.Name).HostStateDir("h3"), "capsules", "carry")));
+
+            r = (await lab.Run("resume", fetched, "--on", "h3", "--json")).Ok();
+            using (var doc = JsonDocument.Parse(r.Out))
+                Assert.Equal(new FileInfo(fetched).Length, doc.RootElement.GetProperty("bytes").GetInt64());
+            Assert.Empty(HostFiles("h3", "incoming"));
+            var log = await lab.Logs("carry");
+            var last = int.Parse(log.Split('\n', StringSplitOptions.RemoveEmptyEntries).Last());
+            log = await lab.WaitForLog("carry", $"\n{last + 5}\n");
+            var numbers = log.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToList();
+            Assert.Equal(Enumerable.Range(1, numbers.Count), numbers); // two suspends, no restart, no gap
+        }
+        finally
+        {
+            await lab.Run("rm", "carry");
+            Directory.Delete(elsewhere, recursive: true);
         }
     }
 }

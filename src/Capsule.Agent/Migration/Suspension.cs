@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Capsule.Checkpoint;
 using Capsule.Core;
 using Capsule.Dir;
@@ -15,12 +16,28 @@ namespace Capsule.Agent.Migration;
 /// on the same or a different machine"): the migration's sync and dump, with a file in the middle
 /// instead of a target. While the capsule sleeps its locator stays reserved in the directory;
 /// its peers hold its packets for as long as their leases last, then drop them (counted).
+/// The file travels to and from the CLI over gRPC (<see cref="FileTransfer"/>): the agent never
+/// opens a path the CLI names, since the two share no file system.
 /// </summary>
 internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory directory, Criu criu,
     HoldCoordinator holds, SourceRollback rollback, MigrationTarget target, MigrationJournal journal,
     ILogger<Suspension> log)
 {
     AgentOptions O => runtime.Options;
+
+    /// <summary>Files being received for a resume now (in <see cref="Incoming"/>): not leftovers.</summary>
+    readonly ConcurrentDictionary<string, byte> _receiving = new();
+
+    /// <summary>Suspend files this host wrote, kept until the CLI confirms it has its copy.</summary>
+    string KeptFolder => Path.Combine(O.StateDir, "suspended");
+
+    string KeptFile(string name, string id) => Path.Combine(KeptFolder, $"{name}.{id}.capsule");
+
+    /// <summary>Suspend files arriving from the CLI for a resume, deleted once it is over, whatever its end.</summary>
+    string Incoming => Path.Combine(O.StateDir, "incoming");
+
+    static string? DetailPart(string? detail, string key) =>
+        detail?.Split(' ').FirstOrDefault(p => p.StartsWith(key + "=", StringComparison.Ordinal))?[(key.Length + 1)..];
 
     /// <summary>The directory's note on a suspended capsule: where its file is and which suspension it is.</summary>
     static string SuspendDetail(string file, string id) => $"file={file} id={id}";
@@ -29,9 +46,10 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
     {
         var c = runtime.Find(req.Name)
             ?? throw new KeyNotFoundException($"capsule '{req.Name}' is not on host {O.Host}");
-        CheckFile(req.File);
+        if (req.File.Length == 0) throw new ArgumentException("the request names no file (the caller's name for it)");
         if (!CapsuleProcess.IsAlive(c.Pid)) throw new InvalidOperationException($"capsule '{req.Name}' is not running");
         await criu.CheckAsync(ct);
+        await PruneKeptAsync(ct);
         if (!runtime.TryBeginMove(req.Name))
             throw new InvalidOperationException($"capsule '{req.Name}' is already migrating or being suspended");
         try
@@ -42,16 +60,6 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
         {
             runtime.EndMove(req.Name);
         }
-    }
-
-    static void CheckFile(string file)
-    {
-        if (!Path.IsPathFullyQualified(file))
-            throw new ArgumentException($"the file must be an absolute path, not '{file}'");
-        if (File.Exists(file))
-            throw new ArgumentException($"{file} exists already; choose another file (nothing is overwritten)");
-        if (!Directory.Exists(Path.GetDirectoryName(file)))
-            throw new ArgumentException($"folder {Path.GetDirectoryName(file)} does not exist");
     }
 
     async Task<SuspendResult> SuspendLockedAsync(LocalCapsule c, SuspendRequest req, CancellationToken ct)
@@ -65,6 +73,8 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
         if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
         MoveRecord Record(MoveStep step, Locator[] holders) =>
             new(MoveKind.Suspend, c.Name, c.Locator, req.File, step, holders, images, c.Pid);
+        var id = Guid.NewGuid().ToString("n");
+        var kept = KeptFile(c.Name, id);
         journal.Write(Record(MoveStep.Syncing, []));
         HoldSet? held = null;
         FrozenTree? frozen = null;
@@ -86,13 +96,13 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
 
             var payload = Path.Combine(work, "payload.tar");
             await ImageArchive.WriteAsync(payload, images, c.Dir, ct);
-            var id = Guid.NewGuid().ToString("n");
             var meta = new SuspendMeta(SuspendFile.Version, id, c.Name, c.Locator.ToString(), c.Command, O.Host,
                 DateTime.UtcNow, procs, conns, 0) { UdpDrop = c.UdpDrop };
-            await SuspendFile.WriteAsync(req.File, meta, payload, ct);
-            // The file is whole on disk before the directory says so: a crash before this line
+            Directory.CreateDirectory(KeptFolder);
+            await SuspendFile.WriteAsync(kept, meta, payload, ct);
+            // The file is whole on disk here before the directory says so: a crash before this line
             // leaves the capsule recorded as migrating here (recovery resumes it), never as
-            // suspended to a half file.
+            // suspended to a half file. The CLI's copy comes after, from this one (SendKeptAsync).
             await directory.UpdateAsync(c.Name, O.Host, CapsuleState.Suspended, rec.Revision,
                 SuspendDetail(req.File, id), CancellationToken.None);
             suspended = true;
@@ -105,18 +115,18 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             Directory.Delete(work, recursive: true);
             journal.Remove(c.Name);
             times.TotalMs = clock.Total;
-            LogSuspended(log, c.Name, req.File);
+            LogSuspended(log, c.Name, kept);
             return new SuspendResult
             {
-                File = req.File, Bytes = new FileInfo(req.File).Length, Times = times, Peers = held.Count,
-                Processes = procs.Count, Connections = conns.Count,
+                File = req.File, Bytes = new FileInfo(kept).Length, Times = times, Peers = held.Count,
+                Processes = procs.Count, Connections = conns.Count, Id = id, Kept = kept,
             };
         }
         catch (Exception e) when (!suspended)
         {
             LogSuspendFailed(log, c.Name, e.Message);
-            File.Delete(req.File);
-            File.Delete(req.File + ".partial");
+            File.Delete(kept);
+            File.Delete(kept + ".partial");
             try
             {
                 await rollback.RunAsync(c, frozen, images, held, [], null);
@@ -134,13 +144,154 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
         }
     }
 
-    public async Task<ResumeResult> ResumeAsync(ResumeRequest req, CancellationToken ct)
+    /// <summary>
+    /// Sends the file this host keeps of a suspension to the caller. If that fails (the CLI went
+    /// away, the network broke) the file stays here: the capsule exists nowhere else, so it is
+    /// deleted only when the CLI confirms it has its copy (<see cref="ConfirmAsync"/>).
+    /// </summary>
+    public async Task SendKeptAsync(SuspendResult r, IAsyncStreamWriter<FileChunk> to, CancellationToken ct)
+    {
+        try
+        {
+            await FileTransfer.SendAsync(to, r.Kept, new FileChunk { Suspended = r }, null, ct);
+        }
+        catch (Exception e)
+        {
+            LogSendFailed(log, r.Kept, e.Message);
+            throw;
+        }
+    }
+
+    /// <summary>What this host keeps of a suspended capsule's file (its latest suspension, or <c>id</c>).</summary>
+    public async Task<SuspendResult> KeptAsync(SuspendedRef req, CancellationToken ct)
+    {
+        CheckRef(req, idRequired: false);
+        var rec = (await directory.SnapshotAsync(ct)).Capsules.GetValueOrDefault(req.Name)
+            ?? throw new KeyNotFoundException($"no capsule named '{req.Name}'");
+        if (rec.State != CapsuleState.Suspended)
+            throw new InvalidOperationException($"capsule '{req.Name}' is {rec.State.ToString().ToLowerInvariant()} " +
+                $"on {rec.Host}, not suspended: there is no file to fetch");
+        var id = req.Id.Length > 0 ? req.Id : DetailPart(rec.Detail, "id") ?? "";
+        var kept = KeptFile(req.Name, id);
+        if (!File.Exists(kept))
+            throw new KeyNotFoundException($"{O.Host} keeps no file of capsule '{req.Name}' (suspension {id}): " +
+                $"it was suspended on {rec.Host}, or its file was delivered and confirmed");
+        var meta = await SuspendFile.ReadMetaAsync(kept, verify: false, ct);
+        return new SuspendResult
+        {
+            File = DetailPart(rec.Detail, "file") ?? "", Bytes = new FileInfo(kept).Length, Times = new PhaseTimes(),
+            Processes = meta.Processes.Count, Connections = meta.Connections.Count, Id = id, Kept = kept,
+        };
+    }
+
+    /// <summary>The CLI has the whole file and checked it: this host's copy goes.</summary>
+    public async Task ConfirmAsync(SuspendedRef req, CancellationToken ct)
+    {
+        CheckRef(req, idRequired: true);
+        var kept = KeptFile(req.Name, req.Id);
+        if (File.Exists(kept))
+        {
+            File.Delete(kept);
+            LogConfirmed(log, req.Name, kept);
+        }
+        await PruneKeptAsync(ct);
+    }
+
+    /// <summary>Names and ids become file names here: only well-formed ones, none that leaves its folder.</summary>
+    static void CheckRef(SuspendedRef req, bool idRequired)
+    {
+        if (Names.CapsuleNameError(req.Name) is { } bad) throw new ArgumentException(bad);
+        if ((idRequired || req.Id.Length > 0) && (req.Id.Length != 32 || !req.Id.All(char.IsAsciiHexDigitLower)))
+            throw new ArgumentException($"'{req.Id}' is not a suspension id");
+    }
+
+    /// <summary>
+    /// Deletes kept files nobody can use any more: their capsule was removed (its locator released),
+    /// resumed, or suspended again since (a resume accepts only the latest suspension's file). A
+    /// capsule in the middle of a move keeps its files. Best effort: without the directory, nothing goes.
+    /// </summary>
+    async Task PruneKeptAsync(CancellationToken ct)
+    {
+        if (!Directory.Exists(KeptFolder)) return;
+        // The files first, then the directory: a file listed was written before the snapshot, so
+        // the snapshot already shows its capsule suspending (never an older state of it).
+        var files = Directory.GetFiles(KeptFolder, "*.capsule");
+        DirectoryState state;
+        try { state = await directory.SnapshotAsync(ct); }
+        catch (DirectoryException) { return; }
+        foreach (var f in files)
+        {
+            var parts = Path.GetFileName(f).Split('.');
+            if (parts.Length != 3 || runtime.IsMoving(parts[0])) continue;
+            var rec = state.Capsules.GetValueOrDefault(parts[0]);
+            var usable = rec is { State: CapsuleState.Migrating or CapsuleState.Creating }
+                || rec is { State: CapsuleState.Suspended } && DetailPart(rec.Detail, "id") == parts[1];
+            if (usable) continue;
+            File.Delete(f);
+            LogPruned(log, f);
+        }
+    }
+
+    /// <summary>
+    /// Takes a suspend file streamed by the CLI into this host's <see cref="Incoming"/> folder, checks
+    /// it and restores its capsule here. The copy is deleted at the end whatever happens; a damaged or
+    /// cut-short file is refused before anything of the capsule is built.
+    /// </summary>
+    public async Task<ResumeResult> ResumeAsync(IAsyncStreamReader<FileChunk> stream, CancellationToken ct)
+    {
+        if (!await stream.MoveNext(ct)) throw new ArgumentException("the resume stream is empty");
+        var head = stream.Current;
+        if (head.Size <= 0)
+            throw new ArgumentException("the resume stream does not begin with the file's size " +
+                "(is the CLI older than this agent?)");
+        var label = head.File.Length > 0 ? head.File : "the file";
+        Directory.CreateDirectory(Incoming);
+        var free = new DriveInfo(Incoming).AvailableFreeSpace;
+        if (free < head.Size)
+            throw new InvalidOperationException($"{O.Host} has {free >> 20} MiB free in {Incoming}, " +
+                $"{label} needs {head.Size >> 20} MiB");
+        DeleteLeftovers();
+        var path = Path.Combine(Incoming, Guid.NewGuid().ToString("n") + ".capsule");
+        _receiving[path] = 0;
+        try
+        {
+            await using (var fs = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            {
+                try
+                {
+                    await FileTransfer.ReceiveAsync(stream, head.Size, fs, null, ct);
+                }
+                catch (InvalidDataException e)
+                {
+                    throw new ArgumentException($"{label}: {e.Message}");
+                }
+            }
+            // Once the file is here, the resume runs to its end even if the CLI goes away.
+            var r = await ResumeFileAsync(path, label, CancellationToken.None);
+            r.Bytes = head.Size;
+            return r;
+        }
+        finally
+        {
+            File.Delete(path);
+            _receiving.TryRemove(path, out _);
+        }
+    }
+
+    /// <summary>Files an agent that went down mid-transfer left in <see cref="Incoming"/>.</summary>
+    void DeleteLeftovers()
+    {
+        foreach (var f in Directory.EnumerateFiles(Incoming))
+            if (!_receiving.ContainsKey(f)) File.Delete(f);
+    }
+
+    async Task<ResumeResult> ResumeFileAsync(string file, string label, CancellationToken ct)
     {
         var clock = new PhaseClock();
         SuspendMeta meta;
         try
         {
-            meta = await SuspendFile.ReadMetaAsync(req.File, verify: true, ct);
+            meta = await SuspendFile.ReadMetaAsync(file, verify: true, ct, shownAs: label);
         }
         catch (Exception e) when (e is FileNotFoundException or InvalidDataException)
         {
@@ -157,7 +308,7 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
             Directory.CreateDirectory(work);
             var archive = Path.Combine(work, "payload.tar");
-            await SuspendFile.ExtractPayloadAsync(req.File, archive, ct);
+            await SuspendFile.ExtractPayloadAsync(file, archive, ct);
             var loc = Locator.Parse(meta.Locator);
             await CapsuleNetwork.BuildAsync(O.CapsuleNetns(meta.Name), loc, O.InnerMtu);
             await Criu.LockForRestoreAsync(O.CapsuleNetns(meta.Name));
@@ -177,7 +328,7 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             // Every host may be holding the capsule's packets (its peers and its old host): all flush here.
             var self = state.Hosts[O.Host].Underlay;
             var tally = await holds.ReleaseAsync(loc, state.Hosts.Values.Select(h => h.Underlay), self, state);
-            LogResumed(log, meta.Name, req.File, restored.Pid);
+            LogResumed(log, meta.Name, label, restored.Pid);
             return new ResumeResult
             {
                 Name = meta.Name, Locator = meta.Locator, Host = O.Host, Pid = restored.Pid, RestoreMs = restored.Ms,
@@ -252,4 +403,16 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
 
     [LoggerMessage(EventId = 342, Level = LogLevel.Information, Message = "resumed {Name} from {File} as pid {Pid}")]
     static partial void LogResumed(ILogger logger, string name, string file, int pid);
+
+    [LoggerMessage(EventId = 343, Level = LogLevel.Warning,
+        Message = "a suspend file did not reach its caller: {Error}; it is kept in {File} until fetched")]
+    static partial void LogSendFailed(ILogger logger, string file, string error);
+
+    [LoggerMessage(EventId = 344, Level = LogLevel.Information,
+        Message = "the CLI has the file of {Name}: deleted this host's copy {File}")]
+    static partial void LogConfirmed(ILogger logger, string name, string file);
+
+    [LoggerMessage(EventId = 345, Level = LogLevel.Information,
+        Message = "deleted {File}: its capsule was resumed, removed or suspended again")]
+    static partial void LogPruned(ILogger logger, string file);
 }

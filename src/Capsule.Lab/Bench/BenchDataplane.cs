@@ -52,7 +52,7 @@ public static partial class Bench
             // With --json, stdout carries only the JSON; progress goes to stderr.
             Action<string> step = json ? m => Console.Error.WriteLine("• " + m) : Output.Step;
 
-            var session = new Session(LabName);
+            var session = LabContext.Session(LabName);
             var lab = new LabRunner(session.Paths, step);
             if (lab.Exists)
             {

@@ -1,7 +1,7 @@
-using Capsule.Lab;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using Capsule.Lab;
 using Capsule.Protos;
 using Grpc.Core;
 using Spectre.Console;

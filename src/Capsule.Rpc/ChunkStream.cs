@@ -1,13 +1,13 @@
 using System.Security.Cryptography;
 
-namespace Capsule.Checkpoint;
+namespace Capsule.Rpc;
 
 /// <summary>
 /// A write-only stream that hands what is written to <paramref name="send"/> in chunks of
 /// <see cref="ChunkSize"/> and hashes it on the way: the image goes from CRIU's files to the
 /// network in one pass, with no archive on disk and no second read to checksum it.
 /// </summary>
-internal sealed class ChunkStream(Func<ReadOnlyMemory<byte>, CancellationToken, Task> send) : Stream
+public sealed class ChunkStream(Func<ReadOnlyMemory<byte>, CancellationToken, Task> send) : Stream
 {
     public const int ChunkSize = 1 << 20;
     readonly byte[] _buf = new byte[ChunkSize];
