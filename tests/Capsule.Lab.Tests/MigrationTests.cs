@@ -52,7 +52,10 @@ public abstract class MigrationCases(LabFixture lab)
             var log = await lab.WaitForLog("scli", "DONE");
             var done = log.Split('\n').Single(l => l.StartsWith("DONE"));
             var sent = long.Parse(done.Split(' ')[1][5..]);
-            Assert.True(sent > 5_000_000, done); // about 1 MB/s for 12 s, across both moves
+            // Every byte the client sent, before, between and after both moves, came back through the moved
+            // server. How many it sent in its 12 s is throughput, which `capsule bench migrate` measures: a
+            // floor here would fail on a busy machine without anything lost.
+            Assert.True(sent > 1_000_000, done);
             Assert.Contains($"echoed={sent}", done);
             Assert.DoesNotContain("ERROR", await lab.Logs("ssrv"));
             var ls = (await lab.Run("ls", "--json")).Ok().Out;
@@ -141,7 +144,8 @@ public abstract class MigrationCases(LabFixture lab)
             Assert.False(doc.RootElement.TryGetProperty("error", out _), r.Out);
             var received = doc.RootElement.GetProperty("end").GetProperty("sum_received")
                 .GetProperty("bytes").GetInt64();
-            Assert.True(received > 50_000_000, $"only {received} bytes arrived");
+            // More than had arrived when the server moved: the transfer went on at its new host.
+            Assert.True(received > 25_000_000, $"only {received} bytes arrived");
         }
         finally
         {
