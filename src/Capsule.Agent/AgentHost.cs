@@ -19,7 +19,9 @@ public static class AgentHost
         string[] endpoints = options.ControlSocket is { } control ? [options.Listen, control] : [options.Listen];
         DaemonHost.ConfigureCommon(builder, endpoints, run.Level);
         builder.Services.AddSingleton(options);
-        builder.Services.AddSingleton(DirectoryClient.Open(options.Directory));
+        // Made by the container, so it is also disposed by it when the agent stops cleanly: an etcd
+        // directory then revokes the host's liveness lease (a crash leaves it to lapse instead).
+        builder.Services.AddSingleton(_ => DirectoryClient.Open(options.Directory));
         builder.Services.AddSingleton<CapsuleRuntime>();
         builder.Services.AddSingleton<DataPlaneHost>();
         builder.Services.AddSingleton(new Checkpoint.Criu(options.Criu, options.StateDir));

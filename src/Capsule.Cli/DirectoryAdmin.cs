@@ -62,8 +62,7 @@ public static class DirectoryAdmin
         return import;
     }
 
-    static EtcdDirectory Open(string members) =>
-        new(DirectoryClient.EtcdMembers(DirectoryClient.EtcdScheme + members));
+    static EtcdDirectory Open(string members) => new(DirectoryClient.SplitMembers(members));
 
     static Prefix ParsePool(string text) => Prefix.TryParse(text, out var p)
         ? p

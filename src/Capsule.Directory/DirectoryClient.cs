@@ -16,9 +16,11 @@ public static class DirectoryClient
 
     public static bool IsEtcd(string endpoint) => endpoint.StartsWith(EtcdScheme, StringComparison.Ordinal);
 
-    public static string[] EtcdMembers(string endpoint) =>
-        endpoint[EtcdScheme.Length..]
-            .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+    public static string[] EtcdMembers(string endpoint) => SplitMembers(endpoint[EtcdScheme.Length..]);
+
+    /// <summary>The members of a comma-separated list (an endpoint's tail, or `--etcd`), blanks dropped.</summary>
+    public static string[] SplitMembers(string list) =>
+        list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
     public static string Etcd(IEnumerable<string> members) => EtcdScheme + string.Join(',', members);
 }

@@ -22,8 +22,10 @@ internal sealed class LabEtcd(LabPaths paths, Action<string> say)
         DirectoryClient.Etcd(members.Select(m => $"http://{m.Underlay}:{ClientPort}"));
 
     /// <summary>The CLI's directory endpoint: every member's unix socket.</summary>
-    public string CliEndpoint(IEnumerable<LabRunner.HostEntry> members) =>
-        DirectoryClient.Etcd(members.Select(m => "unix:" + Path.Combine(paths.RunDir, SocketName(m.Name))));
+    public string CliEndpoint(IEnumerable<LabRunner.HostEntry> members) => DirectoryClient.Etcd(CliMembers(members));
+
+    IEnumerable<string> CliMembers(IEnumerable<LabRunner.HostEntry> members) =>
+        members.Select(m => "unix:" + Path.Combine(paths.RunDir, SocketName(m.Name)));
 
     // etcd takes a unix listener as host:port and makes the socket in its working folder.
     static string SocketName(string host) => $"etcd-{host}.sock:1";
@@ -37,7 +39,7 @@ internal sealed class LabEtcd(LabPaths paths, Action<string> say)
     {
         if (Missing() is { } m) throw new InvalidOperationException(m);
         foreach (var h in members) Boot(h, members, initial: true);
-        var etcd = new EtcdDirectory(DirectoryClient.EtcdMembers(CliEndpoint(members)));
+        var etcd = new EtcdDirectory([.. CliMembers(members)]);
         await LabRunner.WaitAsync($"etcd ({members.Count} members)", paths.EtcdLog(members[0].Name), async () =>
         {
             await etcd.InitAsync(Prefix.Parse(LabPaths.Pool), ct);

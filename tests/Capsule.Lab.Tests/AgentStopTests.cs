@@ -13,15 +13,7 @@ public sealed class AgentStopTests(LabFixture lab)
 {
     static string[] Stream(params string[] args) => ["python3", LabFixture.Tool("stream.py"), .. args];
 
-    string RunDir => $"/run/capsule/labs/{lab.Name}";
-
-    static int? ReadPid(string file)
-    {
-        try { return int.TryParse(File.ReadAllText(file).Trim(), out var pid) ? pid : null; }
-        catch (IOException) { return null; }
-    }
-
-    static bool Alive(int pid) => Directory.Exists($"/proc/{pid}");
+    LabPaths Paths => new(lab.Name);
 
     async Task<string?> StateOf(string capsule)
     {
@@ -42,14 +34,14 @@ public sealed class AgentStopTests(LabFixture lab)
         try
         {
             await lab.WaitForLog("tcli", "PROGRESS sent=");
-            var pidFile = Path.Combine(RunDir, "h2.pid");
-            var log = Path.Combine(RunDir, "h2.log");
-            var old = ReadPid(pidFile) ?? throw new InvalidOperationException($"no pid in {pidFile}");
+            var pidFile = Paths.AgentPidFile("h2");
+            var log = Paths.AgentLog("h2");
+            var old = FaultLab.AgentPid(lab, "h2");
             (await Cli.Exec("kill", ["-TERM", old.ToString()])).Ok();
 
             // The old agent goes by itself, with exit code 0; the capsule's server outlives it.
-            await LabFixture.Until(() => Task.FromResult(!Alive(old)), $"agent {old} to exit", 30);
-            Assert.True(Alive(srvPid), "the capsule's server died with its agent");
+            await LabFixture.Until(() => Task.FromResult(!FaultLab.Alive(old)), $"agent {old} to exit", 30);
+            Assert.True(FaultLab.Alive(srvPid), "the capsule's server died with its agent");
             await LabFixture.Until(async () => (await File.ReadAllTextAsync(log))
                 .Contains("supervisor: agent exited (exit code 0); restarting in 1 s"), "the supervisor's note", 30);
             var text = await File.ReadAllTextAsync(log);
@@ -61,11 +53,12 @@ public sealed class AgentStopTests(LabFixture lab)
             Assert.DoesNotContain(" crit: ", stop);
 
             // The supervisor starts the next agent, which re-adopts the capsule.
-            await LabFixture.Until(() => Task.FromResult(ReadPid(pidFile) is { } p && p != old && Alive(p)),
+            await LabFixture.Until(
+                () => Task.FromResult(FaultLab.ReadPid(pidFile) is { } p && p != old && FaultLab.Alive(p)),
                 "a new agent on h2", 30);
             await LabFixture.Until(async () => (await lab.InCapsule("tsrv", "true")).Code == 0,
                 "the new agent to serve tsrv", 30);
-            Assert.True(Alive(srvPid), "the capsule's server died across the restart");
+            Assert.True(FaultLab.Alive(srvPid), "the capsule's server died across the restart");
             Assert.Equal("h2 running", await StateOf("tsrv"));
             Assert.Contains($"recovered capsule tsrv", await File.ReadAllTextAsync(log));
 

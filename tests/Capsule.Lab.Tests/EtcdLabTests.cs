@@ -1,3 +1,6 @@
+using Capsule.Dir;
+using Capsule.Dir.Etcd;
+using Etcdserverpb;
 using Xunit;
 
 namespace Capsule.Lab.Tests;
@@ -61,5 +64,44 @@ public sealed class EtcdLabTests(EtcdLabFixture lab)
             Linux.Native.kill(agent, 18);
             await lab.Run("rm", "quiet");
         }
+    }
+
+    [Fact]
+    public async Task A_SIGTERMed_agent_revokes_its_lease_and_the_next_agent_takes_a_new_one()
+    {
+        await lab.Create("calm", "h3", "sleep", "infinity");
+        var paths = new LabPaths(lab.Name);
+        var etcd = new EtcdCluster(DirectoryClient.EtcdMembers(new LabRunner(paths).Load()!.Directory));
+        var lease = await AliveLease(etcd, "h3");
+        var agent = FaultLab.AgentPid(lab, "h3");
+        try
+        {
+            Linux.Native.kill(agent, 15); // SIGTERM: a clean stop
+            await LabFixture.Until(() => Task.FromResult(!FaultLab.Alive(agent)), "h3's agent to exit", 30);
+            // Revoked on the way out: a lease left to run out would still have most of its 10 s now.
+            var left = await etcd.Call((c, t) => c.LeaseTimeToLiveAsync(
+                new LeaseTimeToLiveRequest { ID = lease }, cancellationToken: t), CancellationToken.None);
+            Assert.Equal(-1, left.TTL); // etcd's answer for a lease it no longer has
+
+            // The supervisor starts the next agent, which takes a lease of its own and vouches for
+            // the capsule again; later tests find the host as before.
+            await LabFixture.Until(() => Task.FromResult(
+                FaultLab.ReadPid(paths.AgentPidFile("h3")) is { } p && p != agent && FaultLab.Alive(p)),
+                "a new agent on h3", 30);
+            await lab.WaitForState("calm", "running", 30);
+            Assert.NotEqual(lease, await AliveLease(etcd, "h3"));
+        }
+        finally
+        {
+            await lab.Run("rm", "calm");
+        }
+    }
+
+    /// <summary>The lease <paramref name="host"/>'s alive key is bound to, read from etcd itself.</summary>
+    static async Task<long> AliveLease(EtcdCluster etcd, string host)
+    {
+        var r = await etcd.Call((c, t) => c.GetAsync(new RangeRequest
+            { Key = new EtcdKeys(EtcdKeys.DefaultPrefix).Alive(host) }, cancellationToken: t), CancellationToken.None);
+        return Assert.Single(r.Kvs).Lease;
     }
 }

@@ -48,7 +48,8 @@ public sealed class EtcdWatchTests(EtcdCluster3 etcd) : IClassFixture<EtcdCluste
         await agent.PutHostAsync(new HostRecord("h1", Locator.Parse("198.18.0.1"), "unix:/h1"));
         var cli = await etcd.OpenAsync(prefix);
         Assert.Empty((await cli.SnapshotAsync()).Unreachable);
-        await agent.DisposeAsync(); // the agent stops renewing, as one that died would
+        // The agent stops renewing, as one that died would (a clean stop would revoke the lease instead).
+        await agent.AbandonLeaseAsync();
         await LabFixture.Until(async () => (await cli.SnapshotAsync()).Unreachable.Contains("h1"),
             "h1 to show unreachable after its 2 s lease", 20);
         Assert.True((await cli.SnapshotAsync()).Hosts.ContainsKey("h1")); // its record stays
@@ -56,5 +57,19 @@ public sealed class EtcdWatchTests(EtcdCluster3 etcd) : IClassFixture<EtcdCluste
         await back.PutHostAsync(new HostRecord("h1", Locator.Parse("198.18.0.1"), "unix:/h1"));
         Assert.Empty((await cli.SnapshotAsync()).Unreachable);
         await back.DisposeAsync();
+        await agent.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task A_host_whose_agent_stops_cleanly_shows_unreachable_at_once()
+    {
+        // The default 10 s lease, not a short one: what ends it here is the revoke, not its time.
+        var agent = await etcd.OpenAsync();
+        await agent.PutHostAsync(new HostRecord("h1", Locator.Parse("198.18.0.1"), "unix:/h1"));
+        var cli = await etcd.OpenAsync(agent.KeyPrefix);
+        Assert.Empty((await cli.SnapshotAsync()).Unreachable);
+        await agent.DisposeAsync(); // an agent's clean stop disposes its directory
+        Assert.Contains("h1", (await cli.SnapshotAsync()).Unreachable);
+        Assert.True((await cli.SnapshotAsync()).Hosts.ContainsKey("h1")); // its record stays
     }
 }

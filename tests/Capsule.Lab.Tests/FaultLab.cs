@@ -57,8 +57,24 @@ public static class FaultLab
     }
 
     /// <summary>The pid of <paramref name="host"/>'s agent now.</summary>
-    public static int AgentPid(LabFixture lab, string host) =>
-        int.Parse(File.ReadAllText(new LabPaths(lab.Name).AgentPidFile(host)).Trim());
+    public static int AgentPid(LabFixture lab, string host)
+    {
+        var file = new LabPaths(lab.Name).AgentPidFile(host);
+        return ReadPid(file) ?? throw new InvalidOperationException($"no pid in {file}");
+    }
+
+    /// <summary>
+    /// The pid in a daemon's pid file; null while there is none to read, as when a test polls for a
+    /// restarted daemon and the file is missing or being rewritten.
+    /// </summary>
+    public static int? ReadPid(string file)
+    {
+        try { return int.TryParse(File.ReadAllText(file).Trim(), out var pid) ? pid : null; }
+        catch (IOException) { return null; }
+    }
+
+    /// <summary>Whether process <paramref name="pid"/> exists (an unreaped zombie counts).</summary>
+    public static bool Alive(int pid) => Directory.Exists($"/proc/{pid}");
 }
 
 /// <summary>Progress of a tools/stream.py client, read from its log.</summary>

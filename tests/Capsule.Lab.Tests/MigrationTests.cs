@@ -274,8 +274,7 @@ public sealed class NoForwardingLeftBehindTests
             var r = await lab.Migrate("osrv", "h3");
             Assert.True(r.GetProperty("ok").GetBoolean(), r.ToString());
             // Switch h1 off: its agent killed, its underlay link down.
-            await Cli.Exec("kill",
-                ["-9", (await File.ReadAllTextAsync($"/run/capsule/labs/{lab.Name}/h1.pid")).Trim()]);
+            await Cli.Exec("kill", ["-9", FaultLab.AgentPid(lab, "h1").ToString()]);
             (await lab.OnHost("h1", "ip", "link", "set", "ul0", "down")).Ok();
             var log = await lab.WaitForLog("ocli", "DONE");
             Assert.DoesNotContain("ERROR", log);

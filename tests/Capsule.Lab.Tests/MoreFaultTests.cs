@@ -206,14 +206,8 @@ public sealed class MoreFaultTests(LabFixture lab)
         var old = FaultLab.AgentPid(lab, host);
         (await Cli.Exec("kill", ["-9", old.ToString()])).Ok();
         await LabFixture.Until(() => Task.FromResult(
-            ReadPid(Paths.AgentPidFile(host)) is { } p && p != old && Directory.Exists($"/proc/{p}")),
+            FaultLab.ReadPid(Paths.AgentPidFile(host)) is { } p && p != old && FaultLab.Alive(p)),
             $"{host}'s agent to be restarted", seconds: 30);
-    }
-
-    static int? ReadPid(string file)
-    {
-        try { return int.TryParse(File.ReadAllText(file).Trim(), out var pid) ? pid : null; }
-        catch (IOException) { return null; }
     }
 
     /// <summary>

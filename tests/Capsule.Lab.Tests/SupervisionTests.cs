@@ -13,15 +13,7 @@ public sealed class SupervisionTests(LabFixture lab)
 {
     static string[] Stream(params string[] args) => ["python3", LabFixture.Tool("stream.py"), .. args];
 
-    string RunDir => $"/run/capsule/labs/{lab.Name}";
-
-    static int? ReadPid(string file)
-    {
-        try { return int.TryParse(File.ReadAllText(file).Trim(), out var pid) ? pid : null; }
-        catch (IOException) { return null; }
-    }
-
-    static bool Alive(int pid) => Directory.Exists($"/proc/{pid}");
+    LabPaths Paths => new(lab.Name);
 
     /// <summary>Polls <paramref name="probe"/> until it answers, for at most <paramref name="seconds"/>.</summary>
     async Task<T> Until<T>(string what, int seconds, Func<Task<T?>> probe, string? log = null) where T : class
@@ -32,7 +24,7 @@ public sealed class SupervisionTests(LabFixture lab)
             if (await probe() is { } done) return done;
             await Task.Delay(100);
         }
-        var file = Path.Combine(RunDir, log ?? "h1.log");
+        var file = Path.Combine(Paths.RunDir, log ?? "h1.log");
         var tail = File.Exists(file) ? string.Join('\n', File.ReadLines(file).TakeLast(25)) : "(no log)";
         Assert.Fail($"{what} did not happen within {seconds} s; last lines of {file}:\n{tail}");
         return null!;
@@ -41,10 +33,11 @@ public sealed class SupervisionTests(LabFixture lab)
     /// <summary>SIGKILLs the daemon named by a pid file and waits until a new one has written its pid.</summary>
     async Task<int> KillAndAwaitRestart(string pidFile)
     {
-        var old = ReadPid(pidFile) ?? throw new InvalidOperationException($"no pid in {pidFile}");
+        var old = FaultLab.ReadPid(pidFile) ?? throw new InvalidOperationException($"no pid in {pidFile}");
         (await Cli.Exec("kill", ["-9", old.ToString()])).Ok();
         var fresh = await Until($"a new daemon in {pidFile}", 30,
-            () => Task.FromResult(ReadPid(pidFile) is { } p && p != old && Alive(p) ? (object)p : null),
+            () => Task.FromResult(
+                FaultLab.ReadPid(pidFile) is { } p && p != old && FaultLab.Alive(p) ? (object)p : null),
             Path.GetFileName(pidFile).Replace(".pid", ".log"));
         return (int)fresh;
     }
@@ -69,10 +62,10 @@ public sealed class SupervisionTests(LabFixture lab)
         try
         {
             await lab.WaitForLog("kcli", "PROGRESS sent=");
-            await KillAndAwaitRestart(Path.Combine(RunDir, "h1.pid"));
+            await KillAndAwaitRestart(Paths.AgentPidFile("h1"));
 
             // The capsule outlived its agent, and the new agent has taken it back.
-            Assert.True(Alive(clientPid), "the capsule died with its agent");
+            Assert.True(FaultLab.Alive(clientPid), "the capsule died with its agent");
             await Until("the restarted agent to serve kcli", 30,
                 async () => (await lab.InCapsule("kcli", "true")).Code == 0 ? "ok" : null);
             var listed = await Listing();
@@ -82,7 +75,7 @@ public sealed class SupervisionTests(LabFixture lab)
             var log = await lab.WaitForLog("kcli", "DONE");
             Assert.DoesNotContain("ERROR", log);
             Assert.DoesNotContain("ERROR", await lab.Logs("ksrv"));
-            var agentLog = await File.ReadAllTextAsync(Path.Combine(RunDir, "h1.log"));
+            var agentLog = await File.ReadAllTextAsync(Paths.AgentLog("h1"));
             Assert.Contains("supervisor: agent exited (signal 9); restarting in 1 s", agentLog);
         }
         finally
@@ -102,7 +95,7 @@ public sealed class SupervisionTests(LabFixture lab)
             Assert.NotNull(before);
             Assert.Contains("dkeep", before.Keys);
 
-            await KillAndAwaitRestart(Path.Combine(RunDir, "directory.pid"));
+            await KillAndAwaitRestart(Paths.DirectoryPidFile);
             var after = await Until("the directory to answer again", 30, Listing, "directory.log");
             Assert.Equal(before.OrderBy(kv => kv.Key), after.OrderBy(kv => kv.Key));
 
@@ -110,7 +103,7 @@ public sealed class SupervisionTests(LabFixture lab)
             var listed = await Listing();
             Assert.NotNull(listed);
             Assert.Equal(("h2", "running"), listed["dnew"]);
-            var dirLog = await File.ReadAllTextAsync(Path.Combine(RunDir, "directory.log"));
+            var dirLog = await File.ReadAllTextAsync(Paths.DirectoryLog);
             Assert.Contains("supervisor: directory exited (signal 9); restarting in 1 s", dirLog);
         }
         finally
@@ -129,7 +122,7 @@ public sealed class SupervisionTests(LabFixture lab)
             await own.InitializeAsync();
             await own.Create("left", "h1", "sleep", "infinity");
             // The supervisor is now waiting its second before restarting h1's agent: down must win.
-            var pid = ReadPid($"/run/capsule/labs/{own.Name}/h1.pid");
+            var pid = FaultLab.ReadPid(new LabPaths(own.Name).AgentPidFile("h1"));
             Assert.NotNull(pid);
             (await Cli.Exec("kill", ["-9", pid.Value.ToString()])).Ok();
         }

@@ -194,9 +194,16 @@ public sealed partial class EtcdDirectory : IDirectory, IAsyncDisposable
         throw Busy("capsule", name);
     }
 
+    /// <summary>Ends this host's liveness lease, if it holds one: revoked, so the host shows unreachable now.</summary>
     public async ValueTask DisposeAsync()
     {
         if (_lease is not null) await _lease.DisposeAsync();
+    }
+
+    /// <summary>Stops renewing the liveness lease and leaves it to lapse, as a dead agent's (tests).</summary>
+    internal async Task AbandonLeaseAsync()
+    {
+        if (_lease is not null) await _lease.AbandonAsync();
     }
 
     static DirectoryException Changed(CapsuleRecord cur, long expected)

@@ -8,11 +8,19 @@ namespace Capsule.Dir.Etcd;
 /// A host agent's sign of life: the host's <c>alive/NAME</c> key, bound to an etcd lease the agent
 /// renews every third of its time to live. An agent that dies, hangs or loses every member for
 /// longer than the lease disappears from <c>alive/</c> and its host shows as unreachable. A lease
-/// that lapsed anyway (etcd unreachable too long) is granted anew and the key written again.
+/// that lapsed anyway (etcd unreachable too long) is granted anew and the key written again. An agent
+/// that stops cleanly revokes its lease on the way out: its capsules may run on, but nobody vouches
+/// for them until the next agent, so the host shows unreachable at once rather than a lease later.
 /// </summary>
 internal sealed class HostLease(EtcdCluster cluster, ByteString aliveKey, TimeSpan ttl) : IAsyncDisposable
 {
     public static readonly TimeSpan DefaultTtl = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// How long a stop waits for etcd to revoke the lease. Past it the stop goes on regardless: the
+    /// lease then ends by itself within its time to live, as a dead agent's does.
+    /// </summary>
+    static readonly TimeSpan RevokeBudget = TimeSpan.FromSeconds(2);
 
     readonly CancellationTokenSource _stop = new();
     Task? _loop;
@@ -75,10 +83,42 @@ internal sealed class HostLease(EtcdCluster cluster, ByteString aliveKey, TimeSp
         }
     }
 
+    /// <summary>Stops renewing and revokes the lease (bounded by <see cref="RevokeBudget"/>).</summary>
     public async ValueTask DisposeAsync()
     {
-        await _stop.CancelAsync();
-        if (_loop is not null) await _loop;
+        await StopRenewingAsync();
+        if (_id != 0) await RevokeAsync();
         _stop.Dispose();
+    }
+
+    /// <summary>
+    /// Stops renewing without a word to etcd, so the lease runs out by itself as a dead agent's does;
+    /// a later dispose revokes nothing. For tests of lease expiry.
+    /// </summary>
+    public async Task AbandonAsync()
+    {
+        await StopRenewingAsync();
+        _id = 0;
+    }
+
+    async Task StopRenewingAsync()
+    {
+        if (!_stop.IsCancellationRequested) await _stop.CancelAsync();
+        if (_loop is not null) await _loop; // after this, _id is the last lease the loop granted
+    }
+
+    async Task RevokeAsync()
+    {
+        using var budget = new CancellationTokenSource(RevokeBudget);
+        try
+        {
+            await cluster.Call((c, t) => c.LeaseRevokeAsync(new LeaseRevokeRequest { ID = _id }, cancellationToken: t),
+                budget.Token);
+        }
+        catch (Exception e) when (e is OperationCanceledException or RpcException or DirectoryException)
+        {
+            // etcd slow, away, or the lease already lapsed: it ends by itself, the truth a little later.
+        }
+        _id = 0;
     }
 }
