@@ -35,6 +35,9 @@ public static class CommandTree
     /// </summary>
     public static Func<string, ClientContext?>? LabIfUp { get; set; }
 
+    /// <summary>Why a name cannot be a lab's (the lab layer's rule), or null; set by the host like LabIfUp.</summary>
+    public static Func<string, string?>? LabNameError { get; set; }
+
     static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;
 
     /// <summary>
@@ -45,6 +48,10 @@ public static class CommandTree
     {
         var name = pr.GetValue(ContextOption) ?? pr.GetValue(LabOption)
             ?? Env("CAPSULE_CONTEXT") ?? Env("CAPSULE_LAB");
+        // Named as a lab (--lab, CAPSULE_LAB): a name no lab can have gets the lab's naming rule, not a
+        // suggestion to bring up a lab of that name.
+        var asLab = pr.GetValue(ContextOption) is null
+            && (pr.GetValue(LabOption) is not null || Env("CAPSULE_CONTEXT") is null && Env("CAPSULE_LAB") is not null);
         if (name is null && Env("CAPSULE_DIRECTORY") is { } directory)
         {
             if (ClientConfig.EndpointError(directory) is { } bad) throw new UserError("CAPSULE_DIRECTORY: " + bad);
@@ -56,6 +63,7 @@ public static class CommandTree
         // user's home, or removed by hand).
         var context = config.Find(name) ?? LabIfUp?.Invoke(name);
         if (context is not null) return new Session(context);
+        if (asLab && LabNameError?.Invoke(name) is { } badLab) throw new UserError(badLab);
         var known = config.Contexts.Count == 0
             ? "it has none"
             : "contexts: " + string.Join(", ", config.Contexts.Select(c => c.Name));

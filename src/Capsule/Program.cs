@@ -9,6 +9,7 @@ internal static class Program
     static async Task<int> Main(string[] args)
     {
         CommandTree.LabIfUp = LabContext.IfUp;
+        CommandTree.LabNameError = LabPaths.NameError;
         var root = Build();
         return await root.Parse(args).InvokeAsync();
     }
