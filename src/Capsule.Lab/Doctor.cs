@@ -1,8 +1,9 @@
 using System.CommandLine;
+using Capsule.Cli;
 using Capsule.Linux;
 using Spectre.Console;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 /// <summary>`capsule doctor`: what this machine lacks for Capsule, in plain words.</summary>
 public static class Doctor

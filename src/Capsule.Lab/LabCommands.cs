@@ -1,8 +1,8 @@
 using System.CommandLine;
-using Capsule.Lab;
+using Capsule.Cli;
 using Capsule.Linux;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 public static class LabCommands
 {

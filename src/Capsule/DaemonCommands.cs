@@ -1,9 +1,10 @@
 using System.CommandLine;
 using Capsule.Agent;
+using Capsule.Cli;
 using Capsule.Dir;
 using Capsule.Lab;
 
-namespace Capsule.Cli;
+namespace Capsule;
 
 /// <summary>
 /// The daemons: `capsule agent` (capsuled, one per host) and `capsule directory` (the embedded directory), each

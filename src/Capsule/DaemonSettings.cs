@@ -2,9 +2,10 @@ using System.Diagnostics.CodeAnalysis;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using Capsule.Cli;
 using Capsule.Daemon;
 
-namespace Capsule.Cli;
+namespace Capsule;
 
 /// <summary>
 /// A daemon's command-line options, each tied to the config key it overrides. Only options actually given

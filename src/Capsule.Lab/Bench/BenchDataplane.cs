@@ -3,12 +3,12 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using Capsule.Lab;
+using Capsule.Cli;
 using Capsule.Linux;
 using Capsule.Protos;
 using Spectre.Console;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 public static partial class Bench
 {
