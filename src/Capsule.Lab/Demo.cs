@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.RegularExpressions;
+using Capsule.Agent.Linux;
 using Capsule.Cli;
-using Capsule.Linux;
 using Capsule.Protos;
 using Grpc.Core;
 using Spectre.Console;

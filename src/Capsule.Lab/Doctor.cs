@@ -1,6 +1,6 @@
 using System.CommandLine;
+using Capsule.Agent.Linux;
 using Capsule.Cli;
-using Capsule.Linux;
 using Spectre.Console;
 
 namespace Capsule.Lab;
@@ -75,7 +75,7 @@ public static class Doctor
     {
         const string what = "CRIU 4.2+ (live migration, suspend)";
         const string fix = "Run scripts/install-criu.sh (./capsule and ./test.sh run it)";
-        var criu = Checkpoint.Criu.DefaultBinary;
+        var criu = Agent.Checkpoint.Criu.DefaultBinary;
         if (!File.Exists(criu)) return new(what, false, $"not installed at {criu}", fix);
         var version = await Cmd.TryRunAsync(criu, ["--version"], ct);
         var check = await Cmd.TryRunAsync(criu, ["check"], ct);

@@ -1,6 +1,6 @@
 using System.CommandLine;
+using Capsule.Agent.Linux;
 using Capsule.Cli;
-using Capsule.Linux;
 
 namespace Capsule.Lab;
 

@@ -3,9 +3,10 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Capsule.Agent.Linux;
 using Capsule.Cli;
-using Capsule.Linux;
 using Capsule.Protos;
+using Capsule.Rpc;
 using Spectre.Console;
 
 namespace Capsule.Lab;

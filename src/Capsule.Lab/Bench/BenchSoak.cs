@@ -2,8 +2,8 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
+using Capsule.Agent.Linux;
 using Capsule.Cli;
-using Capsule.Linux;
 using Capsule.Protos;
 using Grpc.Core;
 

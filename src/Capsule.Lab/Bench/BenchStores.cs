@@ -1,9 +1,9 @@
 using System.Diagnostics;
+using Capsule.Agent.Linux;
 using Capsule.Cli;
 using Capsule.Core;
 using Capsule.Dir;
 using Capsule.Dir.Etcd;
-using Capsule.Linux;
 
 namespace Capsule.Lab;
 
