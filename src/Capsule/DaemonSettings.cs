@@ -2,8 +2,10 @@ using System.Diagnostics.CodeAnalysis;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using Capsule.Agent;
 using Capsule.Cli;
-using Capsule.Daemon;
+using Capsule.Dir;
+using Capsule.Hosting;
 
 namespace Capsule;
 
