@@ -1,5 +1,6 @@
 using Capsule.Core;
-using Capsule.Daemon;
+using Capsule.Dir;
+using Capsule.Hosting;
 
 namespace Capsule.Agent;
 

@@ -1,4 +1,4 @@
-using Capsule.Daemon;
+using Capsule.Hosting;
 using Capsule.Dir;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;

@@ -1,11 +1,12 @@
 using Capsule.Agent.Events;
 using Capsule.Agent.Faults;
+using Capsule.Agent.Linux;
 using Capsule.Agent.Metrics;
 using Capsule.Agent.Migration;
 using Capsule.Core;
 using Capsule.Dir;
-using Capsule.Linux;
 using Capsule.Protos;
+using Capsule.Rpc;
 using Grpc.Core;
 
 namespace Capsule.Agent;

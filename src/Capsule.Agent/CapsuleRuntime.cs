@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
+using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Dir;
-using Capsule.Linux;
 using Microsoft.Extensions.Logging;
 
 namespace Capsule.Agent;

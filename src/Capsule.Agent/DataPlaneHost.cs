@@ -1,7 +1,7 @@
+using Capsule.Agent.DataPlane;
+using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Dir;
-using Capsule.DataPlane;
-using Capsule.Linux;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 

@@ -1,6 +1,6 @@
 using System.CommandLine;
 using Capsule.Dir;
-using Capsule.Linux;
+using Capsule.Rpc;
 using Grpc.Core;
 
 namespace Capsule.Cli;

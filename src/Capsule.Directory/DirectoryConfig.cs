@@ -1,5 +1,5 @@
 using Capsule.Core;
-using Capsule.Daemon;
+using Capsule.Hosting;
 
 namespace Capsule.Dir;
 

@@ -1,13 +1,13 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.RegularExpressions;
-using Capsule.Lab;
-using Capsule.Linux;
+using Capsule.Agent.Linux;
+using Capsule.Cli;
 using Capsule.Protos;
 using Grpc.Core;
 using Spectre.Console;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 /// <summary>
 /// `capsule demo`: the main job end to end in a throw-away lab of its own: three hosts, a server

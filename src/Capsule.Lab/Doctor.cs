@@ -1,8 +1,9 @@
 using System.CommandLine;
-using Capsule.Linux;
+using Capsule.Agent.Linux;
+using Capsule.Cli;
 using Spectre.Console;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 /// <summary>`capsule doctor`: what this machine lacks for Capsule, in plain words.</summary>
 public static class Doctor
@@ -74,7 +75,7 @@ public static class Doctor
     {
         const string what = "CRIU 4.2+ (live migration, suspend)";
         const string fix = "Run scripts/install-criu.sh (./capsule and ./test.sh run it)";
-        var criu = Checkpoint.Criu.DefaultBinary;
+        var criu = Agent.Checkpoint.Criu.DefaultBinary;
         if (!File.Exists(criu)) return new(what, false, $"not installed at {criu}", fix);
         var version = await Cmd.TryRunAsync(criu, ["--version"], ct);
         var check = await Cmd.TryRunAsync(criu, ["check"], ct);

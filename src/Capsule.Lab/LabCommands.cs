@@ -1,8 +1,8 @@
 using System.CommandLine;
-using Capsule.Lab;
-using Capsule.Linux;
+using Capsule.Agent.Linux;
+using Capsule.Cli;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 public static class LabCommands
 {

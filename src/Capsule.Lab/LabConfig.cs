@@ -1,4 +1,6 @@
 using System.Text.Json;
+using Capsule.Agent;
+using Capsule.Hosting;
 
 namespace Capsule.Lab;
 
@@ -8,11 +10,11 @@ namespace Capsule.Lab;
 /// </summary>
 internal static class LabConfig
 {
-    public static void Write(string file, Daemon.IDaemonConfig settings)
+    public static void Write(string file, IDaemonConfig settings)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(file)!);
         var tmp = file + ".tmp";
-        File.WriteAllText(tmp, JsonSerializer.Serialize(settings, settings.GetType(), Daemon.DaemonJson.Default));
+        File.WriteAllText(tmp, JsonSerializer.Serialize(settings, settings.GetType(), DaemonJson.Default));
         File.Move(tmp, file, overwrite: true);
     }
 }

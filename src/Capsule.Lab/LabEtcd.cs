@@ -1,7 +1,7 @@
+using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Dir;
 using Capsule.Dir.Etcd;
-using Capsule.Linux;
 
 namespace Capsule.Lab;
 

@@ -1,6 +1,6 @@
 using Capsule.Agent;
+using Capsule.Agent.Linux;
 using Capsule.Dir;
-using Capsule.Linux;
 
 namespace Capsule.Lab;
 

@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Capsule.Agent.Linux;
 using Capsule.Dir;
-using Capsule.Linux;
 using Capsule.Protos;
 using Capsule.Rpc;
 using Grpc.Core;

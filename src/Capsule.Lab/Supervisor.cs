@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using Capsule.Linux;
+using Capsule.Agent.Linux;
 
 namespace Capsule.Lab;
 

@@ -1,4 +1,4 @@
-namespace Capsule.Linux;
+namespace Capsule.Rpc;
 
 /// <summary>
 /// A step of the plumbing that failed: a command (ip, criu, nsenter), a netlink request, a sysctl. Here, below

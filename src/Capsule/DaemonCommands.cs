@@ -1,9 +1,11 @@
 using System.CommandLine;
 using Capsule.Agent;
+using Capsule.Agent.Linux;
+using Capsule.Cli;
 using Capsule.Dir;
 using Capsule.Lab;
 
-namespace Capsule.Cli;
+namespace Capsule;
 
 /// <summary>
 /// The daemons: `capsule agent` (capsuled, one per host) and `capsule directory` (the embedded directory), each
@@ -126,7 +128,7 @@ internal static class DaemonCommands
         // two seconds and then exits, whereas the supervisor must outlive its daemon's shutdown.
         supervise.SetAction(pr => CommandTree.Run(async () =>
         {
-            Linux.Native.CloseInheritedOnExec();
+            Native.CloseInheritedOnExec();
             var own = pr.GetValue(pidFile);
             if (own is not null) await File.WriteAllTextAsync(own, Environment.ProcessId.ToString());
             try

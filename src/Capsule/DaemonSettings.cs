@@ -2,9 +2,12 @@ using System.Diagnostics.CodeAnalysis;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
-using Capsule.Daemon;
+using Capsule.Agent;
+using Capsule.Cli;
+using Capsule.Dir;
+using Capsule.Hosting;
 
-namespace Capsule.Cli;
+namespace Capsule;
 
 /// <summary>
 /// A daemon's command-line options, each tied to the config key it overrides. Only options actually given

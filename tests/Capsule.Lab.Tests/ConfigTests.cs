@@ -1,5 +1,5 @@
 using Capsule.Agent;
-using Capsule.Daemon;
+using Capsule.Hosting;
 using Capsule.Dir;
 using Xunit;
 

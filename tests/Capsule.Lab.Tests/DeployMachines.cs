@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using Capsule.Linux;
+using Capsule.Agent.Linux;
 
 namespace Capsule.Lab.Tests;
 

@@ -54,14 +54,14 @@ public sealed class EtcdLabTests(EtcdLabFixture lab)
         try
         {
             // Stopped, not killed: its supervisor would start a new agent at once.
-            Linux.Native.kill(agent, 19); // SIGSTOP
+            Agent.Linux.Native.kill(agent, 19); // SIGSTOP
             await lab.WaitForState("quiet", "unreachable", 30);
-            Linux.Native.kill(agent, 18); // SIGCONT: it renews, finds its lease gone, takes a new one
+            Agent.Linux.Native.kill(agent, 18); // SIGCONT: it renews, finds its lease gone, takes a new one
             await lab.WaitForState("quiet", "running", 30);
         }
         finally
         {
-            Linux.Native.kill(agent, 18);
+            Agent.Linux.Native.kill(agent, 18);
             await lab.Run("rm", "quiet");
         }
     }

@@ -1,7 +1,7 @@
 using System.Diagnostics;
+using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Dir.Etcd;
-using Capsule.Linux;
 using Xunit;
 
 namespace Capsule.Lab.Tests;

@@ -1,5 +1,5 @@
+using Capsule.Agent.DataPlane;
 using Capsule.Core;
-using Capsule.DataPlane;
 using Xunit;
 
 namespace Capsule.Lab.Tests;

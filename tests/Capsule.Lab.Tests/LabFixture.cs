@@ -267,7 +267,7 @@ public sealed class EtcdLabFixture : LabFixture
     public int KillEtcdMember(string host)
     {
         var pid = int.Parse(File.ReadAllText(new LabPaths(Name).EtcdPidFile(host)).Trim());
-        Linux.Native.kill(pid, 9);
+        Agent.Linux.Native.kill(pid, 9);
         return pid;
     }
 }

@@ -182,7 +182,7 @@ public sealed class MetricsEventsTests(LabFixture lab)
             Assert.Single(lines, l => l.Contains("\"capsule_created\"") && l.Contains("\"evfol\""));
             // It runs until stopped: SIGTERM here, as kill would (Ctrl-C's SIGINT may be ignored by a
             // test runner started in the background, and the child would inherit that).
-            Assert.Equal(0, Linux.Native.kill(follow.Id, 15));
+            Assert.Equal(0, Agent.Linux.Native.kill(follow.Id, 15));
             using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
             await follow.WaitForExitAsync(cts.Token);
             Assert.Equal(143, follow.ExitCode);

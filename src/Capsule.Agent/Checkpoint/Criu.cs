@@ -1,7 +1,7 @@
 using System.Diagnostics;
-using Capsule.Linux;
+using Capsule.Agent.Linux;
 
-namespace Capsule.Checkpoint;
+namespace Capsule.Agent.Checkpoint;
 
 /// <summary>
 /// Drives CRIU (4.2.1, installed privately by scripts/install-criu.sh) for a capsule's process

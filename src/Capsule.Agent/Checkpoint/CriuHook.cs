@@ -1,4 +1,4 @@
-namespace Capsule.Checkpoint;
+namespace Capsule.Agent.Checkpoint;
 
 /// <summary>
 /// The script CRIU runs at its action points (criu --action-script). Two of them matter:

@@ -1,7 +1,7 @@
 using System.Diagnostics;
-using Capsule.Linux;
+using Capsule.Agent.Linux;
 
-namespace Capsule.Checkpoint;
+namespace Capsule.Agent.Checkpoint;
 
 /// <summary>
 /// A capsule's tree, dumped and held frozen by a CRIU dump that waits for a verdict. Commit ends

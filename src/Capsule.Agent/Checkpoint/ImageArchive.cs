@@ -1,7 +1,7 @@
 using System.Formats.Tar;
 using System.Security.Cryptography;
 
-namespace Capsule.Checkpoint;
+namespace Capsule.Agent.Checkpoint;
 
 /// <summary>
 /// A capsule's image as one tar stream: the CRIU images under images/ and the capsule's own

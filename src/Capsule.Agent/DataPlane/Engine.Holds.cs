@@ -1,8 +1,8 @@
 using System.Diagnostics;
+using Capsule.Agent.Linux;
 using Capsule.Core;
-using Capsule.Linux;
 
-namespace Capsule.DataPlane;
+namespace Capsule.Agent.DataPlane;
 
 /// <summary>
 /// Holds, their leases and their drains (seed Fig. 5B/6), all on the egress thread. A hold starts

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Capsule.Core;
 
-namespace Capsule.DataPlane;
+namespace Capsule.Agent.DataPlane;
 
 internal enum HoldChangeKind
 {

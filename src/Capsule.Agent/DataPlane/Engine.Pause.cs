@@ -1,8 +1,8 @@
 using System.Collections.Concurrent;
+using Capsule.Agent.Linux;
 using Capsule.Core;
-using Capsule.Linux;
 
-namespace Capsule.DataPlane;
+namespace Capsule.Agent.DataPlane;
 
 /// <summary>One TCP flow between an ordinary host and a capsule, as the gateway sees it.</summary>
 internal sealed class TcpFlow

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Capsule.Core;
 
-namespace Capsule.DataPlane;
+namespace Capsule.Agent.DataPlane;
 
 /// <summary>
 /// The holds' spool files (see <see cref="HoldBuffer"/>): a hold's buffer lives in a file of the

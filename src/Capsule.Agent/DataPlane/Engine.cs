@@ -1,9 +1,9 @@
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
+using Capsule.Agent.Linux;
 using Capsule.Core;
-using Capsule.Linux;
 
-namespace Capsule.DataPlane;
+namespace Capsule.Agent.DataPlane;
 
 /// <summary>Packet and byte counts for one direction; written by one thread only.</summary>
 internal sealed class FlowCounters

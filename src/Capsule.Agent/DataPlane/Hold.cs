@@ -1,6 +1,6 @@
 using Capsule.Core;
 
-namespace Capsule.DataPlane;
+namespace Capsule.Agent.DataPlane;
 
 /// <summary>
 /// One locator's hold on this host (seed Fig. 6): its buffer, the lease that ends it if nobody

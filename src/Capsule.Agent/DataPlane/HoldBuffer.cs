@@ -2,7 +2,7 @@ using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
 using Capsule.Core;
 
-namespace Capsule.DataPlane;
+namespace Capsule.Agent.DataPlane;
 
 /// <summary>
 /// Packets for a capsule that is moving, kept in arrival order until it runs again (seed Fig. 6).

@@ -1,8 +1,8 @@
 using System.Runtime.InteropServices;
+using Capsule.Agent.Linux;
 using Capsule.Core;
-using Capsule.Linux;
 
-namespace Capsule.DataPlane;
+namespace Capsule.Agent.DataPlane;
 
 /// <summary>
 /// A fixed set of packet slots with their mmsghdr, iovec and address arrays, allocated once in

@@ -1,7 +1,7 @@
+using Capsule.Agent.Linux;
 using Capsule.Core;
-using Capsule.Linux;
 
-namespace Capsule.DataPlane;
+namespace Capsule.Agent.DataPlane;
 
 /// <summary>The agent's host-to-host UDP socket, a raw fd so the data plane can batch with recvmmsg/sendmmsg.</summary>
 internal sealed unsafe class UdpEndpoint : IDisposable

@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
+using Capsule.Agent.DataPlane;
 using Capsule.Core;
-using Capsule.DataPlane;
 using Capsule.Protos;
 using Microsoft.Extensions.Hosting;
 

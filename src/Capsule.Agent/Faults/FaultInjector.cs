@@ -1,5 +1,5 @@
 using System.Collections.Concurrent;
-using Capsule.Linux;
+using Capsule.Agent.Linux;
 
 namespace Capsule.Agent.Faults;
 

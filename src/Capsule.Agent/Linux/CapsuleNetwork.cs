@@ -1,7 +1,8 @@
 using System.Net;
 using Capsule.Core;
+using Capsule.Rpc;
 
-namespace Capsule.Linux;
+namespace Capsule.Agent.Linux;
 
 /// <summary>
 /// One capsule's network: its own namespace holding only its locator on eth0, a veth to the

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Capsule.Linux;
+namespace Capsule.Agent.Linux;
 
 /// <summary>
 /// Starts a capsule's first process in the capsule's network namespace and new PID, UTS and IPC

@@ -1,7 +1,8 @@
 using System.Diagnostics;
 using System.Text;
+using Capsule.Rpc;
 
-namespace Capsule.Linux;
+namespace Capsule.Agent.Linux;
 
 /// <summary>
 /// Runs the system's own tools (ip, nft, nsenter) for control-path plumbing. Control code only:

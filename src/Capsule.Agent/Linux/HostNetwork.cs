@@ -1,6 +1,7 @@
 using Capsule.Core;
+using Capsule.Rpc;
 
-namespace Capsule.Linux;
+namespace Capsule.Agent.Linux;
 
 /// <summary>
 /// The host side of the plumbing, in the agent's own network namespace: forwarding on, the locator

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
+using Capsule.Rpc;
 
-namespace Capsule.Linux;
+namespace Capsule.Agent.Linux;
 
 /// <summary>
 /// The libc calls behind namespace and link set-up without a process per step: netlink sockets,

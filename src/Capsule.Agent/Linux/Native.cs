@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace Capsule.Linux;
+namespace Capsule.Agent.Linux;
 
 /// <summary>
 /// The libc calls the data plane needs that .NET does not expose: TUN set-up, batched UDP

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
+using Capsule.Rpc;
 
-namespace Capsule.Linux;
+namespace Capsule.Agent.Linux;
 
 /// <summary>
 /// A NETLINK_ROUTE socket: one request at a time, each answered before the next goes. The socket

@@ -1,4 +1,6 @@
-namespace Capsule.Linux;
+using Capsule.Rpc;
+
+namespace Capsule.Agent.Linux;
 
 /// <summary>
 /// Named network namespaces made, entered and removed in-process, as `ip netns add|delete|pids` do

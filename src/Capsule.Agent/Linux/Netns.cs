@@ -1,4 +1,4 @@
-namespace Capsule.Linux;
+namespace Capsule.Agent.Linux;
 
 /// <summary>Named network namespaces (/run/netns) and the sysctls the plumbing relies on.</summary>
 public static partial class Netns

@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 
-namespace Capsule.Linux;
+namespace Capsule.Agent.Linux;
 
 /// <summary>
 /// `nft list counters table ip TABLE` over nfnetlink: one dump of the table's named counter objects,

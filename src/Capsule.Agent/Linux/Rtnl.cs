@@ -1,6 +1,7 @@
 using System.Net;
+using Capsule.Rpc;
 
-namespace Capsule.Linux;
+namespace Capsule.Agent.Linux;
 
 /// <summary>
 /// The few rtnetlink requests a capsule's plumbing needs, each the exact equivalent of one `ip`

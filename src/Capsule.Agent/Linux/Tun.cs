@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace Capsule.Linux;
+namespace Capsule.Agent.Linux;
 
 /// <summary>A TUN device owned by the agent: the kernel routes non-local capsule traffic into it.</summary>
 internal sealed unsafe class Tun : IDisposable

@@ -1,5 +1,5 @@
+using Capsule.Agent.DataPlane;
 using Capsule.Core;
-using Capsule.DataPlane;
 using Capsule.Rpc;
 using Prometheus;
 using MigrationOutcome = Capsule.Protos.MigrationOutcome;

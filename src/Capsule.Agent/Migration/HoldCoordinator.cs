@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Capsule.Agent.Faults;
+using Capsule.Agent.Linux;
 using Capsule.Core;
-using Capsule.Linux;
 using Capsule.Protos;
 using Capsule.Rpc;
 using Grpc.Core;

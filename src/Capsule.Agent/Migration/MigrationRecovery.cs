@@ -1,4 +1,4 @@
-using Capsule.Checkpoint;
+using Capsule.Agent.Checkpoint;
 using Capsule.Core;
 using Capsule.Dir;
 using Capsule.Protos;

@@ -1,7 +1,7 @@
 using Capsule.Agent.Faults;
+using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Dir;
-using Capsule.Linux;
 using Microsoft.Extensions.Logging;
 using CapsuleState = Capsule.Core.CapsuleState;
 

@@ -1,8 +1,8 @@
+using Capsule.Agent.Checkpoint;
 using Capsule.Agent.Faults;
-using Capsule.Checkpoint;
+using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Dir;
-using Capsule.Linux;
 using Capsule.Protos;
 using Capsule.Rpc;
 using Google.Protobuf;

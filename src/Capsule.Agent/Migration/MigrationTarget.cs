@@ -1,11 +1,11 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Security.Cryptography;
+using Capsule.Agent.Checkpoint;
 using Capsule.Agent.Faults;
-using Capsule.Checkpoint;
+using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Dir;
-using Capsule.Linux;
 using Capsule.Protos;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;

@@ -1,7 +1,7 @@
-using Capsule.Checkpoint;
+using Capsule.Agent.Checkpoint;
+using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Dir;
-using Capsule.Linux;
 using Capsule.Protos;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;

@@ -1,8 +1,8 @@
 using System.Collections.Concurrent;
-using Capsule.Checkpoint;
+using Capsule.Agent.Checkpoint;
+using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Dir;
-using Capsule.Linux;
 using Capsule.Protos;
 using Capsule.Rpc;
 using Grpc.Core;

@@ -1,6 +1,6 @@
 using System.CommandLine;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 /// <summary>`capsule bench ...`: benchmarks that build their own lab and print a table.</summary>
 public static partial class Bench

@@ -1,10 +1,10 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using Capsule.Lab;
+using Capsule.Cli;
 using Spectre.Console;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 /// <summary>`capsule bench cli`'s numbers for `--json`: one row per command, in milliseconds.</summary>
 internal sealed record CliBenchJson(int Runs, string Floor, double FloorP50Ms, List<CliBenchRowJson> Commands);

@@ -3,12 +3,13 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using Capsule.Lab;
-using Capsule.Linux;
+using Capsule.Agent.Linux;
+using Capsule.Cli;
 using Capsule.Protos;
+using Capsule.Rpc;
 using Spectre.Console;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 public static partial class Bench
 {

@@ -1,11 +1,12 @@
 using System.CommandLine;
 using System.Diagnostics;
+using Capsule.Cli;
 using Capsule.Core;
 using Capsule.Dir;
 using Capsule.Dir.Etcd;
 using Spectre.Console;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 public static partial class Bench
 {

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using Capsule.Core;
 using Capsule.Dir;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 public static partial class Bench
 {

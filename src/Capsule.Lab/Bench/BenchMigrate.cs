@@ -3,13 +3,13 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
-using Capsule.Lab;
-using Capsule.Linux;
+using Capsule.Agent.Linux;
+using Capsule.Cli;
 using Capsule.Protos;
 using Grpc.Core;
 using Spectre.Console;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 public static partial class Bench
 {

@@ -2,12 +2,12 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
-using Capsule.Lab;
-using Capsule.Linux;
+using Capsule.Agent.Linux;
+using Capsule.Cli;
 using Capsule.Protos;
 using Grpc.Core;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 public static partial class Bench
 {

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 public static partial class Bench
 {

@@ -1,12 +1,12 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
-using Capsule.Lab;
+using Capsule.Cli;
 using Capsule.Protos;
 using Grpc.Core;
 using Spectre.Console;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 public static partial class Bench
 {

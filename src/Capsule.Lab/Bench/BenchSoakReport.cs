@@ -4,7 +4,7 @@ using System.Text.RegularExpressions;
 using Capsule.Protos;
 using Spectre.Console;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 public static partial class Bench
 {

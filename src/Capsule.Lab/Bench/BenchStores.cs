@@ -1,11 +1,11 @@
 using System.Diagnostics;
+using Capsule.Agent.Linux;
+using Capsule.Cli;
 using Capsule.Core;
 using Capsule.Dir;
 using Capsule.Dir.Etcd;
-using Capsule.Lab;
-using Capsule.Linux;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 /// <summary>
 /// The directory stores `bench directory` compares, each started fresh on a seeded state and removed

@@ -1,6 +1,6 @@
 using System.Text.Json.Serialization;
 
-namespace Capsule.Cli;
+namespace Capsule.Lab;
 
 // What the lab's commands (`capsule bench ...`, `capsule doctor`) print with --json, source-generated as the
 // CLI's own (CliJson, in Capsule.Cli). Names follow the snake_case policy.

@@ -5,7 +5,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
-namespace Capsule.Daemon;
+namespace Capsule.Hosting;
 
 /// <summary>What both daemons (the agent and the directory) serve gRPC with: Kestrel, logging, a clean stop.</summary>
 public static class DaemonHost

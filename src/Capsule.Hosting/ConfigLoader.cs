@@ -5,7 +5,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Configuration.EnvironmentVariables;
 using Microsoft.Extensions.Configuration.Json;
 
-namespace Capsule.Daemon;
+namespace Capsule.Hosting;
 
 /// <summary>A daemon's settings type: bound from configuration, then checked as a whole.</summary>
 public interface IDaemonConfig

@@ -5,7 +5,7 @@ using Microsoft.Extensions.Hosting.Systemd;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Console;
 
-namespace Capsule.Daemon;
+namespace Capsule.Hosting;
 
 /// <summary>What a daemon's run needs beside its own options, from its checked settings.</summary>
 /// <param name="What">"agent" or "directory", for the log.</param>

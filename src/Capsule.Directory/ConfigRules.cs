@@ -1,10 +1,11 @@
 using Capsule.Core;
 
-namespace Capsule.Daemon;
+namespace Capsule.Dir;
 
 /// <summary>
 /// Checks shared by the daemons' settings. Each message names the key and says what to write instead,
-/// since the one reading it is an operator with a config file open, not a developer.
+/// since the one reading it is an operator with a config file open, not a developer. In the directory, not
+/// in Capsule.Hosting, because an endpoint to connect to may be the directory's etcd form (DirectoryClient).
 /// </summary>
 public static class ConfigRules
 {
@@ -50,10 +51,10 @@ public static class ConfigRules
                 errors.Add($"{key}: '{value}' needs an absolute socket path, e.g. unix:/run/capsule/directory.sock");
             return;
         }
-        if (Dir.DirectoryClient.IsEtcd(value))
+        if (DirectoryClient.IsEtcd(value))
         {
             // An etcd cluster: each member an endpoint of its own.
-            var members = Dir.DirectoryClient.EtcdMembers(value);
+            var members = DirectoryClient.EtcdMembers(value);
             if (members.Length == 0)
                 errors.Add($"{key}: '{value}' names no etcd member; " +
                     "write etcd:http://10.0.0.5:2379,http://10.0.0.6:2379");
