@@ -34,7 +34,8 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
         var snapshot = await directory.SnapshotAsync(ct);
         _pool = snapshot.Pool;
         _tun = Tun.Open(options.Tun);
-        await HostNetwork.SetupAsync(options.Tun, _pool, options.InnerMtu);
+        await HostNetwork.SetupAsync(options.Tun, _pool, options.InnerMtu, options.Underlay,
+            options.IcmpFrom.Length > 0 ? options.IcmpSource : null);
         _udp = UdpEndpoint.Bind(options.Underlay, options.Port);
         var spool = Directory.CreateDirectory(options.HoldSpool).FullName;
         _engine = new Engine(_tun, _udp, options.UnderlayMtu, spool) { OnHoldChange = events.HoldChanged };

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Capsule.Core;
 using Capsule.Rpc;
 
@@ -25,14 +26,26 @@ internal static class HostNetwork
     /// </summary>
     public const string DeliveryTable = "7470";
 
-    public static async Task SetupAsync(string tun, Prefix pool, int innerMtu)
+    /// <summary>
+    /// Sets the host up for the overlay. <paramref name="underlay"/> is this host's address between hosts;
+    /// <paramref name="servedFrom"/> a gateway's address on the ordinary hosts' side (none elsewhere).
+    /// </summary>
+    public static async Task SetupAsync(string tun, Prefix pool, int innerMtu, Locator underlay,
+        Locator? servedFrom = null)
     {
+        var underlayIf = await InterfaceOfAsync(underlay) ?? throw new InvalidOperationException(
+            $"no interface of this host has the underlay address {underlay}: set Underlay to one of its addresses");
+        var servedIf = servedFrom is { } s ? await InterfaceOfAsync(s) : null;
         await Netns.SysctlAsync(null, "net.ipv4.ip_forward", "1");
         // Capsule packets arrive on the TUN with remote sources and on veths with local ones; the
         // routing is symmetric but loose filtering is what the overlay needs, and nft does the
         // strict per-capsule source check below.
         await Netns.SysctlAsync(null, "net.ipv4.conf.all.rp_filter", "0");
         await Netns.SysctlAsync(null, "net.ipv4.conf.default.rp_filter", "0");
+        // On the underlay, where outsiders are, strict reverse-path filtering (the kernel uses the larger of
+        // `all` and the interface's value): a source that would not be routed back out the underlay, such as
+        // an ordinary host's address behind a gateway forged by a machine on the underlay, is refused.
+        await Netns.SysctlAsync(null, $"net.ipv4.conf.{underlayIf}.rp_filter", "1");
         // The TUN's queue absorbs a TCP sender's bursts while the one egress thread drains it;
         // at the default 500 it overflowed under a single iperf3 stream (thousands of drops, each
         // one a retransmission), so it is sized for bursts of a few milliseconds at line rate.
@@ -44,12 +57,25 @@ internal static class HostNetwork
         await Netns.SysctlAsync(null, "net.ipv4.conf.all.send_redirects", "0");
         await Cmd.TryIp(null, "rule", "del", "iif", tun, "lookup", DeliveryTable);
         await Cmd.Ip(null, "rule", "add", "iif", tun, "lookup", DeliveryTable, "priority", "1000");
-        await Cmd.RunAsync("nft", ["-f", "-"], stdin: Ruleset(tun));
+        await Cmd.RunAsync("nft", ["-f", "-"], stdin: Ruleset(tun, pool, underlayIf, servedIf));
+    }
+
+    /// <summary>The interface that holds <paramref name="address"/>, from `ip -j` (JSON), or null.</summary>
+    static async Task<string?> InterfaceOfAsync(Locator address)
+    {
+        var json = await Cmd.RunAsync("ip", ["-j", "-4", "addr", "show", "to", address + "/32"]);
+        using var doc = JsonDocument.Parse(json.Length == 0 ? "[]" : json);
+        foreach (var link in doc.RootElement.EnumerateArray())
+            if (link.TryGetProperty("ifname", out var name) && name.GetString() is { Length: > 0 } n) return n;
+        return null;
     }
 
     // The whole table is replaced at once (`delete` of a missing table is tolerated by `add` first),
     // so an agent restart never stacks a second copy of the rules.
-    static string Ruleset(string tun) => $$"""
+    // pool_from_underlay: a packet for a capsule that arrives on the underlay as itself, not inside an overlay
+    // datagram, comes from no agent: anyone on the underlay could inject it. served_to_underlay: a gateway
+    // carries its ordinary hosts' traffic into the overlay (the TUN) only, never onto other networks.
+    static string Ruleset(string tun, Prefix pool, string underlayIf, string? servedIf) => $$"""
         add table ip {{Table}}
         delete table ip {{Table}}
         table ip {{Table}} {
@@ -57,9 +83,12 @@ internal static class HostNetwork
           counter spoofed_source {}
           counter capsule_to_host {}
           counter capsule_to_underlay {}
+          counter pool_from_underlay {}
+          counter served_to_underlay {}
           chain prerouting {
             type filter hook prerouting priority raw; policy accept;
             iifname "{{CapsuleIfPrefix}}*" iifname . ip saddr != @locators counter name spoofed_source drop
+            iifname "{{underlayIf}}" ip daddr {{pool}} counter name pool_from_underlay drop
           }
           chain input {
             type filter hook input priority filter; policy accept;
@@ -68,6 +97,7 @@ internal static class HostNetwork
           chain forward {
             type filter hook forward priority filter; policy accept;
             iifname "{{CapsuleIfPrefix}}*" oifname != "{{tun}}" oifname != "{{CapsuleIfPrefix}}*" counter name capsule_to_underlay drop
+            {{(servedIf is null ? "" : $"iifname \"{servedIf}\" oifname != \"{tun}\" counter name served_to_underlay drop")}}
           }
         }
         """;

@@ -1,0 +1,68 @@
+using Capsule.Linux;
+using Xunit;
+
+namespace Capsule.Lab.Tests;
+
+/// <summary>
+/// A rogue machine on the underlay (a namespace plugged into the lab's underlay segment) that routes the
+/// locator pool to a host and sends plain packets at a capsule: the host drops and counts each one
+/// (kernel_pool_from_underlay); the same capsule still gets what a peer sends through the overlay.
+/// </summary>
+[Collection("lab")]
+public sealed class UnderlayFilterTests(LabFixture lab)
+{
+    const string UdpEcho = """
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", 7600))
+        print("READY", flush=True)
+        while True:
+            d, a = s.recvfrom(100)
+            print("GOT", d.decode(), flush=True)
+        """;
+
+    const string Send = """
+        import socket, sys
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(int(sys.argv[3])):
+            s.sendto(sys.argv[2].encode(), (sys.argv[1], 7600))
+        """;
+
+    [Fact]
+    public async Task Plain_packets_for_a_capsule_injected_from_the_underlay_are_dropped_and_counted()
+    {
+        var (loc, _) = await lab.Create("target", "h2", "python3", "-c", UdpEcho);
+        await lab.Create("friend", "h1", "sleep", "infinity");
+        var rogue = $"{lab.Name}-rogue"; // the lab's prefix: `lab down` removes it too, whatever happens here
+        try
+        {
+            await lab.WaitForLog("target", "READY");
+            var paths = new LabPaths(lab.Name);
+            await Netns.AddAsync(rogue);
+            await Cmd.Ip(rogue, "link", "add", "ul0", "type", "veth", "peer", "name", "rogue", "netns",
+                paths.UnderlayNetns);
+            await Cmd.Ip(paths.UnderlayNetns, "link", "set", "rogue", "master", "br0", "up");
+            await Cmd.Ip(rogue, "addr", "add", paths.Underlay(200) + "/24", "dev", "ul0");
+            await Cmd.Ip(rogue, "link", "set", "ul0", "up");
+            await Cmd.Ip(rogue, "route", "add", LabPaths.Pool, "via", paths.Underlay(2));
+            var before = (await lab.Stats("h2")).GetValueOrDefault("drop_kernel_pool_from_underlay");
+
+            await Cmd.RunAsync("ip", ["netns", "exec", rogue, "python3", "-c", Send, loc, "rogue", "5"]);
+            await LabFixture.Until(async () =>
+                    (await lab.Stats("h2")).GetValueOrDefault("drop_kernel_pool_from_underlay") >= before + 5,
+                "h2 to count the rogue's 5 packets as dropped");
+
+            // The capsule itself is reachable: a peer's datagram comes through the overlay, after the rogue's.
+            (await lab.InCapsule("friend", "python3", "-c", Send, loc, "friend", "3")).Ok();
+            var log = await lab.WaitForLog("target", "GOT friend");
+            Assert.DoesNotContain("rogue", log);
+        }
+        finally
+        {
+            await Netns.KillAllAsync(rogue);
+            await Netns.DeleteAsync(rogue);
+            await lab.Run("rm", "target");
+            await lab.Run("rm", "friend");
+        }
+    }
+}
