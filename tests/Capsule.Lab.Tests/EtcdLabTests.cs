@@ -76,7 +76,7 @@ public sealed class EtcdLabTests(EtcdLabFixture lab)
         var agent = FaultLab.AgentPid(lab, "h3");
         try
         {
-            Linux.Native.kill(agent, 15); // SIGTERM: a clean stop
+            Agent.Linux.Native.kill(agent, 15); // SIGTERM: a clean stop
             await LabFixture.Until(() => Task.FromResult(!FaultLab.Alive(agent)), "h3's agent to exit", 30);
             // Revoked on the way out: a lease left to run out would still have most of its 10 s now.
             var left = await etcd.Call((c, t) => c.LeaseTimeToLiveAsync(

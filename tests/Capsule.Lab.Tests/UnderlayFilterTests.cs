@@ -1,4 +1,4 @@
-using Capsule.Linux;
+using Capsule.Agent.Linux;
 using Xunit;
 
 namespace Capsule.Lab.Tests;
