@@ -103,12 +103,23 @@ public static class SuspendFile
                 ?? throw new JsonException("empty");
         }
         catch (JsonException) { throw new InvalidDataException($"{name} is damaged (its metadata cannot be read)"); }
+        if (!IsWhole(meta)) throw new InvalidDataException($"{name} is damaged (its metadata lacks a field)");
         if (head.Length + metaLen + meta.PayloadBytes + HashSize != fs.Length)
             throw new InvalidDataException($"{name} is truncated or damaged: {fs.Length} bytes, " +
                 $"expected {head.Length + metaLen + meta.PayloadBytes + HashSize}");
         if (verify) await VerifyAsync(path, fs.Length, name, ct);
         return meta;
     }
+
+    /// <summary>
+    /// Every field the agent and the CLI read is there. The JSON reader leaves a field that is missing or null as
+    /// null whatever its declared type, and the checksum does not stop that: anyone can seal a file.
+    /// </summary>
+    static bool IsWhole(SuspendMeta m) =>
+        m is { Id: not null, Name: not null, Locator: not null, Command: not null, SuspendedFrom: not null,
+            Processes: not null, Connections: not null }
+        && m.Command.All(c => c is not null) && m.Processes.All(p => p?.Command is not null)
+        && m.Connections.All(c => c is not null);
 
     static async Task VerifyAsync(string path, long length, string name, CancellationToken ct)
     {

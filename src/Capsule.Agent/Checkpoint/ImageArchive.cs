@@ -32,28 +32,67 @@ internal static class ImageArchive
         }
     }
 
+    /// <summary>
+    /// Unpacks an image. The archive comes from another host or from a suspend file a user handed over, and the
+    /// agent unpacks it as root, so it is checked as outside input: only folders and regular files under images/
+    /// or files/, each confined to its folder and holding no more than the archive does. Anything else is refused
+    /// with <see cref="InvalidDataException"/> saying which entry.
+    /// </summary>
     public static async Task ExtractAsync(string archive, string images, string capsuleDir, CancellationToken ct)
     {
         Directory.CreateDirectory(images);
         Directory.CreateDirectory(capsuleDir);
         await using var fs = File.OpenRead(archive);
         await using var tar = new TarReader(fs);
-        while (await tar.GetNextEntryAsync(cancellationToken: ct) is { } e)
+        try
         {
-            var (root, rel) = e.Name.StartsWith("images/", StringComparison.Ordinal) ? (images, e.Name[7..])
-                : e.Name.StartsWith("files/", StringComparison.Ordinal) ? (capsuleDir, e.Name[6..])
-                : throw new InvalidDataException($"unexpected entry '{e.Name}' in the image");
-            var dest = Path.GetFullPath(Path.Combine(root, rel));
-            if (!dest.StartsWith(Path.GetFullPath(root) + "/", StringComparison.Ordinal))
-                throw new InvalidDataException($"entry '{e.Name}' points outside the capsule");
-            if (e.EntryType == TarEntryType.Directory)
-            {
-                Directory.CreateDirectory(dest);
-                continue;
-            }
-            Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
-            await e.ExtractToFileAsync(dest, overwrite: true, ct);
+            while (await tar.GetNextEntryAsync(cancellationToken: ct) is { } e)
+                await ExtractEntry(e, fs.Length, images, capsuleDir, ct);
         }
+        // TarReader's other ways of saying the archive is damaged: a header or its data cut short (it reads past
+        // the end), a number field out of range (a base-256 size past long.MaxValue overflows).
+        catch (Exception e) when (e is EndOfStreamException or OverflowException or FormatException)
+        {
+            throw new InvalidDataException($"{archive} is truncated or damaged ({e.Message})");
+        }
+    }
+
+    static async Task ExtractEntry(TarEntry e, long archiveLength, string images, string capsuleDir,
+        CancellationToken ct)
+    {
+        var (root, rel) = e.Name.StartsWith("images/", StringComparison.Ordinal) ? (images, e.Name[7..])
+            : e.Name.StartsWith("files/", StringComparison.Ordinal) ? (capsuleDir, e.Name[6..])
+            : throw new InvalidDataException($"unexpected entry '{e.Name}' in the image");
+        if (rel.Contains('\0')) throw new InvalidDataException($"entry '{e.Name}' has a NUL in its name");
+        root = Path.GetFullPath(root);
+        var dest = Path.GetFullPath(Path.Combine(root, rel));
+        if (!dest.StartsWith(root + "/", StringComparison.Ordinal))
+            throw new InvalidDataException($"entry '{e.Name}' points outside the capsule");
+        // A file where a folder of this entry's path should be (an earlier entry of the same name).
+        for (var p = Path.GetDirectoryName(dest)!; p.Length > root.Length; p = Path.GetDirectoryName(p)!)
+            if (File.Exists(p)) throw new InvalidDataException($"entry '{e.Name}' is inside a file");
+        // Only what WriteAsync makes of CRIU's images and a capsule's files. A device node would hand the
+        // capsule a host device (made as root), a hard link a host file; a symbolic link would let a later
+        // entry write through it outside the folder (TarEntry.ExtractToFile would refuse links anyway). A
+        // named pipe is harmless where it is, and a capsule may keep one in its folder: it moves as before.
+        switch (e.EntryType)
+        {
+            case TarEntryType.Directory:
+                if (File.Exists(dest)) throw new InvalidDataException($"entry '{e.Name}' is a file already");
+                Directory.CreateDirectory(dest);
+                return;
+            case TarEntryType.RegularFile or TarEntryType.V7RegularFile or TarEntryType.Fifo:
+                break;
+            default:
+                throw new InvalidDataException($"entry '{e.Name}' is a {e.EntryType}: an image holds only " +
+                    "folders, regular files and named pipes");
+        }
+        // A declared size past the end of the archive is refused before anything is written for it.
+        if (e.Length < 0 || (e.DataOffset >= 0 && e.Length > archiveLength - e.DataOffset))
+            throw new InvalidDataException($"entry '{e.Name}' declares {e.Length} bytes, more than the image holds");
+        if (Directory.Exists(dest)) throw new InvalidDataException($"entry '{e.Name}' is a folder already");
+        Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
+        await e.ExtractToFileAsync(dest, overwrite: true, ct);
     }
 
     public static async Task<string> Sha256Async(string file, CancellationToken ct)
