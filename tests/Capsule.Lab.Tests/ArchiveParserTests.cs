@@ -3,7 +3,7 @@ using System.Formats.Tar;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
-using Capsule.Checkpoint;
+using Capsule.Agent.Checkpoint;
 using Capsule.Rpc;
 using CsCheck;
 using Xunit;
@@ -288,7 +288,7 @@ public sealed class ArchiveParserTests : IDisposable
         Directory.CreateDirectory(Path.Combine(cap, "empty"));
         await File.WriteAllTextAsync(Path.Combine(cap, "logs", "out.log"), "hello");
         // A named pipe the capsule keeps in its folder moves as before.
-        Assert.Equal(0, global::Capsule.Linux.Native.mkfifo(Path.Combine(cap, "pipe"), 0x180));
+        Assert.Equal(0, global::Capsule.Agent.Linux.Native.mkfifo(Path.Combine(cap, "pipe"), 0x180));
         var archive = Path.Combine(src, "image.tar");
         await ImageArchive.WriteAsync(archive, images, cap, CancellationToken.None);
 
