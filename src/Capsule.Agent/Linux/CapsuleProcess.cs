@@ -13,7 +13,8 @@ public static class CapsuleProcess
     // capsule, work in the capsule's own folder with its own scratch space (TMPDIR), so what it
     // writes travels with it, point stdio at the capsule's files, then exec setsid, which execs
     // the command in place (it is not a group leader, so setsid need not fork): it keeps PID 1.
-    const string Init = """n=$1 o=$2 e=$3; shift 3; hostname "$n" && cd "${o%/*}" && mkdir -p tmp && export TMPDIR="$PWD/tmp" && exec setsid "$@" </dev/null >>"$o" 2>>"$e" """;
+    const string Init = """n=$1 o=$2 e=$3; shift 3; hostname "$n" && cd "${o%/*}" && mkdir -p tmp && """
+        + """export TMPDIR="$PWD/tmp" && exec setsid "$@" </dev/null >>"$o" 2>>"$e" """;
 
     public sealed record Started(int Pid, Process Launcher);
 

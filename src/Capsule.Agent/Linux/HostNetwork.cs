@@ -75,7 +75,13 @@ internal static class HostNetwork
     // pool_from_underlay: a packet for a capsule that arrives on the underlay as itself, not inside an overlay
     // datagram, comes from no agent: anyone on the underlay could inject it. served_to_underlay: a gateway
     // carries its ordinary hosts' traffic into the overlay (the TUN) only, never onto other networks.
-    static string Ruleset(string tun, Prefix pool, string underlayIf, string? servedIf) => $$"""
+    static string Ruleset(string tun, Prefix pool, string underlayIf, string? servedIf)
+    {
+        var leavesOverlay = $"oifname != \"{tun}\" oifname != \"{CapsuleIfPrefix}*\"";
+        var servedRule = servedIf is null
+            ? ""
+            : $"iifname \"{servedIf}\" oifname != \"{tun}\" counter name served_to_underlay drop";
+        return $$"""
         add table ip {{Table}}
         delete table ip {{Table}}
         table ip {{Table}} {
@@ -96,11 +102,12 @@ internal static class HostNetwork
           }
           chain forward {
             type filter hook forward priority filter; policy accept;
-            iifname "{{CapsuleIfPrefix}}*" oifname != "{{tun}}" oifname != "{{CapsuleIfPrefix}}*" counter name capsule_to_underlay drop
-            {{(servedIf is null ? "" : $"iifname \"{servedIf}\" oifname != \"{tun}\" counter name served_to_underlay drop")}}
+            iifname "{{CapsuleIfPrefix}}*" {{leavesOverlay}} counter name capsule_to_underlay drop
+            {{servedRule}}
           }
         }
         """;
+    }
 
     public static Task AllowAsync(string hostIf, Locator locator) =>
         Cmd.RunAsync("nft", ["add", "element", "ip", Table, "locators", $"{{ \"{hostIf}\" . {locator} }}"]);
