@@ -24,6 +24,14 @@ public enum DropReason
     TooBig,
     /// <summary>The kernel refused the send or the TUN write.</summary>
     IoError,
+    /// <summary>Datagram whose AEAD tag does not verify under its sender's key (forged or corrupted).</summary>
+    BadTag,
+    /// <summary>Authentic datagram whose counter was seen already or is below the replay window.</summary>
+    Replay,
+    /// <summary>Datagram from a known host under a key id this host does not have (or no longer has).</summary>
+    UnknownKey,
+    /// <summary>Outbound packet for a host this agent has no send key for yet (the exchange is started).</summary>
+    NoSendKey,
 }
 
 /// <summary>
@@ -50,6 +58,10 @@ public sealed class DropCounters
         DropReason.NoRoute => "no_route",
         DropReason.TooBig => "too_big",
         DropReason.IoError => "io_error",
+        DropReason.BadTag => "bad_tag",
+        DropReason.Replay => "replay",
+        DropReason.UnknownKey => "unknown_key",
+        DropReason.NoSendKey => "no_send_key",
         _ => "none",
     };
 }

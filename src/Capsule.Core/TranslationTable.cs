@@ -167,7 +167,10 @@ public static class Forwarding
         return t.TryRoute(Ipv4.Destination(packet), out toHost) ? DropReason.None : DropReason.NoRoute;
     }
 
-    /// <summary>Checks a received datagram; on success <paramref name="inner"/> is the packet to deliver.</summary>
+    /// <summary>
+    /// Checks a received datagram once its tag verified and was cut off (its payload plain: see <see cref="Aead"/>);
+    /// on success <paramref name="inner"/> is the packet to deliver.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static DropReason Inbound(TranslationTable t, Locator fromHost, ReadOnlySpan<byte> datagram, out Range inner)
     {

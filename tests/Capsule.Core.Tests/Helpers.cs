@@ -34,7 +34,10 @@ static class Packets
         return (ushort)~sum;
     }
 
-    /// <summary>An overlay datagram: the 8-byte header (given epoch) followed by <paramref name="inner"/>.</summary>
+    /// <summary>
+    /// An opened overlay datagram: the header (given epoch) followed by <paramref name="inner"/>, its tag cut off,
+    /// as Forwarding.Inbound sees it.
+    /// </summary>
     public static byte[] Wrap(byte[] inner, uint epoch = 0)
     {
         var d = new byte[Wire.HeaderSize + inner.Length];

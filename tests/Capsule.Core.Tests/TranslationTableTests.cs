@@ -209,13 +209,13 @@ public class TranslationTableTests
         d[0] = 0xCB;
         Assert.Equal(DropReason.Malformed, Forwarding.Inbound(T1, H2, d, out _));
         d = Packets.Wrap(inner);
-        d[1] = 2;
+        d[1] = 1;
         Assert.Equal(DropReason.BadVersion, Forwarding.Inbound(T1, H2, d, out _));
         d = Packets.Wrap(inner);
         d[2] = 2;
         Assert.Equal(DropReason.Malformed, Forwarding.Inbound(T1, H2, d, out _));
         d = Packets.Wrap(inner);
-        d[3] = 1;
+        d[3] = 3;
         Assert.Equal(DropReason.Malformed, Forwarding.Inbound(T1, H2, d, out var range));
         Assert.Equal(default, range);
     }
@@ -289,9 +289,9 @@ public class TranslationTableTests
             // a valid overlay header then random bytes
             Gen.Byte.Array[0, 60].Select(a =>
             {
-                var d = new byte[8 + a.Length];
+                var d = new byte[Wire.HeaderSize + a.Length];
                 Wire.WriteHeader(d, Wire.Kind.Ipv4, 1);
-                a.CopyTo(d, 8);
+                a.CopyTo(d, Wire.HeaderSize);
                 return d;
             }),
             // a good datagram with a few bytes flipped and maybe truncated

@@ -7,47 +7,47 @@ public class WireTests
     [Fact]
     public void Constants()
     {
-        Assert.Equal(8, Wire.HeaderSize);
-        Assert.Equal(36, Wire.Overhead);
+        Assert.Equal(20, Wire.HeaderSize);
+        Assert.Equal(16, Wire.TagSize);
+        Assert.Equal(64, Wire.Overhead);
         Assert.Equal(0xCA, Wire.Magic);
-        Assert.Equal(1, Wire.Version);
+        Assert.Equal(2, Wire.Version);
         Assert.Equal(1, (int)Wire.Kind.Ipv4);
     }
 
     [Fact]
     public void Header_bytes_are_exact()
     {
-        var b = new byte[8];
-        Wire.WriteHeader(b, Wire.Kind.Ipv4, 0x01020304);
-        Assert.Equal(new byte[] { 0xCA, 1, 1, 0, 0x01, 0x02, 0x03, 0x04 }, b);
+        var b = new byte[20];
+        Wire.WriteHeader(b, Wire.Kind.Ipv4, 0x01020304, Wire.Mode.Encrypted, 0x0A0B0C0D, 0x1122334455667788);
+        Assert.Equal(new byte[] { 0xCA, 2, 1, 1, 1, 2, 3, 4, 0x0A, 0x0B, 0x0C, 0x0D,
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88 }, b);
 
-        Wire.WriteHeader(b, Wire.Kind.Ipv4, 0xDEADBEEF);
-        Assert.Equal(new byte[] { 0xCA, 1, 1, 0, 0xDE, 0xAD, 0xBE, 0xEF }, b);
-
-        Wire.WriteHeader(b, Wire.Kind.Ipv4, 0);
-        Assert.Equal(new byte[] { 0xCA, 1, 1, 0, 0, 0, 0, 0 }, b);
+        Wire.WriteHeader(b, Wire.Kind.Ipv4, 0xDEADBEEF, Wire.Mode.AuthenticateOnly, 1, 2);
+        Assert.Equal(new byte[] { 0xCA, 2, 1, 2, 0xDE, 0xAD, 0xBE, 0xEF, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2 }, b);
     }
 
     [Fact]
-    public void WriteHeader_touches_only_eight_bytes()
+    public void WriteHeader_touches_only_its_twenty_bytes()
     {
-        var b = Enumerable.Repeat((byte)0x55, 12).ToArray();
-        Wire.WriteHeader(b.AsSpan(2), Wire.Kind.Ipv4, 7);
-        Assert.Equal(new byte[] { 0x55, 0x55, 0xCA, 1, 1, 0, 0, 0, 0, 7, 0x55, 0x55 }, b);
+        var b = Enumerable.Repeat((byte)0x55, 24).ToArray();
+        Wire.WriteHeader(b.AsSpan(2), Wire.Kind.Ipv4, 7, Wire.Mode.Encrypted, 9, 3);
+        Assert.Equal(new byte[] { 0x55, 0x55, 0xCA, 2, 1, 1, 0, 0, 0, 7, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 3, 0x55, 0x55 },
+            b);
     }
 
     [Fact]
-    public void Property_write_then_read_round_trips_epoch_and_layout()
+    public void Property_write_then_read_round_trips_every_field()
     {
-        Gen.UInt.Sample(epoch =>
+        Gen.Select(Gen.UInt, Gen.UInt, Gen.ULong, Gen.Bool).Sample((epoch, key, counter, enc) =>
         {
             var b = new byte[Wire.HeaderSize];
-            Wire.WriteHeader(b, Wire.Kind.Ipv4, epoch);
-            Assert.Equal(DropReason.None, Wire.TryReadHeader(b, out var kind, out var e));
-            Assert.Equal(Wire.Kind.Ipv4, kind);
-            Assert.Equal(epoch, e);
+            var mode = enc ? Wire.Mode.Encrypted : Wire.Mode.AuthenticateOnly;
+            Wire.WriteHeader(b, Wire.Kind.Ipv4, epoch, mode, key, counter);
+            Assert.Equal(DropReason.None, Wire.TryReadHeader(b, out Wire.Header h));
+            Assert.Equal(new Wire.Header(Wire.Kind.Ipv4, mode, epoch, key, counter), h);
             Assert.Equal(epoch, BinaryPrimitives.ReadUInt32BigEndian(b.AsSpan(4)));
-            Assert.Equal([0xCA, 1, 1, 0], b[..4]);
+            Assert.Equal([0xCA, 2, 1, (byte)mode], b[..4]);
         }, iter: 10_000);
     }
 
@@ -70,7 +70,7 @@ public class WireTests
     [InlineData(0)]
     [InlineData(1)]
     [InlineData(4)]
-    [InlineData(7)]
+    [InlineData(19)]
     public void Short_datagram_is_malformed(int len)
     {
         Assert.Equal(DropReason.Malformed, Wire.TryReadHeader(Good().AsSpan(0, len), out _, out var e));
@@ -90,7 +90,7 @@ public class WireTests
 
     [Theory]
     [InlineData(0)]
-    [InlineData(2)]
+    [InlineData(1)]
     [InlineData(0xFF)]
     public void Wrong_version_is_bad_version(byte version)
     {
@@ -122,10 +122,11 @@ public class WireTests
     }
 
     [Theory]
-    [InlineData(1)]
-    [InlineData(0x80)]
+    [InlineData(0)]
+    [InlineData(3)]
+    [InlineData(0x81)]
     [InlineData(0xFF)]
-    public void Nonzero_flags_are_malformed(byte flags)
+    public void Flags_other_than_one_mode_are_malformed(byte flags)
     {
         var b = Good();
         b[3] = flags;
@@ -135,19 +136,19 @@ public class WireTests
     /// <summary>The header rules restated independently, as an oracle.</summary>
     static DropReason Spec(byte[] d)
     {
-        if (d.Length < 8 || d[0] != 0xCA) return DropReason.Malformed;
-        if (d[1] != 1) return DropReason.BadVersion;
-        if (d[2] != 1 || d[3] != 0) return DropReason.Malformed;
+        if (d.Length < 20 || d[0] != 0xCA) return DropReason.Malformed;
+        if (d[1] != 2) return DropReason.BadVersion;
+        if (d[2] != 1 || d[3] is not (1 or 2)) return DropReason.Malformed;
         return DropReason.None;
     }
 
     // Bytes biased towards the interesting values so every branch gets hit.
-    static readonly Gen<byte> HeaderishByte = Gen.OneOf<byte>(Gen.Byte, Gen.OneOf<byte>(0xCA, 1, 0));
+    static readonly Gen<byte> HeaderishByte = Gen.OneOf<byte>(Gen.Byte, Gen.OneOf<byte>(0xCA, 2, 1, 0));
 
     [Fact]
     public void Property_TryReadHeader_never_throws_and_matches_the_spec()
     {
-        Gen.OneOf(Gen.Byte.Array[0, 40], HeaderishByte.Array[0, 16]).Sample(d =>
+        Gen.OneOf(Gen.Byte.Array[0, 40], HeaderishByte.Array[0, 24]).Sample(d =>
         {
             var r = Wire.TryReadHeader(d, out var kind, out var epoch);
             Assert.Equal(Spec(d), r);
