@@ -107,6 +107,18 @@ public sealed class AgentConfig : IDaemonConfig
     /// </summary>
     public string Metrics { get; set; } = "";
 
+    /// <summary>
+    /// How this host seals the overlay datagrams it sends: "encrypt" (AES-GCM: payload encrypted, header and
+    /// payload authenticated) or "authenticate" (payload left readable on the underlay, header and payload
+    /// authenticated: forged and replayed datagrams are still refused). Every host opens either. Default "encrypt".
+    /// </summary>
+    public string DataPlane { get; set; } = "encrypt";
+
+    /// <summary>
+    /// Seconds between fresh data-plane keys towards each peer host (at least 1, at most a day). Default 120.
+    /// </summary>
+    public double KeyRotationSeconds { get; set; } = 120;
+
     /// <summary>Name of the TUN device the data plane uses (at most 15 characters). Default "cap0".</summary>
     public string Tun { get; set; } = "cap0";
 
@@ -159,13 +171,17 @@ public sealed class AgentConfig : IDaemonConfig
                     "comma-separated");
         if (IcmpFrom.Length > 0 && !Locator.TryParse(IcmpFrom, out _))
             errors.Add($"IcmpFrom: '{IcmpFrom}' is not an IPv4 address; write this gateway's ordinary-side address");
-        var most = DataPlane.Engine.MaxLease.TotalSeconds;
+        var most = global::Capsule.Agent.DataPlane.Engine.MaxLease.TotalSeconds;
         if (!(HoldLeaseSeconds > 0) || HoldLeaseSeconds > most)
             errors.Add($"HoldLeaseSeconds: {HoldLeaseSeconds} must be more than 0 and at most {most} (default 15)");
         ConfigRules.AbsolutePath(errors, "HoldSpool", HoldSpool, required: true);
         if (Tun.Length is 0 or > 15 || Tun.Any(c => c is '/' or ':' || char.IsWhiteSpace(c)))
             errors.Add($"Tun: '{Tun}' is not a device name; write 1-15 characters without '/', ':' or spaces");
         ConfigRules.AbsolutePath(errors, "PidFile", PidFile, required: false);
+        if (DataPlane is not ("encrypt" or "authenticate"))
+            errors.Add($"DataPlane: '{DataPlane}' is not a mode; write \"encrypt\" (default) or \"authenticate\"");
+        if (!(KeyRotationSeconds >= 1) || KeyRotationSeconds > 86400)
+            errors.Add($"KeyRotationSeconds: {KeyRotationSeconds} must be 1-86400 (default 120)");
         ConfigRules.LogLevel(errors, LogLevel);
         ValidateMetrics(errors);
     }
@@ -193,6 +209,8 @@ public sealed class AgentConfig : IDaemonConfig
         {
             HoldLease = TimeSpan.FromSeconds(HoldLeaseSeconds),
             HoldSpool = HoldSpool,
+            DataPlaneMode = DataPlane == "authenticate" ? Wire.Mode.AuthenticateOnly : Wire.Mode.Encrypted,
+            KeyRotation = TimeSpan.FromSeconds(KeyRotationSeconds),
             Metrics = Metrics,
             ControlSocket = string.IsNullOrEmpty(ControlSocket) ? null : ControlSocket,
         };

@@ -36,6 +36,8 @@ public static class AgentHost
         builder.Services.AddSingleton<Metrics.AgentMetrics>();
         if (options.Metrics.Length > 0) Metrics.MetricsEndpoint.Listen(builder, options.Metrics);
         builder.Services.AddHostedService(sp => sp.GetRequiredService<DataPlaneHost>());
+        builder.Services.AddSingleton<DataPlane.KeyExchange>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<DataPlane.KeyExchange>());
         builder.Services.AddHostedService<Migration.MigrationRecovery>();
         var app = builder.Build();
         app.MapGrpcService<AgentService>();

@@ -39,6 +39,11 @@ public sealed record AgentOptions(
     /// </summary>
     public string? ControlSocket { get; init; }
 
+    /// <summary>How this host seals what it sends (receivers open either mode: the tag covers it).</summary>
+    public Wire.Mode DataPlaneMode { get; init; } = Wire.Mode.Encrypted;
+    /// <summary>How often each send key is replaced by a fresh one (see DataPlane/KeyExchange.cs).</summary>
+    public TimeSpan KeyRotation { get; init; } = TimeSpan.FromMinutes(2);
+
     public int InnerMtu => UnderlayMtu - Wire.Overhead;
     /// <summary>A gateway's address for the ICMP answers it gives as a router (its ordinary-side address).</summary>
     public Locator IcmpSource => IcmpFrom.Length > 0 ? Locator.Parse(IcmpFrom) : Underlay;

@@ -14,7 +14,7 @@ namespace Capsule.Agent;
 /// <summary>The agent's gRPC API, used by the CLI (and, for migration, by peer agents).</summary>
 internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime, DataPlaneHost dataPlane,
     MigrationSource source, MigrationTarget target, Suspension suspension, FaultInjector faults,
-    EventLog events, AgentMetrics metrics)
+    EventLog events, AgentMetrics metrics, DataPlane.KeyExchange keys)
     : Protos.HostAgent.HostAgentBase
 {
     static async Task<T> Guard<T>(Func<Task<T>> f)
@@ -183,6 +183,13 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         return new LogsReply { Data = Google.Protobuf.ByteString.CopyFrom(buf) };
     });
 
+    public override Task<PeerKeyReply> PeerKey(PeerKeyRequest request, ServerCallContext context) => Guard(() =>
+    {
+        // Caller identity: checked against the mTLS peer by the authorization layer.
+        keys.Accept(request.FromHost, request.KeyId, request.Key.Span, request.SendYours);
+        return Task.FromResult(new PeerKeyReply());
+    });
+
     public override async Task<StatsReply> Stats(Empty request, ServerCallContext context)
     {
         var e = dataPlane.Engine;
@@ -206,6 +213,8 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         C("ingress_packets", e.Ingress.Packets);
         C("ingress_bytes", e.Ingress.Bytes);
         C("ingress_batches", e.Ingress.Batches);
+        C("keys_sent", Volatile.Read(ref dataPlane.Keys.SendKeysInstalled));
+        C("keys_received", Volatile.Read(ref dataPlane.Keys.ReceiveKeysInstalled));
         foreach (var reason in DropCounters.Reasons)
         {
             var v = e.Egress.Drops[reason] + e.Ingress.Drops[reason];

@@ -26,6 +26,10 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
         System.Collections.Immutable.ImmutableDictionary<Locator, Locator>.Empty;
 
     public Engine Engine => _engine ?? throw new InvalidOperationException("the data plane is not running yet");
+    /// <summary>The data plane's keys per peer host, installed by <see cref="KeyExchange"/>.</summary>
+    public PeerKeys Keys { get; } = new(options.DataPlaneMode);
+    /// <summary>Called (on the watch's thread) after a directory update that put or deleted hosts.</summary>
+    public Action<DirectoryState>? OnHostsChanged { get; set; }
     public Task Ready => _ready.Task;
 
     public override async Task StartAsync(CancellationToken ct)
@@ -38,7 +42,7 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
             options.IcmpFrom.Length > 0 ? options.IcmpSource : null);
         _udp = UdpEndpoint.Bind(options.Underlay, options.Port);
         var spool = Directory.CreateDirectory(options.HoldSpool).FullName;
-        _engine = new Engine(_tun, _udp, options.UnderlayMtu, spool) { OnHoldChange = events.HoldChanged };
+        _engine = new Engine(_tun, _udp, options.UnderlayMtu, Keys, spool) { OnHoldChange = events.HoldChanged };
         _engine.Start();
         await RecoverHoldsAsync();
         await runtime.RecoverAsync(ct);
@@ -72,7 +76,10 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
                     Apply(update);
                     events.DirectoryChanged(update);
                     if (update.Full || update.Changes.Any(c => c.Capsule is null))
+                    {
                         await RouteGatewaysAsync(update.State);
+                        OnHostsChanged?.Invoke(update.State);
+                    }
                     _ready.TrySetResult();
                 }
             }

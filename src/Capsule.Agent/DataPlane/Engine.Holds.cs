@@ -213,16 +213,23 @@ internal sealed unsafe partial class Engine
         if (n == 0) return;
         var epoch = Table.Epoch;
         var to = UdpEndpoint.SockAddr(toHost, _udp.Port);
+        var m = 0;
         for (var i = 0; i < n; i++)
         {
             var len = buffer.Length(i);
-            Wire.WriteHeader(new Span<byte>(buffer.Slot(i), Wire.HeaderSize), Wire.Kind.Ipv4, epoch);
-            _out.Addrs[i] = to;
-            _out.Iovs[i].Base = buffer.Slot(i);
-            _out.Iovs[i].Len = (nuint)(len + Wire.HeaderSize);
+            var sealing = Seal(toHost, buffer.Slot(i), len, epoch, out var datagram);
+            if (sealing != DropReason.None)
+            {
+                Egress.Drops.Add(sealing);
+                continue;
+            }
+            _out.Addrs[m] = to;
+            _out.Iovs[m].Base = buffer.Slot(i);
+            _out.Iovs[m].Len = (nuint)datagram;
             Count(Key(toHost, locator), len);
+            m++;
         }
-        Send(_out, n, Egress);
+        if (m > 0) Send(_out, m, Egress);
         _out.ResetIovBases();
     }
 

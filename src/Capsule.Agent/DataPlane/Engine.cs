@@ -53,6 +53,7 @@ internal sealed unsafe partial class Engine : IDisposable
     readonly int _stopFd, _ctlFd;
     readonly int _maxInner;
     readonly string? _holdSpool;
+    readonly PeerKeys _keys;
     readonly PacketBatch _out = new(BatchSize);
     readonly PacketBatch _in = new(BatchSize);
     readonly Thread _egress, _ingress;
@@ -79,9 +80,10 @@ internal sealed unsafe partial class Engine : IDisposable
     /// Folder for the holds' spool files (what a hold acknowledged outlives the agent); null keeps
     /// holds in memory alone.
     /// </param>
-    public Engine(Tun tun, UdpEndpoint udp, int underlayMtu, string? holdSpool = null)
+    public Engine(Tun tun, UdpEndpoint udp, int underlayMtu, PeerKeys keys, string? holdSpool = null)
     {
         _holdSpool = holdSpool;
+        _keys = keys;
         _tun = tun;
         _udp = udp;
         _maxInner = underlayMtu - Wire.Overhead;
@@ -183,7 +185,7 @@ internal sealed unsafe partial class Engine : IDisposable
             while (n < b.Capacity)
             {
                 var slot = b.Slot(n);
-                var r = Native.read(tunFd, slot + Wire.HeaderSize, (nuint)(PacketBatch.SlotSize - Wire.HeaderSize));
+                var r = Native.read(tunFd, slot + Wire.HeaderSize, PacketBatch.MaxPacket);
                 if (r <= 0)
                 {
                     if (r < 0 && Native.Errno == Native.EINTR) continue;
@@ -222,9 +224,14 @@ internal sealed unsafe partial class Engine : IDisposable
                     if (verdict == DropReason.NoRoute && table.IsGateway) AnswerUnreachable(packet, c);
                     continue;
                 }
-                Wire.WriteHeader(new Span<byte>(slot, Wire.HeaderSize), Wire.Kind.Ipv4, table.Epoch);
+                verdict = Seal(host, slot, (int)r, table.Epoch, out var datagram);
+                if (verdict != DropReason.None)
+                {
+                    c.Drops.Add(verdict);
+                    continue;
+                }
                 b.Addrs[n] = UdpEndpoint.SockAddr(host, _udp.Port);
-                b.Iovs[n].Len = (nuint)(r + Wire.HeaderSize);
+                b.Iovs[n].Len = (nuint)datagram;
                 Count(Key(host, Ipv4.Destination(packet)), r);
                 c.Bytes += r;
                 n++;
@@ -305,34 +312,33 @@ internal sealed unsafe partial class Engine : IDisposable
                 var len = (int)b.Msgs[i].Len;
                 var slot = b.Slot(i);
                 var from = new Locator(BinaryPrimitives.ReverseEndianness(b.Addrs[i].AddrBE));
-                var datagram = new ReadOnlySpan<byte>(slot, len);
                 var verdict = (b.Msgs[i].Hdr.Flags & MsgTrunc) != 0 && table.IsKnownHost(from)
                     ? DropReason.Malformed
-                    : Forwarding.Inbound(table, from, datagram, out _);
-                // The cut counts what arrived from a known host, delivered or not: a migration waits
+                    : Open(table, from, slot, len, out len);
+                // The cut counts what arrived, authentic, from a known host, delivered or not: a migration waits
                 // for packets to be here, and one this host then refuses has arrived all the same.
-                if (verdict is not (DropReason.UnknownHost or DropReason.Malformed or DropReason.BadVersion)
-                    && len >= Wire.HeaderSize + Ipv4.MinHeader)
+                if (len >= Ipv4.MinHeader && verdict is not (DropReason.UnknownHost or DropReason.Malformed
+                        or DropReason.BadVersion or DropReason.BadTag or DropReason.Replay or DropReason.UnknownKey))
                 {
-                    var key = Key(from, Ipv4.Destination(datagram[Wire.HeaderSize..]));
+                    var key = Key(from, Ipv4.Destination(new ReadOnlySpan<byte>(slot + Wire.HeaderSize, len)));
                     if (!ReceivedFrom.TryGetValue(key, out var f)) f = ReceivedFrom.GetOrAdd(key, _ => new FlowCount());
                     f.Packets++;
-                    f.Bytes += len - Wire.HeaderSize;
+                    f.Bytes += len;
                 }
                 if (verdict != DropReason.None)
                 {
                     c.Drops.Add(verdict);
                     continue;
                 }
-                if (datagram[Wire.HeaderSize + 9] == Tcp.Protocol)
-                    TrackCapsuleSide(new Span<byte>(slot + Wire.HeaderSize, len - Wire.HeaderSize));
-                if (Native.write(tunFd, slot + Wire.HeaderSize, (nuint)(len - Wire.HeaderSize)) < 0)
+                if (slot[Wire.HeaderSize + 9] == Tcp.Protocol)
+                    TrackCapsuleSide(new Span<byte>(slot + Wire.HeaderSize, len));
+                if (Native.write(tunFd, slot + Wire.HeaderSize, (nuint)len) < 0)
                 {
                     c.Drops.Add(DropReason.IoError);
                     continue;
                 }
                 c.Packets++;
-                c.Bytes += len - Wire.HeaderSize;
+                c.Bytes += len;
             }
             c.Batches++;
             b.ResetForReceive(n);

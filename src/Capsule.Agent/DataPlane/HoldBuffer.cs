@@ -122,7 +122,7 @@ internal sealed unsafe class HoldBuffer : IDisposable
         if (problem is not null) return null;
         var buffer = Map(path, capacity, length);
         for (var i = 0; i < count; i++)
-            if (buffer.Length(i) is < 1 or > PacketBatch.SlotSize - Wire.HeaderSize)
+            if (buffer.Length(i) is < 1 or > PacketBatch.MaxPacket)
             {
                 buffer.Detach();
                 problem = $"packet {i} has length {buffer.Length(i)}";
@@ -168,7 +168,7 @@ internal sealed unsafe class HoldBuffer : IDisposable
         var count = Count;
         var refused = count == Capacity
             || (DropUdp && !Draining && Ipv4.Protocol(packet) == 17)
-            || packet.Length > PacketBatch.SlotSize - Wire.HeaderSize;
+            || packet.Length > PacketBatch.MaxPacket;
         if (refused)
         {
             Dropped++;

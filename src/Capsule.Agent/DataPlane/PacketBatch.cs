@@ -13,6 +13,8 @@ namespace Capsule.Agent.DataPlane;
 internal sealed unsafe class PacketBatch : IDisposable
 {
     public const int SlotSize = 2048; // >= underlay MTU (1500) + headroom; TUN MTU is below it
+    /// <summary>The longest packet a slot takes: room for the header before it and the AEAD tag after it.</summary>
+    public const int MaxPacket = SlotSize - Wire.HeaderSize - Wire.TagSize;
     public readonly int Capacity;
     public readonly byte* Slots;
     public readonly Native.MMsgHdr* Msgs;
