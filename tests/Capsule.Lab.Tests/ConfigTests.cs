@@ -1,4 +1,5 @@
 using Capsule.Agent;
+using Capsule.Core;
 using Capsule.Hosting;
 using Capsule.Dir;
 using Xunit;
@@ -52,7 +53,7 @@ public sealed class ConfigTests : IDisposable
               "ControlSocket": "unix:/run/a.sock", "State": "/srv/state", "NetnsPrefix": "cx",
               "Criu": "/bin/true", "Serves": "198.51.100.0/24, 203.0.113.0/24", "IcmpFrom": "198.51.100.1",
               "HoldLeaseSeconds": 2.5, "HoldSpool": "/dev/shm/x", "Tun": "tun9", "PidFile": "/run/a.pid",
-              "LogLevel": "debug"
+              "LogLevel": "debug", "DataPlane": "authenticate", "KeyRotationSeconds": 30
             }
             """));
         Assert.True(loaded.Ok, string.Join("\n", loaded.Errors));
@@ -65,6 +66,7 @@ public sealed class ConfigTests : IDisposable
         Assert.Equal(("198.51.100.0/24, 203.0.113.0/24", "198.51.100.1"), (o.Serves, o.IcmpFrom));
         Assert.Equal((TimeSpan.FromSeconds(2.5), "/dev/shm/x"), (o.HoldLease, o.HoldSpool));
         Assert.Equal("/run/a.pid", loaded.Settings.PidFile);
+        Assert.Equal((Wire.Mode.AuthenticateOnly, TimeSpan.FromSeconds(30)), (o.DataPlaneMode, o.KeyRotation));
         Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Debug, ConfigRules.ParseLogLevel(loaded.Settings.LogLevel));
     }
 
@@ -111,7 +113,7 @@ public sealed class ConfigTests : IDisposable
         var loaded = Load<AgentConfig>(File("""
             { "Hots": "h1", "Underlay": "10.0.0.300", "Port": "many", "UnderlayMtu": 100,
               "Directory": "directory.example:7472", "State": "var/lib/capsule", "HoldLeaseSeconds": 0,
-              "Serves": "198.51.100.0/33", "LogLevel": "Loud" }
+              "Serves": "198.51.100.0/33", "LogLevel": "Loud", "DataPlane": "off", "KeyRotationSeconds": 0 }
             """));
         Assert.False(loaded.Ok);
         string[] expected =
@@ -125,6 +127,8 @@ public sealed class ConfigTests : IDisposable
             "HoldLeaseSeconds: 0 must be more than 0",
             "Serves: '198.51.100.0/33' is not an IPv4 prefix",
             "LogLevel: 'Loud' is not a log level; write one of Trace, Debug, Information",
+            "DataPlane: 'off' is not a mode; write \"encrypt\" (default) or \"authenticate\"",
+            "KeyRotationSeconds: 0 must be 1-86400",
         ];
         foreach (var e in expected)
             Assert.Contains(loaded.Errors, x => x.StartsWith(e, StringComparison.Ordinal));

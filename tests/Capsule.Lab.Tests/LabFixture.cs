@@ -72,8 +72,16 @@ public class LabFixture : IAsyncLifetime
     /// <summary>More `lab up` options (the directory to run, for one).</summary>
     protected virtual string[] UpOptions => [];
 
+    /// <summary>
+    /// Environment of `lab up`, which its daemons inherit: agent settings as CAPSULE_AGENT__KEY (a short key
+    /// rotation, for one).
+    /// </summary>
+    protected virtual IReadOnlyDictionary<string, string>? DaemonEnvironment => null;
+
     public async Task InitializeAsync() =>
-        await Cli.Run(Name, ["lab", "up", "--hosts", Hosts.ToString(), "--legacy", Legacy.ToString(), .. UpOptions])
+        await Cli.Exec(Cli.Binary,
+                ["--lab", Name, "lab", "up", "--hosts", Hosts.ToString(), "--legacy", Legacy.ToString(), .. UpOptions],
+                env: DaemonEnvironment)
             .ContinueWith(t => t.Result.Ok());
 
     public async Task DisposeAsync() => await Cli.Run(Name, "lab", "down");

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text.Json;
+using Capsule.Core;
 using Xunit;
 
 namespace Capsule.Lab.Tests;
@@ -123,9 +124,11 @@ public sealed class OverlayTests(LabFixture lab)
                 var udp = ip[20..];
                 Assert.Equal(7470, BinaryPrimitives.ReadUInt16BigEndian(udp[2..]));
                 var payload = udp[8..];
-                Assert.Equal(0xCA, payload[0]); // our header
-                var inner = payload[8..];
-                Assert.Equal(new[] { a, b }.Order(), new[] { Addr(inner[12..]), Addr(inner[16..]) }.Order());
+                Assert.Equal([0xCA, 2, 1, 1], payload[..4].ToArray()); // our header, version 2, encrypted
+                // Encrypted by default: where the inner header's addresses would be, the capsules' are not.
+                var inner = payload[Wire.HeaderSize..];
+                Assert.DoesNotContain(Addr(inner[12..]), new[] { a, b });
+                Assert.DoesNotContain(Addr(inner[16..]), new[] { a, b });
             }
         }
         finally
@@ -149,10 +152,10 @@ public sealed class OverlayTests(LabFixture lab)
             var after = await lab.Stats("h1");
             Assert.Equal(before["egress_packets"], after["egress_packets"]); // never entered the overlay
 
-            // 4000-byte ICMP and 8000-byte UDP datagrams exceed the capsule MTU (1464): the capsule's
+            // 4000-byte ICMP and 8000-byte UDP datagrams exceed the capsule MTU (1436): the capsule's
             // kernel fragments them to fit, each fragment is wrapped, and all of them arrive.
             (await lab.InCapsule("here", "ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "4000", far)).Ok();
-            Assert.Contains(" mtu 1464 ", (await lab.InCapsule("far", "ip", "-o", "link", "show", "eth0")).Ok().Out);
+            Assert.Contains(" mtu 1436 ", (await lab.InCapsule("far", "ip", "-o", "link", "show", "eth0")).Ok().Out);
         }
         finally
         {

@@ -224,6 +224,7 @@ internal sealed unsafe partial class Engine : IDisposable
                     if (verdict == DropReason.NoRoute && table.IsGateway) AnswerUnreachable(packet, c);
                     continue;
                 }
+                var flow = Key(host, Ipv4.Destination(packet)); // read before sealing encrypts the packet
                 verdict = Seal(host, slot, (int)r, table.Epoch, out var datagram);
                 if (verdict != DropReason.None)
                 {
@@ -232,7 +233,7 @@ internal sealed unsafe partial class Engine : IDisposable
                 }
                 b.Addrs[n] = UdpEndpoint.SockAddr(host, _udp.Port);
                 b.Iovs[n].Len = (nuint)datagram;
-                Count(Key(host, Ipv4.Destination(packet)), r);
+                Count(flow, r);
                 c.Bytes += r;
                 n++;
             }

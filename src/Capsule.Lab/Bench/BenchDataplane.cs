@@ -21,7 +21,8 @@ public static partial class Bench
             DefaultValueFactory = _ => 5
         };
         var c = new Command("dataplane",
-            "Throughput and round-trip time: underlay vs kernel VXLAN vs the Capsule overlay")
+            "Throughput and round-trip time: underlay vs kernel VXLAN vs the Capsule overlay " +
+            "(AES-GCM, authenticate-only)")
         {
             seconds, CommandTree.JsonOption
         };
@@ -96,44 +97,16 @@ public static partial class Bench
                 await Cmd.TryIp(h1, "link", "del", VxlanDev);
                 await Cmd.TryIp(h2, "link", "del", VxlanDev);
 
-                // (c) the Capsule overlay: capsule to capsule, wrapped by the agents
-                step("Capsule overlay: capsules srv on h2 (iperf3 -s) and cli on h1");
-                var srv = await Create(session, "srv", "h2",
-                    ["iperf3", "-s", "-p", IperfPort.ToString(CultureInfo.InvariantCulture)], ct);
-                var cli = await Create(session, "cli", "h1", ["sleep", "infinity"], ct);
-                string[] InCli(params string[] cmd) =>
-                    ["nsenter", "-t", cli.Pid.ToString(CultureInfo.InvariantCulture), "--net", "--", .. cmd];
-                step($"Capsule overlay: iperf3 {cli.Locator} -> {srv.Locator}, {seconds} s");
-                await WaitForPort(InCli, srv.Locator, ct);
-                var overlay = new Measurement(
-                    await Iperf(InCli, srv.Locator, seconds, ct),
-                    await Ping(InCli, srv.Locator, step, ct));
-
-                var throughputRatio = overlay.TcpGbitPerS / vxlan.TcpGbitPerS;
-                var rttRatio = overlay.RttMedianMs / vxlan.RttMedianMs;
-                if (json)
-                {
-                    Output.WriteJson(new DataplaneJson(seconds, underlay, vxlan, overlay,
-                        new OverlayRatios(Math.Round(throughputRatio, 3), Math.Round(rttRatio, 3))),
-                        LabJson.Default.DataplaneJson);
-                }
-                else
-                {
-                    var t = Output.Table("PATH", "TCP Gbit/s", "median RTT ms");
-                    t.Columns[1].RightAligned();
-                    t.Columns[2].RightAligned();
-                    foreach (var (name, m) in new[] { ("underlay", underlay), ("kernel VXLAN", vxlan),
-                        ("Capsule overlay", overlay) })
-                        t.AddRow(name, m.TcpGbitPerS.ToString("F2", CultureInfo.InvariantCulture),
-                            m.RttMedianMs.ToString("F3", CultureInfo.InvariantCulture));
-                    AnsiConsole.Write(t);
-                    AnsiConsole.MarkupLine(
-                        "Capsule overlay / kernel VXLAN: throughput " +
-                        $"[bold]{throughputRatio.ToString("F2", CultureInfo.InvariantCulture)}×[/], " +
-                        $"RTT [bold]{rttRatio.ToString("F2", CultureInfo.InvariantCulture)}×[/]");
-                    AnsiConsole.MarkupLine($"[grey](single-stream TCP, iperf3 -t {seconds}; " +
-                        $"RTT = median of ping -c {PingCount} -i 0.05 without the first reply)[/]");
-                }
+                // (c) the Capsule overlay: capsule to capsule, wrapped by the agents, AES-GCM (the default)
+                var overlay = await Overlay(session, "", seconds, step, ct);
+                // (d) the same with authenticate-only agents: the hosts restarted with that setting, which
+                // their agents take from the environment they inherit (CAPSULE_AGENT__DATAPLANE).
+                step("restarting the hosts with DataPlane=authenticate");
+                Environment.SetEnvironmentVariable(AuthOnlyVariable, "authenticate");
+                try { await lab.RestartAsync([], ct); }
+                finally { Environment.SetEnvironmentVariable(AuthOnlyVariable, null); }
+                var authOnly = await Overlay(session, "a", seconds, step, ct);
+                Report(json, seconds, underlay, vxlan, overlay, authOnly);
                 return 0;
             }
             finally
@@ -142,6 +115,53 @@ public static partial class Bench
                 step($"removing the '{LabName}' lab");
                 await lab.DownAsync(CancellationToken.None);
             }
+        }
+
+        const string AuthOnlyVariable = "CAPSULE_AGENT__DATAPLANE";
+
+        /// <summary>iperf3 and ping between a capsule on h1 and one on h2 (names end in the suffix).</summary>
+        static async Task<Measurement> Overlay(Session session, string suffix, int seconds, Action<string> step,
+            CancellationToken ct)
+        {
+            step($"Capsule overlay: capsules srv{suffix} on h2 (iperf3 -s) and cli{suffix} on h1");
+            var srv = await Create(session, "srv" + suffix, "h2",
+                ["iperf3", "-s", "-p", IperfPort.ToString(CultureInfo.InvariantCulture)], ct);
+            var cli = await Create(session, "cli" + suffix, "h1", ["sleep", "infinity"], ct);
+            string[] InCli(params string[] cmd) =>
+                ["nsenter", "-t", cli.Pid.ToString(CultureInfo.InvariantCulture), "--net", "--", .. cmd];
+            step($"Capsule overlay: iperf3 {cli.Locator} -> {srv.Locator}, {seconds} s");
+            await WaitForPort(InCli, srv.Locator, ct);
+            var tcp = await Iperf(InCli, srv.Locator, seconds, ct);
+            return new Measurement(tcp, await Ping(InCli, srv.Locator, step, ct));
+        }
+
+        static OverlayRatios Ratios(Measurement m, Measurement vxlan) =>
+            new(Math.Round(m.TcpGbitPerS / vxlan.TcpGbitPerS, 3), Math.Round(m.RttMedianMs / vxlan.RttMedianMs, 3));
+
+        static void Report(bool json, int seconds, Measurement underlay, Measurement vxlan, Measurement overlay,
+            Measurement authOnly)
+        {
+            if (json)
+            {
+                Output.WriteJson(new DataplaneJson(seconds, underlay, vxlan, overlay, Ratios(overlay, vxlan),
+                    authOnly, Ratios(authOnly, vxlan)), LabJson.Default.DataplaneJson);
+                return;
+            }
+            var t = Output.Table("PATH", "TCP Gbit/s", "median RTT ms", "TCP / VXLAN", "RTT / VXLAN");
+            for (var i = 1; i <= 4; i++) t.Columns[i].RightAligned();
+            foreach (var (name, m) in new[] { ("underlay", underlay), ("kernel VXLAN", vxlan),
+                ("Capsule overlay, AES-GCM", overlay), ("Capsule overlay, authenticate-only", authOnly) })
+            {
+                var r = Ratios(m, vxlan);
+                t.AddRow(name, m.TcpGbitPerS.ToString("F2", CultureInfo.InvariantCulture),
+                    m.RttMedianMs.ToString("F3", CultureInfo.InvariantCulture),
+                    r.Throughput.ToString("F2", CultureInfo.InvariantCulture) + "×",
+                    r.Rtt.ToString("F2", CultureInfo.InvariantCulture) + "×");
+            }
+            AnsiConsole.Write(t);
+            AnsiConsole.MarkupLine($"[grey](single-stream TCP, iperf3 -t {seconds}; " +
+                $"RTT = median of ping -c {PingCount} -i 0.05 without the first reply; ratios against kernel VXLAN " +
+                "measured in this run)[/]");
         }
 
         static async Task AddVxlan(string netns, string local, string remote, string address)

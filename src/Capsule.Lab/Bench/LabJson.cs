@@ -13,9 +13,11 @@ internal sealed record BenchPhasesJson(long Sync, long FreezeDump, long Transfer
         t.FlushMs, t.TotalMs, t.CriuDumpMs, t.CriuRestoreMs);
 }
 
+/// <summary>CapsuleOverlay: the default data plane (AES-GCM); AuthenticateOnly: payloads left plain (GMAC).</summary>
 internal sealed record DataplaneJson(int Seconds, Bench.DataplaneBench.Measurement Underlay,
     Bench.DataplaneBench.Measurement KernelVxlan, Bench.DataplaneBench.Measurement CapsuleOverlay,
-    OverlayRatios OverlayVsVxlan);
+    OverlayRatios OverlayVsVxlan, Bench.DataplaneBench.Measurement AuthenticateOnly,
+    OverlayRatios AuthenticateOnlyVsVxlan);
 
 internal sealed record OverlayRatios(double Throughput, double Rtt);
 
