@@ -106,6 +106,7 @@ internal static class ImageArchive
             : e.Name.StartsWith("files/", StringComparison.Ordinal) ? (capsuleDir, e.Name[6..])
             : throw new InvalidDataException($"unexpected entry '{e.Name}' in the image");
         if (rel.Contains('\0')) throw new InvalidDataException($"entry '{e.Name}' has a NUL in its name");
+        var mode = ModeOf(e, capsuleFile: root == capsuleDir);
         root = Path.GetFullPath(root);
         var dest = Path.GetFullPath(Path.Combine(root, rel));
         if (!dest.StartsWith(root + "/", StringComparison.Ordinal))
@@ -121,7 +122,7 @@ internal static class ImageArchive
         {
             case TarEntryType.Directory:
                 if (File.Exists(dest)) throw new InvalidDataException($"entry '{e.Name}' is a file already");
-                PrivateFiles.CreateFolder(dest);
+                PrivateFiles.CreateFolder(dest, mode);
                 return;
             case TarEntryType.RegularFile or TarEntryType.V7RegularFile or TarEntryType.Fifo:
                 break;
@@ -134,16 +135,31 @@ internal static class ImageArchive
             throw new InvalidDataException($"entry '{e.Name}' declares {e.Length} bytes, more than the image holds");
         if (Directory.Exists(dest)) throw new InvalidDataException($"entry '{e.Name}' is a folder already");
         PrivateFiles.CreateFolder(Path.GetDirectoryName(dest)!);
-        // A later entry of the same name replaces an earlier one, as tar does; made anew, so 0600 from its start.
+        // A later entry of the same name replaces an earlier one, as tar does; made anew, with its mode from the start.
         File.Delete(dest);
         if (e.EntryType == TarEntryType.Fifo)
         {
-            if (Native.mkfifo(dest, (uint)PrivateFiles.FileMode) != 0)
+            if (Native.mkfifo(dest, (uint)mode) != 0)
                 throw new IOException($"could not make the named pipe {dest} (errno {Marshal.GetLastPInvokeError()})");
+            PrivateFiles.SetMode(dest, mode); // as the umask narrowed it (see PrivateFiles.CreateNew)
             return;
         }
-        // Not TarEntry.ExtractToFile: it gives the file the archive's mode, so the archive's author would choose it.
-        await using var to = PrivateFiles.CreateNew(dest);
+        // Not TarEntry.ExtractToFile: it sets the archive's mode after creating the file, special bits and all.
+        await using var to = PrivateFiles.CreateNew(dest, mode);
         if (e.DataStream is { } data) await data.CopyToAsync(to, ct);
+    }
+
+    /// <summary>
+    /// The mode a file or folder is created with. CRIU's images are the agent's: 0600 (folders 0700).
+    /// The capsule's own files keep their permission bits, as CRIU demands of every file a process
+    /// had open (seen: "stdout.log has bad mode 0100600 (expect 0100644)"), but never setuid, setgid
+    /// or sticky: the archive's author does not get to make a set-user-id root program on this host.
+    /// </summary>
+    static UnixFileMode ModeOf(TarEntry e, bool capsuleFile)
+    {
+        if (!capsuleFile)
+            return e.EntryType == TarEntryType.Directory ? PrivateFiles.FolderMode : PrivateFiles.FileMode;
+        const UnixFileMode permissions = (UnixFileMode)0x1FF; // 0777
+        return e.Mode & permissions;
     }
 }
