@@ -102,6 +102,24 @@ public sealed class AgentConfig : IDaemonConfig
     public string HoldSpool { get; set; } = AgentOptions.DefaultHoldSpool;
 
     /// <summary>
+    /// Most TCP flows a gateway tracks (to pause its ordinary peers while a capsule moves); when full, the
+    /// flows idle longest are forgotten, never a paused one. Default 65536.
+    /// </summary>
+    public int MaxTcpFlows { get; set; } = Capsule.Agent.DataPlane.Engine.DefaultMaxFlows;
+
+    /// <summary>Most holds this host keeps at once (for capsules moving from it, or their peers). Default 32.</summary>
+    public int MaxHolds { get; set; } = Capsule.Agent.DataPlane.Engine.DefaultMaxHolds;
+
+    /// <summary>Largest hold, in packets (2 KB each), whatever a migration asks for. Default 16384.</summary>
+    public int MaxHoldPackets { get; set; } = Capsule.Agent.DataPlane.Engine.DefaultMaxHoldPackets;
+
+    /// <summary>
+    /// Longest hold lease in seconds, whatever a migration asks for (its source renews every 2 s); at least
+    /// HoldLeaseSeconds. Default 60.
+    /// </summary>
+    public double MaxHoldLeaseSeconds { get; set; } = Capsule.Agent.DataPlane.Engine.DefaultMaxHoldLease.TotalSeconds;
+
+    /// <summary>
     /// Where to serve Prometheus metrics, http://ADDRESS:PORT (path /metrics; a port of its own, not
     /// Listen's). Default: empty, not served. Option --metrics.
     /// </summary>
@@ -175,6 +193,7 @@ public sealed class AgentConfig : IDaemonConfig
         if (!(HoldLeaseSeconds > 0) || HoldLeaseSeconds > most)
             errors.Add($"HoldLeaseSeconds: {HoldLeaseSeconds} must be more than 0 and at most {most} (default 15)");
         ConfigRules.AbsolutePath(errors, "HoldSpool", HoldSpool, required: true);
+        ValidateBounds(errors, most);
         if (Tun.Length is 0 or > 15 || Tun.Any(c => c is '/' or ':' || char.IsWhiteSpace(c)))
             errors.Add($"Tun: '{Tun}' is not a device name; write 1-15 characters without '/', ':' or spaces");
         ConfigRules.AbsolutePath(errors, "PidFile", PidFile, required: false);
@@ -184,6 +203,18 @@ public sealed class AgentConfig : IDaemonConfig
             errors.Add($"KeyRotationSeconds: {KeyRotationSeconds} must be 1-86400 (default 120)");
         ConfigRules.LogLevel(errors, LogLevel);
         ValidateMetrics(errors);
+    }
+
+    void ValidateBounds(List<string> errors, double mostLease)
+    {
+        if (MaxTcpFlows is < 16 or > 16_777_216)
+            errors.Add($"MaxTcpFlows: {MaxTcpFlows} must be between 16 and 16777216 (default 65536)");
+        if (MaxHolds is < 1 or > 4096) errors.Add($"MaxHolds: {MaxHolds} must be between 1 and 4096 (default 32)");
+        if (MaxHoldPackets is < 16 or > 1_048_576)
+            errors.Add($"MaxHoldPackets: {MaxHoldPackets} must be between 16 and 1048576 (default 16384)");
+        if (!(MaxHoldLeaseSeconds >= HoldLeaseSeconds) || MaxHoldLeaseSeconds > mostLease)
+            errors.Add($"MaxHoldLeaseSeconds: {MaxHoldLeaseSeconds} must be at least HoldLeaseSeconds " +
+                $"({HoldLeaseSeconds}) and at most {mostLease} (default 60)");
     }
 
     void ValidateMetrics(List<string> errors)
@@ -211,6 +242,10 @@ public sealed class AgentConfig : IDaemonConfig
             HoldSpool = HoldSpool,
             DataPlaneMode = DataPlane == "authenticate" ? Wire.Mode.AuthenticateOnly : Wire.Mode.Encrypted,
             KeyRotation = TimeSpan.FromSeconds(KeyRotationSeconds),
+            MaxTcpFlows = MaxTcpFlows,
+            MaxHolds = MaxHolds,
+            MaxHoldPackets = MaxHoldPackets,
+            MaxHoldLease = TimeSpan.FromSeconds(MaxHoldLeaseSeconds),
             Metrics = Metrics,
             ControlSocket = string.IsNullOrEmpty(ControlSocket) ? null : ControlSocket,
         };

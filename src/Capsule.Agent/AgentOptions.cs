@@ -32,6 +32,16 @@ public sealed record AgentOptions(
 
     public const string DefaultHoldSpool = "/dev/shm/capsule-holds";
 
+    // Bounds on what other hosts (or anyone reaching the agent) make this one keep: see Engine.Limits.cs.
+    /// <summary>Most TCP flows a gateway tracks to pause them; the idlest are evicted when full.</summary>
+    public int MaxTcpFlows { get; init; } = DataPlane.Engine.DefaultMaxFlows;
+    /// <summary>Most holds at once; one more is refused.</summary>
+    public int MaxHolds { get; init; } = DataPlane.Engine.DefaultMaxHolds;
+    /// <summary>Largest hold buffer, in packets, whatever a Hold request asks.</summary>
+    public int MaxHoldPackets { get; init; } = DataPlane.Engine.DefaultMaxHoldPackets;
+    /// <summary>Longest hold lease, whatever a Hold request asks.</summary>
+    public TimeSpan MaxHoldLease { get; init; } = DataPlane.Engine.DefaultMaxHoldLease;
+
     /// <summary>Where to serve Prometheus metrics (http://addr:port, path /metrics); empty: not served.</summary>
     public string Metrics { get; init; } = "";
     /// <summary>

@@ -23,6 +23,10 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         catch (DirectoryException e) { throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message)); }
         catch (KeyNotFoundException e) { throw new RpcException(new Status(StatusCode.NotFound, e.Message)); }
         catch (ArgumentException e) { throw new RpcException(new Status(StatusCode.InvalidArgument, e.Message)); }
+        catch (DataPlane.HoldRefusedException e)
+        {
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, e.Message));
+        }
         catch (Exception e) when (e is CommandFailedException or InvalidOperationException or InjectedFaultException
             or TimeoutException or IOException or InvalidDataException or Checkpoint.CheckpointException)
         {
@@ -210,6 +214,12 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         C("delivered_local_via_tun", e.Egress.DeliveredLocal);
         C("holds_expired", e.Egress.HoldsExpired);
         C("hold_expired_dropped", e.Egress.HoldExpiredDropped);
+        C("holds_refused", e.HoldsRefused);
+        C("holds_clamped", e.HoldsClamped);
+        var flows = e.FlowStats;
+        C("tcp_flows_tracked", flows.Tracked);
+        C("tcp_flows_evicted", flows.Evicted);
+        C("tcp_flows_refused", flows.Refused);
         C("ingress_packets", e.Ingress.Packets);
         C("ingress_bytes", e.Ingress.Bytes);
         C("ingress_batches", e.Ingress.Batches);

@@ -43,7 +43,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         _capsules.TryRemove(c.Name, out _);
         await CapsuleProcess.KillAsync(c.Pid);
         await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
-        if (Directory.Exists(c.Dir)) Directory.Delete(c.Dir, recursive: true);
+        c.Delete();
     }
     public LocalCapsule? Find(string name) => _capsules.GetValueOrDefault(name);
 
@@ -65,7 +65,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
             {
                 log.LogWarning("capsule {Name} is no longer placed on this host; removing its leftovers", c.Name);
                 await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
-                Directory.Delete(dir, recursive: true);
+                LocalCapsule.DeleteAt(dir);
                 continue;
             }
             var alive = CapsuleProcess.IsAlive(c.Pid);
@@ -121,7 +121,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
             CapsuleProcess.Started? started = null;
             try
             {
-                Directory.CreateDirectory(dir);
+                Rpc.PrivateFiles.CreateFolder(dir);
                 await CapsuleNetwork.CreateAsync(netns, rec.Locator, options.InnerMtu);
                 var c0 = new LocalCapsule(name, rec.Locator, netns, dir, 0, [.. command], udpDrop);
                 started = await CapsuleProcess.StartAsync(netns, name, c0.StdoutPath, c0.StderrPath, command, ct);
@@ -139,7 +139,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
                 log.LogWarning("create {Name} failed, undoing: {Error}", name, e.Message);
                 if (started is not null) await CapsuleProcess.KillAsync(started.Pid);
                 await CapsuleNetwork.DestroyAsync(netns, rec.Locator);
-                try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+                try { LocalCapsule.DeleteAt(dir); } catch (IOException) { }
                 await directory.ReleaseAsync(name, CancellationToken.None);
                 throw;
             }
@@ -213,7 +213,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
                 throw new KeyNotFoundException($"capsule '{name}' is not on host {options.Host}");
             await CapsuleProcess.KillAsync(c.Pid);
             await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
-            Directory.Delete(c.Dir, recursive: true);
+            c.Delete();
             await directory.ReleaseAsync(name, ct);
             log.LogInformation("removed capsule {Name}", name);
         }

@@ -42,7 +42,14 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
             options.IcmpFrom.Length > 0 ? options.IcmpSource : null);
         _udp = UdpEndpoint.Bind(options.Underlay, options.Port);
         var spool = Directory.CreateDirectory(options.HoldSpool).FullName;
-        _engine = new Engine(_tun, _udp, options.UnderlayMtu, Keys, spool) { OnHoldChange = events.HoldChanged };
+        _engine = new Engine(_tun, _udp, options.UnderlayMtu, Keys, spool)
+        {
+            OnHoldChange = events.HoldChanged,
+            MaxFlows = options.MaxTcpFlows,
+            MaxHolds = options.MaxHolds,
+            MaxHoldPackets = options.MaxHoldPackets,
+            MaxHoldLease = options.MaxHoldLease,
+        };
         _engine.Start();
         await RecoverHoldsAsync();
         await runtime.RecoverAsync(ct);

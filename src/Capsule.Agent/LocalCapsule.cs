@@ -10,22 +10,41 @@ internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, 
 {
     public string StdoutPath => Path.Combine(Dir, "stdout.log");
     public string StderrPath => Path.Combine(Dir, "stderr.log");
-    string File => Path.Combine(Dir, "capsule.json");
+
+    // Beside the capsule's folder, not in it: the capsule writes in its folder (its working
+    // directory), and the record names the process and namespace the agent kills and removes.
+    // In the folder, it also travelled in every image, for the target to trust.
+    string File => RecordOf(Dir);
+    static string RecordOf(string dir) => Path.TrimEndingDirectorySeparator(dir) + ".json";
+    /// <summary>Where an agent before this one kept the record (inside the folder): read once, then moved.</summary>
+    static string OldRecordOf(string dir) => Path.Combine(dir, "capsule.json");
 
     internal sealed record Dto(string Name, string Locator, string Netns, int Pid, string[] Command, bool UdpDrop);
 
     public void Save()
     {
         var tmp = File + ".tmp";
-        System.IO.File.WriteAllText(tmp,
-            JsonSerializer.Serialize(new Dto(Name, Locator.ToString(), Netns, Pid, Command, UdpDrop),
-                LocalCapsuleJson.Default.Dto));
+        System.IO.File.Delete(tmp);
+        using (var fs = Rpc.PrivateFiles.CreateNew(tmp))
+            JsonSerializer.Serialize(fs, new Dto(Name, Locator.ToString(), Netns, Pid, Command, UdpDrop),
+                LocalCapsuleJson.Default.Dto);
         System.IO.File.Move(tmp, File, overwrite: true);
+    }
+
+    /// <summary>The capsule's folder and its record, gone.</summary>
+    public void Delete() => DeleteAt(Dir);
+
+    public static void DeleteAt(string dir)
+    {
+        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        System.IO.File.Delete(RecordOf(dir));
     }
 
     public static LocalCapsule? Load(string dir)
     {
-        var f = Path.Combine(dir, "capsule.json");
+        var f = RecordOf(dir);
+        if (!System.IO.File.Exists(f) && System.IO.File.Exists(OldRecordOf(dir)))
+            System.IO.File.Move(OldRecordOf(dir), f);
         if (!System.IO.File.Exists(f)) return null;
         var d = JsonSerializer.Deserialize(System.IO.File.ReadAllText(f), LocalCapsuleJson.Default.Dto);
         return d is null ? null

@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using Capsule.Protos;
 using Google.Protobuf;
 using Grpc.Core;
@@ -44,29 +43,13 @@ public static class FileTransfer
     public static async Task ReceiveAsync(IAsyncStreamReader<FileChunk> from, long size, Stream to,
         Action<long>? progress, CancellationToken ct)
     {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        long received = 0;
-        while (await from.MoveNext(ct))
+        Func<long, Task>? onChunk = progress is null ? null : n =>
         {
-            var chunk = from.Current;
-            if (chunk.Sha256.Length > 0)
-            {
-                if (received != size)
-                    throw new InvalidDataException($"the transfer ended after {received} of {size} bytes");
-                var got = Convert.ToHexStringLower(hash.GetHashAndReset());
-                if (got != chunk.Sha256)
-                    throw new InvalidDataException($"corrupt transfer: checksum {got[..12]}… " +
-                        $"does not match the sender's {chunk.Sha256[..Math.Min(12, chunk.Sha256.Length)]}…");
-                return;
-            }
-            if (received + chunk.Data.Length > size)
-                throw new InvalidDataException($"the sender sent more than the {size} bytes it announced");
-            hash.AppendData(chunk.Data.Span);
-            await to.WriteAsync(chunk.Data.Memory, ct);
-            received += chunk.Data.Length;
-            progress?.Invoke(received);
-        }
-        throw new InvalidDataException(
-            $"the transfer was cut short after {received} of {size} bytes (it ended without its checksum)");
+            progress(n);
+            return Task.CompletedTask;
+        };
+        await using var data = new ChunkReader<FileChunk>(from, c => c.Data, c => c.Sha256, size, onChunk);
+        await data.CopyToAsync(to, ct);
+        await data.VerifyAsync(ct);
     }
 }

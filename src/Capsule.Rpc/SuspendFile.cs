@@ -39,7 +39,7 @@ public static class SuspendFile
 {
     public const byte Version = 1;
     static readonly byte[] Magic = "CAPSULE"u8.ToArray();
-    const int HashSize = 32;
+    internal const int HashSize = 32;
 
     public static async Task WriteAsync(string path, SuspendMeta meta, string payloadTar, CancellationToken ct)
     {
@@ -48,7 +48,8 @@ public static class SuspendFile
             meta with { PayloadBytes = new FileInfo(payloadTar).Length }, SuspendMetaJson.Default.SuspendMeta);
         using (var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
         {
-            await using var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None);
+            File.Delete(tmp); // a leftover of a write that failed: the new one is made 0600 from the start
+            await using var fs = PrivateFiles.CreateNew(tmp);
             async Task Put(ReadOnlyMemory<byte> b)
             {
                 sha.AppendData(b.Span);
@@ -80,9 +81,39 @@ public static class SuspendFile
     public static async Task<SuspendMeta> ReadMetaAsync(string path, bool verify, CancellationToken ct,
         string? shownAs = null)
     {
+        await using var file = await OpenAsync(path, ct, shownAs);
+        if (verify) await file.VerifyAsync(ct);
+        return file.Meta;
+    }
+
+    /// <summary>
+    /// Opens a suspend file to unpack it: its metadata checked as <see cref="ReadMetaAsync"/> does, its payload
+    /// read once, hashed as it is read (<see cref="SuspendReader"/>).
+    /// </summary>
+    public static async Task<SuspendReader> OpenAsync(string path, CancellationToken ct, string? shownAs = null)
+    {
         if (!File.Exists(path)) throw new FileNotFoundException($"no such file: {path}");
         var name = shownAs ?? path;
-        await using var fs = File.OpenRead(path);
+        var fs = File.OpenRead(path);
+        try
+        {
+            var (meta, head) = await ReadHeadAsync(fs, name, ct);
+            return new SuspendReader(fs, meta, head, name);
+        }
+        catch
+        {
+            await fs.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The header and metadata of the file open in <paramref name="fs"/> (at its start), checked against its
+    /// length; also the bytes they were read from, which the file's checksum covers.
+    /// </summary>
+    internal static async Task<(SuspendMeta Meta, byte[] Head)> ReadHeadAsync(FileStream fs, string name,
+        CancellationToken ct)
+    {
         var head = new byte[Magic.Length + 1 + 4];
         if (await fs.ReadAtLeastAsync(head, head.Length, throwOnEndOfStream: false, ct) < head.Length
             || !head.AsSpan(0, Magic.Length).SequenceEqual(Magic))
@@ -94,12 +125,13 @@ public static class SuspendFile
         if (metaLen > 16 << 20 || head.Length + metaLen + HashSize > fs.Length)
             throw new InvalidDataException(
                 $"{name} is truncated or damaged (its header is inconsistent with its size)");
-        var metaBytes = new byte[metaLen];
-        await fs.ReadExactlyAsync(metaBytes, ct);
+        var all = new byte[head.Length + metaLen];
+        head.CopyTo(all, 0);
+        await fs.ReadExactlyAsync(all.AsMemory(head.Length), ct);
         SuspendMeta meta;
         try
         {
-            meta = JsonSerializer.Deserialize(metaBytes, SuspendMetaJson.Default.SuspendMeta)
+            meta = JsonSerializer.Deserialize(all.AsSpan(head.Length), SuspendMetaJson.Default.SuspendMeta)
                 ?? throw new JsonException("empty");
         }
         catch (JsonException) { throw new InvalidDataException($"{name} is damaged (its metadata cannot be read)"); }
@@ -107,8 +139,7 @@ public static class SuspendFile
         if (head.Length + metaLen + meta.PayloadBytes + HashSize != fs.Length)
             throw new InvalidDataException($"{name} is truncated or damaged: {fs.Length} bytes, " +
                 $"expected {head.Length + metaLen + meta.PayloadBytes + HashSize}");
-        if (verify) await VerifyAsync(path, fs.Length, name, ct);
-        return meta;
+        return (meta, all);
     }
 
     /// <summary>
@@ -120,45 +151,4 @@ public static class SuspendFile
             Processes: not null, Connections: not null }
         && m.Command.All(c => c is not null) && m.Processes.All(p => p?.Command is not null)
         && m.Connections.All(c => c is not null);
-
-    static async Task VerifyAsync(string path, long length, string name, CancellationToken ct)
-    {
-        await using var fs = File.OpenRead(path);
-        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var buf = new byte[1 << 20];
-        var left = length - HashSize;
-        while (left > 0)
-        {
-            var n = await fs.ReadAsync(buf.AsMemory(0, (int)Math.Min(buf.Length, left)), ct);
-            if (n == 0) throw new InvalidDataException($"{name} is truncated");
-            sha.AppendData(buf, 0, n);
-            left -= n;
-        }
-        var want = new byte[HashSize];
-        await fs.ReadExactlyAsync(want, ct);
-        if (!sha.GetHashAndReset().AsSpan().SequenceEqual(want))
-            throw new InvalidDataException(
-                $"{name} fails its checksum: it was changed or damaged after it was written");
-    }
-
-    /// <summary>Copies the payload (the tar) out of a verified file.</summary>
-    public static async Task ExtractPayloadAsync(string path, string tarPath, CancellationToken ct)
-    {
-        await using var fs = File.OpenRead(path);
-        var head = new byte[Magic.Length + 1 + 4];
-        await fs.ReadExactlyAsync(head, ct);
-        var metaLen = BinaryPrimitives.ReadUInt32BigEndian(head.AsSpan(Magic.Length + 1));
-        fs.Seek(metaLen, SeekOrigin.Current);
-        var left = fs.Length - fs.Position - HashSize;
-        await using var outFs = File.Create(tarPath);
-        var buf = new byte[1 << 20];
-        while (left > 0)
-        {
-            var n = await fs.ReadAsync(buf.AsMemory(0, (int)Math.Min(buf.Length, left)), ct);
-            if (n == 0) throw new InvalidDataException($"{path} is truncated");
-            await outFs.WriteAsync(buf.AsMemory(0, n), ct);
-            left -= n;
-        }
-    }
-
 }

@@ -16,7 +16,7 @@ namespace Capsule.Lab.Tests;
 /// with <see cref="InvalidDataException"/> (a message for the user), never another exception, and an archive
 /// writes nothing outside the folders it is unpacked into. No lab: temporary files only, removed after.
 /// </summary>
-public sealed class ArchiveParserTests : IDisposable
+public sealed partial class ArchiveParserTests : IDisposable
 {
     readonly string _dir = Directory.CreateTempSubdirectory("capsule-archive-").FullName;
     int _next;
@@ -85,9 +85,11 @@ public sealed class ArchiveParserTests : IDisposable
         var (file, _) = await SuspendFileOf(Meta(), payload);
         var m = await SuspendFile.ReadMetaAsync(file, verify: true, CancellationToken.None);
         Assert.Equal(Json(Meta() with { PayloadBytes = payload.Length }), Json(m));
-        var back = Path.Combine(Path.GetDirectoryName(file)!, "back.tar");
-        await SuspendFile.ExtractPayloadAsync(file, back, CancellationToken.None);
-        Assert.Equal(payload, await File.ReadAllBytesAsync(back));
+        await using var reader = await SuspendFile.OpenAsync(file, CancellationToken.None);
+        var back = new MemoryStream();
+        await reader.CopyToAsync(back);
+        await reader.VerifyAsync(CancellationToken.None);
+        Assert.Equal(payload, back.ToArray());
     }
 
     [Fact]

@@ -1,5 +1,7 @@
 using System.Formats.Tar;
-using System.Security.Cryptography;
+using System.Runtime.InteropServices;
+using Capsule.Agent.Linux;
+using Capsule.Rpc;
 
 namespace Capsule.Agent.Checkpoint;
 
@@ -12,7 +14,8 @@ internal static class ImageArchive
 {
     public static async Task WriteAsync(string archive, string images, string capsuleDir, CancellationToken ct)
     {
-        await using var fs = File.Create(archive);
+        File.Delete(archive);
+        await using var fs = PrivateFiles.CreateNew(archive);
         await WriteAsync(fs, images, capsuleDir, ct);
     }
 
@@ -40,20 +43,59 @@ internal static class ImageArchive
     /// </summary>
     public static async Task ExtractAsync(string archive, string images, string capsuleDir, CancellationToken ct)
     {
-        Directory.CreateDirectory(images);
-        Directory.CreateDirectory(capsuleDir);
         await using var fs = File.OpenRead(archive);
-        await using var tar = new TarReader(fs);
+        await ExtractAsync(fs, archive, images, capsuleDir, ct);
+    }
+
+    /// <summary>
+    /// Unpacks an image from <paramref name="source"/> (named <paramref name="shownAs"/> in errors), then runs
+    /// <paramref name="verify"/>, the check of the checksum over the bytes just read. Nothing unpacked outlives a
+    /// failure, of either: the two folders are deleted, so nothing is ever restored from an unverified image.
+    /// </summary>
+    public static async Task ExtractCheckedAsync(Stream source, string shownAs, Func<CancellationToken, Task> verify,
+        string images, string capsuleDir, CancellationToken ct)
+    {
+        try
+        {
+            try
+            {
+                await ExtractAsync(source, shownAs, images, capsuleDir, ct);
+            }
+            catch (InvalidDataException)
+            {
+                // An archive that does not parse was most often damaged on its way: the checksum, when it
+                // fails, names that cause rather than the entry it garbled.
+                await verify(ct);
+                throw;
+            }
+            await verify(ct);
+        }
+        catch
+        {
+            foreach (var folder in (string[])[images, capsuleDir])
+                if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+            throw;
+        }
+    }
+
+    static async Task ExtractAsync(Stream source, string shownAs, string images, string capsuleDir,
+        CancellationToken ct)
+    {
+        // The agent's folders, and everything in them, for root alone (PrivateFiles).
+        PrivateFiles.CreateFolder(images);
+        PrivateFiles.CreateFolder(capsuleDir);
+        var length = source.CanSeek ? source.Length : long.MaxValue;
+        await using var tar = new TarReader(source, leaveOpen: true);
         try
         {
             while (await tar.GetNextEntryAsync(cancellationToken: ct) is { } e)
-                await ExtractEntry(e, fs.Length, images, capsuleDir, ct);
+                await ExtractEntry(e, length, images, capsuleDir, ct);
         }
         // TarReader's other ways of saying the archive is damaged: a header or its data cut short (it reads past
         // the end), a number field out of range (a base-256 size past long.MaxValue overflows).
         catch (Exception e) when (e is EndOfStreamException or OverflowException or FormatException)
         {
-            throw new InvalidDataException($"{archive} is truncated or damaged ({e.Message})");
+            throw new InvalidDataException($"{shownAs} is truncated or damaged ({e.Message})");
         }
     }
 
@@ -64,6 +106,7 @@ internal static class ImageArchive
             : e.Name.StartsWith("files/", StringComparison.Ordinal) ? (capsuleDir, e.Name[6..])
             : throw new InvalidDataException($"unexpected entry '{e.Name}' in the image");
         if (rel.Contains('\0')) throw new InvalidDataException($"entry '{e.Name}' has a NUL in its name");
+        var mode = ModeOf(e, capsuleFile: root == capsuleDir);
         root = Path.GetFullPath(root);
         var dest = Path.GetFullPath(Path.Combine(root, rel));
         if (!dest.StartsWith(root + "/", StringComparison.Ordinal))
@@ -79,7 +122,7 @@ internal static class ImageArchive
         {
             case TarEntryType.Directory:
                 if (File.Exists(dest)) throw new InvalidDataException($"entry '{e.Name}' is a file already");
-                Directory.CreateDirectory(dest);
+                PrivateFiles.CreateFolder(dest, mode);
                 return;
             case TarEntryType.RegularFile or TarEntryType.V7RegularFile or TarEntryType.Fifo:
                 break;
@@ -91,13 +134,32 @@ internal static class ImageArchive
         if (e.Length < 0 || (e.DataOffset >= 0 && e.Length > archiveLength - e.DataOffset))
             throw new InvalidDataException($"entry '{e.Name}' declares {e.Length} bytes, more than the image holds");
         if (Directory.Exists(dest)) throw new InvalidDataException($"entry '{e.Name}' is a folder already");
-        Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
-        await e.ExtractToFileAsync(dest, overwrite: true, ct);
+        PrivateFiles.CreateFolder(Path.GetDirectoryName(dest)!);
+        // A later entry of the same name replaces an earlier one, as tar does; made anew, with its mode from the start.
+        File.Delete(dest);
+        if (e.EntryType == TarEntryType.Fifo)
+        {
+            if (Native.mkfifo(dest, (uint)mode) != 0)
+                throw new IOException($"could not make the named pipe {dest} (errno {Marshal.GetLastPInvokeError()})");
+            PrivateFiles.SetMode(dest, mode); // as the umask narrowed it (see PrivateFiles.CreateNew)
+            return;
+        }
+        // Not TarEntry.ExtractToFile: it sets the archive's mode after creating the file, special bits and all.
+        await using var to = PrivateFiles.CreateNew(dest, mode);
+        if (e.DataStream is { } data) await data.CopyToAsync(to, ct);
     }
 
-    public static async Task<string> Sha256Async(string file, CancellationToken ct)
+    /// <summary>
+    /// The mode a file or folder is created with. CRIU's images are the agent's: 0600 (folders 0700).
+    /// The capsule's own files keep their permission bits, as CRIU demands of every file a process
+    /// had open (seen: "stdout.log has bad mode 0100600 (expect 0100644)"), but never setuid, setgid
+    /// or sticky: the archive's author does not get to make a set-user-id root program on this host.
+    /// </summary>
+    static UnixFileMode ModeOf(TarEntry e, bool capsuleFile)
     {
-        await using var fs = File.OpenRead(file);
-        return Convert.ToHexStringLower(await SHA256.HashDataAsync(fs, ct));
+        if (!capsuleFile)
+            return e.EntryType == TarEntryType.Directory ? PrivateFiles.FolderMode : PrivateFiles.FileMode;
+        const UnixFileMode permissions = (UnixFileMode)0x1FF; // 0777
+        return e.Mode & permissions;
     }
 }

@@ -41,6 +41,8 @@ internal sealed unsafe partial class Engine
     /// For one whose hold still drains, the new hold begins the moment the drain ends (nothing read
     /// in between escapes it), and its cut then includes everything the drain sent: waiting is
     /// short (a full hold drains in ~0.15 s) and keeps one buffer, in one order, per locator.
+    /// Capacity and lease are cut to this host's maxima (Engine.Limits.cs); a new hold past
+    /// <see cref="MaxHolds"/> fails with <see cref="HoldRefusedException"/>.
     /// </summary>
     public Task<(long Packets, long Bytes)> HoldAsync(Locator locator, Locator via, int capacity, bool dropUdp,
         bool pause, TimeSpan lease)
@@ -48,6 +50,7 @@ internal sealed unsafe partial class Engine
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(lease, TimeSpan.Zero);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(lease, MaxLease);
+        (capacity, lease) = Clamp(capacity, lease);
         var request = new HoldRequest(locator, via, capacity, dropUdp, pause, lease);
         return OnEgress<(long, long)>(done => BeginOrRenew(request, done));
     }
@@ -73,6 +76,12 @@ internal sealed unsafe partial class Engine
         }
         else
         {
+            if (NoRoomForHold() is { } full)
+            {
+                HoldsRefused++;
+                done.SetException(new HoldRefusedException(full));
+                return;
+            }
             var buffer = NewBuffer(r.Locator, r.Capacity, r.DropUdp);
             var fresh = new Hold(r.Locator, buffer, After(r.Lease), r.Pause);
             _holds[r.Locator.Value] = fresh;

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using Capsule.Agent.Linux;
 using Capsule.Core;
 
@@ -33,10 +32,28 @@ internal readonly record struct FlowKey(uint Capsule, ushort CapsulePort, uint P
 /// </summary>
 internal sealed unsafe partial class Engine
 {
-    // Keyed by the remote capsule's side: flows are learned from what arrives over the overlay.
-    readonly ConcurrentDictionary<FlowKey, TcpFlow> _flows = new();
+    /// <summary>Flows tracked when the agent's settings name no cap (MaxTcpFlows): ~10 MB of state at most.</summary>
+    public const int DefaultMaxFlows = 65536;
+
+    // Keyed by the remote capsule's side: flows are learned from what arrives over the overlay, so
+    // anyone who reaches a capsule (a SYN flood through a gateway) makes it grow: it is bounded, the
+    // flows idle longest evicted first, a paused one never (its peer waits on the gateway's word).
+    readonly BoundedTable<FlowKey, TcpFlow> _flows = NewFlowTable(DefaultMaxFlows);
     volatile bool _anyFlows;
     public long PausesSent, ReopensSent, AckedOnBehalf;
+
+    /// <summary>Most TCP flows the pause tracks; set once, at construction.</summary>
+    public int MaxFlows
+    {
+        get => _flows.Capacity;
+        init => _flows = NewFlowTable(value);
+    }
+
+    /// <summary>Flows tracked now, flows evicted to make room, and new flows left untracked (all paused).</summary>
+    public (int Tracked, long Evicted, long Refused) FlowStats => (_flows.Count, _flows.Evicted, _flows.Refused);
+
+    static BoundedTable<FlowKey, TcpFlow> NewFlowTable(int capacity) =>
+        new(capacity, f => Volatile.Read(ref f.LastSeen), f => f.Paused);
 
     static bool After(uint a, uint b) => (int)(a - b) > 0;
 
@@ -50,7 +67,11 @@ internal sealed unsafe partial class Engine
         if (!_flows.TryGetValue(key, out var f))
         {
             if (s.Rst) return;
-            f = _flows.GetOrAdd(key, _ => new TcpFlow());
+            // Null when every tracked flow is paused: this one passes untracked (and counted), so a
+            // move now would not pause it; its peer retransmits instead, as with no gateway's help.
+            var added = _flows.GetOrAdd(key, _ => new TcpFlow { LastSeen = Environment.TickCount64 });
+            if (added is null) return;
+            f = added;
             _anyFlows = true;
         }
         var next = s.Seq + s.SeqLength;
@@ -62,7 +83,7 @@ internal sealed unsafe partial class Engine
         else f.CapWindow = s.Window;
         f.CapSeen = true;
         f.LastSeen = Environment.TickCount64;
-        if (s.Rst) _flows.TryRemove(key, out _);
+        if (s.Rst) _flows.TryRemove(key);
     }
 
     /// <summary>
@@ -131,16 +152,12 @@ internal sealed unsafe partial class Engine
     public int SweepFlows(TimeSpan idle)
     {
         var before = Environment.TickCount64 - (long)idle.TotalMilliseconds;
-        var removed = 0;
-        foreach (var (key, f) in _flows)
-            if (!f.Paused && Volatile.Read(ref f.LastSeen) < before && _flows.TryRemove(key, out _)) removed++;
-        return removed;
+        return _flows.RemoveWhere((_, f) => !f.Paused && Volatile.Read(ref f.LastSeen) < before);
     }
 
     void ForgetFlows(Locator capsule)
     {
-        foreach (var key in _flows.Keys)
-            if (key.Capsule == capsule.Value) _flows.TryRemove(key, out _);
+        _flows.RemoveWhere((key, _) => key.Capsule == capsule.Value);
     }
 
     void SendAck(FlowKey key, TcpFlow f, ushort window)

@@ -21,7 +21,7 @@ internal sealed class AgentMetrics
     readonly DataPlaneHost _dataPlane;
     readonly CapsuleRuntime _runtime;
     readonly List<(ICounter Counter, Func<Engine, long> Read)> _counters = [];
-    readonly Gauge _holdsActive, _holdPackets, _routes, _capsules;
+    readonly Gauge _holdsActive, _holdPackets, _routes, _capsules, _flows;
     readonly Counter _migrations;
     readonly Histogram _phases;
 
@@ -39,6 +39,7 @@ internal sealed class AgentMetrics
         _holdsActive = f.CreateGauge(P + "holds_active", "Holds this host keeps now (capsules moving or suspended)");
         _holdPackets = f.CreateGauge(P + "holds_packets", "Packets this host's holds keep now");
         _routes = f.CreateGauge(P + "translation_table_routes", "Remote capsules in this host's translation table");
+        _flows = f.CreateGauge(P + "tcp_flows_tracked", "TCP flows this host tracks to pause them (MaxTcpFlows most)");
         _capsules = f.CreateGauge(P + "local_capsules", "Capsules on this host");
         _migrations = f.CreateCounter(P + "migrations_total", "Migrations this host ran as their source, by outcome",
             ["outcome"]);
@@ -88,6 +89,14 @@ internal sealed class AgentMetrics
             e => Volatile.Read(ref e.Egress.HoldExpiredDropped));
         One("holds_spool_failures_total", "Holds kept in memory alone (their spool file could not be made)",
             e => Volatile.Read(ref e.Egress.HoldSpoolFailures));
+        One("holds_refused_total", "New holds refused: this host kept MaxHolds already",
+            e => Volatile.Read(ref e.HoldsRefused));
+        One("holds_clamped_total", "Hold requests whose capacity or lease was cut to this host's maxima",
+            e => Volatile.Read(ref e.HoldsClamped));
+        One("tcp_flows_evicted_total", "TCP flows forgotten to make room in the full flow table (MaxTcpFlows)",
+            e => e.FlowStats.Evicted);
+        One("tcp_flows_refused_total", "New TCP flows left untracked: the flow table was full of paused flows",
+            e => e.FlowStats.Refused);
         One("dataplane_delivered_local_packets_total", "Packets for a local capsule written back into the TUN",
             e => Volatile.Read(ref e.Egress.DeliveredLocal));
         One("icmp_unreachable_sent_total", "ICMP host unreachable answers a gateway gave",
@@ -111,6 +120,7 @@ internal sealed class AgentMetrics
         var engine = _dataPlane.Engine;
         foreach (var (counter, read) in _counters) counter.IncTo(read(engine));
         _routes.Set(engine.Table.Count);
+        _flows.Set(engine.FlowStats.Tracked);
         try
         {
             // A command between the egress thread's batches; bounded, as at shutdown nobody runs it.

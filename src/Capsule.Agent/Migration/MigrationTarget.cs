@@ -1,12 +1,12 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Security.Cryptography;
 using Capsule.Agent.Checkpoint;
 using Capsule.Agent.Faults;
 using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Dir;
 using Capsule.Protos;
+using Capsule.Rpc;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
 using CapsuleState = Capsule.Core.CapsuleState;
@@ -67,16 +67,27 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         if (runtime.Find(head.Name) is not null)
             throw new InvalidOperationException($"capsule '{head.Name}' already runs on {O.Host}");
         var work = Path.Combine(O.StateDir, "migrations", head.Name + ".in");
-        var archive = Path.Combine(work, "image.tar");
         if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
-        Directory.CreateDirectory(work);
+        PrivateFiles.CreateFolder(work);
+        var first = true;
+        async Task OnChunk(long _)
+        {
+            if (!first) return;
+            first = false;
+            await faults.HitAsync(FaultPoints.TargetTransfer);
+        }
+        // Unpacked as it arrives, hashed on the way; restored from only once the sender's checksum matched.
+        await using var image = new ChunkReader<ImageChunk>(stream, c => c.Data, c => c.Sha256, onChunk: OnChunk);
+        async Task Unpack(string images, string dir)
+        {
+            await ImageArchive.ExtractCheckedAsync(image, "the image", image.VerifyAsync, images, dir, ct);
+            await faults.HitAsync(FaultPoints.TargetRestore);
+        }
         try
         {
-            var bytes = await ReceiveArchiveAsync(stream, archive, ct);
-            await faults.HitAsync(FaultPoints.TargetRestore);
-            var r = await RestoreHereAsync(head.Name, loc, [.. head.Command], head.UdpDrop, archive, work, ct);
+            var r = await RestoreHereAsync(head.Name, loc, [.. head.Command], head.UdpDrop, Unpack, work, ct);
             await faults.HitAsync(FaultPoints.TargetAfterRestore);
-            return new ReceiveReply { Pid = r.Pid, RestoreMs = r.Ms, Bytes = bytes, CriuMs = r.CriuMs };
+            return new ReceiveReply { Pid = r.Pid, RestoreMs = r.Ms, Bytes = image.Received, CriuMs = r.CriuMs };
         }
         finally
         {
@@ -85,47 +96,15 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         }
     }
 
-    /// <summary>
-    /// Writes the image to <paramref name="archive"/>, hashing it on the way; throws if it is cut short or corrupt.
-    /// </summary>
-    async Task<long> ReceiveArchiveAsync(IAsyncStreamReader<ImageChunk> stream, string archive, CancellationToken ct)
-    {
-        string? sha = null;
-        long bytes = 0;
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        await using (var fs = File.Create(archive))
-        {
-            while (await stream.MoveNext(ct))
-            {
-                var chunk = stream.Current;
-                if (chunk.Sha256.Length > 0)
-                {
-                    sha = chunk.Sha256;
-                    break;
-                }
-                hash.AppendData(chunk.Data.Span);
-                await fs.WriteAsync(chunk.Data.Memory, ct);
-                if (bytes == 0) await faults.HitAsync(FaultPoints.TargetTransfer);
-                bytes += chunk.Data.Length;
-            }
-        }
-        if (sha is null)
-            throw new InvalidDataException("the image stream ended without its checksum (transfer cut short)");
-        var got = Convert.ToHexStringLower(hash.GetHashAndReset());
-        if (got != sha)
-            throw new InvalidDataException($"corrupt transfer: image checksum {got[..12]}… " +
-                $"does not match the sender's {sha[..12]}…");
-        return bytes;
-    }
-
     internal readonly record struct Restored(int Pid, long Ms, long CriuMs);
 
     /// <summary>
-    /// Unpacks a capsule's archive here, rebuilds its network with the same locator and restores
-    /// its processes. On failure everything it made is removed again.
+    /// Unpacks a capsule's image here (<paramref name="unpack"/>: into the images folder and the
+    /// capsule's folder, checked), rebuilds its network with the same locator and restores its
+    /// processes. On failure everything it made is removed again.
     /// </summary>
     public async Task<Restored> RestoreHereAsync(string name, Locator loc, string[] command, bool udpDrop,
-        string archive, string work, CancellationToken ct)
+        Func<string, string, Task> unpack, string work, CancellationToken ct)
     {
         var images = Path.Combine(work, "images");
         var dir = O.CapsuleDir(name);
@@ -134,7 +113,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         try
         {
             if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
-            await ImageArchive.ExtractAsync(archive, images, dir, ct);
+            await unpack(images, dir);
             var sw = Stopwatch.StartNew();
             if (!built)
             {

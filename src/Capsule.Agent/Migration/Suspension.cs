@@ -98,7 +98,7 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             await ImageArchive.WriteAsync(payload, images, c.Dir, ct);
             var meta = new SuspendMeta(SuspendFile.Version, id, c.Name, c.Locator.ToString(), c.Command, O.Host,
                 DateTime.UtcNow, procs, conns, 0) { UdpDrop = c.UdpDrop };
-            Directory.CreateDirectory(KeptFolder);
+            PrivateFiles.CreateFolder(KeptFolder);
             await SuspendFile.WriteAsync(kept, meta, payload, ct);
             // The file is whole on disk here before the directory says so: a crash before this line
             // leaves the capsule recorded as migrating here (recovery resumes it), never as
@@ -245,7 +245,7 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             throw new ArgumentException("the resume stream does not begin with the file's size " +
                 "(is the CLI older than this agent?)");
         var label = head.File.Length > 0 ? head.File : "the file";
-        Directory.CreateDirectory(Incoming);
+        PrivateFiles.CreateFolder(Incoming);
         var free = new DriveInfo(Incoming).AvailableFreeSpace;
         if (free < head.Size)
             throw new InvalidOperationException($"{O.Host} has {free >> 20} MiB free in {Incoming}, " +
@@ -255,7 +255,7 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
         _receiving[path] = 0;
         try
         {
-            await using (var fs = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            await using (var fs = PrivateFiles.CreateNew(path))
             {
                 try
                 {
@@ -285,18 +285,21 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             if (!_receiving.ContainsKey(f)) File.Delete(f);
     }
 
-    async Task<ResumeResult> ResumeFileAsync(string file, string label, CancellationToken ct)
+    async Task<ResumeResult> ResumeFileAsync(string path, string label, CancellationToken ct)
     {
         var clock = new PhaseClock();
-        SuspendMeta meta;
+        SuspendReader file;
         try
         {
-            meta = await SuspendFile.ReadMetaAsync(file, verify: true, ct, shownAs: label);
+            // Checked as it is unpacked (SuspendReader): one read of the file, no window between check and use.
+            file = await SuspendFile.OpenAsync(path, ct, shownAs: label);
         }
         catch (Exception e) when (e is FileNotFoundException or InvalidDataException)
         {
             throw new ArgumentException(e.Message);
         }
+        await using var _ = file;
+        var meta = file.Meta;
         var state = await directory.SnapshotAsync(ct);
         var rec = CheckResumable(meta, state);
         await criu.CheckAsync(ct);
@@ -306,14 +309,21 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
         try
         {
             if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
-            Directory.CreateDirectory(work);
-            var archive = Path.Combine(work, "payload.tar");
-            await SuspendFile.ExtractPayloadAsync(file, archive, ct);
+            PrivateFiles.CreateFolder(work);
             var loc = Locator.Parse(meta.Locator);
-            await CapsuleNetwork.BuildAsync(O.CapsuleNetns(meta.Name), loc, O.InnerMtu);
-            await Criu.LockForRestoreAsync(O.CapsuleNetns(meta.Name));
-            target.MarkPrepared(meta.Name, loc);
-            var restored = await target.RestoreHereAsync(meta.Name, loc, meta.Command, meta.UdpDrop, archive, work, ct);
+            // The image is unpacked and its checksum checked before anything of the capsule is built.
+            async Task Unpack(string images, string dir)
+            {
+                try
+                {
+                    await ImageArchive.ExtractCheckedAsync(file, label, file.VerifyAsync, images, dir, ct);
+                }
+                catch (InvalidDataException e)
+                {
+                    throw new ArgumentException(e.Message);
+                }
+            }
+            var restored = await target.RestoreHereAsync(meta.Name, loc, meta.Command, meta.UdpDrop, Unpack, work, ct);
             try
             {
                 // Only one resume of a file wins: the revision must still be the suspended one.
