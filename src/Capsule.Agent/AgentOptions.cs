@@ -39,6 +39,9 @@ public sealed record AgentOptions(
     /// </summary>
     public string? ControlSocket { get; init; }
 
+    /// <summary>This host's certificates (the config's Tls section), or null: no TLS, with a warning.</summary>
+    public Hosting.TlsConfig? Tls { get; init; }
+
     public int InnerMtu => UnderlayMtu - Wire.Overhead;
     /// <summary>A gateway's address for the ICMP answers it gives as a router (its ordinary-side address).</summary>
     public Locator IcmpSource => IcmpFrom.Length > 0 ? Locator.Parse(IcmpFrom) : Underlay;

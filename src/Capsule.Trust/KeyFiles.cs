@@ -32,9 +32,9 @@ public static class KeyFiles
         if (!File.Exists(path)) throw new TrustException($"{what} {path} does not exist");
         try
         {
-            return X509Certificate2.CreateFromPemFile(path);
+            return X509Certificate2.CreateFromPem(File.ReadAllText(path)); // a certificate alone, no key
         }
-        catch (CryptographicException e)
+        catch (Exception e) when (e is CryptographicException or ArgumentException)
         {
             throw new TrustException($"{what} {path} is not a PEM certificate: {e.Message}");
         }
