@@ -151,7 +151,7 @@ public sealed class AgentConfig : IDaemonConfig
         // Without a usable Underlay there is no default Listen, and the Underlay's own error says what to fix.
         if (underlayOk || !string.IsNullOrEmpty(Listen))
             ConfigRules.Serve(errors, "Listen", Listen, advertised: true);
-        ConfigRules.Tls(errors, warnings, Tls, Listen);
+        ConfigRules.Tls(errors, Tls, Listen);
         if (Listen?.StartsWith("unix:", StringComparison.Ordinal) == true)
             warnings.Add($"Listen is a unix socket ({Listen}): agents on other machines cannot reach " +
                 "this one, so capsules cannot migrate between machines");

@@ -69,10 +69,10 @@ public static class ConfigRules
     }
 
     /// <summary>
-    /// The Tls section and the endpoint served over TCP agree: https:// with certificates, http:// without (then
-    /// a warning, as anyone who reaches the port may call the daemon).
+    /// The Tls section and the endpoint served over TCP agree: https:// with certificates, http:// without (the
+    /// daemon then logs, once at start, that its control calls are unauthenticated).
     /// </summary>
-    public static void Tls(List<string> errors, List<string> warnings, Capsule.Hosting.TlsConfig tls, string? listen)
+    public static void Tls(List<string> errors, Capsule.Hosting.TlsConfig tls, string? listen)
     {
         tls.Validate(errors);
         var https = listen?.StartsWith("https:", StringComparison.Ordinal) == true;
@@ -83,9 +83,6 @@ public static class ConfigRules
         else if (http && !tls.IsEmpty)
             errors.Add($"Listen: '{listen}' is http:// yet a Tls section is given; write https:// so callers must " +
                 "show a certificate");
-        else if (http)
-            warnings.Add($"no Tls section: control calls to {listen} are unauthenticated; serve it on a trusted " +
-                "network only, or add certificates (`capsule cluster init`, `capsule host add`; docs/security.md)");
     }
 
     /// <summary>A unix socket only (a control socket is for this machine's tools).</summary>

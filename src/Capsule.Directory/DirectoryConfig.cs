@@ -60,7 +60,7 @@ public sealed class DirectoryConfig : IDaemonConfig
     {
         ConfigRules.AbsolutePath(errors, "State", State, required: true);
         ConfigRules.Serve(errors, "Listen", Listen, advertised: false);
-        ConfigRules.Tls(errors, warnings, Tls, Listen);
+        ConfigRules.Tls(errors, Tls, Listen);
         ConfigRules.Socket(errors, "ControlSocket", ControlSocket);
         if (!Prefix.TryParse(Pool, out _))
             errors.Add($"Pool: '{Pool}' is not an IPv4 prefix; write one such as 100.64.0.0/16 (length 8-30)");
