@@ -38,7 +38,8 @@ public static class TrustCommands
     static Command Init()
     {
         var dir = DirOption();
-        var cmd = new Command("init", "Create the cluster CA (an ECDSA P-256 key and a self-signed certificate)") { dir };
+        var cmd = new Command("init", "Create the cluster CA (an ECDSA P-256 key and a self-signed certificate)")
+            { dir };
         cmd.SetAction((pr, ct) => CommandTree.Run(() =>
         {
             using var ca = Wrap(() => ClusterCa.Create(pr.GetValue(dir)!));
@@ -74,7 +75,8 @@ public static class TrustCommands
             Console.WriteLine($"{PeerIdentity.RoleName(kind)} {pr.GetValue(name)} ({ip}): files in " +
                 $"{Path.GetFullPath(files.Folder)}; copy them to the host (the key stays mode 0600) and point " +
                 $"{config}'s \"Tls\" keys at them:");
-            Console.WriteLine($"  Tls.Ca   = {Path.GetFileName(files.Ca)}\n  Tls.Cert = {Path.GetFileName(files.Cert)}" +
+            Console.WriteLine($"  Tls.Ca   = {Path.GetFileName(files.Ca)}\n" +
+                $"  Tls.Cert = {Path.GetFileName(files.Cert)}" +
                 $"\n  Tls.Key  = {Path.GetFileName(files.Key)}");
             Console.WriteLine("and serve Listen on https:// (docs/config.md)");
             return Task.FromResult(0);

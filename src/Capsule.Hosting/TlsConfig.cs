@@ -9,7 +9,7 @@ namespace Capsule.Hosting;
 /// </summary>
 public sealed class TlsConfig
 {
-    /// <summary>The cluster CA's certificate (ca.crt): the only issuer trusted, for callers and servers alike.</summary>
+    /// <summary>The cluster CA's certificate (ca.crt): the only issuer trusted, for callers and servers.</summary>
     public string? Ca { get; set; }
 
     /// <summary>This daemon's certificate (NAME.crt), issued by the cluster CA for its name and address.</summary>
@@ -34,7 +34,8 @@ public sealed class TlsConfig
             return;
         }
         foreach (var (key, path) in new[] { ("Ca", Ca!), ("Cert", Cert!), ("Key", Key!) })
-            if (!Path.IsPathFullyQualified(path)) errors.Add($"Tls.{key}: '{path}' is a relative path; write an absolute one");
+            if (!Path.IsPathFullyQualified(path))
+                errors.Add($"Tls.{key}: '{path}' is a relative path; write an absolute one");
         if (errors.Count > 0) return;
         try
         {

@@ -17,7 +17,7 @@ internal sealed class LabEtcd(LabPaths paths, Action<string> say)
     public const int ClientPort = 2379;
     public const int PeerPort = 2380;
 
-    /// <summary>The agents' directory endpoint: every member over the underlay, mutual TLS with their host certificates.</summary>
+    /// <summary>The agents' directory endpoint: every member over the underlay, mutual TLS.</summary>
     public static string AgentEndpoint(IEnumerable<LabRunner.HostEntry> members) =>
         DirectoryClient.Etcd(members.Select(m => $"https://{m.Underlay}:{ClientPort}"));
 

@@ -11,7 +11,7 @@ namespace Capsule.Lab;
 /// </summary>
 internal static class LabTrust
 {
-    /// <summary>The Tls section for <paramref name="name"/> at <paramref name="address"/>, issued on first use.</summary>
+    /// <summary>The Tls section for <paramref name="name"/> at <paramref name="address"/> (issued once).</summary>
     public static TlsConfig For(LabPaths paths, string name, string address, PeerKind kind = PeerKind.Host)
     {
         using var ca = File.Exists(Path.Combine(paths.CaDir, ClusterCa.CaCertFile))

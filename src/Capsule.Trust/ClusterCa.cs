@@ -4,7 +4,7 @@ using System.Security.Cryptography.X509Certificates;
 
 namespace Capsule.Trust;
 
-/// <summary>What issuing a certificate wrote: the holder's certificate, its private key and the CA's certificate.</summary>
+/// <summary>What issuing wrote: the holder's certificate, its private key and the CA's certificate.</summary>
 public sealed record IssuedFiles(string Folder, string Cert, string Key, string Ca);
 
 /// <summary>
@@ -132,7 +132,7 @@ public sealed class ClusterCa : IDisposable
         return files;
     }
 
-    /// <summary>Why <paramref name="name"/> cannot be a certificate's name, or null: it is also a folder's name.</summary>
+    /// <summary>Why <paramref name="name"/> cannot name a certificate (and its folder), or null.</summary>
     public static string? NameError(string name) =>
         name.Length is >= 1 and <= 63 && char.IsAsciiLetterLower(name[0])
             && name.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c is '-' or '.')

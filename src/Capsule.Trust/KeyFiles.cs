@@ -16,7 +16,8 @@ public static class KeyFiles
     public static void WriteKey(string path, ECDsa key) => WriteNew(path, key.ExportPkcs8PrivateKeyPem(), Private);
 
     /// <summary>Writes a certificate as PEM into a new file (certificates are public).</summary>
-    public static void WriteCert(string path, X509Certificate2 cert) => WriteNew(path, cert.ExportCertificatePem(), Public);
+    public static void WriteCert(string path, X509Certificate2 cert) =>
+        WriteNew(path, cert.ExportCertificatePem(), Public);
 
     static void WriteNew(string path, string pem, UnixFileMode mode)
     {

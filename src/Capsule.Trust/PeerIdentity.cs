@@ -2,7 +2,7 @@ using System.Security.Cryptography.X509Certificates;
 
 namespace Capsule.Trust;
 
-/// <summary>What a cluster certificate vouches for: a host (or the directory) by name, or an operator with a role.</summary>
+/// <summary>What a cluster certificate vouches for: a host or the directory by name, or an operator's role.</summary>
 public enum PeerKind
 {
     /// <summary>A host's agent (CN = the host's name).</summary>
@@ -29,7 +29,8 @@ public sealed record PeerIdentity(PeerKind Kind, string Name)
 
     public bool IsOperator => Kind is PeerKind.Admin or PeerKind.Reader;
 
-    public override string ToString() => IsOperator ? $"operator {Name} ({RoleName(Kind)})" : $"{RoleName(Kind)} {Name}";
+    public override string ToString() =>
+        IsOperator ? $"operator {Name} ({RoleName(Kind)})" : $"{RoleName(Kind)} {Name}";
 
     /// <summary>The subject a certificate for <paramref name="kind"/> named <paramref name="name"/> carries.</summary>
     public static X500DistinguishedName Subject(PeerKind kind, string name)
