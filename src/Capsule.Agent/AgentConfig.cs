@@ -47,12 +47,20 @@ public sealed class AgentConfig : IDaemonConfig
 
     /// <summary>
     /// Where the agent serves its gRPC API, and the endpoint the other hosts' agents and the CLI are told
-    /// (through the directory) to reach it at: http://ADDRESS:PORT or unix:/path (one machine only). Default
-    /// http://UNDERLAY:7471. Unauthenticated: serve it on the underlay or another trusted network only
-    /// (capsules themselves cannot reach it: the host's filter drops their packets to the host and the
-    /// underlay). Option --listen.
+    /// (through the directory) to reach it at: https://ADDRESS:PORT, http://ADDRESS:PORT or unix:/path (one
+    /// machine only). Default https://UNDERLAY:7471 with a <see cref="Tls"/> section, else http://UNDERLAY:7471,
+    /// which is unauthenticated: then serve it on the underlay or another trusted network only (capsules
+    /// themselves cannot reach it: the host's filter drops their packets to the host and the underlay).
+    /// Option --listen.
     /// </summary>
     public string? Listen { get; set; }
+
+    /// <summary>
+    /// This host's certificates: Ca (the cluster CA's ca.crt), Cert and Key (`capsule host add NAME --address
+    /// UNDERLAY`). With them the agent serves https:// only to callers with a certificate of the cluster CA, and
+    /// calls other agents, the directory and etcd with its own.
+    /// </summary>
+    public TlsConfig Tls { get; set; } = new();
 
     /// <summary>
     /// Also serve the API on this unix socket (unix:/path), for tools on this machine; not told to anyone.
@@ -152,7 +160,7 @@ public sealed class AgentConfig : IDaemonConfig
     public void Complete()
     {
         if (string.IsNullOrEmpty(Listen) && Locator.TryParse(Underlay, out var underlay) && !underlay.IsNone)
-            Listen = $"http://{underlay}:{DefaultApiPort}";
+            Listen = $"{(Tls.IsEmpty ? "http" : "https")}://{underlay}:{DefaultApiPort}";
     }
 
     public void Validate(List<string> errors, List<string> warnings)
@@ -173,6 +181,7 @@ public sealed class AgentConfig : IDaemonConfig
         // Without a usable Underlay there is no default Listen, and the Underlay's own error says what to fix.
         if (underlayOk || !string.IsNullOrEmpty(Listen))
             ConfigRules.Serve(errors, "Listen", Listen, advertised: true);
+        ConfigRules.Tls(errors, Tls, Listen);
         if (Listen?.StartsWith("unix:", StringComparison.Ordinal) == true)
             warnings.Add($"Listen is a unix socket ({Listen}): agents on other machines cannot reach " +
                 "this one, so capsules cannot migrate between machines");
@@ -223,7 +232,7 @@ public sealed class AgentConfig : IDaemonConfig
         try
         {
             var (_, port) = global::Capsule.Agent.Metrics.MetricsEndpoint.Parse(Metrics);
-            if (Listen?.StartsWith("http:", StringComparison.Ordinal) == true
+            if (Listen?.StartsWith("http", StringComparison.Ordinal) == true
                 && Uri.TryCreate(Listen, UriKind.Absolute, out var api) && api.Port == port)
                 errors.Add($"Metrics: port {port} is Listen's too; give the metrics a port of their own (e.g. 9464)");
         }
@@ -248,5 +257,6 @@ public sealed class AgentConfig : IDaemonConfig
             MaxHoldLease = TimeSpan.FromSeconds(MaxHoldLeaseSeconds),
             Metrics = Metrics,
             ControlSocket = string.IsNullOrEmpty(ControlSocket) ? null : ControlSocket,
+            Tls = Tls.IsEmpty ? null : Tls,
         };
 }

@@ -17,7 +17,10 @@ public static class AgentHost
         Linux.Native.CloseInheritedOnExec();
         var builder = WebApplication.CreateSlimBuilder();
         string[] endpoints = options.ControlSocket is { } control ? [options.Listen, control] : [options.Listen];
-        DaemonHost.ConfigureCommon(builder, endpoints, run.Level);
+        // One identity for the whole process: served to callers, and shown when calling agents, the directory, etcd.
+        var tls = options.Tls?.Load();
+        if (tls is not null) Rpc.Channels.UseIdentity(tls);
+        DaemonHost.ConfigureCommon(builder, endpoints, run.Level, tls);
         builder.Services.AddSingleton(options);
         // Made by the container, so it is also disposed by it when the agent stops cleanly: an etcd
         // directory then revokes the host's liveness lease (a crash leaves it to lapse instead).

@@ -53,6 +53,8 @@ public sealed record AgentOptions(
     public Wire.Mode DataPlaneMode { get; init; } = Wire.Mode.Encrypted;
     /// <summary>How often each send key is replaced by a fresh one (see DataPlane/KeyExchange.cs).</summary>
     public TimeSpan KeyRotation { get; init; } = TimeSpan.FromMinutes(2);
+    /// <summary>This host's certificates (the config's Tls section), or null: no TLS, with a warning.</summary>
+    public Hosting.TlsConfig? Tls { get; init; }
 
     public int InnerMtu => UnderlayMtu - Wire.Overhead;
     /// <summary>A gateway's address for the ICMP answers it gives as a router (its ordinary-side address).</summary>

@@ -6,10 +6,19 @@ namespace Capsule.Cli;
 /// <summary>
 /// One named way to reach a Capsule cluster, as a kubeconfig context is: where its directory answers
 /// (<c>etcd:HOST:2379,...</c>, <c>http://HOST:7472</c> or <c>unix:PATH</c>), and how to reach agents whose
-/// advertised endpoint this machine cannot reach. Credentials join it with mutual TLS (issue 10).
+/// advertised endpoint this machine cannot reach, and the operator's certificate for https:// endpoints.
 /// </summary>
 public sealed record ClientContext(string Name, string Directory)
 {
+    /// <summary>The cluster CA's certificate (ca.crt): the only issuer trusted for servers' certificates.</summary>
+    public string? Ca { get; init; }
+
+    /// <summary>The operator's certificate (`capsule operator add`), shown to https:// servers.</summary>
+    public string? Cert { get; init; }
+
+    /// <summary>The operator's private key (mode 0600).</summary>
+    public string? Key { get; init; }
+
     /// <summary>Agents reached at another endpoint than the one they advertise, by host name.</summary>
     public Dictionary<string, string> Agents { get; init; } = [];
 

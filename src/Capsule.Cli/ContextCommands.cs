@@ -89,14 +89,21 @@ public static class ContextCommands
         var sockets = new Option<string>("--agent-sockets")
             { Description = "A folder of unix sockets HOST.sock through which agents are reached when present" };
         var use = new Option<bool>("--use") { Description = "Also make it the current context" };
+        var ca = new Option<string>("--ca") { Description = "The cluster CA's certificate (ca.crt), for https://" };
+        var cert = new Option<string>("--cert") { Description = "Your certificate (`capsule operator add`)" };
+        var key = new Option<string>("--key") { Description = "Your private key (mode 0600)" };
         var cmd = new Command("set", "Add a context, or replace the one of that name")
         {
-            name, directory, agent, sockets, use
+            name, directory, agent, sockets, use, ca, cert, key
         };
         cmd.SetAction((pr, ct) => CommandTree.Run(() =>
         {
             var context = Parse(pr.GetValue(name)!, pr.GetValue(directory)!, pr.GetValue(agent) ?? [],
-                pr.GetValue(sockets));
+                pr.GetValue(sockets)) with
+            {
+                Ca = FullPath(pr.GetValue(ca)), Cert = FullPath(pr.GetValue(cert)), Key = FullPath(pr.GetValue(key)),
+            };
+            CheckCredentials(context);
             ClientConfig.Update(f =>
             {
                 f.Put(context);
@@ -132,6 +139,24 @@ public static class ContextCommands
             Agents = map,
             AgentSockets = sockets is null ? null : Path.GetFullPath(sockets),
         };
+    }
+
+    static string? FullPath(string? path) => path is null ? null : Path.GetFullPath(path);
+
+    /// <summary>All three of --ca, --cert, --key or none; and they must load, so a typo shows now, not later.</summary>
+    static void CheckCredentials(ClientContext c)
+    {
+        if (c.Ca is null && c.Cert is null && c.Key is null) return;
+        if (c.Ca is null || c.Cert is null || c.Key is null)
+            throw new UserError("give --ca, --cert and --key together (`capsule operator add` writes the three files)");
+        try
+        {
+            using var _ = Trust.TlsIdentity.Load(c.Ca, c.Cert, c.Key);
+        }
+        catch (Trust.TrustException e)
+        {
+            throw new UserError(e.Message);
+        }
     }
 
     static Command Remove()

@@ -2,13 +2,30 @@ using Capsule.Core;
 using Capsule.Dir;
 using Capsule.Protos;
 using Capsule.Rpc;
+using Capsule.Trust;
 using Grpc.Core;
 
 namespace Capsule.Cli;
 
 /// <summary>What a CLI command talks to: the directory of the chosen context, and agents found through it.</summary>
-public sealed class Session(ClientContext context)
+public sealed class Session
 {
+    readonly ClientContext context;
+
+    public Session(ClientContext context)
+    {
+        this.context = context;
+        if (context.Cert is null || Channels.Identity is not null) return;
+        try
+        {
+            Channels.UseIdentity(TlsIdentity.Load(context.Ca!, context.Cert, context.Key!));
+        }
+        catch (TrustException e)
+        {
+            throw new UserError($"context {context.Name}: {e.Message}; fix it with `capsule context set`");
+        }
+    }
+
     public ClientContext Context => context;
     public IDirectory Directory => _directory ??= DirectoryClient.Open(context.Directory);
     IDirectory? _directory;

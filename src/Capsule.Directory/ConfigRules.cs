@@ -11,7 +11,7 @@ public static class ConfigRules
 {
     public static readonly string[] LogLevels = ["Trace", "Debug", "Information", "Warning", "Error", "Critical"];
 
-    /// <summary>An endpoint this daemon serves: unix:/path or http://IPv4:port (Kestrel binds an address).</summary>
+    /// <summary>An endpoint this daemon serves: unix:/path or http(s)://IPv4:port (Kestrel binds an address).</summary>
     public static void Serve(List<string> errors, string key, string? value, bool advertised)
     {
         if (string.IsNullOrEmpty(value))
@@ -25,11 +25,12 @@ public static class ConfigRules
                 errors.Add($"{key}: '{value}' needs an absolute socket path, e.g. unix:/run/capsule/api.sock");
             return;
         }
-        if (!Uri.TryCreate(value, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttp
+        if (!Uri.TryCreate(value, UriKind.Absolute, out var uri)
+            || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps)
             || !Locator.TryParse(uri.Host, out var address) || uri.AbsolutePath != "/")
         {
             errors.Add($"{key}: '{value}' is not an endpoint to serve; write unix:/path/to.sock or " +
-                "http://ADDRESS:PORT with an IPv4 address of this machine, e.g. http://10.0.0.5:7471");
+                "https://ADDRESS:PORT with an IPv4 address of this machine, e.g. https://10.0.0.5:7471");
             return;
         }
         if (advertised && address.IsNone)
@@ -65,6 +66,23 @@ public static class ConfigRules
             || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps) || uri.AbsolutePath != "/")
             errors.Add($"{key}: '{value}' is not an endpoint; write unix:/path/to.sock or http://HOST:PORT " +
                 $"for {what}, e.g. http://10.0.0.5:7472");
+    }
+
+    /// <summary>
+    /// The Tls section and the endpoint served over TCP agree: https:// with certificates, http:// without (the
+    /// daemon then logs, once at start, that its control calls are unauthenticated).
+    /// </summary>
+    public static void Tls(List<string> errors, Capsule.Hosting.TlsConfig tls, string? listen)
+    {
+        tls.Validate(errors);
+        var https = listen?.StartsWith("https:", StringComparison.Ordinal) == true;
+        var http = listen?.StartsWith("http:", StringComparison.Ordinal) == true;
+        if (https && tls.IsEmpty)
+            errors.Add($"Listen: '{listen}' is https:// and there is no Tls section; add one (Ca, Cert, Key from " +
+                "`capsule host add`), or serve http://");
+        else if (http && !tls.IsEmpty)
+            errors.Add($"Listen: '{listen}' is http:// yet a Tls section is given; write https:// so callers must " +
+                "show a certificate");
     }
 
     /// <summary>A unix socket only (a control socket is for this machine's tools).</summary>

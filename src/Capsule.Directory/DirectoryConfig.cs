@@ -24,10 +24,17 @@ public sealed class DirectoryConfig : IDaemonConfig
 
     /// <summary>
     /// Required. Where to serve the directory's gRPC API, which every agent's Directory names:
-    /// http://ADDRESS:7472 on the hosts' network (0.0.0.0 for every address), or unix:/path for one machine.
-    /// Unauthenticated: serve it on a trusted network only. Option --listen.
+    /// https://ADDRESS:7472 on the hosts' network (0.0.0.0 for every address), or unix:/path for one machine.
+    /// https:// needs the <see cref="Tls"/> section; http:// (no Tls) is unauthenticated: a trusted network only.
+    /// Option --listen.
     /// </summary>
     public string? Listen { get; set; }
+
+    /// <summary>
+    /// The directory's certificates: Ca (the cluster CA's ca.crt), Cert and Key (`capsule host add NAME --address
+    /// IP --directory`). With them Listen is https:// and only callers with a certificate of the cluster CA get in.
+    /// </summary>
+    public TlsConfig Tls { get; set; } = new();
 
     /// <summary>Also serve on this unix socket (unix:/path), for tools on this machine. Default: none.</summary>
     public string? ControlSocket { get; set; }
@@ -53,6 +60,7 @@ public sealed class DirectoryConfig : IDaemonConfig
     {
         ConfigRules.AbsolutePath(errors, "State", State, required: true);
         ConfigRules.Serve(errors, "Listen", Listen, advertised: false);
+        ConfigRules.Tls(errors, Tls, Listen);
         ConfigRules.Socket(errors, "ControlSocket", ControlSocket);
         if (!Prefix.TryParse(Pool, out _))
             errors.Add($"Pool: '{Pool}' is not an IPv4 prefix; write one such as 100.64.0.0/16 (length 8-30)");

@@ -13,7 +13,9 @@ public static class DirectoryServer
         // Fails fast on a bad state file, before listening.
         var dir = new EmbeddedDirectory(config.State, Prefix.Parse(config.Pool));
         var builder = WebApplication.CreateSlimBuilder();
-        DaemonHost.ConfigureCommon(builder, config.Endpoints(), run.Level);
+        var tls = config.Tls.IsEmpty ? null : config.Tls.Load();
+        if (tls is not null) Rpc.Channels.UseIdentity(tls);
+        DaemonHost.ConfigureCommon(builder, config.Endpoints(), run.Level, tls);
         builder.Services.AddSingleton(dir);
         var app = builder.Build();
         app.MapGrpcService<DirectoryService>();

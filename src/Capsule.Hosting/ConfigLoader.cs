@@ -13,6 +13,9 @@ public interface IDaemonConfig
     /// <summary>Where the daemon writes its process id while it runs (none when empty).</summary>
     string? PidFile { get; }
 
+    /// <summary>The daemon's certificates (empty: it serves and calls without TLS, and says so).</summary>
+    TlsConfig Tls { get; }
+
     /// <summary>The least severe log level written (Trace, Debug, Information, Warning, Error, Critical).</summary>
     string LogLevel { get; }
 
@@ -105,6 +108,11 @@ public static class ConfigLoader
     /// </summary>
     static void Bind(IConfigurationSection section, PropertyInfo p, object settings, List<string> errors)
     {
+        if (p.PropertyType == typeof(TlsConfig))
+        {
+            BindTls(section, (TlsConfig)p.GetValue(settings)!, errors);
+            return;
+        }
         if (section.Value is null)
         {
             if (section.GetChildren().Any())
@@ -119,6 +127,23 @@ public static class ConfigLoader
         catch (Exception e) when (e is FormatException or OverflowException)
         {
             errors.Add($"{p.Name}: '{section.Value}' is not {Expected(p.PropertyType)}");
+        }
+    }
+
+    /// <summary>The one section of keys: "Tls": { "Ca", "Cert", "Key" }, file paths all.</summary>
+    static void BindTls(IConfigurationSection section, TlsConfig tls, List<string> errors)
+    {
+        if (section.Value is { Length: > 0 })
+        {
+            errors.Add("Tls: expected an object { \"Ca\": ..., \"Cert\": ..., \"Key\": ... }, not a string");
+            return;
+        }
+        foreach (var child in section.GetChildren())
+        {
+            if (child.Key.Equals("Ca", StringComparison.OrdinalIgnoreCase)) tls.Ca = child.Value;
+            else if (child.Key.Equals("Cert", StringComparison.OrdinalIgnoreCase)) tls.Cert = child.Value;
+            else if (child.Key.Equals("Key", StringComparison.OrdinalIgnoreCase)) tls.Key = child.Value;
+            else errors.Add($"Tls.{child.Key}: no such key; the Tls section has Ca, Cert and Key");
         }
     }
 

@@ -1,6 +1,8 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Capsule.Trust;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -11,14 +13,18 @@ namespace Capsule.Hosting;
 public static class DaemonHost
 {
     /// <summary>
-    /// Logging and Kestrel endpoints (unix sockets or http://addr:port) speaking HTTP/2 for gRPC.
+    /// Logging and Kestrel endpoints speaking HTTP/2 for gRPC: unix sockets (callers checked by uid, see
+    /// <see cref="PeerCredentials"/>), https://addr:port (mutual TLS: only callers with a certificate of the
+    /// cluster CA in <paramref name="tls"/> get as far as HTTP) or, without a Tls section, http://addr:port.
     /// </summary>
-    public static void ConfigureCommon(WebApplicationBuilder builder, IReadOnlyList<string> endpoints, LogLevel level)
+    public static void ConfigureCommon(WebApplicationBuilder builder, IReadOnlyList<string> endpoints, LogLevel level,
+        TlsIdentity? tls)
     {
         DaemonLogging.Configure(builder, level);
         builder.Services.AddGrpc();
         builder.WebHost.ConfigureKestrel(k =>
         {
+            var log = k.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger("Capsule.Security");
             foreach (var listen in endpoints)
             {
                 if (listen.StartsWith("unix:", StringComparison.Ordinal))
@@ -26,17 +32,42 @@ public static class DaemonHost
                     var path = listen["unix:".Length..];
                     if (File.Exists(path)) File.Delete(path); // stale socket from a crash
                     Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-                    k.ListenUnixSocket(path, l => l.Protocols = HttpProtocols.Http2);
+                    k.ListenUnixSocket(path, l =>
+                    {
+                        l.Protocols = HttpProtocols.Http2;
+                        l.Use(PeerCredentials.Check(log, path));
+                    });
+                    continue;
                 }
-                else
+                var uri = new Uri(listen);
+                var address = System.Net.IPAddress.Parse(uri.Host);
+                k.Listen(address, uri.Port, l =>
                 {
-                    var uri = new Uri(listen);
-                    var address = System.Net.IPAddress.Parse(uri.Host);
-                    k.Listen(address, uri.Port, l => l.Protocols = HttpProtocols.Http2);
-                }
+                    l.Protocols = HttpProtocols.Http2;
+                    if (tls is null) DaemonLog.Unauthenticated(log, listen);
+                    else l.UseHttps(MutualTls(tls, log));
+                });
             }
         });
     }
+
+    /// <summary>
+    /// TLS that requires a client certificate and accepts only one the cluster CA issued (chain built against
+    /// that CA alone, client authentication usage, in date); the handshake fails for any other caller.
+    /// </summary>
+    static HttpsConnectionAdapterOptions MutualTls(TlsIdentity tls, ILogger log) => new()
+    {
+        ServerCertificate = tls.Certificate,
+        ClientCertificateMode = ClientCertificateMode.RequireCertificate,
+        CheckCertificateRevocation = false,
+        ClientCertificateValidation = (cert, _, _) =>
+        {
+            // The chain Kestrel built used the machine's trust store; ours is the cluster CA only.
+            if (ClusterTrust.Validate(cert, tls.Ca, Oids.ClientAuth, out var why) is not null) return true;
+            DaemonLog.ClientRefused(log, cert.Subject, why);
+            return false;
+        },
+    };
 
     /// <summary>
     /// Serves until told to stop (SIGTERM, or SIGINT on a terminal), then stops every hosted service in turn

@@ -17,9 +17,9 @@ internal sealed class LabEtcd(LabPaths paths, Action<string> say)
     public const int ClientPort = 2379;
     public const int PeerPort = 2380;
 
-    /// <summary>The agents' directory endpoint: every member over the underlay.</summary>
+    /// <summary>The agents' directory endpoint: every member over the underlay, mutual TLS.</summary>
     public static string AgentEndpoint(IEnumerable<LabRunner.HostEntry> members) =>
-        DirectoryClient.Etcd(members.Select(m => $"http://{m.Underlay}:{ClientPort}"));
+        DirectoryClient.Etcd(members.Select(m => $"https://{m.Underlay}:{ClientPort}"));
 
     /// <summary>The CLI's directory endpoint: every member's unix socket.</summary>
     public string CliEndpoint(IEnumerable<LabRunner.HostEntry> members) => DirectoryClient.Etcd(CliMembers(members));
@@ -56,14 +56,20 @@ internal sealed class LabEtcd(LabPaths paths, Action<string> say)
         say($"host {h.Name} ({h.Underlay}): etcd member");
         var data = paths.EtcdDataDir(h.Name);
         Directory.CreateDirectory(Path.GetDirectoryName(data)!);
-        var cluster = string.Join(',', members.Select(m => $"{m.Name}=http://{m.Underlay}:{PeerPort}"));
+        var cluster = string.Join(',', members.Select(m => $"{m.Name}=https://{m.Underlay}:{PeerPort}"));
+        // The member's host certificate serves clients and peers; both must show one of the lab's CA. The unix
+        // socket (the CLI's, in the root-only run folder) stays plain.
+        var tls = LabTrust.For(paths, h.Name, h.Underlay);
         string[] etcd =
         [
             Binary, "--name", h.Name, "--data-dir", data,
-            "--listen-client-urls", $"http://{h.Underlay}:{ClientPort},unix://{SocketName(h.Name)}",
-            "--advertise-client-urls", $"http://{h.Underlay}:{ClientPort}",
-            "--listen-peer-urls", $"http://{h.Underlay}:{PeerPort}",
-            "--initial-advertise-peer-urls", $"http://{h.Underlay}:{PeerPort}",
+            "--listen-client-urls", $"https://{h.Underlay}:{ClientPort},unix://{SocketName(h.Name)}",
+            "--advertise-client-urls", $"https://{h.Underlay}:{ClientPort}",
+            "--listen-peer-urls", $"https://{h.Underlay}:{PeerPort}",
+            "--initial-advertise-peer-urls", $"https://{h.Underlay}:{PeerPort}",
+            "--client-cert-auth", "--trusted-ca-file", tls.Ca!, "--cert-file", tls.Cert!, "--key-file", tls.Key!,
+            "--peer-client-cert-auth", "--peer-trusted-ca-file", tls.Ca!, "--peer-cert-file", tls.Cert!,
+            "--peer-key-file", tls.Key!,
             "--initial-cluster", cluster, "--initial-cluster-token", "capsule-" + paths.Name,
             "--initial-cluster-state", initial ? "new" : "existing",
             "--logger", "zap", "--log-outputs", "stderr",

@@ -22,6 +22,8 @@ public sealed record LabPaths(string Name)
     public string SpoolDir => $"/dev/shm/capsule-labs/{Name}";
     public string HoldSpool(string host) => Path.Combine(SpoolDir, host);
     public string RecordFile => Path.Combine(RunDir, "lab.json");
+    /// <summary>The lab's cluster CA (`capsule cluster init --dir`), with every host's certificates under hosts/.</summary>
+    public string CaDir => Path.Combine(RunDir, "ca");
     public string DirectorySocket => Path.Combine(RunDir, "directory.sock");
     public string DirectoryEndpoint => "unix:" + DirectorySocket;
     public string DirectoryPidFile => Path.Combine(RunDir, "directory.pid");
@@ -38,11 +40,13 @@ public sealed record LabPaths(string Name)
     /// </summary>
     public string DirectoryNetns => $"{Name}-dir";
     public const string DirectoryUnderlay = UnderlaySubnet + ".254";
-    public static string DirectoryApi => $"http://{DirectoryUnderlay}:{Dir.DirectoryConfig.DefaultPort}";
+    public static string DirectoryApi => $"https://{DirectoryUnderlay}:{Dir.DirectoryConfig.DefaultPort}";
+    /// <summary>The directory's name in its certificate (its host namespace is {Name}-dir).</summary>
+    public const string DirectoryHost = "dir";
     /// <summary>A host's own config file, as /etc/capsule/agent.json is a real host's.</summary>
     public string AgentConfigFile(string host) => Path.Combine(RunDir, host, "agent.json");
-    /// <summary>Where agents reach each other: TCP on the underlay.</summary>
-    public static string AgentApi(string underlay) => $"http://{underlay}:{Agent.AgentConfig.DefaultApiPort}";
+    /// <summary>Where agents reach each other: TCP on the underlay, mutual TLS.</summary>
+    public static string AgentApi(string underlay) => $"https://{underlay}:{Agent.AgentConfig.DefaultApiPort}";
     public string NetnsPrefix => Name;
     public string UnderlayNetns => $"{Name}-ul";
     public string LegacySegmentNetns => $"{Name}-ls";

@@ -22,6 +22,7 @@ internal sealed partial class LabRunner
             ControlSocket = paths.DirectoryEndpoint,
             Pool = LabPaths.Pool,
             PidFile = paths.DirectoryPidFile,
+            Tls = LabTrust.For(paths, LabPaths.DirectoryHost, LabPaths.DirectoryUnderlay, Trust.PeerKind.Directory),
         });
         Self.StartDaemon(paths.DirectoryLog, ["nsenter", $"--net={Netns.Dir}/{paths.DirectoryNetns}", "--",
             .. Self.Supervised("directory", paths.DirectorySupervisorPidFile, paths.DirectoryPidFile,
@@ -51,6 +52,7 @@ internal sealed partial class LabRunner
             HoldSpool = paths.HoldSpool(h.Name),
             Metrics = $"http://{h.Underlay}:{MetricsPort}",
             PidFile = paths.AgentPidFile(h.Name),
+            Tls = LabTrust.For(paths, h.Name, h.Underlay),
         });
         // Its own mount namespace (propagation unchanged, so /run/netns stays shared with the
         // machine and `ip netns` sees the capsules) with its own folder bound at the common view.

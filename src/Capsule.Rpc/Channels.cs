@@ -1,5 +1,8 @@
 using System.Collections.Concurrent;
 using System.Net.Sockets;
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
+using Capsule.Trust;
 using Grpc.Core;
 using Grpc.Net.Client;
 
@@ -7,11 +10,25 @@ namespace Capsule.Rpc;
 
 /// <summary>
 /// gRPC channels to agents and the directory. An endpoint is `unix:/path/to.sock` (the lab and a
-/// single machine: no network traffic at all for control) or `http://host:port`.
+/// single machine: no network traffic at all for control), `https://host:port` (mutual TLS with this process's
+/// <see cref="Identity"/>) or `http://host:port` (a cluster without certificates).
 /// </summary>
 public static class Channels
 {
     static readonly ConcurrentDictionary<string, GrpcChannel> Cache = new();
+
+    /// <summary>
+    /// Who this process is on https:// connections (a daemon's host certificate, an operator's): its certificate
+    /// is presented to servers, and servers must present one of the same cluster CA naming the host or address
+    /// dialled. Set once, before the first channel is made.
+    /// </summary>
+    public static TlsIdentity? Identity { get; private set; }
+
+    public static void UseIdentity(TlsIdentity identity)
+    {
+        if (!Cache.IsEmpty) throw new InvalidOperationException("the TLS identity is set before any channel is made");
+        Identity = identity;
+    }
 
     public static GrpcChannel For(string endpoint) => Cache.GetOrAdd(endpoint, Create);
 
@@ -21,6 +38,7 @@ public static class Channels
     /// </summary>
     public static GrpcChannel Create(string endpoint)
     {
+        if (endpoint.StartsWith("https:", StringComparison.Ordinal)) return Secure(endpoint);
         if (!endpoint.StartsWith("unix:", StringComparison.Ordinal))
             return GrpcChannel.ForAddress(endpoint);
         var path = endpoint["unix:".Length..];
@@ -42,6 +60,27 @@ public static class Channels
             },
         };
         return GrpcChannel.ForAddress("http://localhost", new GrpcChannelOptions { HttpHandler = handler });
+    }
+
+    /// <summary>
+    /// Mutual TLS: our certificate to the server; the server's validated against the cluster CA alone (the chain
+    /// policy) and against the name or address dialled (SslStream's own name check, which the policy leaves on).
+    /// </summary>
+    static GrpcChannel Secure(string endpoint)
+    {
+        var identity = Identity ?? throw new InvalidOperationException(
+            $"{endpoint} is https:// and this process has no certificate: give the context --ca, --cert and --key " +
+            "(`capsule context set`), or the daemon's config a Tls section");
+        var handler = new SocketsHttpHandler
+        {
+            SslOptions = new SslClientAuthenticationOptions
+            {
+                ClientCertificates = [identity.Certificate],
+                CertificateChainPolicy = ClusterTrust.Policy(identity.Ca, Oids.ServerAuth),
+                CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+            },
+        };
+        return GrpcChannel.ForAddress(endpoint, new GrpcChannelOptions { HttpHandler = handler });
     }
 
     /// <summary>Turns a gRPC failure into the sentence the server meant for people.</summary>

@@ -25,6 +25,7 @@ internal static class Program
         root.Options.Add(CommandTree.ContextOption);
         root.Options.Add(CommandTree.LabOption);
         root.Subcommands.Add(ContextCommands.Build());
+        foreach (var c in TrustCommands.Build()) root.Subcommands.Add(c);
         root.Subcommands.Add(LabCommands.Build());
         foreach (var c in CapsuleCommands.Build()) root.Subcommands.Add(c);
         foreach (var c in SuspendCommands.Build()) root.Subcommands.Add(c);

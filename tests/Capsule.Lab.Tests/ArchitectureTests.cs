@@ -19,6 +19,7 @@ public sealed class ArchitectureTests
     static readonly Assembly Agent = typeof(Capsule.Agent.AgentHost).Assembly;
     static readonly Assembly Cli = typeof(Capsule.Cli.CommandTree).Assembly;
     static readonly Assembly Lab = typeof(LabPaths).Assembly;
+    static readonly Assembly Trust = typeof(Capsule.Trust.ClusterCa).Assembly;
 
     static string[] CapsuleReferences(Assembly a) =>
         [.. a.GetReferencedAssemblies().Select(r => r.Name!)
@@ -39,29 +40,32 @@ public sealed class ArchitectureTests
     [Fact]
     public void Assemblies_are_the_layers() =>
         Assert.Equal(["Capsule.Agent", "Capsule.Cli", "Capsule.Core", "Capsule.Directory", "Capsule.Hosting",
-            "Capsule.Lab", "Capsule.Rpc"],
-            new[] { Core, Rpc, Hosting, Directory, Agent, Cli, Lab }.Select(a => a.GetName().Name!).Order());
+            "Capsule.Lab", "Capsule.Rpc", "Capsule.Trust"],
+            new[] { Core, Rpc, Hosting, Directory, Agent, Cli, Lab, Trust }.Select(a => a.GetName().Name!).Order());
 
     [Fact]
     public void Core_uses_no_other_capsule_assembly() => UsesOnly(Core);
 
     [Fact]
-    public void Rpc_uses_only_the_core() => UsesOnly(Rpc, Core);
+    public void Trust_uses_no_other_capsule_assembly() => UsesOnly(Trust);
+
+    [Fact]
+    public void Rpc_uses_only_the_core_and_trust() => UsesOnly(Rpc, Core, Trust);
 
     [Fact]
     public void Rpc_uses_no_aspnetcore() => Assert.Empty(AspNetCoreReferences(Rpc));
 
     [Fact]
-    public void Hosting_uses_no_other_capsule_assembly() => UsesOnly(Hosting);
+    public void Hosting_uses_only_trust() => UsesOnly(Hosting, Trust);
 
     [Fact]
-    public void Directory_does_not_use_the_agent() => UsesOnly(Directory, Core, Rpc, Hosting);
+    public void Directory_does_not_use_the_agent() => UsesOnly(Directory, Core, Rpc, Hosting, Trust);
 
     [Fact]
-    public void Agent_uses_neither_the_cli_nor_the_lab() => UsesOnly(Agent, Core, Rpc, Hosting, Directory);
+    public void Agent_uses_neither_the_cli_nor_the_lab() => UsesOnly(Agent, Core, Rpc, Hosting, Directory, Trust);
 
     [Fact]
-    public void Cli_uses_neither_the_agent_nor_the_lab() => UsesOnly(Cli, Core, Rpc, Directory);
+    public void Cli_uses_neither_the_agent_nor_the_lab() => UsesOnly(Cli, Core, Rpc, Directory, Trust);
 
     [Fact]
     public void Cli_uses_neither_hosting_nor_aspnetcore()
@@ -71,5 +75,5 @@ public sealed class ArchitectureTests
     }
 
     [Fact]
-    public void Lab_does_not_use_the_host() => UsesOnly(Lab, Core, Rpc, Hosting, Directory, Agent, Cli);
+    public void Lab_does_not_use_the_host() => UsesOnly(Lab, Core, Rpc, Hosting, Directory, Agent, Cli, Trust);
 }
