@@ -22,6 +22,8 @@ public static class AgentHost
         if (tls is not null) Rpc.Channels.UseIdentity(tls);
         DaemonHost.ConfigureCommon(builder, endpoints, run.Level, tls);
         builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(AgentAccess.Rules);
+        builder.Services.AddSingleton<PeerCallChecks>();
         // Made by the container, so it is also disposed by it when the agent stops cleanly: an etcd
         // directory then revokes the host's liveness lease (a crash leaves it to lapse instead).
         builder.Services.AddSingleton(_ => DirectoryClient.Open(options.Directory));

@@ -11,10 +11,14 @@ using Grpc.Core;
 
 namespace Capsule.Agent;
 
-/// <summary>The agent's gRPC API, used by the CLI (and, for migration, by peer agents).</summary>
+/// <summary>
+/// The agent's gRPC API, used by the CLI (and, for migration, by peer agents). Who may call what is checked twice:
+/// by role for every call (<see cref="AgentAccess"/>), then, for the host-to-host calls, which host may act on
+/// which capsule (<see cref="PeerCallChecks"/>).
+/// </summary>
 internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime, DataPlaneHost dataPlane,
     MigrationSource source, MigrationTarget target, Suspension suspension, FaultInjector faults,
-    EventLog events, AgentMetrics metrics, DataPlane.KeyExchange keys)
+    EventLog events, AgentMetrics metrics, DataPlane.KeyExchange keys, PeerCallChecks peers)
     : Protos.HostAgent.HostAgentBase
 {
     static async Task<T> Guard<T>(Func<Task<T>> f)
@@ -51,6 +55,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         if (request.LeaseMs < 0) throw new ArgumentException($"lease_ms must not be negative (got {request.LeaseMs})");
         var lease = request.LeaseMs > 0 ? TimeSpan.FromMilliseconds(request.LeaseMs) : options.HoldLease;
         var capacity = request.Capacity > 0 ? request.Capacity : MigrationSource.DefaultHoldPackets;
+        await peers.HoldAsync(context, Locator.Parse(request.Locator));
         var cut = await dataPlane.Engine.HoldAsync(Locator.Parse(request.Locator), Locator.Parse(request.Via),
             capacity, request.UdpDrop, pause: !faults.Fires(FaultPoints.NoPause, FaultAction.Skip), lease);
         return new HoldReply { SentPackets = cut.Packets, SentBytes = cut.Bytes };
@@ -60,6 +65,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
     {
         var loc = Locator.Parse(request.Locator);
         var to = request.ToUnderlay.Length == 0 ? Locator.None : Locator.Parse(request.ToUnderlay);
+        await peers.ReleaseAsync(context, loc);
         if (!to.IsNone) dataPlane.Pin(loc, to); // the new route first, so nothing sent after the flush goes the old way
         // A capsule that moved here while this host held its local peers' packets gets its direct
         // route once those are flushed (MigrationTarget waits for the hold's end).
@@ -136,6 +142,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
     public override Task<Empty> Prepare(PrepareRequest request, ServerCallContext context) =>
         Guard(async () =>
         {
+            await peers.PrepareAsync(context, request.Name);
             await target.PrepareAsync(request.Name, Locator.Parse(request.Locator), context.CancellationToken);
             return new Empty();
         });
@@ -143,13 +150,15 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
     public override Task<Empty> Abort(NameRequest request, ServerCallContext context) =>
         Guard(async () =>
         {
+            await peers.SourceAsync(context, request.Name, done: true);
             await target.AbortAsync(request.Name, context.CancellationToken);
             return new Empty();
         });
 
     public override Task<ReceiveReply> Receive(IAsyncStreamReader<ImageChunk> requestStream,
         ServerCallContext context) =>
-        Guard(() => target.ReceiveAsync(requestStream, context.CancellationToken));
+        Guard(() => target.ReceiveAsync(requestStream, head => peers.SourceAsync(context, head.Name, done: false),
+            context.CancellationToken));
 
     public override Task<CapsuleInfo> Create(CreateRequest request, ServerCallContext context) =>
         Guard(async () => Info(await runtime.CreateAsync(request.Name, request.Command, request.UdpDrop,
@@ -189,7 +198,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
 
     public override Task<PeerKeyReply> PeerKey(PeerKeyRequest request, ServerCallContext context) => Guard(() =>
     {
-        // Caller identity: checked against the mTLS peer by the authorization layer.
+        peers.PeerKey(context, request.FromHost);
         keys.Accept(request.FromHost, request.KeyId, request.Key.Span, request.SendYours);
         return Task.FromResult(new PeerKeyReply());
     });
@@ -225,6 +234,11 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         C("ingress_batches", e.Ingress.Batches);
         C("keys_sent", Volatile.Read(ref dataPlane.Keys.SendKeysInstalled));
         C("keys_received", Volatile.Read(ref dataPlane.Keys.ReceiveKeysInstalled));
+        // Readiness of the authenticated data plane: peers it can both send to and open datagrams from.
+        var peers = dataPlane.State?.Hosts.Values.Where(h => h.Name != options.Host).ToList() ?? [];
+        C("peer_hosts", peers.Count);
+        C("peer_hosts_keyed", peers.Count(h => dataPlane.Keys.HasSendKey(h.Underlay)
+            && dataPlane.Keys.HasReceiveKey(h.Underlay)));
         foreach (var reason in DropCounters.Reasons)
         {
             var v = e.Egress.Drops[reason] + e.Ingress.Drops[reason];

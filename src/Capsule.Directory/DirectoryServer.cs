@@ -17,6 +17,7 @@ public static class DirectoryServer
         if (tls is not null) Rpc.Channels.UseIdentity(tls);
         DaemonHost.ConfigureCommon(builder, config.Endpoints(), run.Level, tls);
         builder.Services.AddSingleton(dir);
+        builder.Services.AddSingleton(DirectoryAccess.Rules);
         var app = builder.Build();
         app.MapGrpcService<DirectoryService>();
         return await DaemonHost.RunServerAsync(app, config.Endpoints(), run, ct);

@@ -24,6 +24,7 @@ internal sealed class DirectoryService(EmbeddedDirectory dir) : Protos.CapsuleDi
     public override Task<Empty> PutHost(Host request, ServerCallContext context) =>
         Guard(async () =>
         {
+            RecordChecks.Host(context, request.Name);
             await dir.PutHostAsync(request.ToCore());
             return Done;
         });
@@ -31,20 +32,32 @@ internal sealed class DirectoryService(EmbeddedDirectory dir) : Protos.CapsuleDi
     public override Task<Empty> DeleteHost(NameRequest request, ServerCallContext context) =>
         Guard(async () =>
         {
+            RecordChecks.Host(context, request.Name);
             await dir.DeleteHostAsync(request.Name);
             return Done;
         });
 
     public override Task<CapsuleEntry> Allocate(AllocateRequest request, ServerCallContext context) =>
-        Guard(async () => (await dir.AllocateAsync(request.Name, request.Host)).ToWire());
+        Guard(async () =>
+        {
+            RecordChecks.Allocate(context, request.Name, request.Host);
+            return (await dir.AllocateAsync(request.Name, request.Host)).ToWire();
+        });
 
     public override Task<CapsuleEntry> Update(UpdateRequest request, ServerCallContext context) =>
-        Guard(async () => (await dir.UpdateAsync(request.Name, request.Host, (Core.CapsuleState)request.State,
-            request.ExpectRevision, request.Detail.Length == 0 ? null : request.Detail)).ToWire());
+        Guard(async () =>
+        {
+            // Checked against the revision the update is conditional on when it names one: a record that changed
+            // since fails the update anyway.
+            RecordChecks.Change(context, dir.State, request.Name, takesSuspended: true);
+            return (await dir.UpdateAsync(request.Name, request.Host, (Core.CapsuleState)request.State,
+                request.ExpectRevision, request.Detail.Length == 0 ? null : request.Detail)).ToWire();
+        });
 
     public override Task<Empty> Release(NameRequest request, ServerCallContext context) =>
         Guard(async () =>
         {
+            RecordChecks.Change(context, dir.State, request.Name, takesSuspended: false);
             await dir.ReleaseAsync(request.Name);
             return Done;
         });

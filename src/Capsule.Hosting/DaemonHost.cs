@@ -21,7 +21,7 @@ public static class DaemonHost
         TlsIdentity? tls)
     {
         DaemonLogging.Configure(builder, level);
-        builder.Services.AddGrpc();
+        builder.Services.AddGrpc(o => o.Interceptors.Add(typeof(CallerCheck)));
         builder.WebHost.ConfigureKestrel(k =>
         {
             var log = k.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger("Capsule.Security");

@@ -68,4 +68,7 @@ internal static partial class DaemonLog
     [LoggerMessage(EventId = 9003, Level = LogLevel.Information,
         Message = "refused a TLS caller: its client certificate ({Subject}) is not the cluster CA's: {Why}")]
     public static partial void ClientRefused(ILogger log, string subject, string why);
+
+    [LoggerMessage(EventId = 9004, Level = LogLevel.Warning, Message = "denied {Caller} the call {Method}")]
+    public static partial void CallDenied(ILogger log, string caller, string method);
 }

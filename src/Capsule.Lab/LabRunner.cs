@@ -109,6 +109,7 @@ internal sealed partial class LabRunner(LabPaths paths, Action<string>? progress
 
         foreach (var h in record.Hosts) BootAgent(h, record.AgentsDirectory);
         foreach (var h in record.Hosts) await WaitForAgentAsync(h, directory, ct);
+        await WaitForKeysAsync(record.Hosts, ct);
         return record;
     }
 
@@ -212,6 +213,24 @@ internal sealed partial class LabRunner(LabPaths paths, Action<string>? progress
     }
 
     /// <summary>
+    /// Until every agent has data-plane keys both ways with every other host (keys go over the control channel
+    /// once the hosts see each other in the directory): a lab is up when a capsule's first packet gets through.
+    /// </summary>
+    async Task WaitForKeysAsync(IReadOnlyList<HostEntry> hosts, CancellationToken ct)
+    {
+        foreach (var h in hosts)
+        {
+            var agent = new Protos.HostAgent.HostAgentClient(Channels.For(h.Endpoint));
+            await WaitAsync($"agent {h.Name}'s data-plane keys", paths.AgentLog(h.Name), async () =>
+            {
+                var counters = (await agent.StatsAsync(new Empty(), cancellationToken: ct)).Counters
+                    .ToDictionary(c => c.Name, c => c.Value);
+                return counters["peer_hosts"] == hosts.Count - 1 && counters["peer_hosts_keyed"] == hosts.Count - 1;
+            }, ct);
+        }
+    }
+
+    /// <summary>
     /// Restarts simulated hosts as a reboot would: the agent and every process on the host are
     /// killed, its namespaces (the capsules' too) are removed and made again, and a new agent
     /// starts. Its disk (state folder) and the directory are kept.
@@ -247,6 +266,15 @@ internal sealed partial class LabRunner(LabPaths paths, Action<string>? progress
         }
         var directory = DirectoryClient.Open(record.Directory);
         foreach (var h in chosen) await WaitForAgentAsync(h, directory, ct);
+        try
+        {
+            await WaitForKeysAsync(record.Hosts, ct);
+        }
+        catch (TimeoutException e)
+        {
+            // Another host's agent may be down on purpose (a test stopped it): the lab is up all the same.
+            Say("warning: " + e.Message.Split('\n')[0]);
+        }
     }
 
     void Save(Record r)

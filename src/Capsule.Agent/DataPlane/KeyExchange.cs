@@ -30,6 +30,8 @@ internal sealed partial class KeyExchange(AgentOptions options, DataPlaneHost da
     sealed class Peer
     {
         public int Busy;
+        /// <summary>Asked again while a push ran: that push may fail or carry a key the peer no longer has.</summary>
+        public int Again;
         public long InstalledMs, RetryMs, BackoffMs;
     }
 
@@ -98,10 +100,18 @@ internal sealed partial class KeyExchange(AgentOptions options, DataPlaneHost da
         Start(record, PeerOf(host), back, stop);
     }
 
-    /// <summary>One push per peer at a time: a second ask while one runs is met by the one running.</summary>
+    /// <summary>
+    /// One push per peer at a time: a second ask while one runs is remembered and made once it ends (a peer that
+    /// restarted asks while our push to its old self is still failing; waiting for the retry pause would stall
+    /// every connection to it for seconds).
+    /// </summary>
     void Start(HostRecord host, Peer peer, bool back, CancellationToken stop)
     {
-        if (Interlocked.CompareExchange(ref peer.Busy, 1, 0) != 0) return;
+        if (Interlocked.CompareExchange(ref peer.Busy, 1, 0) != 0)
+        {
+            Volatile.Write(ref peer.Again, 1);
+            return;
+        }
         _ = PushAsync(host, peer, back, stop);
     }
 
@@ -137,6 +147,11 @@ internal sealed partial class KeyExchange(AgentOptions options, DataPlaneHost da
             // The wire message wraps this array: zeroing it leaves no copy of the key behind.
             CryptographicOperations.ZeroMemory(key);
             Volatile.Write(ref peer.Busy, 0);
+            if (Interlocked.Exchange(ref peer.Again, 0) != 0 && !stop.IsCancellationRequested)
+            {
+                Volatile.Write(ref peer.RetryMs, 0);
+                _asks.Writer.TryWrite((host.Underlay, true));
+            }
         }
     }
 

@@ -58,11 +58,14 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
     }
 
     /// <summary>Receives the image, checks it, restores the processes and routes to them.</summary>
-    public async Task<ReceiveReply> ReceiveAsync(IAsyncStreamReader<ImageChunk> stream, CancellationToken ct)
+    /// <param name="authorize">Checks, from the first message, that its sender may send this capsule here.</param>
+    public async Task<ReceiveReply> ReceiveAsync(IAsyncStreamReader<ImageChunk> stream,
+        Func<ImageChunk, Task> authorize, CancellationToken ct)
     {
         if (!await stream.MoveNext(ct)) throw new ArgumentException("empty image stream");
         var head = stream.Current;
         if (Names.CapsuleNameError(head.Name) is { } bad) throw new ArgumentException(bad);
+        await authorize(head);
         var loc = Locator.Parse(head.Locator);
         if (runtime.Find(head.Name) is not null)
             throw new InvalidOperationException($"capsule '{head.Name}' already runs on {O.Host}");
