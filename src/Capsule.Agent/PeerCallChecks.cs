@@ -42,7 +42,9 @@ internal sealed class PeerCallChecks(DataPlaneHost dataPlane, IDirectory directo
         _preparers[capsule] = host;
     }
 
-    /// <summary>The image, and an abort, only from the host that prepared the move here (or the capsule's host).</summary>
+    /// <summary>
+    /// The image, and an abort, only from the host that prepared the move here (or the capsule's host).
+    /// </summary>
     public async Task SourceAsync(ServerCallContext context, string capsule, bool done)
     {
         if (Host(context, $"send or abort the move of capsule '{capsule}'") is not { } host) return;

@@ -118,8 +118,8 @@ public sealed class AuthorizationTests(LabFixture lab) : IDisposable
 
     /// <summary>
     /// A gRPC channel that speaks from inside the lab's underlay, as host <paramref name="host"/> with its
-    /// certificate, to <paramref name="address"/>: each connection's socket is made in h3's network namespace (a thread joins it, makes the
-    /// socket and ends; the socket stays in that namespace).
+    /// certificate, to <paramref name="address"/>: each connection's socket is made in h3's network namespace
+    /// (a thread joins it, makes the socket and ends; the socket stays in that namespace).
     /// </summary>
     GrpcChannel ChannelAs(string host, string address)
     {
