@@ -101,6 +101,9 @@ public static class SuspendFile
                 ?? throw new InvalidOperationException("this host's certificate has no ECDSA private key to sign with");
             der = cert.RawData;
             sig = key.SignHash(digest);
+            // What a reader would refuse is not written: it would be a file no host can resume.
+            if (der.Length > MaxCert || sig.Length > MaxSignature)
+                throw new InvalidOperationException("this host's certificate or signature is too large to sign with");
         }
         var t = new byte[TrailerHead + der.Length + sig.Length];
         BinaryPrimitives.WriteUInt16BigEndian(t, (ushort)der.Length);
