@@ -28,7 +28,7 @@ internal sealed record SuspendJson(string Name, string File, long Bytes, int Pro
 internal sealed record ResumeJson(string Name, string Locator, string Host, int Pid, long RestoreMs, long TotalMs,
     long Flushed, long Dropped, long Bytes);
 
-internal sealed record InspectJson(SuspendMeta Meta, long Size, string Checksum);
+internal sealed record InspectJson(SuspendMeta Meta, long Size, string Checksum, string Signer);
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(CreatedJson))]

@@ -125,7 +125,13 @@ public static class SuspendCommands
             {
                 var path = Path.GetFullPath(pr.GetValue(file)!);
                 SuspendMeta meta;
-                try { meta = await SuspendFile.ReadMetaAsync(path, verify: true, ct); }
+                string signer;
+                try
+                {
+                    await using var f = await SuspendFile.OpenAsync(path, ct);
+                    await f.VerifyAsync(ct); // the checksum, and the signature over it when there is one
+                    (meta, signer) = (f.Meta, f.SignerName);
+                }
                 catch (Exception e) when (e is InvalidDataException or FileNotFoundException)
                 {
                     throw new UserError(e.Message);
@@ -133,7 +139,7 @@ public static class SuspendCommands
                 var size = new FileInfo(path).Length;
                 if (pr.GetValue(CommandTree.JsonOption))
                 {
-                    Output.WriteJson(new InspectJson(meta, size, "ok"), CliJson.Default.InspectJson);
+                    Output.WriteJson(new InspectJson(meta, size, "ok", signer), CliJson.Default.InspectJson);
                     return 0;
                 }
                 var t = Output.Table("", "");
@@ -142,6 +148,8 @@ public static class SuspendCommands
                 t.AddRow("suspended",
                     $"{meta.Created:yyyy-MM-dd HH:mm:ss} UTC from {Markup.Escape(meta.SuspendedFrom)}");
                 t.AddRow("size", $"{size / 1024.0:F0} KiB (checksum ok, format {meta.Format})");
+                // The signer's claim: the chain to the cluster CA is checked by the agent that resumes the file.
+                t.AddRow("signed by", Markup.Escape(signer));
                 t.AddRow("command", Markup.Escape(string.Join(' ', meta.Command)));
                 t.AddRow("processes",
                     Markup.Escape(string.Join('\n', meta.Processes.Select(p => $"{p.Pid,5}  {p.Command}"))));

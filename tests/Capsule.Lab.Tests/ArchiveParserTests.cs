@@ -202,7 +202,7 @@ public sealed partial class ArchiveParserTests : IDisposable
         Assert.Contains("metadata", e.Message);
     }
 
-    /// <summary>A suspend file laid out by hand (docs/suspend-format.md) with an empty payload.</summary>
+    /// <summary>A suspend file laid out by hand (docs/suspend-format.md) with an empty payload, unsigned.</summary>
     static byte[] Sealed(byte[] meta)
     {
         var head = new byte[12];
@@ -210,7 +210,7 @@ public sealed partial class ArchiveParserTests : IDisposable
         head[7] = SuspendFile.Version;
         BinaryPrimitives.WriteUInt32BigEndian(head.AsSpan(8), (uint)meta.Length);
         byte[] body = [.. head, .. meta];
-        return [.. body, .. SHA256.HashData(body)];
+        return [.. body, .. SHA256.HashData(body), 0, 0, 0, 0]; // an empty signature trailer: both lengths 0
     }
 
     static byte[] Inet(int n) => Enumerable.Range(0, n).Select(i => (byte)(i * 13 + 5)).ToArray();

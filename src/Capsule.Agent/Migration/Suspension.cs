@@ -99,7 +99,9 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             var meta = new SuspendMeta(SuspendFile.Version, id, c.Name, c.Locator.ToString(), c.Command, O.Host,
                 DateTime.UtcNow, procs, conns, 0) { UdpDrop = c.UdpDrop };
             PrivateFiles.CreateFolder(KeptFolder);
-            await SuspendFile.WriteAsync(kept, meta, payload, ct);
+            // Signed with this host's cluster key when it has one (a Tls section), so that a resume on any
+            // host of the cluster can tell the file was written by one of its hosts and not forged.
+            await SuspendFile.WriteAsync(kept, meta, payload, ct, Channels.Identity);
             // The file is whole on disk here before the directory says so: a crash before this line
             // leaves the capsule recorded as migrating here (recovery resumes it), never as
             // suspended to a half file. The CLI's copy comes after, from this one (SendKeptAsync).
@@ -288,16 +290,7 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
     async Task<ResumeResult> ResumeFileAsync(string path, string label, CancellationToken ct)
     {
         var clock = new PhaseClock();
-        SuspendReader file;
-        try
-        {
-            // Checked as it is unpacked (SuspendReader): one read of the file, no window between check and use.
-            file = await SuspendFile.OpenAsync(path, ct, shownAs: label);
-        }
-        catch (Exception e) when (e is FileNotFoundException or InvalidDataException)
-        {
-            throw new ArgumentException(e.Message);
-        }
+        var (file, signer) = await OpenCheckedAsync(path, label, ct);
         await using var _ = file;
         var meta = file.Meta;
         var state = await directory.SnapshotAsync(ct);
@@ -338,7 +331,7 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             // Every host may be holding the capsule's packets (its peers and its old host): all flush here.
             var self = state.Hosts[O.Host].Underlay;
             var tally = await holds.ReleaseAsync(loc, state.Hosts.Values.Select(h => h.Underlay), self, state);
-            LogResumed(log, meta.Name, label, restored.Pid);
+            LogResumed(log, meta.Name, label, signer, restored.Pid);
             return new ResumeResult
             {
                 Name = meta.Name, Locator = meta.Locator, Host = O.Host, Pid = restored.Pid, RestoreMs = restored.Ms,
@@ -349,6 +342,28 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
         {
             runtime.EndMove(meta.Name);
             if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// Opens a resume's file: its header and metadata read, and who signed it checked (<see cref="SuspendReader
+    /// .CheckSigner"/>: with a cluster identity, one of its hosts) before anything is read further or changed.
+    /// That the signature is over these very bytes is checked with the checksum as they are unpacked
+    /// (<see cref="SuspendReader.VerifyAsync"/>): one read of the file, no window between check and use.
+    /// </summary>
+    static async Task<(SuspendReader File, string Signer)> OpenCheckedAsync(string path, string label,
+        CancellationToken ct)
+    {
+        SuspendReader? file = null;
+        try
+        {
+            file = await SuspendFile.OpenAsync(path, ct, shownAs: label);
+            return (file, file.CheckSigner(Channels.Identity));
+        }
+        catch (Exception e) when (e is FileNotFoundException or InvalidDataException)
+        {
+            if (file is not null) await file.DisposeAsync();
+            throw new ArgumentException(e.Message);
         }
     }
 
@@ -411,8 +426,9 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
         Message = "suspend of {Name} failed: {Error}; resuming it here")]
     static partial void LogSuspendFailed(ILogger logger, string name, string error);
 
-    [LoggerMessage(EventId = 342, Level = LogLevel.Information, Message = "resumed {Name} from {File} as pid {Pid}")]
-    static partial void LogResumed(ILogger logger, string name, string file, int pid);
+    [LoggerMessage(EventId = 342, Level = LogLevel.Information,
+        Message = "resumed {Name} from {File} (signed by {Signer}) as pid {Pid}")]
+    static partial void LogResumed(ILogger logger, string name, string file, string signer, int pid);
 
     [LoggerMessage(EventId = 343, Level = LogLevel.Warning,
         Message = "a suspend file did not reach its caller: {Error}; it is kept in {File} until fetched")]
