@@ -22,7 +22,9 @@ public sealed record LabPaths(string Name)
     public string SpoolDir => $"/dev/shm/capsule-labs/{Name}";
     public string HoldSpool(string host) => Path.Combine(SpoolDir, host);
     public string RecordFile => Path.Combine(RunDir, "lab.json");
-    /// <summary>The lab's cluster CA (`capsule cluster init --dir`), with every host's certificates under hosts/.</summary>
+    /// <summary>
+    /// The lab's cluster CA (`capsule cluster init --dir`), with every host's certificates under hosts/.
+    /// </summary>
     public string CaDir => Path.Combine(RunDir, "ca");
     public string DirectorySocket => Path.Combine(RunDir, "directory.sock");
     public string DirectoryEndpoint => "unix:" + DirectorySocket;

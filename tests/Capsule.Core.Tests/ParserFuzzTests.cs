@@ -185,7 +185,9 @@ public class ParserFuzzTests
             var d = Wrap(p);
             d[i] ^= x;
             // Flags hold one of two modes: a flip from one to the other is a header still well-formed.
-            var want = i == 1 ? DropReason.BadVersion : i == 3 && (d[3] is 1 or 2) ? DropReason.None : DropReason.Malformed;
+            var want = i == 1 ? DropReason.BadVersion
+                : i == 3 && (d[3] is 1 or 2) ? DropReason.None
+                : DropReason.Malformed;
             Assert.Equal(want, Forwarding.Inbound(T2, H1, d, out _));
         });
     }

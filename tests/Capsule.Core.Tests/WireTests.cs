@@ -32,7 +32,8 @@ public class WireTests
     {
         var b = Enumerable.Repeat((byte)0x55, 24).ToArray();
         Wire.WriteHeader(b.AsSpan(2), Wire.Kind.Ipv4, 7, Wire.Mode.Encrypted, 9, 3);
-        Assert.Equal(new byte[] { 0x55, 0x55, 0xCA, 2, 1, 1, 0, 0, 0, 7, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 3, 0x55, 0x55 },
+        Assert.Equal(
+            new byte[] { 0x55, 0x55, 0xCA, 2, 1, 1, 0, 0, 0, 7, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 3, 0x55, 0x55 },
             b);
     }
 
