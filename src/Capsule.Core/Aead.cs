@@ -47,9 +47,12 @@ public static class Aead
             else key.Decrypt(nonce, [], tag, [], datagram[..(Wire.HeaderSize + n)]);
             return true;
         }
-        catch (AuthenticationTagMismatchException)
+        catch (CryptographicException)
         {
             // .NET offers no non-throwing decrypt; a forged datagram costs an exception (counted as bad_tag).
+            // Not only AuthenticationTagMismatchException: any failure of the cipher (OpenSSL's "cipher operation
+            // failed" was seen when a test shared one AesGcm across threads) is a datagram not to believe, and
+            // must not end the ingress thread.
             return false;
         }
     }
