@@ -22,6 +22,8 @@ internal sealed class PeerCallChecks(DataPlaneHost dataPlane, IDirectory directo
     public async Task HoldAsync(ServerCallContext context, Locator capsule)
     {
         if (Host(context, $"hold the packets of {capsule}") is not { } host) return;
+        // A renewal by the host that took the hold: its lease may tick after the directory already names the target.
+        if (_holders.TryGetValue(capsule.Value, out var holder) && holder == host) return;
         await RequireHostOfAsync(context, host, c => c.Locator == capsule, $"hold the packets of {capsule}");
         _holders[capsule.Value] = host;
     }
