@@ -40,7 +40,7 @@ public static class Channels
     {
         if (endpoint.StartsWith("https:", StringComparison.Ordinal)) return Secure(endpoint);
         if (!endpoint.StartsWith("unix:", StringComparison.Ordinal))
-            return GrpcChannel.ForAddress(endpoint);
+            return GrpcChannel.ForAddress(endpoint, Options(null));
         var path = endpoint["unix:".Length..];
         var handler = new SocketsHttpHandler
         {
@@ -59,7 +59,7 @@ public static class Channels
                 }
             },
         };
-        return GrpcChannel.ForAddress("http://localhost", new GrpcChannelOptions { HttpHandler = handler });
+        return GrpcChannel.ForAddress("http://localhost", Options(handler));
     }
 
     /// <summary>
@@ -80,8 +80,21 @@ public static class Channels
                 CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
             },
         };
-        return GrpcChannel.ForAddress(endpoint, new GrpcChannelOptions { HttpHandler = handler });
+        return GrpcChannel.ForAddress(endpoint, Options(handler));
     }
+
+    /// <summary>
+    /// A channel fails every call at once while it waits to connect again after a refused connection, and it waits
+    /// longer after each (1 s, growing to 2 min, by default). Channels are cached per endpoint and an agent calls its
+    /// peers from its first second (data-plane keys), often before they listen: with the default, a migration to a
+    /// host that came up a moment later failed with "Error connecting to subchannel". Kept short here.
+    /// </summary>
+    static GrpcChannelOptions Options(HttpMessageHandler? handler) => new()
+    {
+        HttpHandler = handler,
+        InitialReconnectBackoff = TimeSpan.FromMilliseconds(100),
+        MaxReconnectBackoff = TimeSpan.FromMilliseconds(500),
+    };
 
     /// <summary>Turns a gRPC failure into the sentence the server meant for people.</summary>
     public static string Describe(RpcException e, string endpoint) => e.StatusCode switch

@@ -50,7 +50,9 @@ public sealed class DeployDocTests
             for (var i = 0; i < on.Length; i++)
                 Assert.True(results[i].Code == 0,
                     $"docs/deploy.md:{step.Line} failed on {on[i]} (exit {results[i].Code}):\n{step.Script}\n" +
-                    $"stdout: {results[i].Out}\nstderr: {results[i].Err}\n{lab.JournalOf(on[i])}");
+                    $"stdout: {results[i].Out}\nstderr: {results[i].Err}\n" +
+                    // The operator's commands fail for what happened on the hosts: their journals too.
+                    string.Join('\n', Hosts.Append(on[i]).Distinct().Select(m => $"[{m}]\n{lab.JournalOf(m)}")));
             last = results[^1].Out;
         }
         // The document's last step: `capsule ls` on the operator's machine shows web running on h3, where it
