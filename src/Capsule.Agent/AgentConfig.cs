@@ -115,6 +115,13 @@ public sealed class AgentConfig : IDaemonConfig
     /// </summary>
     public int MaxTcpFlows { get; set; } = Capsule.Agent.DataPlane.Engine.DefaultMaxFlows;
 
+    /// <summary>
+    /// Most bytes one incoming image (a capsule migrating here, a suspend file resumed here) may unpack; it is also
+    /// never more than the free space of State's file system less 512 MiB. An image past it is refused, and what
+    /// it unpacked removed. Default 68719476736 (64 GiB).
+    /// </summary>
+    public long MaxImageBytes { get; set; } = AgentOptions.DefaultMaxImageBytes;
+
     /// <summary>Most holds this host keeps at once (for capsules moving from it, or their peers). Default 32.</summary>
     public int MaxHolds { get; set; } = Capsule.Agent.DataPlane.Engine.DefaultMaxHolds;
 
@@ -219,6 +226,8 @@ public sealed class AgentConfig : IDaemonConfig
         if (MaxTcpFlows is < 16 or > 16_777_216)
             errors.Add($"MaxTcpFlows: {MaxTcpFlows} must be between 16 and 16777216 (default 65536)");
         if (MaxHolds is < 1 or > 4096) errors.Add($"MaxHolds: {MaxHolds} must be between 1 and 4096 (default 32)");
+        if (MaxImageBytes < 1L << 20)
+            errors.Add($"MaxImageBytes: {MaxImageBytes} must be at least 1048576 (1 MiB; default 68719476736)");
         if (MaxHoldPackets is < 16 or > 1_048_576)
             errors.Add($"MaxHoldPackets: {MaxHoldPackets} must be between 16 and 1048576 (default 16384)");
         if (!(MaxHoldLeaseSeconds >= HoldLeaseSeconds) || MaxHoldLeaseSeconds > mostLease)
@@ -253,6 +262,7 @@ public sealed class AgentConfig : IDaemonConfig
             KeyRotation = TimeSpan.FromSeconds(KeyRotationSeconds),
             MaxTcpFlows = MaxTcpFlows,
             MaxHolds = MaxHolds,
+            MaxImageBytes = MaxImageBytes,
             MaxHoldPackets = MaxHoldPackets,
             MaxHoldLease = TimeSpan.FromSeconds(MaxHoldLeaseSeconds),
             Metrics = Metrics,

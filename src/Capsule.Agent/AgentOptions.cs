@@ -37,6 +37,12 @@ public sealed record AgentOptions(
     public int MaxTcpFlows { get; init; } = DataPlane.Engine.DefaultMaxFlows;
     /// <summary>Most holds at once; one more is refused.</summary>
     public int MaxHolds { get; init; } = DataPlane.Engine.DefaultMaxHolds;
+
+    /// <summary>Most bytes one incoming image (a migration's, a resumed file's) may unpack (ImageBudget).</summary>
+    public long MaxImageBytes { get; init; } = DefaultMaxImageBytes;
+
+    public const long DefaultMaxImageBytes = 64L << 30;
+
     /// <summary>Largest hold buffer, in packets, whatever a Hold request asks.</summary>
     public int MaxHoldPackets { get; init; } = DataPlane.Engine.DefaultMaxHoldPackets;
     /// <summary>Longest hold lease, whatever a Hold request asks.</summary>

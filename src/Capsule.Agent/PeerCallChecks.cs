@@ -23,7 +23,10 @@ internal sealed class PeerCallChecks(DataPlaneHost dataPlane, IDirectory directo
     {
         if (Host(context, $"hold the packets of {capsule}") is not { } host) return;
         // A renewal by the host that took the hold: its lease may tick after the directory already names the target.
-        if (_holders.TryGetValue(capsule.Value, out var holder) && holder == host) return;
+        // Only while that hold lives: one that expired (its source died) is asked for anew, as any other.
+        if (_holders.TryGetValue(capsule.Value, out var holder) && holder == host
+            && await dataPlane.Engine.IsHoldingAsync(capsule)) return;
+        _holders.TryRemove(capsule.Value, out _);
         await RequireHostOfAsync(context, host, c => c.Locator == capsule, $"hold the packets of {capsule}");
         _holders[capsule.Value] = host;
     }

@@ -176,7 +176,8 @@ public static class SuspendCommands
         SuspendResult? head = null;
         try
         {
-            await using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            // The capsule's memory, its secrets included: for the operator alone from its creation (mode 0600).
+            await using (var fs = PrivateFiles.CreateNew(tmp))
             {
                 await WithProgress(show, (fetching ? "fetching " : "suspending ") + c.Name, async report =>
                 {

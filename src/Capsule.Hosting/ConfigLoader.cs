@@ -156,13 +156,14 @@ public static class ConfigLoader
         var u = Nullable.GetUnderlyingType(t) ?? t;
         if (u == typeof(string)) return value;
         if (u == typeof(int)) return int.Parse(value, NumberStyles.Integer, CultureInfo.InvariantCulture);
+        if (u == typeof(long)) return long.Parse(value, NumberStyles.Integer, CultureInfo.InvariantCulture);
         if (u == typeof(double)) return double.Parse(value, NumberStyles.Float, CultureInfo.InvariantCulture);
         if (u == typeof(bool)) return bool.Parse(value);
         throw new FormatException($"a key of type {u.Name} is not supported");
     }
 
     static string Expected(Type t) =>
-        t == typeof(int) ? "a whole number"
+        t == typeof(int) || t == typeof(long) ? "a whole number"
         : t == typeof(double) ? "a number"
         : t == typeof(bool) ? "true or false"
         : "a string";

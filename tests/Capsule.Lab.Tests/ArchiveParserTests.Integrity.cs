@@ -33,8 +33,8 @@ public sealed partial class ArchiveParserTests
     static async Task ExtractChecked(string file, Target t)
     {
         await using var reader = await SuspendFile.OpenAsync(file, CancellationToken.None);
-        await ImageArchive.ExtractCheckedAsync(reader, file, reader.VerifyAsync, t.Images, t.Capsule,
-            CancellationToken.None);
+        await ImageArchive.ExtractCheckedAsync(reader, file, reader.VerifyAsync, AgentsBudget(t), t.Images,
+            t.Capsule, CancellationToken.None);
     }
 
     [Fact]
@@ -87,20 +87,7 @@ public sealed partial class ArchiveParserTests
     [Fact]
     public async Task A_corrupt_image_transfer_leaves_nothing_unpacked()
     {
-        var (file, _) = await ImageSuspendFile();
-        var tar = new MemoryStream();
-        await using (var reader = await SuspendFile.OpenAsync(file, CancellationToken.None))
-            await reader.CopyToAsync(tar);
-        var chunks = new List<ImageChunk>();
-        await using (var sender = new ChunkStream((d, _) =>
-        {
-            chunks.Add(new ImageChunk { Data = ByteString.CopyFrom(d.Span) });
-            return Task.CompletedTask;
-        }))
-        {
-            await sender.WriteAsync(tar.ToArray());
-            chunks.Add(new ImageChunk { Sha256 = await sender.FinishAsync(CancellationToken.None) });
-        }
+        var chunks = await ChunksOf((await ImageSuspendFile()).File);
         var good = NewTarget();
         await Receive(chunks, good);
         Assert.Equal(Inet(3000), await File.ReadAllBytesAsync(Path.Combine(good.Capsule, "logs", "out")));
@@ -114,11 +101,49 @@ public sealed partial class ArchiveParserTests
         Assert.False(Directory.Exists(t.Images) || Directory.Exists(t.Capsule), "left after a corrupt transfer");
     }
 
-    static async Task Receive(List<ImageChunk> chunks, Target t)
+    /// <summary>
+    /// An image streamed with no length declared (a migration's) past the receiver's budget: refused at the entry
+    /// that passes it, before its bytes are written, and nothing unpacked is left.
+    /// </summary>
+    [Fact]
+    public async Task An_image_past_the_budget_is_refused_and_leaves_nothing_unpacked()
+    {
+        var chunks = await ChunksOf((await ImageSuspendFile()).File);
+        // The image holds 70,000 + 3,000 bytes of files: it fits 73,000, not 72,999.
+        await Receive(chunks, NewTarget(), new ImageBudget(73_000, "a test's"));
+        var t = NewTarget();
+        var e = await Assert.ThrowsAsync<InvalidDataException>(
+            () => Receive(chunks, t, new ImageBudget(72_999, "a test's")));
+        Assert.Contains("the image needs more than 72999 bytes (a test's): entry 'files/logs/out' adds 3000 to 70000",
+            e.Message);
+        Assert.False(Directory.Exists(t.Images) || Directory.Exists(t.Capsule), "left after a refused image");
+    }
+
+    static async Task<List<ImageChunk>> ChunksOf(string suspendFile)
+    {
+        var tar = new MemoryStream();
+        await using (var reader = await SuspendFile.OpenAsync(suspendFile, CancellationToken.None))
+            await reader.CopyToAsync(tar);
+        var chunks = new List<ImageChunk>();
+        await using var sender = new ChunkStream((d, _) =>
+        {
+            chunks.Add(new ImageChunk { Data = ByteString.CopyFrom(d.Span) });
+            return Task.CompletedTask;
+        });
+        await sender.WriteAsync(tar.ToArray());
+        chunks.Add(new ImageChunk { Sha256 = await sender.FinishAsync(CancellationToken.None) });
+        return chunks;
+    }
+
+    /// <summary>What an agent with the default MaxImageBytes allows where the test unpacks.</summary>
+    static ImageBudget AgentsBudget(Target t) =>
+        ImageBudget.For(t.Root, Capsule.Agent.AgentOptions.DefaultMaxImageBytes);
+
+    static async Task Receive(List<ImageChunk> chunks, Target t, ImageBudget? budget = null)
     {
         await using var image = new ChunkReader<ImageChunk>(new Chunks(chunks), c => c.Data, c => c.Sha256);
-        await ImageArchive.ExtractCheckedAsync(image, "the image", image.VerifyAsync, t.Images, t.Capsule,
-            CancellationToken.None);
+        await ImageArchive.ExtractCheckedAsync(image, "the image", image.VerifyAsync, budget ?? AgentsBudget(t),
+            t.Images, t.Capsule, CancellationToken.None);
     }
 
     sealed class Chunks(List<ImageChunk> list) : IAsyncStreamReader<ImageChunk>

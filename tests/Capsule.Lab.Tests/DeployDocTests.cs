@@ -58,5 +58,13 @@ public sealed class DeployDocTests
         // The document's last step: `capsule ls` on the operator's machine shows web running on h3, where it
         // resumed from the file the operator's machine kept (no host shares a folder with it).
         Assert.Matches(new Regex(@"\bweb\b.*\bh3\b.*\brunning\b"), last);
+
+        // etcd's users, as the document set them up: a host's certificate gets it in, but it may not write
+        // another host's record (which would send that host's traffic to it).
+        var forged = await lab.RunAsync("h2", "ETCDCTL_API=3 etcdctl --endpoints=https://198.18.0.2:2379 " +
+            "--cacert=/etc/capsule/tls/ca.crt --cert=/etc/capsule/tls/h2.crt --key=/etc/capsule/tls/h2.key " +
+            "put /capsule/hosts/h1 '{}'");
+        Assert.True(forged.Code != 0, $"h2 rewrote h1's host record in etcd: {forged.Out}");
+        Assert.Contains("permission denied", forged.Err);
     }
 }

@@ -18,6 +18,7 @@ public sealed class SuspendTests(LabFixture lab) : IDisposable
     static string[] Stream(params string[] args) => ["python3", LabFixture.Tool("stream.py"), .. args];
 
     [Fact]
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
     public async Task A_capsule_suspended_for_seconds_and_resumed_elsewhere_keeps_its_tcp_stream()
     {
         var (srv, _) = await lab.Create("zsrv", "h1", Stream("server", "7010"));
@@ -37,6 +38,8 @@ public sealed class SuspendTests(LabFixture lab) : IDisposable
                 Assert.Equal(file, me.GetProperty("file").GetString());
             }
             Assert.False(File.Exists($"/run/netns/{lab.Name}-h1-c-zsrv"));
+            // The capsule's memory, on the operator's disk: for the operator alone.
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file));
             Assert.Contains("zsrv", (await lab.Run("inspect", file)).Ok().Out);
             using (var doc = JsonDocument.Parse((await lab.Run("inspect", file, "--json")).Ok().Out))
             {

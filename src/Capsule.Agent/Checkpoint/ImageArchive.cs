@@ -44,22 +44,24 @@ internal static class ImageArchive
     public static async Task ExtractAsync(string archive, string images, string capsuleDir, CancellationToken ct)
     {
         await using var fs = File.OpenRead(archive);
-        await ExtractAsync(fs, archive, images, capsuleDir, ct);
+        // A file's own length bounds what its entries may declare (ExtractEntry).
+        await ExtractAsync(fs, archive, new ImageBudget(fs.Length, $"the size of {archive}"), images, capsuleDir, ct);
     }
 
     /// <summary>
     /// Unpacks an image from <paramref name="source"/> (named <paramref name="shownAs"/> in errors), then runs
     /// <paramref name="verify"/>, the check of the checksum over the bytes just read. Nothing unpacked outlives a
     /// failure, of either: the two folders are deleted, so nothing is ever restored from an unverified image.
+    /// What it unpacks is bounded by <paramref name="budget"/>.
     /// </summary>
     public static async Task ExtractCheckedAsync(Stream source, string shownAs, Func<CancellationToken, Task> verify,
-        string images, string capsuleDir, CancellationToken ct)
+        ImageBudget budget, string images, string capsuleDir, CancellationToken ct)
     {
         try
         {
             try
             {
-                await ExtractAsync(source, shownAs, images, capsuleDir, ct);
+                await ExtractAsync(source, shownAs, budget, images, capsuleDir, ct);
             }
             catch (InvalidDataException)
             {
@@ -78,8 +80,8 @@ internal static class ImageArchive
         }
     }
 
-    static async Task ExtractAsync(Stream source, string shownAs, string images, string capsuleDir,
-        CancellationToken ct)
+    static async Task ExtractAsync(Stream source, string shownAs, ImageBudget budget, string images,
+        string capsuleDir, CancellationToken ct)
     {
         // The agent's folders, and everything in them, for root alone (PrivateFiles).
         PrivateFiles.CreateFolder(images);
@@ -89,7 +91,10 @@ internal static class ImageArchive
         try
         {
             while (await tar.GetNextEntryAsync(cancellationToken: ct) is { } e)
+            {
+                budget.Charge(e);
                 await ExtractEntry(e, length, images, capsuleDir, ct);
+            }
         }
         // TarReader's other ways of saying the archive is damaged: a header or its data cut short (it reads past
         // the end), a number field out of range (a base-256 size past long.MaxValue overflows).

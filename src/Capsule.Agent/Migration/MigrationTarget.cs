@@ -83,7 +83,8 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         await using var image = new ChunkReader<ImageChunk>(stream, c => c.Data, c => c.Sha256, onChunk: OnChunk);
         async Task Unpack(string images, string dir)
         {
-            await ImageArchive.ExtractCheckedAsync(image, "the image", image.VerifyAsync, images, dir, ct);
+            var budget = ImageBudget.For(O.StateDir, O.MaxImageBytes);
+            await ImageArchive.ExtractCheckedAsync(image, "the image", image.VerifyAsync, budget, images, dir, ct);
             await faults.HitAsync(FaultPoints.TargetRestore);
         }
         try

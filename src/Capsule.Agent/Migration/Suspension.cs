@@ -309,7 +309,8 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             {
                 try
                 {
-                    await ImageArchive.ExtractCheckedAsync(file, label, file.VerifyAsync, images, dir, ct);
+                    var budget = ImageBudget.For(O.StateDir, O.MaxImageBytes);
+                    await ImageArchive.ExtractCheckedAsync(file, label, file.VerifyAsync, budget, images, dir, ct);
                 }
                 catch (InvalidDataException e)
                 {
