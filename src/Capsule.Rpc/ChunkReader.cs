@@ -12,7 +12,7 @@ namespace Capsule.Rpc;
 /// over the very bytes that were read, with no file written first and read again.
 /// </summary>
 public sealed class ChunkReader<T>(IAsyncStreamReader<T> from, Func<T, ByteString> data, Func<T, string> sha256,
-    long? size = null, Func<long, Task>? onChunk = null) : Stream
+    long? size = null, Func<long, Task>? onChunk = null) : ReadOnlyStream
 {
     readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
     ReadOnlyMemory<byte> _chunk;
@@ -72,22 +72,8 @@ public sealed class ChunkReader<T>(IAsyncStreamReader<T> from, Func<T, ByteStrin
                 $"does not match the sender's {want[..Math.Min(12, want.Length)]}…");
     }
 
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken ct) =>
-        ReadAsync(buffer.AsMemory(offset, count), ct).AsTask();
-
-    // TarReader reads asynchronously when it is used asynchronously; a synchronous read is served all the same.
-    public override int Read(byte[] buffer, int offset, int count) =>
-        ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
-
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
     public override long Length => throw new NotSupportedException();
     public override long Position { get => Received - _chunk.Length; set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
     protected override void Dispose(bool disposing)
     {

@@ -13,7 +13,7 @@ namespace Capsule.Rpc;
 /// is (<see cref="CheckSigner"/>, on opening: the certificate is known), and that its signature is over this
 /// very digest (in <see cref="VerifyAsync"/>, once the digest is).
 /// </summary>
-public sealed class SuspendReader : Stream
+public sealed class SuspendReader : ReadOnlyStream
 {
     readonly FileStream _fs;
     readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
@@ -101,21 +101,8 @@ public sealed class SuspendReader : Stream
         }
     }
 
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken ct) =>
-        ReadAsync(buffer.AsMemory(offset, count), ct).AsTask();
-
-    public override int Read(byte[] buffer, int offset, int count) =>
-        ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
-
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
     public override long Length => Meta.PayloadBytes;
     public override long Position { get => Meta.PayloadBytes - _left; set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
     protected override void Dispose(bool disposing)
     {

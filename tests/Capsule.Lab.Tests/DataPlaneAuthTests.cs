@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using Capsule.Agent.Linux;
 using Capsule.Core;
 using Xunit;
 
@@ -52,7 +51,6 @@ public sealed class DataPlaneAuthTests(LabFixture lab)
         var (h1, h2) = (paths.Underlay(1), paths.Underlay(2));
         var (loc, _) = await lab.Create("rtarget", "h2", "python3", "-c", Echo);
         await lab.Create("rsender", "h1", "sleep", "infinity");
-        var rogue = $"{lab.Name}-forger"; // the lab's prefix: `lab down` removes it too, whatever happens here
         var pcap = Path.Combine(Path.GetTempPath(), lab.Name + "-replay.pcap");
         try
         {
@@ -61,7 +59,7 @@ public sealed class DataPlaneAuthTests(LabFixture lab)
             var captured = await Capture(pcap, h1, h2, 5, () => lab.InCapsule("rsender", "python3", "-c", Send,
                 loc, "c", "5"));
             await LabFixture.Until(async () => Got(await lab.Logs("rtarget"), "c") == 5, "the 5 datagrams to arrive");
-            await AddRogue(rogue, paths);
+            await using var rogue = await RogueMachine.PlugInAsync(lab.Name, "forger", 201);
             var before = await lab.Stats("h2");
 
             await Forged(rogue, h1, h2, captured);
@@ -78,7 +76,7 @@ public sealed class DataPlaneAuthTests(LabFixture lab)
         }
         finally
         {
-            await Cleanup(rogue, pcap, "rtarget", "rsender");
+            await Cleanup(pcap, "rtarget", "rsender");
         }
     }
 
@@ -89,7 +87,6 @@ public sealed class DataPlaneAuthTests(LabFixture lab)
         var (h1, h2) = (paths.Underlay(1), paths.Underlay(2));
         var (loc, _) = await lab.Create("ftarget", "h2", "python3", "-c", Echo);
         await lab.Create("fsender", "h1", "sleep", "infinity");
-        var rogue = $"{lab.Name}-forger";
         var pcap = Path.Combine(Path.GetTempPath(), lab.Name + "-forge.pcap");
         try
         {
@@ -97,7 +94,7 @@ public sealed class DataPlaneAuthTests(LabFixture lab)
             await WarmUp("fsender", "ftarget", loc);
             var captured = await Capture(pcap, h1, h2, 3, () => lab.InCapsule("fsender", "python3", "-c", Send,
                 loc, "f", "3"));
-            await AddRogue(rogue, paths);
+            await using var rogue = await RogueMachine.PlugInAsync(lab.Name, "forger", 201);
             // Counters far ahead of any sent (so not replays), under the sender's real key id; one byte of
             // each payload changed: the tag cannot match.
             var forged = captured.Select((d, i) =>
@@ -124,7 +121,7 @@ public sealed class DataPlaneAuthTests(LabFixture lab)
         }
         finally
         {
-            await Cleanup(rogue, pcap, "ftarget", "fsender");
+            await Cleanup(pcap, "ftarget", "fsender");
         }
     }
 
@@ -159,24 +156,12 @@ public sealed class DataPlaneAuthTests(LabFixture lab)
     }
 
     /// <summary>A namespace on the underlay bridge with an address of its own, as a machine there would have.</summary>
-    static async Task AddRogue(string rogue, LabPaths paths)
-    {
-        await Netns.AddAsync(rogue);
-        await Cmd.Ip(rogue, "link", "add", "ul0", "type", "veth", "peer", "name", "forger", "netns",
-            paths.UnderlayNetns);
-        await Cmd.Ip(paths.UnderlayNetns, "link", "set", "forger", "master", "br0", "up");
-        await Cmd.Ip(rogue, "addr", "add", paths.Underlay(201) + "/24", "dev", "ul0");
-        await Cmd.Ip(rogue, "link", "set", "ul0", "up");
-    }
+    static Task Forged(RogueMachine rogue, string from, string to, IEnumerable<byte[]> payloads) =>
+        rogue.RunAsync(["python3", "-c", Forge, from, to, Wire.DefaultPort.ToString(),
+            .. payloads.Select(Convert.ToHexString)]);
 
-    static async Task Forged(string rogue, string from, string to, IEnumerable<byte[]> payloads) =>
-        (await Cli.Exec("ip", ["netns", "exec", rogue, "python3", "-c", Forge, from, to,
-            Wire.DefaultPort.ToString(), .. payloads.Select(Convert.ToHexString)])).Ok();
-
-    async Task Cleanup(string rogue, string pcap, params string[] capsules)
+    async Task Cleanup(string pcap, params string[] capsules)
     {
-        await Netns.KillAllAsync(rogue);
-        await Netns.DeleteAsync(rogue);
         File.Delete(pcap);
         foreach (var c in capsules) await lab.Run("rm", c);
     }

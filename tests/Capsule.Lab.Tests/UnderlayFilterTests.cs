@@ -1,4 +1,3 @@
-using Capsule.Agent.Linux;
 using Xunit;
 
 namespace Capsule.Lab.Tests;
@@ -33,21 +32,14 @@ public sealed class UnderlayFilterTests(LabFixture lab)
     {
         var (loc, _) = await lab.Create("target", "h2", "python3", "-c", UdpEcho);
         await lab.Create("friend", "h1", "sleep", "infinity");
-        var rogue = $"{lab.Name}-rogue"; // the lab's prefix: `lab down` removes it too, whatever happens here
         try
         {
             await lab.WaitForLog("target", "READY");
-            var paths = new LabPaths(lab.Name);
-            await Netns.AddAsync(rogue);
-            await Cmd.Ip(rogue, "link", "add", "ul0", "type", "veth", "peer", "name", "rogue", "netns",
-                paths.UnderlayNetns);
-            await Cmd.Ip(paths.UnderlayNetns, "link", "set", "rogue", "master", "br0", "up");
-            await Cmd.Ip(rogue, "addr", "add", paths.Underlay(200) + "/24", "dev", "ul0");
-            await Cmd.Ip(rogue, "link", "set", "ul0", "up");
-            await Cmd.Ip(rogue, "route", "add", LabPaths.Pool, "via", paths.Underlay(2));
+            await using var rogue = await RogueMachine.PlugInAsync(lab.Name, "rogue", 200);
+            await rogue.RunAsync("ip", "route", "add", LabPaths.Pool, "via", new LabPaths(lab.Name).Underlay(2));
             var before = (await lab.Stats("h2")).GetValueOrDefault("drop_kernel_pool_from_underlay");
 
-            await Cmd.RunAsync("ip", ["netns", "exec", rogue, "python3", "-c", Send, loc, "rogue", "5"]);
+            await rogue.RunAsync("python3", "-c", Send, loc, "rogue", "5");
             await LabFixture.Until(async () =>
                     (await lab.Stats("h2")).GetValueOrDefault("drop_kernel_pool_from_underlay") >= before + 5,
                 "h2 to count the rogue's 5 packets as dropped");
@@ -59,8 +51,6 @@ public sealed class UnderlayFilterTests(LabFixture lab)
         }
         finally
         {
-            await Netns.KillAllAsync(rogue);
-            await Netns.DeleteAsync(rogue);
             await lab.Run("rm", "target");
             await lab.Run("rm", "friend");
         }
