@@ -9,7 +9,7 @@ using CapsuleState = Capsule.Core.CapsuleState;
 
 namespace Capsule.Agent.Migration;
 
-/// <summary>The resume half: a suspend file from the CLI, checked, restored here, and claimed in the directory.</summary>
+/// <summary>The resume half: a suspend file from the CLI, checked, restored here, claimed in the directory.</summary>
 internal sealed partial class Suspension
 {
     /// <summary>
