@@ -89,19 +89,19 @@ public static class ContextCommands
         var sockets = new Option<string>("--agent-sockets")
             { Description = "A folder of unix sockets HOST.sock through which agents are reached when present" };
         var use = new Option<bool>("--use") { Description = "Also make it the current context" };
-        var ca = new Option<string>("--ca") { Description = "The cluster CA's certificate (ca.crt), for https://" };
-        var cert = new Option<string>("--cert") { Description = "Your certificate (`capsule operator add`)" };
-        var key = new Option<string>("--key") { Description = "Your private key (mode 0600)" };
+        var credentials = new Credentials();
         var cmd = new Command("set", "Add a context, or replace the one of that name")
         {
-            name, directory, agent, sockets, use, ca, cert, key
+            name, directory, agent, sockets, use,
         };
+        credentials.AddTo(cmd);
         cmd.SetAction((pr, ct) => CommandTree.Run(() =>
         {
             var context = Parse(pr.GetValue(name)!, pr.GetValue(directory)!, pr.GetValue(agent) ?? [],
                 pr.GetValue(sockets)) with
             {
-                Ca = FullPath(pr.GetValue(ca)), Cert = FullPath(pr.GetValue(cert)), Key = FullPath(pr.GetValue(key)),
+                Ca = FullPath(pr.GetValue(credentials.Ca)), Cert = FullPath(pr.GetValue(credentials.Cert)),
+                Key = FullPath(pr.GetValue(credentials.Key)),
             };
             CheckCredentials(context);
             ClientConfig.Update(f =>

@@ -2,8 +2,6 @@ using System.CommandLine;
 using Capsule.Core;
 using Capsule.Dir;
 using Capsule.Dir.Etcd;
-using Capsule.Rpc;
-using Capsule.Trust;
 
 namespace Capsule.Cli;
 
@@ -19,42 +17,6 @@ public static class DirectoryAdmin
         Required = true,
         Description = "The etcd members, comma-separated (https://addr:2379, http://addr:2379 or unix:/path)",
     };
-
-    /// <summary>
-    /// The client certificate an etcd with client-certificate auth asks for (an admin's, `capsule operator add`):
-    /// --ca, --cert and --key, as `capsule context set` takes them.
-    /// </summary>
-    sealed class Credentials
-    {
-        readonly Option<string> _ca = new("--ca") { Description = "The cluster CA's certificate (ca.crt)" };
-        readonly Option<string> _cert = new("--cert") { Description = "Your certificate (`capsule operator add`)" };
-        readonly Option<string> _key = new("--key") { Description = "Your private key (mode 0600)" };
-
-        public void AddTo(Command c)
-        {
-            c.Options.Add(_ca);
-            c.Options.Add(_cert);
-            c.Options.Add(_key);
-        }
-
-        /// <summary>Makes them this process's identity for every https:// channel; nothing when none given.</summary>
-        public void Use(ParseResult pr)
-        {
-            string? ca = pr.GetValue(_ca), cert = pr.GetValue(_cert), key = pr.GetValue(_key);
-            if (ca is null && cert is null && key is null) return;
-            if (ca is null || cert is null || key is null)
-                throw new UserError("give --ca, --cert and --key together (an operator's files from " +
-                    "`capsule operator add`), or none of them for an etcd without TLS");
-            try
-            {
-                Channels.UseIdentity(TlsIdentity.Load(ca, cert, key));
-            }
-            catch (TrustException e)
-            {
-                throw new UserError($"{e.Message}; check --ca, --cert and --key");
-            }
-        }
-    }
 
     public static Command Init()
     {

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Capsule.Core.Offload;
 
 namespace Capsule.Core;
 
@@ -53,13 +54,5 @@ public static class Icmp
     }
 
     /// <summary>The Internet checksum (RFC 1071) of <paramref name="data"/>.</summary>
-    public static ushort Checksum(ReadOnlySpan<byte> data)
-    {
-        uint sum = 0;
-        var i = 0;
-        for (; i + 1 < data.Length; i += 2) sum += BinaryPrimitives.ReadUInt16BigEndian(data[i..]);
-        if (i < data.Length) sum += (uint)data[i] << 8;
-        while (sum >> 16 != 0) sum = (sum & 0xFFFF) + (sum >> 16);
-        return (ushort)~sum;
-    }
+    public static ushort Checksum(ReadOnlySpan<byte> data) => InetChecksum.Finish(InetChecksum.Add(data));
 }

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Capsule.Core.Offload;
 
 namespace Capsule.Core;
 
@@ -126,16 +127,13 @@ public static class Tcp
     }
 
     /// <summary>
-    /// The TCP checksum over the IPv4 pseudo-header and <paramref name="segment"/> (its checksum field read as zero).
+    /// The TCP checksum over the IPv4 pseudo-header and <paramref name="segment"/> (a whole TCP header at least; its
+    /// checksum field read as zero).
     /// </summary>
     public static ushort Checksum(Locator src, Locator dst, ReadOnlySpan<byte> segment)
     {
-        uint sum = (src.Value >> 16) + (src.Value & 0xFFFF) + (dst.Value >> 16) + (dst.Value & 0xFFFF) + Protocol
+        ulong pseudo = (src.Value >> 16) + (src.Value & 0xFFFF) + (dst.Value >> 16) + (dst.Value & 0xFFFF) + Protocol
             + (uint)segment.Length;
-        for (var i = 0; i + 1 < segment.Length; i += 2)
-            if (i != 16) sum += BinaryPrimitives.ReadUInt16BigEndian(segment[i..]);
-        if ((segment.Length & 1) != 0) sum += (uint)segment[^1] << 8;
-        while (sum >> 16 != 0) sum = (sum & 0xFFFF) + (sum >> 16);
-        return (ushort)~sum;
+        return InetChecksum.Finish(InetChecksum.Add(segment[18..], InetChecksum.Add(segment[..16], pseudo)));
     }
 }

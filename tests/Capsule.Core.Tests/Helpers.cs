@@ -127,13 +127,13 @@ static class Inet
     /// fragment field (flags + offset) and payload; correct header checksum.
     /// </summary>
     public static byte[] Ip(Locator src, Locator dst, byte protocol, byte[] payload, int ipOptionWords = 0,
-        ushort fragField = 0x4000, byte ttl = 64)
+        ushort fragField = 0x4000, byte ttl = 64, ushort id = 0xBEEF)
     {
         var ihl = 20 + 4 * ipOptionWords;
         var p = new byte[ihl + payload.Length];
         p[0] = (byte)(0x40 | (ihl / 4));
         BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(2), (ushort)p.Length);
-        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(4), 0xBEEF);
+        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(4), id);
         BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(6), fragField);
         p[8] = ttl;
         p[9] = protocol;
@@ -154,7 +154,7 @@ static class Inet
     /// </summary>
     public static byte[] Tcp(Locator src, ushort sport, Locator dst, ushort dport, uint seq, uint ack, byte flags,
         ushort window, byte[]? options = null, byte[]? payload = null, ushort fragField = 0x4000,
-        int ipOptionWords = 0)
+        int ipOptionWords = 0, ushort id = 0xBEEF)
     {
         options ??= [];
         payload ??= [];
@@ -170,7 +170,7 @@ static class Inet
         options.CopyTo(t, 20);
         payload.CopyTo(t, 20 + options.Length);
         BinaryPrimitives.WriteUInt16BigEndian(t.AsSpan(16), RefTcpChecksum(src, dst, t));
-        return Ip(src, dst, 6, t, ipOptionWords, fragField);
+        return Ip(src, dst, 6, t, ipOptionWords, fragField, id: id);
     }
 
     /// <summary>The timestamp option (kind 8, length 10) preceded by two NOPs, as Linux sends it.</summary>

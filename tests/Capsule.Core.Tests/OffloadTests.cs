@@ -11,38 +11,10 @@ public class OffloadTests
 {
     const int Stride = 2048;
 
-    /// <summary>A TCP segment of one of a few flows, with valid checksums.</summary>
-    static byte[] Segment(int flow, uint seq, ushort id, byte flags, int payload, byte fill, int options = 12)
-    {
-        var p = new byte[20 + 20 + options + payload];
-        p[0] = 0x45;
-        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(2), (ushort)p.Length);
-        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(4), id);
-        p[6] = 0x40; // DF
-        p[8] = 64;
-        p[9] = 6;
-        Locator.Parse($"100.64.0.{2 + flow}").Write(p.AsSpan(12));
-        Locator.Parse("198.51.100.11").Write(p.AsSpan(16));
-        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(20), (ushort)(40000 + flow));
-        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(22), 80);
-        BinaryPrimitives.WriteUInt32BigEndian(p.AsSpan(24), seq);
-        BinaryPrimitives.WriteUInt32BigEndian(p.AsSpan(28), 12345);
-        p[32] = (byte)((20 + options) / 4 << 4);
-        p[33] = flags;
-        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(34), 501);
-        if (options == 12)
-        {
-            p[40] = 1;
-            p[41] = 1;
-            p[42] = 8;
-            p[43] = 10;
-            BinaryPrimitives.WriteUInt32BigEndian(p.AsSpan(44), 777);
-        }
-        for (var i = 0; i < payload; i++) p[40 + options + i] = (byte)(fill + i * 7);
-        InetChecksum.SetIpv4(p);
-        InetChecksum.SetTransport(p, 16);
-        return p;
-    }
+    /// <summary>A TCP segment of one of a few flows (source 100.64.0.2 + flow), with valid checksums.</summary>
+    static byte[] Segment(int flow, uint seq, ushort id, byte flags, int payload, byte fill) =>
+        Inet.Tcp(Locator.Parse($"100.64.0.{2 + flow}"), (ushort)(40000 + flow), Locator.Parse("198.51.100.11"), 80,
+            seq, 12345, flags, 501, Inet.TsOption(777, 0), Inet.Pattern(payload, fill), id: id);
 
     /// <summary>
     /// Streams as a sender's segments arrive: per flow in order, runs of full segments, now and then a short one,
@@ -154,14 +126,7 @@ public class OffloadTests
     [Fact]
     public void A_udp_super_packet_is_cut_into_datagrams_of_their_own_length()
     {
-        var p = new byte[20 + 8 + 2500];
-        p[0] = 0x45;
-        BinaryPrimitives.WriteUInt16BigEndian(p.AsSpan(2), (ushort)p.Length);
-        p[8] = 64;
-        p[9] = 17;
-        Locator.Parse("100.64.0.2").Write(p.AsSpan(12));
-        Locator.Parse("100.64.0.3").Write(p.AsSpan(16));
-        new Random(1).NextBytes(p.AsSpan(28));
+        var p = Inet.Ip(Locator.Parse("100.64.0.2"), Locator.Parse("100.64.0.3"), 17, Inet.Pattern(8 + 2500));
         var segs = Cut(new VirtioNetHeader(VirtioNetHeader.NeedsCsum, VirtioNetHeader.GsoUdpL4, 28, 1200, 20, 6), p);
         Assert.Equal([1208, 1208, 108], segs.Select(s => (int)BinaryPrimitives.ReadUInt16BigEndian(s.AsSpan(24))));
         Assert.All(segs, s => Assert.True(InetChecksum.IsValid(s)));

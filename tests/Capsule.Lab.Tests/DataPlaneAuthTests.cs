@@ -13,23 +13,8 @@ namespace Capsule.Lab.Tests;
 [Collection("lab")]
 public sealed class DataPlaneAuthTests(LabFixture lab)
 {
-    const string Echo = """
-        import socket
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("0.0.0.0", 7610))
-        print("READY", flush=True)
-        while True:
-            d, a = s.recvfrom(100)
-            print("GOT", d.decode(), flush=True)
-        """;
-
-    // Numbered datagrams: argv 2 is the prefix, argv 3 how many.
-    const string Send = """
-        import socket, sys
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for i in range(int(sys.argv[3])):
-            s.sendto((sys.argv[2] + str(i)).encode(), (sys.argv[1], 7610))
-        """;
+    static readonly string Echo = UdpScripts.Echo(7610);
+    static readonly string Send = UdpScripts.Send(7610);
 
     // UDP payloads (hex) sent from a forged IPv4 source: a raw socket writes the whole IP header (IP_HDRINCL).
     const string Forge = """

@@ -10,22 +10,8 @@ namespace Capsule.Lab.Tests;
 [Collection("lab")]
 public sealed class UnderlayFilterTests(LabFixture lab)
 {
-    const string UdpEcho = """
-        import socket
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("0.0.0.0", 7600))
-        print("READY", flush=True)
-        while True:
-            d, a = s.recvfrom(100)
-            print("GOT", d.decode(), flush=True)
-        """;
-
-    const string Send = """
-        import socket, sys
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for i in range(int(sys.argv[3])):
-            s.sendto(sys.argv[2].encode(), (sys.argv[1], 7600))
-        """;
+    static readonly string UdpEcho = UdpScripts.Echo(7600);
+    static readonly string Send = UdpScripts.Send(7600);
 
     [Fact]
     public async Task Plain_packets_for_a_capsule_injected_from_the_underlay_are_dropped_and_counted()
