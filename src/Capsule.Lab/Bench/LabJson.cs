@@ -13,13 +13,18 @@ internal sealed record BenchPhasesJson(long Sync, long FreezeDump, long Transfer
         t.FlushMs, t.TotalMs, t.CriuDumpMs, t.CriuRestoreMs);
 }
 
-/// <summary>CapsuleOverlay: the default data plane (AES-GCM); AuthenticateOnly: payloads left plain (GMAC).</summary>
+/// <summary>
+/// CapsuleOverlay: the default data plane (AES-GCM); AuthenticateOnly: payloads left plain (GMAC). WireguardGo:
+/// null when no wireguard-go binary was found, and WireguardGoSkipped then says why.
+/// </summary>
 internal sealed record DataplaneJson(int Seconds, Bench.DataplaneBench.Measurement Underlay,
     Bench.DataplaneBench.Measurement KernelVxlan, Bench.DataplaneBench.Measurement CapsuleOverlay,
     OverlayRatios OverlayVsVxlan, Bench.DataplaneBench.Measurement AuthenticateOnly,
-    OverlayRatios AuthenticateOnlyVsVxlan);
+    OverlayRatios AuthenticateOnlyVsVxlan, Bench.DataplaneBench.Measurement? WireguardGo,
+    OverlayRatios? WireguardGoVsVxlan, string? WireguardGoVersion, string? WireguardGoSkipped);
 
-internal sealed record OverlayRatios(double Throughput, double Rtt);
+/// <summary>Against kernel VXLAN: single-stream TCP, median RTT, and TCP with four streams.</summary>
+internal sealed record OverlayRatios(double Throughput, double Rtt, double FourStreamsThroughput);
 
 internal sealed record MigrateBenchJson(int Seconds, bool Warmup, int BallastMb, List<Bench.MigrateBench.Row> Modes,
     long? CriuFloorMs, string CriuFloorNote, Dictionary<string, double?> StallOverFloor, MigrateBenchGoal Goal);
