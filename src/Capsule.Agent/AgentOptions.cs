@@ -57,6 +57,8 @@ public sealed record AgentOptions(
 
     /// <summary>How this host seals what it sends (receivers open either mode: the tag covers it).</summary>
     public Wire.Mode DataPlaneMode { get; init; } = Wire.Mode.Encrypted;
+    /// <summary>TUN offloads, UDP GSO and GRO on the data plane (see <see cref="AgentConfig.Offloads"/>).</summary>
+    public bool Offloads { get; init; } = true;
     /// <summary>How often each send key is replaced by a fresh one (see DataPlane/KeyExchange.cs).</summary>
     public TimeSpan KeyRotation { get; init; } = TimeSpan.FromMinutes(2);
     /// <summary>This host's certificates (the config's Tls section), or null: no TLS, with a warning.</summary>

@@ -37,10 +37,10 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
         events.AgentStarted();
         var snapshot = await directory.SnapshotAsync(ct);
         _pool = snapshot.Pool;
-        _tun = Tun.Open(options.Tun);
+        _tun = Tun.Open(options.Tun, options.Offloads);
         await HostNetwork.SetupAsync(options.Tun, _pool, options.InnerMtu, options.Underlay,
             options.IcmpFrom.Length > 0 ? options.IcmpSource : null);
-        _udp = UdpEndpoint.Bind(options.Underlay, options.Port);
+        _udp = UdpEndpoint.Bind(options.Underlay, options.Port, options.Offloads);
         var spool = Directory.CreateDirectory(options.HoldSpool).FullName;
         _engine = new Engine(_tun, _udp, options.UnderlayMtu, Keys, spool)
         {

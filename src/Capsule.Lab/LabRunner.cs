@@ -259,6 +259,10 @@ internal sealed partial class LabRunner(LabPaths paths, Action<string>? progress
                 await Netns.KillAllAsync(ns);
                 await Netns.DeleteAsync(ns);
             }
+            // The kernel takes a host's namespace apart after it is deleted, in its own time, and its cables' other
+            // ends with it: cut them now, or plugging the host in again can find them still there ("File exists").
+            await Cmd.TryIp(paths.UnderlayNetns, "link", "del", h.Name);
+            if (h.IcmpFrom.Length > 0) await Cmd.TryIp(paths.LegacySegmentNetns, "link", "del", h.Name);
             await PlugInAsync(h);
             if (record.EtcdMembers.Contains(h.Name))
                 new LabEtcd(paths, Say).Restart(h, [.. record.Hosts.Where(m => record.EtcdMembers.Contains(m.Name))]);

@@ -210,7 +210,7 @@ internal sealed unsafe partial class Engine
     void WriteToTun(HoldBuffer buffer, int n)
     {
         for (var i = 0; i < n; i++)
-            if (Native.write(_tun.Fd, buffer.Slot(i) + Wire.HeaderSize, (nuint)buffer.Length(i)) < 0)
+            if (!_tun.Write(buffer.Slot(i) + Wire.HeaderSize, buffer.Length(i)))
                 Egress.Drops.Add(DropReason.IoError);
     }
 
@@ -223,6 +223,7 @@ internal sealed unsafe partial class Engine
         var epoch = Table.Epoch;
         var to = UdpEndpoint.SockAddr(toHost, _udp.Port);
         var m = 0;
+        _out.Clear();
         for (var i = 0; i < n; i++)
         {
             var len = buffer.Length(i);
@@ -232,14 +233,11 @@ internal sealed unsafe partial class Engine
                 Egress.Drops.Add(sealing);
                 continue;
             }
-            _out.Addrs[m] = to;
-            _out.Iovs[m].Base = buffer.Slot(i);
-            _out.Iovs[m].Len = (nuint)datagram;
+            _out.Append(m, buffer.Slot(i), datagram, to);
             Count(Key(toHost, locator), len);
             m++;
         }
-        if (m > 0) Send(_out, m, Egress);
-        _out.ResetIovBases();
+        Send(_out, Egress);
     }
 
     /// <summary>

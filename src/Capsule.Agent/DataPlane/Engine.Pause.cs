@@ -167,6 +167,6 @@ internal sealed unsafe partial class Engine
         var n = Tcp.WriteAck(ack, new Locator(key.Capsule), key.CapsulePort, new Locator(key.Peer), key.PeerPort,
             f.CapSeqNext, ackNo, window, f.Timestamps, f.CapTsVal, f.PeerTsVal);
         // Into the TUN: the kernel routes it to the ordinary host as if the capsule had sent it.
-        fixed (byte* p = ack) Native.write(_tun.Fd, p, (nuint)n);
+        fixed (byte* p = ack) _tun.Write(p, n);
     }
 }

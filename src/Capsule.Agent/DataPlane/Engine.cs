@@ -11,6 +11,12 @@ internal sealed class FlowCounters
     public long Packets, Bytes, Batches, Held, Flushed, HoldDropped, Unreachables;
 
     /// <summary>
+    /// Offloads at work: super-packets (egress: TUN reads cut into several segments; ingress: TUN writes of
+    /// several coalesced segments) and UDP messages of several datagrams (egress: GSO sends; ingress: GRO).
+    /// </summary>
+    public long SuperPackets, GsoMessages;
+
+    /// <summary>
     /// Of <see cref="HoldDropped"/> at a full buffer or by policy, the UDP datagrams (what a UDP receiver misses).
     /// </summary>
     public long HoldDroppedUdp;
@@ -33,11 +39,13 @@ internal sealed class FlowCount
 
 /// <summary>
 /// The hot path of a host agent (seed Fig. 8). Two threads, one per direction:
-/// egress reads packets the kernel routed to the TUN, wraps each for the host that holds its
-/// destination and sends the batch with one sendmmsg; ingress takes a batch with one recvmmsg,
-/// checks each datagram and writes the inner packet to the TUN, whence the kernel delivers it to
-/// the capsule's veth. The translation table is read once per batch; nothing allocates per packet
-/// (a flow's counter is allocated once, when the flow is first seen).
+/// egress (Engine.Egress.cs) reads packets the kernel routed to the TUN, cuts super-packets into
+/// segments, wraps each for the host that holds its destination and sends the batch with one
+/// sendmmsg, runs for one host as UDP GSO messages; ingress (Engine.Ingress.cs) takes a batch with
+/// one recvmmsg, checks each datagram, coalesces a flow's TCP segments and writes the inner packets
+/// to the TUN, whence the kernel delivers them to the capsule's veth. The translation table is read
+/// once per batch; nothing allocates per packet (a flow's counter is allocated once, when the flow
+/// is first seen).
 ///
 /// Hold and flush (seed Fig. 5B/6) run on the egress thread itself, as commands between batches
 /// and as timed work between them (leases, paced drains; see Engine.Holds.cs): a hold starts at a
@@ -54,8 +62,8 @@ internal sealed unsafe partial class Engine : IDisposable
     readonly int _maxInner;
     readonly string? _holdSpool;
     readonly PeerKeys _keys;
-    readonly PacketBatch _out = new(BatchSize);
-    readonly PacketBatch _in = new(BatchSize);
+    readonly PacketBatch _out;
+    readonly PacketBatch _in;
     readonly Thread _egress, _ingress;
     readonly ConcurrentQueue<Action> _commands = new();
     TranslationTable _table = TranslationTable.Empty;
@@ -87,6 +95,10 @@ internal sealed unsafe partial class Engine : IDisposable
         _tun = tun;
         _udp = udp;
         _maxInner = underlayMtu - Wire.Overhead;
+        // UDP GSO goes with the TUN's offloads: one setting turns every offload on or off.
+        _out = new PacketBatch(BatchSize) { UdpSegmentation = tun.VnetHeader };
+        // A GRO message may be 64 KiB of datagrams; without GRO each is one, and more fit one recvmmsg.
+        _in = udp.Gro ? new PacketBatch(IngressSlots, PacketBatch.GroSlotSize) : new PacketBatch(BatchSize);
         _stopFd = Native.eventfd(0, Native.EFD_CLOEXEC | Native.EFD_NONBLOCK);
         Native.ThrowIfFailed(_stopFd, "eventfd");
         _ctlFd = Native.eventfd(0, Native.EFD_CLOEXEC | Native.EFD_NONBLOCK);
@@ -171,183 +183,6 @@ internal sealed unsafe partial class Engine : IDisposable
         f.Bytes += bytes;
     }
 
-    void EgressLoop()
-    {
-        var b = _out;
-        var c = Egress;
-        var tunFd = _tun.Fd;
-        while (Wait(tunFd, commands: true, HoldTimeoutMs()))
-        {
-            if (!_commands.IsEmpty) RunCommands();
-            if (_holds.Count != 0) TickHolds();
-            var table = Table;
-            var n = 0;
-            while (n < b.Capacity)
-            {
-                var slot = b.Slot(n);
-                var r = Native.read(tunFd, slot + Wire.HeaderSize, PacketBatch.MaxPacket);
-                if (r <= 0)
-                {
-                    if (r < 0 && Native.Errno == Native.EINTR) continue;
-                    break; // EAGAIN: the TUN queue is drained for now
-                }
-                var packet = new ReadOnlySpan<byte>(slot + Wire.HeaderSize, (int)r);
-                if (_anyFlows) TrackPeerSide(packet);
-                if (_holds.Count != 0 && Ipv4.IsValid(packet)
-                    && _holds.TryGetValue(Ipv4.Destination(packet).Value, out var hold))
-                {
-                    // Checked before routing: while a capsule moves, its packets wait here whatever the table says;
-                    // while its hold drains they join the back, so none overtakes a held one. Also when the
-                    // drain writes into our own TUN: the capsule just arrived here, and its same-host peers
-                    // still reach it through the TUN until its local route is attached after the drain. (What
-                    // the drain writes goes by the delivery route and does not come back out of the TUN.)
-                    var stored = hold.Buffer.TryAdd(packet);
-                    if (stored) c.Held++;
-                    else
-                    {
-                        c.HoldDropped++;
-                        if (Ipv4.Protocol(packet) == 17) c.HoldDroppedUdp++;
-                    }
-                    if (_anyFlows) SpeakForPausedCapsule(packet, stored);
-                    continue;
-                }
-                var verdict = Forwarding.Outbound(table, packet, out var host);
-                if (verdict == DropReason.None && r > _maxInner) verdict = DropReason.TooBig;
-                if (verdict == DropReason.NoRoute && table.IsLocal(Ipv4.Destination(packet)))
-                {
-                    DeliverLocal(slot + Wire.HeaderSize, r, c);
-                    continue;
-                }
-                if (verdict != DropReason.None)
-                {
-                    c.Drops.Add(verdict);
-                    if (verdict == DropReason.NoRoute && table.IsGateway) AnswerUnreachable(packet, c);
-                    continue;
-                }
-                var flow = Key(host, Ipv4.Destination(packet)); // read before sealing encrypts the packet
-                verdict = Seal(host, slot, (int)r, table.Epoch, out var datagram);
-                if (verdict != DropReason.None)
-                {
-                    c.Drops.Add(verdict);
-                    continue;
-                }
-                b.Addrs[n] = UdpEndpoint.SockAddr(host, _udp.Port);
-                b.Iovs[n].Len = (nuint)datagram;
-                Count(flow, r);
-                c.Bytes += r;
-                n++;
-            }
-            if (n > 0) Send(b, n, c);
-        }
-    }
-
-    /// <summary>
-    /// A packet for a capsule of this host that came out of the TUN: the capsule just arrived (or
-    /// came back) and its local route is not attached yet, so a same-host peer's packet took the
-    /// pool's route. Written back into the TUN, it takes the delivery route to the capsule's veth;
-    /// dropped, it was lost (seen: 12-18 datagrams of a local sender per move onto its host).
-    /// </summary>
-    void DeliverLocal(byte* packet, nint length, FlowCounters c)
-    {
-        if (Native.write(_tun.Fd, packet, (nuint)length) < 0)
-        {
-            c.Drops.Add(DropReason.IoError);
-            return;
-        }
-        c.DeliveredLocal++;
-    }
-
-    /// <summary>
-    /// A gateway answers as a router would for a locator no capsule holds; the answer goes to the
-    /// ordinary host and nothing reaches the overlay. Rare, so a stack buffer is fine.
-    /// </summary>
-    void AnswerUnreachable(ReadOnlySpan<byte> packet, FlowCounters c)
-    {
-        Span<byte> answer = stackalloc byte[Icmp.MaxAnswer];
-        var n = Icmp.WriteHostUnreachable(packet, IcmpSource, answer);
-        if (n == 0) return;
-        // Sent, not written to the TUN: its source is this host's own address, which the kernel
-        // would drop as a martian if it came in through an interface.
-        if (_raw < 0) _raw = Native.socket(Native.AF_INET, Native.SOCK_RAW | Native.SOCK_CLOEXEC, Native.IPPROTO_RAW);
-        var to = UdpEndpoint.SockAddr(Ipv4.Source(packet), 0);
-        fixed (byte* p = answer)
-            if (_raw >= 0 && Native.sendto(_raw, p, (nuint)n, 0, &to, (uint)sizeof(Native.SockAddrIn)) > 0)
-                c.Unreachables++;
-    }
-
-    int _raw = -1; // egress thread only
-
-    void Send(PacketBatch b, int n, FlowCounters c)
-    {
-        var sent = 0;
-        while (sent < n)
-        {
-            var rc = Native.sendmmsg(_udp.Fd, b.Msgs + sent, (uint)(n - sent), 0);
-            if (rc < 0)
-            {
-                if (Native.Errno == Native.EINTR) continue;
-                // The first message of the rest failed (e.g. no route to that host): count it, go on.
-                c.Drops.Add(DropReason.IoError);
-                sent++;
-                continue;
-            }
-            sent += rc;
-            c.Packets += rc;
-        }
-        c.Batches++;
-    }
-
-    void IngressLoop()
-    {
-        var b = _in;
-        var c = Ingress;
-        var udpFd = _udp.Fd;
-        var tunFd = _tun.Fd;
-        while (Wait(udpFd, commands: false))
-        {
-            var n = Native.recvmmsg(udpFd, b.Msgs, (uint)b.Capacity, Native.MSG_DONTWAIT, null);
-            if (n <= 0) continue;
-            var table = Table;
-            for (var i = 0; i < n; i++)
-            {
-                var len = (int)b.Msgs[i].Len;
-                var slot = b.Slot(i);
-                var from = new Locator(BinaryPrimitives.ReverseEndianness(b.Addrs[i].AddrBE));
-                var verdict = (b.Msgs[i].Hdr.Flags & MsgTrunc) != 0 && table.IsKnownHost(from)
-                    ? DropReason.Malformed
-                    : Open(table, from, slot, len, out len);
-                // The cut counts what arrived, authentic, from a known host, delivered or not: a migration waits
-                // for packets to be here, and one this host then refuses has arrived all the same.
-                if (len >= Ipv4.MinHeader && verdict is not (DropReason.UnknownHost or DropReason.Malformed
-                        or DropReason.BadVersion or DropReason.BadTag or DropReason.Replay or DropReason.UnknownKey))
-                {
-                    var key = Key(from, Ipv4.Destination(new ReadOnlySpan<byte>(slot + Wire.HeaderSize, len)));
-                    if (!ReceivedFrom.TryGetValue(key, out var f)) f = ReceivedFrom.GetOrAdd(key, _ => new FlowCount());
-                    f.Packets++;
-                    f.Bytes += len;
-                }
-                if (verdict != DropReason.None)
-                {
-                    c.Drops.Add(verdict);
-                    continue;
-                }
-                if (slot[Wire.HeaderSize + 9] == Tcp.Protocol)
-                    TrackCapsuleSide(new Span<byte>(slot + Wire.HeaderSize, len));
-                if (Native.write(tunFd, slot + Wire.HeaderSize, (nuint)len) < 0)
-                {
-                    c.Drops.Add(DropReason.IoError);
-                    continue;
-                }
-                c.Packets++;
-                c.Bytes += len;
-            }
-            c.Batches++;
-            b.ResetForReceive(n);
-        }
-    }
-
-    const int MsgTrunc = 0x20;
-
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
@@ -361,5 +196,6 @@ internal sealed unsafe partial class Engine : IDisposable
         AbandonHolds();
         _out.Dispose();
         _in.Dispose();
+        System.Runtime.InteropServices.NativeMemory.AlignedFree(_read);
     }
 }

@@ -10,14 +10,21 @@ internal sealed unsafe class UdpEndpoint : IDisposable
     public Locator Address { get; }
     public int Port { get; }
 
-    UdpEndpoint(int fd, Locator address, int port)
+    /// <summary>
+    /// The kernel hands over runs of datagrams from one sender as one message (UDP_GRO, with their size in a
+    /// control message): a peer's UDP GSO send then crosses the underlay and arrives whole.
+    /// </summary>
+    public bool Gro { get; }
+
+    UdpEndpoint(int fd, Locator address, int port, bool gro)
     {
         Fd = fd;
         Address = address;
         Port = port;
+        Gro = gro;
     }
 
-    public static UdpEndpoint Bind(Locator address, int port, int bufferBytes = 4 << 20)
+    public static UdpEndpoint Bind(Locator address, int port, bool coalesce = true, int bufferBytes = 4 << 20)
     {
         // Blocking: a full send buffer then stalls the egress thread, which backs pressure up into
         // the TUN queue instead of dropping in user space. Receives use MSG_DONTWAIT after poll.
@@ -33,6 +40,7 @@ internal sealed unsafe class UdpEndpoint : IDisposable
         // Inner MTU is sized so wrapped packets fit the underlay; never let the kernel's PMTU cache
         // shrink the outer path under us.
         Native.setsockopt(fd, Native.IPPROTO_IP, Native.IP_MTU_DISCOVER, &pmtu, 4);
+        var gro = coalesce && Native.setsockopt(fd, Native.SOL_UDP, Native.UDP_GRO, &one, 4) == 0;
         var sa = SockAddr(address, port);
         if (Native.bind(fd, &sa, (uint)sizeof(Native.SockAddrIn)) < 0)
         {
@@ -40,7 +48,7 @@ internal sealed unsafe class UdpEndpoint : IDisposable
             Native.close(fd);
             Native.Throw($"bind UDP {address}:{port}", e);
         }
-        return new UdpEndpoint(fd, address, port);
+        return new UdpEndpoint(fd, address, port, gro);
     }
 
     public static Native.SockAddrIn SockAddr(Locator address, int port) => new()

@@ -49,7 +49,9 @@ internal static class HostNetwork
         // The TUN's queue absorbs a TCP sender's bursts while the one egress thread drains it;
         // at the default 500 it overflowed under a single iperf3 stream (thousands of drops, each
         // one a retransmission), so it is sized for bursts of a few milliseconds at line rate.
-        await Cmd.Ip(null, "link", "set", tun, "mtu", innerMtu.ToString(), "txqueuelen", "10000", "up");
+        // At most 64 segments per super-packet: what one batch of the data plane cuts (Engine.BatchSize).
+        await Cmd.Ip(null, "link", "set", tun, "mtu", innerMtu.ToString(), "txqueuelen", "10000", "gso_max_segs",
+            "64", "up");
         await Cmd.Ip(null, "route", "replace", pool.ToString(), "dev", tun);
         // A packet for a sealed (frozen) capsule goes from the TUN back into it, to be held; the
         // kernel would answer each with an ICMP redirect, which no one needs.

@@ -21,7 +21,13 @@ public static unsafe partial class Native
     public const int IPPROTO_IP = 0, IP_MTU_DISCOVER = 10, IP_PMTUDISC_DONT = 0;
     public const int MSG_DONTWAIT = 0x40;
     public const uint TUNSETIFF = 0x400454ca;
-    public const short IFF_TUN = 0x0001, IFF_NO_PI = 0x1000;
+    public const short IFF_TUN = 0x0001, IFF_NO_PI = 0x1000, IFF_VNET_HDR = 0x4000;
+    /// <summary>_IOW('T', 208, unsigned int): the offloads the TUN's reader handles (linux/if_tun.h).</summary>
+    public const uint TUNSETOFFLOAD = 0x400454d0;
+    public const uint TUN_F_CSUM = 0x01, TUN_F_TSO4 = 0x02, TUN_F_TSO6 = 0x04, TUN_F_TSO_ECN = 0x08,
+        TUN_F_USO4 = 0x20, TUN_F_USO6 = 0x40;
+    /// <summary>UDP segmentation on send (a gso_size cmsg) and coalescing on receive (linux/udp.h).</summary>
+    public const int SOL_UDP = 17, UDP_SEGMENT = 103, UDP_GRO = 104;
     public const int EFD_NONBLOCK = 0x800, EFD_CLOEXEC = 0x80000;
 
     [StructLayout(LayoutKind.Sequential)]
@@ -46,6 +52,16 @@ public static unsafe partial class Native
         public IoVec* Iov; public nuint IovLen;
         public void* Control; public nuint ControlLen;
         public int Flags;
+    }
+
+    /// <summary>struct cmsghdr; its data starts at <see cref="DataOffset"/>.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct CMsgHdr
+    {
+        public nuint Len; public int Level; public int Type;
+        public const int DataOffset = 16;
+        /// <summary>CMSG_SPACE of a 4-byte value: the header and the value, padded to 8.</summary>
+        public const int Space4 = 24;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -73,6 +89,9 @@ public static unsafe partial class Native
 
     [LibraryImport(Libc, SetLastError = true)]
     public static partial nint write(int fd, void* buf, nuint count);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial nint writev(int fd, IoVec* iov, int count);
 
     [LibraryImport(Libc, SetLastError = true)]
     public static partial int ioctl(int fd, nuint request, void* arg);

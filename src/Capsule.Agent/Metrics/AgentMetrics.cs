@@ -63,6 +63,10 @@ internal sealed class AgentMetrics
             "Packets carried: egress sent to other hosts, ingress delivered to capsules", ["direction"]);
         var bytes = f.CreateCounter(P + "dataplane_bytes_total", "Inner packet bytes carried", ["direction"]);
         var batches = f.CreateCounter(P + "dataplane_batches_total", "sendmmsg/recvmmsg batches", ["direction"]);
+        var supers = f.CreateCounter(P + "dataplane_super_packets_total",
+            "TUN super-packets: egress reads cut into segments, ingress writes of coalesced segments", ["direction"]);
+        var gso = f.CreateCounter(P + "dataplane_udp_gso_messages_total",
+            "UDP messages of several datagrams: egress GSO sends, ingress GRO receives", ["direction"]);
         var drops = f.CreateCounter(P + "dataplane_drops_total", "Packets refused, by reason",
             ["direction", "reason"]);
         (string Dir, Func<Engine, FlowCounters> Of)[] directions =
@@ -72,6 +76,8 @@ internal sealed class AgentMetrics
             Add(packets.WithLabels(dir), e => Volatile.Read(ref of(e).Packets));
             Add(bytes.WithLabels(dir), e => Volatile.Read(ref of(e).Bytes));
             Add(batches.WithLabels(dir), e => Volatile.Read(ref of(e).Batches));
+            Add(supers.WithLabels(dir), e => Volatile.Read(ref of(e).SuperPackets));
+            Add(gso.WithLabels(dir), e => Volatile.Read(ref of(e).GsoMessages));
             foreach (var reason in DropCounters.Reasons)
                 Add(drops.WithLabels(dir, DropCounters.Key(reason)), e => of(e).Drops[reason]);
         }

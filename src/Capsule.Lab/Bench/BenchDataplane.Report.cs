@@ -11,7 +11,7 @@ public static partial class Bench
     {
         /// <summary>Every path's measurements; the wireguard-go row only when a binary was found.</summary>
         sealed record Results(Measurement Underlay, Measurement Vxlan, WireGuardRow? WireGuard,
-            string? WireGuardSkipped, Measurement Overlay, Measurement AuthOnly);
+            string? WireGuardSkipped, Measurement Overlay, Measurement AuthOnly, Measurement NoOffloads);
 
         /// <summary>Ratios against kernel VXLAN measured in the same run, the baseline an overlay is held to.</summary>
         static OverlayRatios Ratios(Measurement m, Measurement vxlan) =>
@@ -25,7 +25,9 @@ public static partial class Bench
                 var wg = r.WireGuard;
                 Output.WriteJson(new DataplaneJson(seconds, r.Underlay, r.Vxlan, r.Overlay, Ratios(r.Overlay, r.Vxlan),
                     r.AuthOnly, Ratios(r.AuthOnly, r.Vxlan), wg?.Measurement,
-                    wg is null ? null : Ratios(wg.Measurement, r.Vxlan), wg?.Version, r.WireGuardSkipped),
+                    wg is null ? null : Ratios(wg.Measurement, r.Vxlan), wg?.Version, r.WireGuardSkipped,
+                    r.NoOffloads, Ratios(r.NoOffloads, r.Vxlan),
+                    wg is null ? null : Math.Round(r.Overlay.TcpGbitPerS / wg.Measurement.TcpGbitPerS, 3)),
                     LabJson.Default.DataplaneJson);
                 return;
             }
@@ -39,6 +41,7 @@ public static partial class Bench
             if (r.WireGuard is { } w) rows.Add(($"wireguard-go {w.Version}", w.Measurement));
             rows.Add(("Capsule overlay, AES-GCM", r.Overlay));
             rows.Add(("Capsule overlay, authenticate-only", r.AuthOnly));
+            rows.Add(("Capsule overlay, AES-GCM, offloads off", r.NoOffloads));
             foreach (var (name, m) in rows)
             {
                 var q = Ratios(m, r.Vxlan);
@@ -49,6 +52,9 @@ public static partial class Bench
             AnsiConsole.Write(t);
             foreach (var note in Footnotes(seconds))
                 AnsiConsole.MarkupLine($"[grey]{Markup.Escape(note)}[/]");
+            if (r.WireGuard is { } g)
+                AnsiConsole.MarkupLine($"[grey]Capsule overlay (AES-GCM) / wireguard-go, single stream: " +
+                    $"{F(r.Overlay.TcpGbitPerS / g.Measurement.TcpGbitPerS, "F2")}×[/]");
             if (r.WireGuardSkipped is { } skipped)
                 AnsiConsole.MarkupLine($"[grey]wireguard-go row skipped: {Markup.Escape(skipped)}[/]");
         }

@@ -76,12 +76,13 @@ public static partial class Bench
                 var overlay = await Overlay(session, "", seconds, step, ct);
                 // The same with authenticate-only agents: the hosts restarted with that setting, which
                 // their agents take from the environment they inherit (CAPSULE_AGENT__DATAPLANE).
-                step("restarting the hosts with DataPlane=authenticate");
-                Environment.SetEnvironmentVariable(AuthOnlyVariable, "authenticate");
-                try { await lab.RestartAsync([], ct); }
-                finally { Environment.SetEnvironmentVariable(AuthOnlyVariable, null); }
-                var authOnly = await Overlay(session, "a", seconds, step, ct);
-                Report(json, seconds, new Results(underlay, vxlan, wireGuard, wireGuardSkipped, overlay, authOnly));
+                var authOnly = await WithAgentSetting(lab, AuthOnlyVariable, "authenticate", "DataPlane=authenticate",
+                    step, () => Overlay(session, "a", seconds, step, ct), ct);
+                // And AES-GCM with the offloads off (one packet per system call): what the offloads bring.
+                var plain = await WithAgentSetting(lab, OffloadsVariable, "false", "Offloads=false", step,
+                    () => Overlay(session, "p", seconds, step, ct), ct);
+                Report(json, seconds, new Results(underlay, vxlan, wireGuard, wireGuardSkipped, overlay, authOnly,
+                    plain));
                 return 0;
             }
             finally
@@ -92,6 +93,18 @@ public static partial class Bench
         }
 
         const string AuthOnlyVariable = "CAPSULE_AGENT__DATAPLANE";
+        const string OffloadsVariable = "CAPSULE_AGENT__OFFLOADS";
+
+        /// <summary>Restarts the hosts with an agent setting from their environment, then measures.</summary>
+        static async Task<Measurement> WithAgentSetting(LabRunner lab, string variable, string value, string shown,
+            Action<string> step, Func<Task<Measurement>> measure, CancellationToken ct)
+        {
+            step($"restarting the hosts with {shown}");
+            Environment.SetEnvironmentVariable(variable, value);
+            try { await lab.RestartAsync([], ct); }
+            finally { Environment.SetEnvironmentVariable(variable, null); }
+            return await measure();
+        }
 
         /// <summary>
         /// Measures from h1 to an iperf3 server in h2 bound to <paramref name="address"/>. The server lives in the
@@ -155,7 +168,12 @@ public static partial class Bench
             var cli = await Create(session, "cli" + suffix, "h1", ["sleep", "infinity"], ct);
             string[] InCli(params string[] cmd) =>
                 ["nsenter", "-t", cli.Pid.ToString(CultureInfo.InvariantCulture), "--net", "--", .. cmd];
-            var path = suffix == "" ? "Capsule overlay" : "Capsule overlay, authenticate-only";
+            var path = suffix switch
+            {
+                "" => "Capsule overlay",
+                "a" => "Capsule overlay, authenticate-only",
+                _ => "Capsule overlay, offloads off",
+            };
             return await Measure(path, InCli, srv.Locator, seconds, step, ct);
         }
 

@@ -21,7 +21,9 @@ internal sealed record DataplaneJson(int Seconds, Bench.DataplaneBench.Measureme
     Bench.DataplaneBench.Measurement KernelVxlan, Bench.DataplaneBench.Measurement CapsuleOverlay,
     OverlayRatios OverlayVsVxlan, Bench.DataplaneBench.Measurement AuthenticateOnly,
     OverlayRatios AuthenticateOnlyVsVxlan, Bench.DataplaneBench.Measurement? WireguardGo,
-    OverlayRatios? WireguardGoVsVxlan, string? WireguardGoVersion, string? WireguardGoSkipped);
+    OverlayRatios? WireguardGoVsVxlan, string? WireguardGoVersion, string? WireguardGoSkipped,
+    Bench.DataplaneBench.Measurement CapsuleOverlayNoOffloads, OverlayRatios NoOffloadsVsVxlan,
+    double? OverlayVsWireguardGo);
 
 /// <summary>Against kernel VXLAN: single-stream TCP, median RTT, and TCP with four streams.</summary>
 internal sealed record OverlayRatios(double Throughput, double Rtt, double FourStreamsThroughput);

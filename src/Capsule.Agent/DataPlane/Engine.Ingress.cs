@@ -1,0 +1,99 @@
+using System.Buffers.Binary;
+using Capsule.Agent.Linux;
+using Capsule.Core;
+using Capsule.Core.Offload;
+
+namespace Capsule.Agent.DataPlane;
+
+/// <summary>
+/// Ingress: from the other hosts to the TUN. One recvmmsg takes a batch of messages; with UDP GRO a message is
+/// a run of datagrams from one host, each checked and opened on its own. The inner packets then pass through a
+/// <see cref="Coalescer"/>, which joins consecutive TCP segments of a flow into one super-packet, so the kernel
+/// takes one write and one pass through its stack for many segments.
+/// </summary>
+internal sealed unsafe partial class Engine
+{
+    /// <summary>Messages per recvmmsg; each slot takes a whole coalesced message (up to 64 KiB).</summary>
+    public const int IngressSlots = 32;
+
+    const int MsgTrunc = 0x20;
+
+    readonly Coalescer _coalescer = new();
+    CoalescedPacket? _toTun; // one delegate for the engine's life: no allocation per packet
+
+    void IngressLoop()
+    {
+        var b = _in;
+        var c = Ingress;
+        var udpFd = _udp.Fd;
+        var toTun = _toTun = WriteCoalesced;
+        b.ResetForReceive(b.Capacity);
+        while (Wait(udpFd, commands: false))
+        {
+            var n = Native.recvmmsg(udpFd, b.Msgs, (uint)b.Capacity, Native.MSG_DONTWAIT, null);
+            if (n <= 0) continue;
+            var table = Table;
+            for (var i = 0; i < n; i++) Receive(table, b, i, c);
+            if (_tun.VnetHeader) _coalescer.Flush(toTun);
+            c.Batches++;
+            b.ResetForReceive(n);
+        }
+    }
+
+    /// <summary>Message <paramref name="i"/> of a batch: one datagram, or a run of them that UDP GRO joined.</summary>
+    void Receive(TranslationTable table, PacketBatch b, int i, FlowCounters c)
+    {
+        var from = new Locator(BinaryPrimitives.ReverseEndianness(b.Addrs[i].AddrBE));
+        if ((b.Msgs[i].Hdr.Flags & MsgTrunc) != 0)
+        {
+            c.Drops.Add(table.IsKnownHost(from) ? DropReason.Malformed : DropReason.UnknownHost);
+            return;
+        }
+        var total = (int)b.Msgs[i].Len;
+        var size = b.GroSize(i);
+        if (size <= 0 || size >= total) size = total;
+        else c.GsoMessages++;
+        var slot = b.Slot(i);
+        for (var at = 0; at < total; at += size)
+            Datagram(table, from, slot + at, Math.Min(size, total - at), c);
+    }
+
+    void Datagram(TranslationTable table, Locator from, byte* datagram, int length, FlowCounters c)
+    {
+        var verdict = Open(table, from, datagram, length, out var len);
+        var packet = new Span<byte>(datagram + Wire.HeaderSize, len);
+        // The cut counts what arrived, authentic, from a known host, delivered or not: a migration waits for
+        // packets to be here, and one this host then refuses has arrived all the same.
+        if (len >= Ipv4.MinHeader && verdict is not (DropReason.UnknownHost or DropReason.Malformed
+                or DropReason.BadVersion or DropReason.BadTag or DropReason.Replay or DropReason.UnknownKey))
+        {
+            var key = Key(from, Ipv4.Destination(packet));
+            if (!ReceivedFrom.TryGetValue(key, out var f)) f = ReceivedFrom.GetOrAdd(key, _ => new FlowCount());
+            f.Packets++;
+            f.Bytes += len;
+        }
+        if (verdict != DropReason.None)
+        {
+            c.Drops.Add(verdict);
+            return;
+        }
+        if (packet[9] == Tcp.Protocol) TrackCapsuleSide(packet);
+        c.Packets++;
+        c.Bytes += len;
+        if (_tun.VnetHeader) _coalescer.Add(packet, _toTun!);
+        else if (!_tun.Write(datagram + Wire.HeaderSize, len)) c.Drops.Add(DropReason.IoError);
+    }
+
+    /// <summary>
+    /// What the coalescer hands on, written to the TUN. A refused write loses every segment in it; it is
+    /// counted once, as one I/O error (the packet counters already counted its segments as delivered).
+    /// </summary>
+    void WriteCoalesced(VirtioNetHeader header, ReadOnlySpan<byte> packet)
+    {
+        fixed (byte* p = packet)
+        {
+            if (!_tun.Write(header, p, packet.Length)) Ingress.Drops.Add(DropReason.IoError);
+            else if (header.Gso != VirtioNetHeader.GsoNone) Ingress.SuperPackets++;
+        }
+    }
+}
