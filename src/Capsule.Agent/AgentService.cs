@@ -213,6 +213,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         C("egress_batches", e.Egress.Batches);
         C("egress_super_packets", e.Egress.SuperPackets);
         C("egress_gso_sends", e.Egress.GsoMessages);
+        C("egress_thread_allocated_bytes", Volatile.Read(ref e.Egress.Allocated));
         C("icmp_unreachable_sent", e.Egress.Unreachables);
         C("tcp_paused", e.PausesSent);
         C("tcp_reopened", e.ReopensSent);
@@ -236,6 +237,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         C("ingress_batches", e.Ingress.Batches);
         C("ingress_gro_messages", e.Ingress.GsoMessages);
         C("ingress_super_packets", e.Ingress.SuperPackets);
+        C("ingress_thread_allocated_bytes", Volatile.Read(ref e.Ingress.Allocated));
         C("keys_sent", Volatile.Read(ref dataPlane.Keys.SendKeysInstalled));
         C("keys_received", Volatile.Read(ref dataPlane.Keys.ReceiveKeysInstalled));
         // Readiness of the authenticated data plane: peers it can both send to and open datagrams from.

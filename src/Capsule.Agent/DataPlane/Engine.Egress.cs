@@ -48,6 +48,7 @@ internal sealed unsafe partial class Engine
                 if (drained) break;
             }
             Send(b, c);
+            Volatile.Write(ref c.Allocated, GC.GetAllocatedBytesForCurrentThread());
         }
     }
 

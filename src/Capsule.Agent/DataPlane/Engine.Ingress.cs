@@ -37,6 +37,7 @@ internal sealed unsafe partial class Engine
             if (_tun.VnetHeader) _coalescer.Flush(toTun);
             c.Batches++;
             b.ResetForReceive(n);
+            Volatile.Write(ref c.Allocated, GC.GetAllocatedBytesForCurrentThread());
         }
     }
 

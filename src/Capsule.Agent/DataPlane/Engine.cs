@@ -17,6 +17,12 @@ internal sealed class FlowCounters
     public long SuperPackets, GsoMessages;
 
     /// <summary>
+    /// Bytes the direction's thread has allocated since it started, as of its last batch: the hot path is meant
+    /// to allocate nothing per packet, and this shows whether it does.
+    /// </summary>
+    public long Allocated;
+
+    /// <summary>
     /// Of <see cref="HoldDropped"/> at a full buffer or by policy, the UDP datagrams (what a UDP receiver misses).
     /// </summary>
     public long HoldDroppedUdp;

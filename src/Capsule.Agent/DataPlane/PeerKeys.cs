@@ -62,6 +62,20 @@ internal sealed class PeerKeys(Wire.Mode mode)
     Peer PeerOf(Locator host) =>
         _peers.TryGetValue(host.Value, out var p) ? p : _peers.GetOrAdd(host.Value, _ => new());
 
+    // The peer each data-plane thread used last: a batch goes mostly to (or comes mostly from) one host, so one
+    // lookup serves the run. A peer object lives until Forget, which bumps the generation and so empties both.
+    int _generation;
+    (uint Host, int Generation, Peer? Peer) _lastSend, _lastOpen;
+
+    Peer Cached(ref (uint Host, int Generation, Peer? Peer) last, Locator host)
+    {
+        var generation = Volatile.Read(ref _generation);
+        if (last.Peer is { } p && last.Host == host.Value && last.Generation == generation) return p;
+        p = PeerOf(host);
+        last = (host.Value, generation, p);
+        return p;
+    }
+
     /// <summary>
     /// Egress thread: writes the header for <paramref name="host"/> in front of the payload at
     /// <paramref name="datagram"/>'s start and seals it; <paramref name="length"/> is the datagram's length.
@@ -69,7 +83,7 @@ internal sealed class PeerKeys(Wire.Mode mode)
     public DropReason Seal(Locator host, Span<byte> datagram, int payloadLength, uint epoch, out int length)
     {
         length = 0;
-        var peer = PeerOf(host);
+        var peer = Cached(ref _lastSend, host);
         var key = peer.Send;
         if (key is null || key.Next >= RejectAfterPackets)
         {
@@ -89,7 +103,7 @@ internal sealed class PeerKeys(Wire.Mode mode)
     /// </summary>
     public DropReason Open(Locator from, in Wire.Header h, Span<byte> datagram)
     {
-        var peer = PeerOf(from);
+        var peer = Cached(ref _lastOpen, from);
         var keys = peer.Receive;
         ReceiveKey? key = null;
         if (keys is not null)
@@ -143,7 +157,11 @@ internal sealed class PeerKeys(Wire.Mode mode)
     }
 
     /// <summary>Control: a host that left the directory; its keys go with it.</summary>
-    public void Forget(Locator host) => _peers.TryRemove(host.Value, out _);
+    public void Forget(Locator host)
+    {
+        _peers.TryRemove(host.Value, out _);
+        Interlocked.Increment(ref _generation);
+    }
 
     public IEnumerable<Locator> Hosts => _peers.Keys.Select(k => new Locator(k));
 }

@@ -96,6 +96,8 @@ public static class Segmenter
             var at = h.CsumStart + h.CsumOffset;
             if (h.CsumStart >= packet.Length || at + 2 > packet.Length) return Fail(out refusal, Refusal.Malformed);
             var c = InetChecksum.Finish(InetChecksum.Add(to[h.CsumStart..]));
+            // A UDP checksum that comes out zero goes as 0xFFFF: zero would mean none (RFC 768).
+            if (c == 0 && packet.Length > 9 && packet[9] == 17) c = 0xFFFF;
             BinaryPrimitives.WriteUInt16BigEndian(to[at..], c);
         }
         lengths[0] = packet.Length;
