@@ -28,8 +28,7 @@ internal sealed unsafe partial class Engine
             if (!_commands.IsEmpty) RunCommands();
             if (_holds.Count != 0) TickHolds();
             var table = Table;
-            var used = 0;
-            b.Clear();
+            var used = 0; // the batch is empty: Send leaves it so
             while (used < b.Capacity)
             {
                 var count = ReadAndCut(b, used, c, out var drained);
@@ -37,7 +36,6 @@ internal sealed unsafe partial class Engine
                 {
                     // No room left for this super-packet's segments: send what is ready, cut it again at slot 0.
                     Send(b, c);
-                    b.Clear();
                     used = 0;
                     count = Cut(b, 0, -count, c);
                 }
@@ -187,7 +185,9 @@ internal sealed unsafe partial class Engine
 
     int _raw = -1; // egress thread only
 
-    /// <summary>Sends the batch's messages; one the kernel refuses is counted (each datagram) and skipped.</summary>
+    /// <summary>
+    /// Sends the batch's messages and empties it; one the kernel refuses is counted (each datagram) and skipped.
+    /// </summary>
     void Send(PacketBatch b, FlowCounters c)
     {
         var n = b.Messages;

@@ -222,8 +222,7 @@ internal sealed unsafe partial class Engine
         if (n == 0) return;
         var epoch = Table.Epoch;
         var to = UdpEndpoint.SockAddr(toHost, _udp.Port);
-        var m = 0;
-        _out.Clear();
+        var m = 0; // the batch is empty between the egress loop's batches (Send leaves it so)
         for (var i = 0; i < n; i++)
         {
             var len = buffer.Length(i);

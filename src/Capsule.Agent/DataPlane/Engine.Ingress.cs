@@ -19,14 +19,13 @@ internal sealed unsafe partial class Engine
     const int MsgTrunc = 0x20;
 
     readonly Coalescer _coalescer = new();
-    CoalescedPacket? _toTun; // one delegate for the engine's life: no allocation per packet
+    readonly CoalescedPacket _toTun; // made once in the constructor: a method group per call would allocate
 
     void IngressLoop()
     {
         var b = _in;
         var c = Ingress;
         var udpFd = _udp.Fd;
-        var toTun = _toTun = WriteCoalesced;
         b.ResetForReceive(b.Capacity);
         while (Wait(udpFd, commands: false))
         {
@@ -34,7 +33,7 @@ internal sealed unsafe partial class Engine
             if (n <= 0) continue;
             var table = Table;
             for (var i = 0; i < n; i++) Receive(table, b, i, c);
-            if (_tun.VnetHeader) _coalescer.Flush(toTun);
+            if (_tun.VnetHeader) _coalescer.Flush(_toTun);
             c.Batches++;
             b.ResetForReceive(n);
             Volatile.Write(ref c.Allocated, GC.GetAllocatedBytesForCurrentThread());
@@ -81,7 +80,7 @@ internal sealed unsafe partial class Engine
         if (packet[9] == Tcp.Protocol) TrackCapsuleSide(packet);
         c.Packets++;
         c.Bytes += len;
-        if (_tun.VnetHeader) _coalescer.Add(packet, _toTun!);
+        if (_tun.VnetHeader) _coalescer.Add(packet, _toTun);
         else if (!_tun.Write(datagram + Wire.HeaderSize, len)) c.Drops.Add(DropReason.IoError);
     }
 

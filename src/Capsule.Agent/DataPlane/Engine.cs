@@ -105,6 +105,7 @@ internal sealed unsafe partial class Engine : IDisposable
         _out = new PacketBatch(BatchSize) { UdpSegmentation = tun.VnetHeader };
         // A GRO message may be 64 KiB of datagrams; without GRO each is one, and more fit one recvmmsg.
         _in = udp.Gro ? new PacketBatch(IngressSlots, PacketBatch.GroSlotSize) : new PacketBatch(BatchSize);
+        _toTun = WriteCoalesced;
         _stopFd = Native.eventfd(0, Native.EFD_CLOEXEC | Native.EFD_NONBLOCK);
         Native.ThrowIfFailed(_stopFd, "eventfd");
         _ctlFd = Native.eventfd(0, Native.EFD_CLOEXEC | Native.EFD_NONBLOCK);

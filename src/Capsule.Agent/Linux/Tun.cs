@@ -18,15 +18,11 @@ internal sealed unsafe class Tun : IDisposable
     /// <summary>Every read and write carries a virtio-net header first.</summary>
     public bool VnetHeader { get; }
 
-    /// <summary>The kernel may hand over UDP super-packets too (USO, kernels from 6.2).</summary>
-    public bool UdpSegmentation { get; }
-
-    Tun(int fd, string name, bool vnetHeader, bool udpSegmentation)
+    Tun(int fd, string name, bool vnetHeader)
     {
         Fd = fd;
         Name = name;
         VnetHeader = vnetHeader;
-        UdpSegmentation = udpSegmentation;
     }
 
     /// <summary>
@@ -43,13 +39,14 @@ internal sealed unsafe class Tun : IDisposable
         if (offloads) req.Flags |= Native.IFF_VNET_HDR;
         for (var i = 0; i < bytes.Length; i++) req.Name[i] = bytes[i];
         if (Native.ioctl(fd, Native.TUNSETIFF, &req) < 0) Fail(fd, $"TUNSETIFF {name}");
-        if (!offloads) return new Tun(fd, name, false, false);
-        // USO needs both families offered at once; a kernel without it refuses the pair, then TCP alone.
+        if (!offloads) return new Tun(fd, name, false);
+        // USO needs both families offered at once; a kernel without it (before 6.2) refuses the pair, then TCP
+        // alone. The segmenter cuts whatever the kernel hands over, so which of the two took needs no remembering.
         const uint tcp = Native.TUN_F_CSUM | Native.TUN_F_TSO4 | Native.TUN_F_TSO_ECN;
         uint withUdp = tcp | Native.TUN_F_USO4 | Native.TUN_F_USO6, tcpOnly = tcp;
-        if (Native.ioctl(fd, Native.TUNSETOFFLOAD, (void*)withUdp) == 0) return new Tun(fd, name, true, true);
-        if (Native.ioctl(fd, Native.TUNSETOFFLOAD, (void*)tcpOnly) < 0) Fail(fd, $"TUNSETOFFLOAD {name}");
-        return new Tun(fd, name, true, false);
+        if (Native.ioctl(fd, Native.TUNSETOFFLOAD, (void*)withUdp) < 0
+            && Native.ioctl(fd, Native.TUNSETOFFLOAD, (void*)tcpOnly) < 0) Fail(fd, $"TUNSETOFFLOAD {name}");
+        return new Tun(fd, name, true);
     }
 
     [System.Diagnostics.CodeAnalysis.DoesNotReturn]
