@@ -58,7 +58,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         await peers.HoldAsync(context, Locator.Parse(request.Locator));
         var cut = await dataPlane.Engine.HoldAsync(Locator.Parse(request.Locator), Locator.Parse(request.Via),
             capacity, request.UdpDrop, pause: !faults.Fires(FaultPoints.NoPause, FaultAction.Skip), lease);
-        return new HoldReply { SentPackets = cut.Packets, SentBytes = cut.Bytes };
+        return new HoldReply { KeyId = cut.KeyId, Sent = cut.Sent };
     });
 
     public override Task<ReleaseReply> Release(ReleaseRequest request, ServerCallContext context) => Guard(async () =>

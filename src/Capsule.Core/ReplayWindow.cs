@@ -6,7 +6,8 @@ namespace Capsule.Core;
 /// The sliding anti-replay window of one receive key (RFC 6479, as WireGuard uses it): a ring of
 /// 64-bit blocks; a counter is accepted once, if it is above the highest seen or at most
 /// <see cref="Size"/> below it. Only counters of datagrams whose tag verified may be passed to
-/// <see cref="Accept"/>, or a forger could move the window. One thread uses an instance.
+/// <see cref="Accept"/>, or a forger could move the window. One thread uses an instance; another may read
+/// <see cref="Reached"/>.
 /// </summary>
 public sealed class ReplayWindow
 {
@@ -15,6 +16,7 @@ public sealed class ReplayWindow
     readonly ulong[] _ring;
     readonly ulong _mask;
     ulong _last;
+    ulong _reached;
 
     /// <param name="blocks">Ring size in 64-bit blocks, a power of two, at least 2.</param>
     public ReplayWindow(int blocks = DefaultBlocks)
@@ -28,6 +30,12 @@ public sealed class ReplayWindow
 
     /// <summary>How far below the highest counter seen a counter is still accepted.</summary>
     public ulong Size { get; }
+
+    /// <summary>
+    /// One past the highest counter accepted (0: none yet): the sender's count of datagrams sealed under this key
+    /// that have arrived, as far as the sequence goes. The migration cut waits on it. Safe to read from any thread.
+    /// </summary>
+    public ulong Reached => Volatile.Read(ref _reached);
 
     /// <summary>Would <see cref="Accept"/> take it? No state changes (a cheap check before the tag's).</summary>
     public bool CanAccept(ulong counter)
@@ -54,6 +62,7 @@ public sealed class ReplayWindow
         var bit = 1UL << (int)(counter % BlockBits);
         if ((slot & bit) != 0) return false;
         slot |= bit;
+        if (counter >= _reached) Volatile.Write(ref _reached, counter == ulong.MaxValue ? counter : counter + 1);
         return true;
     }
 }

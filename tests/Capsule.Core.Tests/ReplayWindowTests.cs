@@ -18,6 +18,21 @@ public class ReplayWindowTests
     }
 
     [Fact]
+    public void Reached_is_one_past_the_highest_counter_accepted()
+    {
+        var w = new ReplayWindow();
+        Assert.Equal(0ul, w.Reached);
+        Assert.True(w.Accept(0));
+        Assert.Equal(1ul, w.Reached);
+        Assert.True(w.Accept(9));
+        Assert.True(w.Accept(4)); // a late one below the highest leaves it where it is
+        Assert.Equal(10ul, w.Reached);
+        Assert.False(w.CanAccept(9));
+        Assert.False(w.Accept(9)); // a replay moves nothing
+        Assert.Equal(10ul, w.Reached);
+    }
+
+    [Fact]
     public void Below_the_window_is_refused_and_its_edge_accepted()
     {
         var w = new ReplayWindow();

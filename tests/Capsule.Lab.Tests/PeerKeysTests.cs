@@ -66,6 +66,31 @@ public sealed class PeerKeysTests
     }
 
     [Fact]
+    public void The_cut_counts_per_key_from_the_keys_start_whichever_end_restarted()
+    {
+        Assert.Equal(default, _h1.SealedTowards(H2)); // no key yet: nothing sent, nothing to wait for
+        Exchange(7);
+        var first = Enumerable.Range(0, 5).Select(_ => Sealed()).ToList();
+        foreach (var d in first) Assert.Equal(DropReason.None, Open(d));
+        // The receiver restarts: it opens under a new key, and the sender counts that key's datagrams from 0.
+        Exchange(8);
+        var cut0 = _h1.SealedTowards(H2);
+        Assert.Equal(new HoldCut(8, 0), cut0);
+        Assert.Equal(0ul, cut0.Missing(_h2.OpenedFrom(H1, 8)));
+        var later = Enumerable.Range(0, 3).Select(_ => Sealed()).ToList();
+        var cut = _h1.SealedTowards(H2);
+        Assert.Equal(new HoldCut(8, 3), cut);
+        Assert.Equal(3ul, cut.Missing(_h2.OpenedFrom(H1, 8)));
+        Assert.Equal(DropReason.None, Open(later[1]));
+        Assert.Equal(1ul, cut.Missing(_h2.OpenedFrom(H1, 8))); // up to the second: the third still to come
+        Assert.Equal(DropReason.None, Open(later[2]));
+        Assert.Equal(0ul, cut.Missing(_h2.OpenedFrom(H1, 8))); // the first is late or lost: the wait ends
+        Assert.Equal(5ul, _h2.OpenedFrom(H1, 7)); // the previous key's, still known for its grace
+        Assert.Null(_h2.OpenedFrom(H1, 99));
+        Assert.Equal(0ul, cut.Missing(null)); // a key the receiver does not open: nothing can arrive under it
+    }
+
+    [Fact]
     public void A_forgery_is_a_bad_tag_and_does_not_move_the_window()
     {
         Exchange(7);

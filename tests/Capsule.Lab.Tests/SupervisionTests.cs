@@ -86,6 +86,37 @@ public sealed class SupervisionTests(LabFixture lab)
     }
 
     [Fact]
+    public async Task A_capsule_whose_agent_restarted_moves_with_a_cut_its_peers_agree_on()
+    {
+        var (srv, _) = await lab.Create("csrv", "h2", Stream("server", "7101"));
+        await lab.WaitForLog("csrv", "LISTENING");
+        await lab.Create("ccli", "h1", Stream("client", srv, "7101", "12"));
+        try
+        {
+            // Plenty sent from h1 to the capsule before its agent restarts: a cut that counted from before the
+            // restart on one end and from after it on the other would be off by all of it.
+            await lab.WaitForTraffic("csrv", "rx_packets", 500);
+            await KillAndAwaitRestart(Paths.AgentPidFile("h2"));
+            await Until("the restarted agent to serve csrv", 30,
+                async () => (await lab.InCapsule("csrv", "true")).Code == 0 ? "ok" : null, "h2.log");
+            await lab.WaitForTraffic("csrv", "rx_packets", 50); // the stream goes on, under keys made since
+            var m = await lab.Migrate("csrv", "h3");
+            Assert.True(m.GetProperty("ok").GetBoolean(), m.ToString());
+            // What h1 sent before its hold arrived at h2 before the seal; a datagram truly lost on the way would
+            // be counted here (TCP resends it), a handful at most.
+            Assert.True(m.GetProperty("unaccounted").GetInt64() < 16, m.ToString());
+            var log = await lab.WaitForLog("ccli", "DONE");
+            Assert.DoesNotContain("ERROR", log);
+            Assert.DoesNotContain("ERROR", await lab.Logs("csrv"));
+        }
+        finally
+        {
+            await lab.Run("rm", "ccli");
+            await lab.Run("rm", "csrv");
+        }
+    }
+
+    [Fact]
     public async Task A_killed_directory_comes_back_with_its_state_and_serves_creates_again()
     {
         await lab.Create("dkeep", "h1", "sleep", "infinity");

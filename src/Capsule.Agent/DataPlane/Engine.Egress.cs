@@ -124,7 +124,6 @@ internal sealed unsafe partial class Engine
             if (verdict == DropReason.NoRoute && table.IsGateway) AnswerUnreachable(packet, c);
             return false;
         }
-        var flow = Key(host, Ipv4.Destination(packet)); // read before sealing encrypts the packet
         verdict = Seal(host, slot, length, table.Epoch, out datagram);
         if (verdict != DropReason.None)
         {
@@ -132,7 +131,6 @@ internal sealed unsafe partial class Engine
             return false;
         }
         to = UdpEndpoint.SockAddr(host, _udp.Port);
-        Count(flow, length);
         c.Bytes += length;
         return true;
     }

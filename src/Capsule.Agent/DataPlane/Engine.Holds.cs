@@ -36,15 +36,16 @@ internal sealed unsafe partial class Engine
 
     /// <summary>
     /// Starts holding packets for <paramref name="locator"/> for at most <paramref name="lease"/>;
-    /// returns what was sent to it before the hold, the cut that the capsule's host waits to have
-    /// received. For a locator already held it renews the lease and returns the cut as it is now.
+    /// returns how far this host's sequence towards <paramref name="via"/> stood at the hold (<see cref="HoldCut"/>),
+    /// the cut that the capsule's host waits to have received. For a locator already held it renews the lease and
+    /// returns the cut as it is now.
     /// For one whose hold still drains, the new hold begins the moment the drain ends (nothing read
     /// in between escapes it), and its cut then includes everything the drain sent: waiting is
     /// short (a full hold drains in ~0.15 s) and keeps one buffer, in one order, per locator.
     /// Capacity and lease are cut to this host's maxima (Engine.Limits.cs); a new hold past
     /// <see cref="MaxHolds"/> fails with <see cref="HoldRefusedException"/>.
     /// </summary>
-    public Task<(long Packets, long Bytes)> HoldAsync(Locator locator, Locator via, int capacity, bool dropUdp,
+    public Task<HoldCut> HoldAsync(Locator locator, Locator via, int capacity, bool dropUdp,
         bool pause, TimeSpan lease)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
@@ -52,13 +53,13 @@ internal sealed unsafe partial class Engine
         ArgumentOutOfRangeException.ThrowIfGreaterThan(lease, MaxLease);
         (capacity, lease) = Clamp(capacity, lease);
         var request = new HoldRequest(locator, via, capacity, dropUdp, pause, lease);
-        return OnEgress<(long, long)>(done => BeginOrRenew(request, done));
+        return OnEgress<HoldCut>(done => BeginOrRenew(request, done));
     }
 
     readonly record struct HoldRequest(
         Locator Locator, Locator Via, int Capacity, bool DropUdp, bool Pause, TimeSpan Lease);
 
-    void BeginOrRenew(HoldRequest r, TaskCompletionSource<(long, long)> done)
+    void BeginOrRenew(HoldRequest r, TaskCompletionSource<HoldCut> done)
     {
         if (_holds.TryGetValue(r.Locator.Value, out var hold))
         {
@@ -88,7 +89,7 @@ internal sealed unsafe partial class Engine
             if (r.Pause) PauseFlows(r.Locator);
             Tell(HoldChangeKind.Taken, fresh, r.Via, 0, 0);
         }
-        done.SetResult(SentTo.TryGetValue(Key(r.Via, r.Locator), out var f) ? (f.Packets, f.Bytes) : (0L, 0L));
+        done.SetResult(_keys.SealedTowards(r.Via));
     }
 
     /// <summary>
@@ -199,7 +200,7 @@ internal sealed unsafe partial class Engine
         var buffer = hold.Buffer;
         var n = Math.Min(buffer.Count, hold.BurstSize);
         if (hold.DrainsToSelf) WriteToTun(buffer, n);
-        else SendHeld(buffer, n, hold.DrainTo, hold.Locator);
+        else SendHeld(buffer, n, hold.DrainTo);
         buffer.RemoveFirst(n);
         hold.Flushed += n;
         Egress.Flushed += n;
@@ -217,7 +218,7 @@ internal sealed unsafe partial class Engine
     /// <summary>
     /// Held packets are wrapped in place and sent as one batch, borrowing the egress batch's headers.
     /// </summary>
-    void SendHeld(HoldBuffer buffer, int n, Locator toHost, Locator locator)
+    void SendHeld(HoldBuffer buffer, int n, Locator toHost)
     {
         if (n == 0) return;
         var epoch = Table.Epoch;
@@ -233,7 +234,6 @@ internal sealed unsafe partial class Engine
                 continue;
             }
             _out.Append(m, buffer.Slot(i), datagram, to);
-            Count(Key(toHost, locator), len);
             m++;
         }
         Send(_out, Egress);

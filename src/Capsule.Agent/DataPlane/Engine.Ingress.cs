@@ -62,8 +62,8 @@ internal sealed unsafe partial class Engine
     {
         var verdict = Open(table, from, datagram, length, out var len);
         var packet = new Span<byte>(datagram + Wire.HeaderSize, len);
-        // The cut counts what arrived, authentic, from a known host, delivered or not: a migration waits for
-        // packets to be here, and one this host then refuses has arrived all the same.
+        // Who has sent to a capsule, authentic and from a known host, delivered or not: the hosts a move of it
+        // asks to hold. (The cut itself goes by the keys' sequence: HoldCut.)
         if (len >= Ipv4.MinHeader && verdict is not (DropReason.UnknownHost or DropReason.Malformed
                 or DropReason.BadVersion or DropReason.BadTag or DropReason.Replay or DropReason.UnknownKey))
         {

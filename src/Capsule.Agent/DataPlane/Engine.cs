@@ -37,7 +37,7 @@ internal sealed class FlowCounters
     public readonly DropCounters Drops = new();
 }
 
-/// <summary>Packets and bytes of one flow between a host and a capsule (the unit the migration cut counts).</summary>
+/// <summary>Packets and bytes that arrived from one host for one capsule: who a move of it asks to hold.</summary>
 internal sealed class FlowCount
 {
     public long Packets, Bytes;
@@ -77,11 +77,6 @@ internal sealed unsafe partial class Engine : IDisposable
 
     public FlowCounters Egress { get; } = new();
     public FlowCounters Ingress { get; } = new();
-    /// <summary>
-    /// Packets sent per (host, destination locator), key host &lt;&lt; 32 | locator (egress thread writes,
-    /// anyone reads).
-    /// </summary>
-    public ConcurrentDictionary<ulong, FlowCount> SentTo { get; } = new();
     /// <summary>
     /// Packets arrived per (sending host, destination locator), key host &lt;&lt; 32 | locator (ingress thread writes).
     /// </summary>
@@ -151,8 +146,8 @@ internal sealed unsafe partial class Engine : IDisposable
             if ((uint)key == locator.Value) yield return (new Locator((uint)(key >> 32)), Volatile.Read(ref f.Packets));
     }
 
-    public long ReceivedFromHost(Locator host, Locator locator) =>
-        ReceivedFrom.TryGetValue(Key(host, locator), out var f) ? Volatile.Read(ref f.Packets) : 0;
+    /// <summary>How many datagrams <paramref name="host"/> sent here before its hold's cut have not arrived yet.</summary>
+    public ulong NotYetReceived(Locator host, HoldCut cut) => cut.Missing(_keys.OpenedFrom(host, cut.KeyId));
 
     void RunCommands()
     {
@@ -181,13 +176,6 @@ internal sealed unsafe partial class Engine : IDisposable
             if (rc == 0) return true; // timed out: a lease or a drain burst is due
             if (fds[0].REvents != 0 || (commands && fds[2].REvents != 0)) return true;
         }
-    }
-
-    void Count(ulong key, long bytes)
-    {
-        if (!SentTo.TryGetValue(key, out var f)) f = SentTo.GetOrAdd(key, _ => new FlowCount());
-        f.Packets++;
-        f.Bytes += bytes;
     }
 
     public void Dispose()

@@ -131,6 +131,26 @@ internal sealed class PeerKeys(Wire.Mode mode)
         OnNeed?.Invoke(host, back);
     }
 
+    /// <summary>
+    /// Egress thread: the key this host seals with towards <paramref name="host"/> and how many datagrams it has
+    /// sealed under it; (0, 0) with no key. A hold's cut (seed Fig. 5B): counted per key, so both ends count from
+    /// the same start, whichever of them restarted since.
+    /// </summary>
+    public HoldCut SealedTowards(Locator host) =>
+        PeerOf(host).Send is { } key ? new HoldCut(key.Id, key.Next) : default;
+
+    /// <summary>
+    /// Any thread: how many of the datagrams <paramref name="host"/> sealed under <paramref name="keyId"/> have
+    /// arrived, as far as their sequence goes (see <see cref="ReplayWindow.Reached"/>); null when this host does
+    /// not (or no longer) open that key, so nothing sealed under it can arrive.
+    /// </summary>
+    public ulong? OpenedFrom(Locator host, uint keyId)
+    {
+        if (!_peers.TryGetValue(host.Value, out var p) || p.Receive is not { } keys) return null;
+        if (keys.Current.Id == keyId) return keys.Current.Window.Reached;
+        return keys.Previous?.Id == keyId ? keys.Previous.Window.Reached : null;
+    }
+
     public bool HasSendKey(Locator host) => _peers.TryGetValue(host.Value, out var p) && p.Send is not null;
     public bool HasReceiveKey(Locator host) => _peers.TryGetValue(host.Value, out var p) && p.Receive is not null;
 

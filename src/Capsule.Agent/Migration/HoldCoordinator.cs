@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Capsule.Agent.DataPlane;
 using Capsule.Agent.Faults;
 using Capsule.Agent.Linux;
 using Capsule.Core;
@@ -45,8 +46,9 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
     static readonly TimeSpan CutWait = TimeSpan.FromMilliseconds(500);
 
     /// <summary>
-    /// The cut: holds here and at every peer that has sent to the capsule; each peer says how many
-    /// it had sent here before holding, and we wait (bounded) to have received them all. Peers
+    /// The cut: holds here and at every peer that has sent to the capsule; each peer says how far its
+    /// sequence towards this host stood when it began to hold (<see cref="HoldCut"/>), and we wait (bounded)
+    /// to have received that far. Peers
     /// that hold are in the returned set as soon as they answer, so a failure part-way releases them.
     /// </summary>
     public async Task<HoldSet> BeginAsync(LocalCapsule c, DirectoryState state, int capacity, CancellationToken ct)
@@ -74,11 +76,10 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
             var agent = new HostAgent.HostAgentClient(Channels.For(p.AgentEndpoint));
             var cut = await agent.HoldAsync(request, deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: ct);
             set.Add(p.Underlay, agent);
-            return (p.Underlay, cut.SentPackets);
+            return (p.Underlay, Cut: new HoldCut(cut.KeyId, cut.Sent));
         }));
         var sw = Stopwatch.StartNew();
-        long Missing() =>
-            cuts.Sum(x => Math.Max(0, x.SentPackets - dataPlane.Engine.ReceivedFromHost(x.Underlay, loc)));
+        long Missing() => cuts.Sum(x => (long)dataPlane.Engine.NotYetReceived(x.Underlay, x.Cut));
         while (Missing() > 0 && sw.Elapsed < CutWait) await Task.Delay(1, ct);
         set.Unaccounted = Missing();
         set.StartRenewing(request);
