@@ -146,7 +146,7 @@ internal sealed unsafe partial class Engine : IDisposable
             if ((uint)key == locator.Value) yield return (new Locator((uint)(key >> 32)), Volatile.Read(ref f.Packets));
     }
 
-    /// <summary>How many datagrams <paramref name="host"/> sent here before its hold's cut have not arrived yet.</summary>
+    /// <summary>How many datagrams <paramref name="host"/> sent here before its cut have not arrived yet.</summary>
     public ulong NotYetReceived(Locator host, HoldCut cut) => cut.Missing(_keys.OpenedFrom(host, cut.KeyId));
 
     void RunCommands()
