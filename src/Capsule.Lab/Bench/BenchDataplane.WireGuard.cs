@@ -26,9 +26,9 @@ public static partial class Bench
                     $"{WireGuardGoVariable}={configured}: no such file (it names a wireguard-go binary)");
             var binary = string.IsNullOrEmpty(configured) ? OnPath("wireguard-go") : configured;
             if (binary is null)
-                return (null, $"no wireguard-go in PATH or {WireGuardGoVariable}; to add the row, run " +
-                    $"{WireGuardGoVariable}=$(/work/shared/anchors/fetch-wireguard-go.sh) ./capsule bench dataplane " +
-                    "(or apt-get install wireguard-go, an older build without the TUN/UDP offloads)");
+                return (null, $"no wireguard-go in PATH or {WireGuardGoVariable}; to add the row, set " +
+                    $"{WireGuardGoVariable} to a wireguard-go binary: a build from 2023 on has the TUN/UDP offloads " +
+                    "(apt-get install wireguard-go gives an older one without them)");
             if (OnPath("wg") is null)
                 return (null, "no `wg` in PATH to configure wireguard-go: apt-get install wireguard-tools");
             return (binary, null);
@@ -39,8 +39,8 @@ public static partial class Bench
                 .Select(d => Path.Combine(d, name)).FirstOrDefault(File.Exists);
 
         /// <summary>
-        /// A wireguard-go tunnel between two host namespaces over their underlay addresses, set up as
-        /// /work/shared/anchors/wireguard-go.sh does between its own: one userspace daemon per side, keys from
+        /// A wireguard-go tunnel between two host namespaces over their underlay addresses, set up the usual
+        /// way (wireguard-go's README): one userspace daemon per side, keys from
         /// `wg genkey`, each side's peer the other's underlay address, a /24 on the tunnel devices.
         /// Disposing stops the daemons and deletes the devices, so nothing outlives the run.
         /// </summary>
