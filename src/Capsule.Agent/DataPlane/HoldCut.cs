@@ -8,7 +8,8 @@ namespace Capsule.Agent.DataPlane;
 /// Counted per key rather than per flow: a key is made for one pair of running agents, so both ends count from
 /// the same start. Per-flow counts outlived an agent's restart on one side and a locator's reuse by a new
 /// capsule, and the wait then ran to its bound on every later move (seen: 1465 packets "missing" for ever
-/// after one restart of the capsule's host).
+/// after one restart of the capsule's host). A key rotation at the very moment of the hold leaves the old key's
+/// last datagrams unwaited for: late, they still reach the capsule, through the source's own hold.
 /// </summary>
 internal readonly record struct HoldCut(uint KeyId, ulong Sent)
 {
