@@ -137,7 +137,7 @@ internal sealed class PeerKeys(Wire.Mode mode)
     /// the same start, whichever of them restarted since.
     /// </summary>
     public HoldCut SealedTowards(Locator host) =>
-        PeerOf(host).Send is { } key ? new HoldCut(key.Id, key.Next) : default;
+        _peers.TryGetValue(host.Value, out var p) && p.Send is { } key ? new HoldCut(key.Id, key.Next) : default;
 
     /// <summary>
     /// Any thread: how many of the datagrams <paramref name="host"/> sealed under <paramref name="keyId"/> have

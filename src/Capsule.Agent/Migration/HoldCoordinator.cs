@@ -47,9 +47,9 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
 
     /// <summary>
     /// The cut: holds here and at every peer that has sent to the capsule; each peer says how far its
-    /// sequence towards this host stood when it began to hold (<see cref="HoldCut"/>), and we wait (bounded)
-    /// to have received that far. Peers
-    /// that hold are in the returned set as soon as they answer, so a failure part-way releases them.
+    /// sequence towards this host stood when it began to hold (<see cref="HoldCut"/>), and we wait
+    /// (bounded) to have received that far. Peers that hold are in the returned set as soon as they
+    /// answer, so a failure part-way releases them.
     /// </summary>
     public async Task<HoldSet> BeginAsync(LocalCapsule c, DirectoryState state, int capacity, CancellationToken ct)
     {
