@@ -68,9 +68,7 @@ internal sealed unsafe partial class Engine
                 or DropReason.BadVersion or DropReason.BadTag or DropReason.Replay or DropReason.UnknownKey))
         {
             var key = Key(from, Ipv4.Destination(packet));
-            if (!ReceivedFrom.TryGetValue(key, out var f)) f = ReceivedFrom.GetOrAdd(key, _ => new FlowCount());
-            f.Packets++;
-            f.Bytes += len;
+            if (!ReceivedFrom.ContainsKey(key)) ReceivedFrom.TryAdd(key, 0); // a lock-free read once known
         }
         if (verdict != DropReason.None)
         {

@@ -37,12 +37,6 @@ internal sealed class FlowCounters
     public readonly DropCounters Drops = new();
 }
 
-/// <summary>Packets and bytes that arrived from one host for one capsule: who a move of it asks to hold.</summary>
-internal sealed class FlowCount
-{
-    public long Packets, Bytes;
-}
-
 /// <summary>
 /// The hot path of a host agent (seed Fig. 8). Two threads, one per direction:
 /// egress (Engine.Egress.cs) reads packets the kernel routed to the TUN, cuts super-packets into
@@ -50,12 +44,12 @@ internal sealed class FlowCount
 /// sendmmsg, runs for one host as UDP GSO messages; ingress (Engine.Ingress.cs) takes a batch with
 /// one recvmmsg, checks each datagram, coalesces a flow's TCP segments and writes the inner packets
 /// to the TUN, whence the kernel delivers them to the capsule's veth. The translation table is read
-/// once per batch; nothing allocates per packet (a flow's counter is allocated once, when the flow
-/// is first seen).
+/// once per batch; nothing allocates per packet (a sender's entry in <see cref="ReceivedFrom"/> is
+/// made once, when it first sends to a capsule).
 ///
 /// Hold and flush (seed Fig. 5B/6) run on the egress thread itself, as commands between batches
 /// and as timed work between them (leases, paced drains; see Engine.Holds.cs): a hold starts at a
-/// batch boundary, so "sent before the cut" is exactly what the counters say, and a drain sends
+/// batch boundary, so "sent before the cut" is exactly what the key's counter says, and a drain sends
 /// every held packet before any packet read after the release, so order is kept.
 /// </summary>
 internal sealed unsafe partial class Engine : IDisposable
@@ -78,9 +72,9 @@ internal sealed unsafe partial class Engine : IDisposable
     public FlowCounters Egress { get; } = new();
     public FlowCounters Ingress { get; } = new();
     /// <summary>
-    /// Packets arrived per (sending host, destination locator), key host &lt;&lt; 32 | locator (ingress thread writes).
+    /// Which hosts have sent to which capsules: a set of keys host &lt;&lt; 32 | locator (ingress thread adds).
     /// </summary>
-    public ConcurrentDictionary<ulong, FlowCount> ReceivedFrom { get; } = new();
+    public ConcurrentDictionary<ulong, byte> ReceivedFrom { get; } = new();
     public TranslationTable Table => Volatile.Read(ref _table);
     /// <summary>Source of the ICMP unreachable answers a gateway gives.</summary>
     public Locator IcmpSource { get; set; }
@@ -140,10 +134,10 @@ internal sealed unsafe partial class Engine : IDisposable
     static ulong Key(Locator host, Locator locator) => ((ulong)host.Value << 32) | locator.Value;
 
     /// <summary>Hosts that have sent packets to <paramref name="locator"/>: the peers a migration must hold.</summary>
-    public IEnumerable<(Locator Host, long Packets)> SendersTo(Locator locator)
+    public IEnumerable<Locator> SendersTo(Locator locator)
     {
-        foreach (var (key, f) in ReceivedFrom)
-            if ((uint)key == locator.Value) yield return (new Locator((uint)(key >> 32)), Volatile.Read(ref f.Packets));
+        foreach (var key in ReceivedFrom.Keys)
+            if ((uint)key == locator.Value) yield return new Locator((uint)(key >> 32));
     }
 
     /// <summary>How many datagrams <paramref name="host"/> sent here before its cut have not arrived yet.</summary>

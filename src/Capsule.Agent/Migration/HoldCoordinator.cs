@@ -64,7 +64,7 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
         // and our own hold. What the data plane delivers still reaches it (the delivery table).
         await CapsuleNetwork.DetachAsync(loc);
         await dataPlane.Engine.HoldAsync(loc, self, capacity, c.UdpDrop, false, Lease);
-        var peers = dataPlane.Engine.SendersTo(loc).Select(p => p.Host).Where(h => h != self).Distinct()
+        var peers = dataPlane.Engine.SendersTo(loc).Where(h => h != self)
             .Select(a => state.Hosts.Values.FirstOrDefault(h => h.Underlay == a)).OfType<HostRecord>().ToList();
         var request = new HoldRequest
         {
