@@ -155,6 +155,14 @@ public sealed class AgentConfig : IDaemonConfig
     public bool Offloads { get; set; } = true;
 
     /// <summary>
+    /// Lanes of the data plane: queues of the TUN (IFF_MULTI_QUEUE) and UDP sockets of one SO_REUSEPORT group, each
+    /// with an egress and an ingress thread; a flow always on one lane. A lane sends from the agent's port plus its
+    /// number, so the underlay must let UDP from ports Port to Port + Lanes - 1 through. 0 (the default): one per
+    /// core, at most 64.
+    /// </summary>
+    public int Lanes { get; set; }
+
+    /// <summary>
     /// Seconds between fresh data-plane keys towards each peer host (at least 1, at most a day). Default 120.
     /// </summary>
     public double KeyRotationSeconds { get; set; } = 120;
@@ -230,6 +238,8 @@ public sealed class AgentConfig : IDaemonConfig
 
     void ValidateBounds(List<string> errors, double mostLease)
     {
+        if (Lanes is < 0 or > 64)
+            errors.Add($"Lanes: {Lanes} must be between 1 and 64, or 0 for one per core (the default)");
         if (MaxTcpFlows is < 16 or > 16_777_216)
             errors.Add($"MaxTcpFlows: {MaxTcpFlows} must be between 16 and 16777216 (default 65536)");
         if (MaxHolds is < 1 or > 4096) errors.Add($"MaxHolds: {MaxHolds} must be between 1 and 4096 (default 32)");
@@ -267,6 +277,7 @@ public sealed class AgentConfig : IDaemonConfig
             HoldSpool = HoldSpool,
             DataPlaneMode = DataPlane == "authenticate" ? Wire.Mode.AuthenticateOnly : Wire.Mode.Encrypted,
             Offloads = Offloads,
+            Lanes = Lanes > 0 ? Lanes : Math.Clamp(Environment.ProcessorCount, 1, 64),
             KeyRotation = TimeSpan.FromSeconds(KeyRotationSeconds),
             MaxTcpFlows = MaxTcpFlows,
             MaxHolds = MaxHolds,

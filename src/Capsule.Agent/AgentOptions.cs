@@ -59,6 +59,10 @@ public sealed record AgentOptions(
     public Wire.Mode DataPlaneMode { get; init; } = Wire.Mode.Encrypted;
     /// <summary>TUN offloads, UDP GSO and GRO on the data plane (see <see cref="AgentConfig.Offloads"/>).</summary>
     public bool Offloads { get; init; } = true;
+    /// <summary>
+    /// Lanes of the data plane, each a TUN queue and a socket with two threads (<see cref="AgentConfig.Lanes"/>).
+    /// </summary>
+    public int Lanes { get; init; } = 1;
     /// <summary>How often each send key is replaced by a fresh one (see DataPlane/KeyExchange.cs).</summary>
     public TimeSpan KeyRotation { get; init; } = TimeSpan.FromMinutes(2);
     /// <summary>This host's certificates (the config's Tls section), or null: no TLS, with a warning.</summary>

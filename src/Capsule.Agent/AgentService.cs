@@ -58,7 +58,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         await peers.HoldAsync(context, Locator.Parse(request.Locator));
         var cut = await dataPlane.Engine.HoldAsync(Locator.Parse(request.Locator), Locator.Parse(request.Via),
             capacity, request.UdpDrop, pause: !faults.Fires(FaultPoints.NoPause, FaultAction.Skip), lease);
-        return new HoldReply { KeyId = cut.KeyId, Sent = cut.Sent };
+        return new HoldReply { KeyId = cut.KeyId, Sent = { cut.Sent ?? [] } };
     });
 
     public override Task<ReleaseReply> Release(ReleaseRequest request, ServerCallContext context) => Guard(async () =>
@@ -208,36 +208,43 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         var e = dataPlane.Engine;
         var r = new StatsReply { Host = options.Host, Capsules = runtime.All.Count, Routes = e.Table.Count };
         void C(string n, long v) => r.Counters.Add(new Counter { Name = n, Value = v });
-        C("egress_packets", e.Egress.Packets);
-        C("egress_bytes", e.Egress.Bytes);
-        C("egress_batches", e.Egress.Batches);
-        C("egress_super_packets", e.Egress.SuperPackets);
-        C("egress_gso_sends", e.Egress.GsoMessages);
-        C("egress_thread_allocated_bytes", Volatile.Read(ref e.Egress.Allocated));
-        C("icmp_unreachable_sent", e.Egress.Unreachables);
+        var (eg, ig) = (e.Egress, e.Ingress); // the lanes' counts added up, once
+        C("dataplane_lanes", e.Lanes);
+        foreach (var (lane, egress, ingress) in e.ByLane())
+        {
+            C($"lane{lane}_egress_packets", egress);
+            C($"lane{lane}_ingress_packets", ingress);
+        }
+        C("egress_packets", eg.Packets);
+        C("egress_bytes", eg.Bytes);
+        C("egress_batches", eg.Batches);
+        C("egress_super_packets", eg.SuperPackets);
+        C("egress_gso_sends", eg.GsoMessages);
+        C("egress_thread_allocated_bytes", Volatile.Read(ref eg.Allocated));
+        C("icmp_unreachable_sent", eg.Unreachables);
         C("tcp_paused", e.PausesSent);
         C("tcp_reopened", e.ReopensSent);
         C("acked_for_paused_capsules", e.AckedOnBehalf);
-        C("held", e.Egress.Held);
-        C("flushed", e.Egress.Flushed);
-        C("hold_dropped", e.Egress.HoldDropped);
-        C("hold_dropped_udp", e.Egress.HoldDroppedUdp);
-        C("hold_spool_failures", e.Egress.HoldSpoolFailures);
-        C("delivered_local_via_tun", e.Egress.DeliveredLocal);
-        C("holds_expired", e.Egress.HoldsExpired);
-        C("hold_expired_dropped", e.Egress.HoldExpiredDropped);
+        C("held", eg.Held);
+        C("flushed", eg.Flushed);
+        C("hold_dropped", eg.HoldDropped);
+        C("hold_dropped_udp", eg.HoldDroppedUdp);
+        C("hold_spool_failures", eg.HoldSpoolFailures);
+        C("delivered_local_via_tun", eg.DeliveredLocal);
+        C("holds_expired", eg.HoldsExpired);
+        C("hold_expired_dropped", eg.HoldExpiredDropped);
         C("holds_refused", e.HoldsRefused);
         C("holds_clamped", e.HoldsClamped);
         var flows = e.FlowStats;
         C("tcp_flows_tracked", flows.Tracked);
         C("tcp_flows_evicted", flows.Evicted);
         C("tcp_flows_refused", flows.Refused);
-        C("ingress_packets", e.Ingress.Packets);
-        C("ingress_bytes", e.Ingress.Bytes);
-        C("ingress_batches", e.Ingress.Batches);
-        C("ingress_gro_messages", e.Ingress.GsoMessages);
-        C("ingress_super_packets", e.Ingress.SuperPackets);
-        C("ingress_thread_allocated_bytes", Volatile.Read(ref e.Ingress.Allocated));
+        C("ingress_packets", ig.Packets);
+        C("ingress_bytes", ig.Bytes);
+        C("ingress_batches", ig.Batches);
+        C("ingress_gro_messages", ig.GsoMessages);
+        C("ingress_super_packets", ig.SuperPackets);
+        C("ingress_thread_allocated_bytes", Volatile.Read(ref ig.Allocated));
         C("keys_sent", Volatile.Read(ref dataPlane.Keys.SendKeysInstalled));
         C("keys_received", Volatile.Read(ref dataPlane.Keys.ReceiveKeysInstalled));
         // Readiness of the authenticated data plane: peers it can both send to and open datagrams from.
@@ -247,7 +254,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
             && dataPlane.Keys.HasReceiveKey(h.Underlay)));
         foreach (var reason in DropCounters.Reasons)
         {
-            var v = e.Egress.Drops[reason] + e.Ingress.Drops[reason];
+            var v = eg.Drops[reason] + ig.Drops[reason];
             r.Drops.Add(new Counter { Name = DropCounters.Key(reason), Value = v });
         }
         // Drops the kernel makes for us (nft), so one view shows every refused packet.

@@ -14,8 +14,7 @@ namespace Capsule.Agent;
 internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory directory, CapsuleRuntime runtime,
     ILogger<DataPlaneHost> log, Events.EventLog events) : BackgroundService
 {
-    Tun? _tun;
-    UdpEndpoint? _udp;
+    List<Lane> _lanes = [];
     Engine? _engine;
     Prefix _pool;
     readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -27,7 +26,7 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
 
     public Engine Engine => _engine ?? throw new InvalidOperationException("the data plane is not running yet");
     /// <summary>The data plane's keys per peer host, installed by <see cref="KeyExchange"/>.</summary>
-    public PeerKeys Keys { get; } = new(options.DataPlaneMode);
+    public PeerKeys Keys { get; } = new(options.DataPlaneMode, options.Lanes);
     /// <summary>Called (on the watch's thread) after a directory update that put or deleted hosts.</summary>
     public Action<DirectoryState>? OnHostsChanged { get; set; }
     public Task Ready => _ready.Task;
@@ -37,12 +36,11 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
         events.AgentStarted();
         var snapshot = await directory.SnapshotAsync(ct);
         _pool = snapshot.Pool;
-        _tun = Tun.Open(options.Tun, options.Offloads);
+        var lanes = _lanes = OpenLanes();
         await HostNetwork.SetupAsync(options.Tun, _pool, options.InnerMtu, options.Underlay,
             options.IcmpFrom.Length > 0 ? options.IcmpSource : null);
-        _udp = UdpEndpoint.Bind(options.Underlay, options.Port, options.Offloads);
         var spool = Directory.CreateDirectory(options.HoldSpool).FullName;
-        _engine = new Engine(_tun, _udp, options.UnderlayMtu, Keys, spool)
+        _engine = new Engine(lanes, options.UnderlayMtu, Keys, spool)
         {
             OnHoldChange = events.HoldChanged,
             MaxFlows = options.MaxTcpFlows,
@@ -56,10 +54,59 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
         _engine.IcmpSource = options.IcmpSource;
         await directory.PutHostAsync(
             new HostRecord(options.Host, options.Underlay, options.Listen, options.Serves), ct);
-        log.LogInformation("data plane up: {Tun} mtu {Mtu}, udp {Addr}:{Port}, pool {Pool}", options.Tun,
-            options.InnerMtu, options.Underlay, options.Port, _pool);
+        log.LogInformation("data plane up: {Tun} mtu {Mtu}, udp {Addr}:{Port}, {Lanes} lanes, pool {Pool}",
+            options.Tun, options.InnerMtu, options.Underlay, options.Port, lanes.Count, _pool);
         await base.StartAsync(ct);
     }
+
+    /// <summary>
+    /// The lanes: a TUN queue and a socket each (one TUN, one socket, when there is one lane). What was opened is
+    /// closed again when a later one fails.
+    /// </summary>
+    List<Lane> OpenLanes()
+    {
+        var count = options.Lanes;
+        var lanes = new List<Lane>(count);
+        try
+        {
+            for (var i = 0; i < count; i++)
+            {
+                var tun = Tun.Open(options.Tun, options.Offloads, multiQueue: count > 1);
+                UdpEndpoint? udp = null;
+                try
+                {
+                    udp = UdpEndpoint.Bind(options.Underlay, options.Port, options.Offloads, reusePort: count > 1);
+                    var senderPort = options.Port + i;
+                    var sender = i == 0 || senderPort > 65535 ? null
+                        : UdpEndpoint.TryBindSender(options.Underlay, senderPort);
+                    if (i > 0 && sender is null) LogNoSenderPort(log, i, senderPort);
+                    lanes.Add(new Lane(i, tun, udp, sender));
+                }
+                catch
+                {
+                    udp?.Dispose();
+                    tun.Dispose();
+                    throw;
+                }
+            }
+            if (count > 1 && !lanes[0].Udp.SpreadByPort(count)) LogNoSpread(log);
+            return lanes;
+        }
+        catch
+        {
+            foreach (var lane in lanes) lane.Dispose();
+            throw;
+        }
+    }
+
+    [LoggerMessage(EventId = 111, Level = LogLevel.Warning,
+        Message = "data-plane lane {Lane} sends from the agent's port: UDP port {Port} is taken; its datagrams may " +
+            "share a receiving lane with another's at the peer")]
+    static partial void LogNoSenderPort(ILogger logger, int lane, int port);
+
+    [LoggerMessage(EventId = 112, Level = LogLevel.Warning,
+        Message = "the kernel refused the program that spreads the data-plane lanes by port; its hash spreads them")]
+    static partial void LogNoSpread(ILogger logger);
 
     /// <summary>Holds a previous agent left (it died while it held): held again, and logged.</summary>
     async Task RecoverHoldsAsync()
@@ -218,10 +265,9 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
     {
         await base.StopAsync(ct);
         _engine?.Dispose();
-        _udp?.Dispose();
         var running = runtime.All.Count(c => CapsuleProcess.IsAlive(c.Pid));
-        if (_tun is not null) await HostNetwork.TeardownAsync(options.Tun, _pool, keepFilter: running > 0);
-        _tun?.Dispose();
+        if (_lanes.Count > 0) await HostNetwork.TeardownAsync(options.Tun, _pool, keepFilter: running > 0);
+        foreach (var lane in _lanes) lane.Dispose(); // the TUN and the sockets
         if (running > 0) LogCapsulesKeepRunning(log, running);
     }
 

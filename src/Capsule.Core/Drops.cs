@@ -44,6 +44,12 @@ public sealed class DropCounters
     readonly long[] _counts = new long[Reasons.Length + 1];
 
     public void Add(DropReason r) => _counts[(int)r]++;
+
+    /// <summary>Adds another thread's counts to these (a sum for the readers, never a thread's own).</summary>
+    public void Add(DropCounters other)
+    {
+        for (var i = 0; i < _counts.Length; i++) _counts[i] += Volatile.Read(ref other._counts[i]);
+    }
     public long this[DropReason r] => Volatile.Read(ref _counts[(int)r]);
 
     public static string Key(DropReason r) => r switch

@@ -6,8 +6,10 @@ namespace Capsule.Core;
 /// The sliding anti-replay window of one receive key (RFC 6479, as WireGuard uses it): a ring of
 /// 64-bit blocks; a counter is accepted once, if it is above the highest seen or at most
 /// <see cref="Size"/> below it. Only counters of datagrams whose tag verified may be passed to
-/// <see cref="Accept"/>, or a forger could move the window. One thread uses an instance; another may read
-/// <see cref="Reached"/>.
+/// <see cref="Accept"/>, or a forger could move the window. One thread uses an instance as a rule, but a datagram
+/// replayed from another source port lands on another receiving thread: <see cref="Accept"/> takes a lock (never
+/// contended in the ordinary case), and <see cref="CanAccept"/> is a lock-free first look that it confirms. Another
+/// thread may read <see cref="Reached"/>.
 /// </summary>
 public sealed class ReplayWindow
 {
@@ -15,6 +17,7 @@ public sealed class ReplayWindow
     const int BlockBits = 64;
     readonly ulong[] _ring;
     readonly ulong _mask;
+    readonly Lock _gate = new();
     ulong _last;
     ulong _reached;
 
@@ -47,6 +50,11 @@ public sealed class ReplayWindow
 
     /// <summary>Marks <paramref name="counter"/> seen; false when it was seen already or is below the window.</summary>
     public bool Accept(ulong counter)
+    {
+        lock (_gate) return AcceptLocked(counter);
+    }
+
+    bool AcceptLocked(ulong counter)
     {
         var block = counter / BlockBits;
         if (counter > _last)

@@ -123,4 +123,25 @@ public class ReplayWindowTests
             foreach (var c in all) Assert.False(w.Accept(c));
         }, iter: 2_000);
     }
+
+    [Fact]
+    public void Two_threads_accepting_the_same_counters_accept_each_once()
+    {
+        // A datagram replayed from another source port reaches another receiving lane: both threads then try the
+        // same counters on one window, and each counter must still be accepted exactly once.
+        var w = new ReplayWindow();
+        const int Count = 200_000;
+        var accepted = new int[2];
+        using var start = new Barrier(2);
+        var threads = Enumerable.Range(0, 2).Select(t => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (var c = 0UL; c < Count; c++)
+                if (w.Accept(c)) accepted[t]++;
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        Assert.Equal(Count, accepted[0] + accepted[1]);
+        Assert.Equal((ulong)Count, w.Reached);
+    }
 }

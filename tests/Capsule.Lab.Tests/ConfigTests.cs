@@ -53,7 +53,7 @@ public sealed class ConfigTests : IDisposable
               "ControlSocket": "unix:/run/a.sock", "State": "/srv/state", "NetnsPrefix": "cx",
               "Criu": "/bin/true", "Serves": "198.51.100.0/24, 203.0.113.0/24", "IcmpFrom": "198.51.100.1",
               "HoldLeaseSeconds": 2.5, "HoldSpool": "/dev/shm/x", "Tun": "tun9", "PidFile": "/run/a.pid",
-              "LogLevel": "debug", "DataPlane": "authenticate", "KeyRotationSeconds": 30
+              "LogLevel": "debug", "DataPlane": "authenticate", "KeyRotationSeconds": 30, "Lanes": 3
             }
             """));
         Assert.True(loaded.Ok, string.Join("\n", loaded.Errors));
@@ -67,6 +67,7 @@ public sealed class ConfigTests : IDisposable
         Assert.Equal((TimeSpan.FromSeconds(2.5), "/dev/shm/x"), (o.HoldLease, o.HoldSpool));
         Assert.Equal("/run/a.pid", loaded.Settings.PidFile);
         Assert.Equal((Wire.Mode.AuthenticateOnly, TimeSpan.FromSeconds(30)), (o.DataPlaneMode, o.KeyRotation));
+        Assert.Equal(3, o.Lanes);
         Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Debug, ConfigRules.ParseLogLevel(loaded.Settings.LogLevel));
     }
 
@@ -81,6 +82,7 @@ public sealed class ConfigTests : IDisposable
             o.NetnsPrefix));
         Assert.Equal((TimeSpan.FromSeconds(15), AgentOptions.DefaultHoldSpool, "cap0", (string?)null),
             (o.HoldLease, o.HoldSpool, o.Tun, o.ControlSocket));
+        Assert.Equal(Math.Clamp(Environment.ProcessorCount, 1, 64), o.Lanes); // a lane per core
     }
 
     [Fact]
@@ -113,7 +115,8 @@ public sealed class ConfigTests : IDisposable
         var loaded = Load<AgentConfig>(File("""
             { "Hots": "h1", "Underlay": "10.0.0.300", "Port": "many", "UnderlayMtu": 100,
               "Directory": "directory.example:7472", "State": "var/lib/capsule", "HoldLeaseSeconds": 0,
-              "Serves": "198.51.100.0/33", "LogLevel": "Loud", "DataPlane": "off", "KeyRotationSeconds": 0 }
+              "Serves": "198.51.100.0/33", "LogLevel": "Loud", "DataPlane": "off", "KeyRotationSeconds": 0,
+              "Lanes": 65 }
             """));
         Assert.False(loaded.Ok);
         string[] expected =
@@ -129,6 +132,7 @@ public sealed class ConfigTests : IDisposable
             "LogLevel: 'Loud' is not a log level; write one of Trace, Debug, Information",
             "DataPlane: 'off' is not a mode; write \"encrypt\" (default) or \"authenticate\"",
             "KeyRotationSeconds: 0 must be 1-86400",
+            "Lanes: 65 must be between 1 and 64, or 0 for one per core",
         ];
         foreach (var e in expected)
             Assert.Contains(loaded.Errors, x => x.StartsWith(e, StringComparison.Ordinal));

@@ -3,7 +3,9 @@ using Xunit;
 
 namespace Capsule.Lab.Tests;
 
-/// <summary>Three hosts and an ordinary host behind the gateway; h3 is restarted without offloads by a test.</summary>
+/// <summary>
+/// Three hosts and an ordinary host behind the gateway; h3 is restarted without offloads, on one lane, by a test.
+/// </summary>
 public sealed class OffloadLabFixture : LabFixture
 {
     public OffloadLabFixture()
@@ -17,7 +19,8 @@ public sealed class OffloadLabFixture : LabFixture
 /// The data plane's offloads (issue 11) with unmodified programs: a TUN that hands over and takes super-packets,
 /// UDP GSO sends and UDP GRO receives. Large downloads between capsules, and from a capsule to an ordinary host
 /// through the gateway, arrive byte for byte, and the counters show the offloads did the work; a host with
-/// offloads off and one with them on carry each other's traffic.
+/// offloads off and one with them on carry each other's traffic. The lanes (one TUN queue and socket each, one per
+/// core): many flows spread over them and each arrives whole; a host of one lane and one of several talk.
 /// </summary>
 [Collection("lab")]
 public sealed class OffloadLabTests(OffloadLabFixture lab) : IClassFixture<OffloadLabFixture>
@@ -25,11 +28,11 @@ public sealed class OffloadLabTests(OffloadLabFixture lab) : IClassFixture<Offlo
     const int Megabytes = 32;
 
     /// <summary>A folder with a random file, and its sha256: what a capsule's http.server serves.</summary>
-    static (string Folder, string Sha256) Blob(string name)
+    static (string Folder, string Sha256) Blob(string name, int megabytes = Megabytes)
     {
         var folder = Path.Combine(Path.GetTempPath(), name);
         Directory.CreateDirectory(folder);
-        var blob = new byte[Megabytes << 20];
+        var blob = new byte[megabytes << 20];
         Random.Shared.NextBytes(blob);
         File.WriteAllBytes(Path.Combine(folder, "blob"), blob);
         return (folder, Convert.ToHexStringLower(SHA256.HashData(blob)));
@@ -98,11 +101,53 @@ public sealed class OffloadLabTests(OffloadLabFixture lab) : IClassFixture<Offlo
     }
 
     [Fact]
-    public async Task A_host_without_offloads_and_one_with_them_carry_each_others_traffic()
+    public async Task Many_flows_spread_over_the_lanes_of_both_hosts_and_each_arrives_whole()
     {
-        // h3 restarted as an agent configured with "Offloads": false would be: the setting from its environment.
+        const int Flows = 16;
+        var (folder, want) = Blob(lab.Name + "-lanes", megabytes: 2);
+        try
+        {
+            var web = await Serve("lweb", "h1", folder, 8084);
+            await lab.Create("lfetch", "h2", "sleep", "infinity");
+            await lab.WaitForPort("lfetch", web, 8084);
+            var (h1, h2) = (await lab.Stats("h1"), await lab.Stats("h2"));
+            Assert.True(h1["dataplane_lanes"] >= 2, "the lab's hosts run a lane per core, and this machine has two");
+            // Sixteen downloads at once: sixteen flows, which the TUN spreads over its queues by their hash (all on
+            // one of two queues: once in 32,768 runs).
+            var r = (await lab.InCapsule("lfetch", "sh", "-c",
+                $"for i in $(seq {Flows}); do (curl -sS --fail http://{web}:8084/blob | sha256sum) & done; wait"))
+                .Ok();
+            var sums = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ')[0]).ToList();
+            Assert.Equal(Enumerable.Repeat(want, Flows), sums);
+            var (h1After, h2After) = (await lab.Stats("h1"), await lab.Stats("h2"));
+            for (var lane = 0; lane < 2; lane++)
+            {
+                Assert.True(Gained(h1, h1After, $"lane{lane}_egress_packets") > 100,
+                    $"h1's lane {lane} sent {Gained(h1, h1After, $"lane{lane}_egress_packets")} packets");
+                // What lane k of h1 sends comes from port + k, which h2 gives to its lane (port + k) mod 2.
+                Assert.True(Gained(h2, h2After, $"lane{lane}_ingress_packets") > 100,
+                    $"h2's lane {lane} received {Gained(h2, h2After, $"lane{lane}_ingress_packets")} packets");
+            }
+        }
+        finally
+        {
+            await lab.Run("rm", "lweb");
+            await lab.Run("rm", "lfetch");
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_host_without_offloads_on_one_lane_and_one_with_both_carry_each_others_traffic()
+    {
+        // h3 restarted as an agent configured with "Offloads": false and "Lanes": 1 would be: the settings from its
+        // environment.
         (await Cli.Exec(Cli.Binary, ["--lab", lab.Name, "lab", "restart", "h3"],
-            env: new Dictionary<string, string> { ["CAPSULE_AGENT__OFFLOADS"] = "false" })).Ok();
+            env: new Dictionary<string, string>
+            {
+                ["CAPSULE_AGENT__OFFLOADS"] = "false",
+                ["CAPSULE_AGENT__LANES"] = "1",
+            })).Ok();
         var (folder, want) = Blob(lab.Name + "-plain");
         try
         {
@@ -114,6 +159,7 @@ public sealed class OffloadLabTests(OffloadLabFixture lab) : IClassFixture<Offlo
             Assert.Equal(want, await FetchInCapsule("pfetch3", onOffloads, 8082));
             Assert.Equal(want, await FetchInCapsule("pfetch1", onPlain, 8083));
             var h3After = await lab.Stats("h3");
+            Assert.Equal(1, h3After["dataplane_lanes"]);
             // h3 moved one packet per call: no super-packet, no GSO or GRO, and it still got and sent the file.
             foreach (var counter in new[] { "egress_super_packets", "egress_gso_sends", "ingress_gro_messages",
                 "ingress_super_packets" })

@@ -18,8 +18,8 @@ public sealed class PeerKeysTests
 
     public PeerKeysTests()
     {
-        _h1 = new PeerKeys(Wire.Mode.Encrypted) { OnNeed = (h, b) => _asks1.Add((h, b)) };
-        _h2 = new PeerKeys(Wire.Mode.Encrypted) { OnNeed = (h, b) => _asks2.Add((h, b)) };
+        _h1 = new PeerKeys(Wire.Mode.Encrypted, lanes: 2) { OnNeed = (h, b) => _asks1.Add((h, b)) };
+        _h2 = new PeerKeys(Wire.Mode.Encrypted, lanes: 2) { OnNeed = (h, b) => _asks2.Add((h, b)) };
     }
 
     void Exchange(uint id)
@@ -29,20 +29,20 @@ public sealed class PeerKeysTests
         _h1.InstallSend(H2, id, key);    // ... then the sender switches
     }
 
-    byte[] Sealed()
+    byte[] Sealed(int lane = 0)
     {
         var d = new byte[Wire.HeaderSize + Inner.Length + Wire.TagSize];
         Inner.CopyTo(d, Wire.HeaderSize);
-        Assert.Equal(DropReason.None, _h1.Seal(H2, d, Inner.Length, 9, out var n));
+        Assert.Equal(DropReason.None, _h1.Seal(H2, d, Inner.Length, 9, out var n, lane));
         Assert.Equal(d.Length, n);
         return d;
     }
 
-    DropReason Open(byte[] d)
+    DropReason Open(byte[] d, int lane = 0)
     {
         var copy = d.ToArray();
         Assert.Equal(DropReason.None, Wire.TryReadHeader(copy, out Wire.Header h));
-        var r = _h2.Open(H1, h, copy);
+        var r = _h2.Open(H1, h, copy, lane);
         if (r == DropReason.None) Assert.Equal(Inner, copy.AsSpan(Wire.HeaderSize, Inner.Length).ToArray());
         return r;
     }
@@ -66,7 +66,22 @@ public sealed class PeerKeysTests
     }
 
     [Fact]
-    public void The_cut_counts_per_key_from_the_keys_start_whichever_end_restarted()
+    public void Lanes_seal_under_one_key_with_counters_of_their_own_and_each_opens_once_on_any_lane()
+    {
+        Exchange(7);
+        var all = Enumerable.Range(0, 40).Select(i => Sealed(lane: i % 2)).ToList();
+        var nonces = all.Select(d => Convert.ToHexString(d, 8, 12)).ToHashSet();
+        Assert.Equal(all.Count, nonces.Count); // key id and counter are the GCM nonce: never twice
+        Assert.Equal([0, 1], all.Select(d => d[12]).Distinct().Order().Select(b => (int)b)); // the lane in the top byte
+        // Received on either lane, in any order: once each, then replays.
+        foreach (var (d, i) in all.AsEnumerable().Reverse().Select((d, i) => (d, i)))
+            Assert.Equal(DropReason.None, Open(d, lane: i % 2));
+        foreach (var d in all) Assert.Equal(DropReason.Replay, Open(d, lane: 1));
+        Assert.Empty(_asks2);
+    }
+
+    [Fact]
+    public void The_cut_counts_per_key_and_lane_from_the_keys_start_whichever_end_restarted()
     {
         Assert.Equal(default, _h1.SealedTowards(H2)); // no key yet: nothing sent, nothing to wait for
         Exchange(7);
@@ -75,19 +90,26 @@ public sealed class PeerKeysTests
         // The receiver restarts: it opens under a new key, and the sender counts that key's datagrams from 0.
         Exchange(8);
         var cut0 = _h1.SealedTowards(H2);
-        Assert.Equal(new HoldCut(8, 0), cut0);
-        Assert.Equal(0ul, cut0.Missing(_h2.OpenedFrom(H1, 8)));
-        var later = Enumerable.Range(0, 3).Select(_ => Sealed()).ToList();
+        Assert.Equal(8u, cut0.KeyId);
+        Assert.Equal([0ul, 0ul], cut0.Sent);
+        Assert.Equal(0ul, _h2.NotYetOpened(H1, cut0));
+        var lane0 = Enumerable.Range(0, 3).Select(_ => Sealed(lane: 0)).ToList();
+        var lane1 = Enumerable.Range(0, 2).Select(_ => Sealed(lane: 1)).ToList();
         var cut = _h1.SealedTowards(H2);
-        Assert.Equal(new HoldCut(8, 3), cut);
-        Assert.Equal(3ul, cut.Missing(_h2.OpenedFrom(H1, 8)));
-        Assert.Equal(DropReason.None, Open(later[1]));
-        Assert.Equal(1ul, cut.Missing(_h2.OpenedFrom(H1, 8))); // up to the second: the third still to come
-        Assert.Equal(DropReason.None, Open(later[2]));
-        Assert.Equal(0ul, cut.Missing(_h2.OpenedFrom(H1, 8))); // the first is late or lost: the wait ends
-        Assert.Equal(5ul, _h2.OpenedFrom(H1, 7)); // the previous key's, still known for its grace
-        Assert.Null(_h2.OpenedFrom(H1, 99));
-        Assert.Equal(0ul, cut.Missing(null)); // a key the receiver does not open: nothing can arrive under it
+        Assert.Equal(8u, cut.KeyId);
+        Assert.Equal([3ul, 2ul], cut.Sent);
+        Assert.Equal(5ul, _h2.NotYetOpened(H1, cut));
+        Assert.Equal(DropReason.None, Open(lane1[1], lane: 1));
+        Assert.Equal(3ul, _h2.NotYetOpened(H1, cut)); // lane 1 is through (its first was lost: a lane keeps order)
+        Assert.Equal(DropReason.None, Open(lane0[1]));
+        Assert.Equal(1ul, _h2.NotYetOpened(H1, cut)); // up to lane 0's second: its third still to come
+        Assert.Equal(DropReason.None, Open(lane0[2]));
+        Assert.Equal(0ul, _h2.NotYetOpened(H1, cut));
+        // The previous key's, still known for its grace: all five arrived, a sixth would be missing.
+        Assert.Equal(0ul, _h2.NotYetOpened(H1, new HoldCut(7, [5])));
+        Assert.Equal(1ul, _h2.NotYetOpened(H1, new HoldCut(7, [6])));
+        // A key the receiver does not open: nothing can arrive under it.
+        Assert.Equal(0ul, _h2.NotYetOpened(H1, new HoldCut(99, [5, 5])));
     }
 
     [Fact]

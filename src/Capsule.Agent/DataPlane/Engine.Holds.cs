@@ -5,8 +5,8 @@ using Capsule.Core;
 namespace Capsule.Agent.DataPlane;
 
 /// <summary>
-/// Holds, their leases and their drains (seed Fig. 5B/6), all on the egress thread. A hold starts
-/// at a batch boundary, so "sent before the cut" is exactly what the counters say. Every hold has
+/// Holds, their leases and their drains (seed Fig. 5B/6), all on the owner's egress thread (lane 0). A hold starts
+/// at a batch boundary of every lane, so "sent before the cut" is exactly what the counters say. Every hold has
 /// a lease: if the host that asked for it never releases it (its agent died, the RPC was lost),
 /// the hold ends by itself, towards wherever the table routes the locator then, or dropped when
 /// it routes it nowhere; either way the peers it paused get their window back.
@@ -27,8 +27,58 @@ internal sealed unsafe partial class Engine
     /// <summary>Longest lease accepted (keeps deadline arithmetic far from overflow).</summary>
     public static readonly TimeSpan MaxLease = TimeSpan.FromDays(1);
 
-    readonly Dictionary<uint, Hold> _holds = []; // egress thread only
-    readonly List<Hold> _due = [];               // egress thread only; reused so a tick allocates nothing
+    readonly Dictionary<uint, Hold> _holds = []; // the owner's thread only
+    readonly List<Hold> _due = [];               // the owner's thread only; reused so a tick allocates nothing
+
+    // What every lane's egress thread reads: a copy of _holds, published whole at each change, and its version.
+    Dictionary<uint, Hold> _held = [];
+    long _holdsVersion;
+
+    /// <summary>Cuts to answer once every lane has taken the holds of their version (owner's thread only).</summary>
+    readonly List<(long Version, Action Answer)> _cuts = [];
+
+    /// <summary>Owner: the holds changed; every lane takes the new copy between two of its batches.</summary>
+    void PublishHolds()
+    {
+        Volatile.Write(ref _held, new Dictionary<uint, Hold>(_holds));
+        Interlocked.Increment(ref _holdsVersion);
+        for (var i = 1; i < _lanes.Length; i++) _lanes[i].Wake();
+    }
+
+    /// <summary>
+    /// Another lane, between batches (everything it read before is sent): it works with the newest holds from now
+    /// on, and tells the owner, whose cuts may wait for it.
+    /// </summary>
+    void TakeHolds(Lane l)
+    {
+        var version = Volatile.Read(ref _holdsVersion);
+        if (l.SeenHolds == version) return;
+        Volatile.Write(ref l.SeenHolds, version);
+        Owner.Wake();
+    }
+
+    /// <summary>
+    /// Owner: answers <paramref name="answer"/> once every lane works with the holds as they are now: no lane can
+    /// then still send a packet it read for a held capsule before the hold, and the cut it answers is exact.
+    /// </summary>
+    void OnceLanesSeeHolds(Action answer)
+    {
+        _cuts.Add((Volatile.Read(ref _holdsVersion), answer));
+        AnswerCuts();
+    }
+
+    void AnswerCuts()
+    {
+        for (var i = _cuts.Count - 1; i >= 0; i--)
+        {
+            var (version, answer) = _cuts[i];
+            var seen = true;
+            for (var k = 1; k < _lanes.Length && seen; k++) seen = Volatile.Read(ref _lanes[k].SeenHolds) >= version;
+            if (!seen) continue;
+            _cuts.RemoveAt(i);
+            answer();
+        }
+    }
 
     static long Now => Stopwatch.GetTimestamp();
 
@@ -87,9 +137,10 @@ internal sealed unsafe partial class Engine
             var fresh = new Hold(r.Locator, buffer, After(r.Lease), r.Pause);
             _holds[r.Locator.Value] = fresh;
             if (r.Pause) PauseFlows(r.Locator);
+            PublishHolds();
             Tell(HoldChangeKind.Taken, fresh, r.Via, 0, 0);
         }
-        done.SetResult(_keys.SealedTowards(r.Via));
+        OnceLanesSeeHolds(() => done.TrySetResult(_keys.SealedTowards(r.Via)));
     }
 
     /// <summary>
@@ -126,14 +177,17 @@ internal sealed unsafe partial class Engine
             {
                 // Nowhere to go (the capsule was removed while it slept): the held packets are dropped,
                 // and counted, and nobody speaks for it any more.
-                var dropped = hold.Buffer.Clear();
-                Egress.HoldDropped += dropped;
-                ForgetFlows(locator);
-                End(hold, dropped, resume: false);
+                lock (hold.Gate)
+                {
+                    var dropped = hold.Buffer.Clear();
+                    Owner.Egress.HoldDropped += dropped;
+                    ForgetFlows(locator);
+                    End(hold, dropped, resume: false);
+                }
                 return;
             }
             // The first burst goes in this very loop turn (its tick follows the commands).
-            hold.DrainTowards(toHost, toHost == Table.Self, Now);
+            lock (hold.Gate) hold.DrainTowards(toHost, toHost == Table.Self, Now);
         });
 
     /// <summary>
@@ -170,26 +224,29 @@ internal sealed unsafe partial class Engine
     void Expire(Hold hold, long now)
     {
         hold.Expired = true;
-        Egress.HoldsExpired++;
+        Owner.Egress.HoldsExpired++;
         var table = Table;
         var loc = hold.Locator;
-        if (table.IsLocal(loc))
+        lock (hold.Gate)
         {
-            hold.DrainTowards(table.Self, self: true, now);
-            DrainBurst(hold, now);
-            return;
+            if (table.IsLocal(loc))
+            {
+                hold.DrainTowards(table.Self, self: true, now);
+                DrainBurst(hold, now);
+                return;
+            }
+            if (table.TryRoute(loc, out var host))
+            {
+                hold.DrainTowards(host, host == table.Self, now);
+                DrainBurst(hold, now);
+                return;
+            }
+            // Routed nowhere: what was held can go nowhere either. The peers still get their window
+            // back, so they do not sit at zero window for a capsule that may yet answer.
+            var dropped = hold.Buffer.Clear();
+            Owner.Egress.HoldExpiredDropped += dropped;
+            End(hold, dropped, resume: true);
         }
-        if (table.TryRoute(loc, out var host))
-        {
-            hold.DrainTowards(host, host == table.Self, now);
-            DrainBurst(hold, now);
-            return;
-        }
-        // Routed nowhere: what was held can go nowhere either. The peers still get their window
-        // back, so they do not sit at zero window for a capsule that may yet answer.
-        var dropped = hold.Buffer.Clear();
-        Egress.HoldExpiredDropped += dropped;
-        End(hold, dropped, resume: true);
     }
 
     /// <summary>
@@ -197,22 +254,26 @@ internal sealed unsafe partial class Engine
     /// </summary>
     void DrainBurst(Hold hold, long now)
     {
-        var buffer = hold.Buffer;
-        var n = Math.Min(buffer.Count, hold.BurstSize);
-        if (hold.DrainsToSelf) WriteToTun(buffer, n);
-        else SendHeld(buffer, n, hold.DrainTo);
-        buffer.RemoveFirst(n);
-        hold.Flushed += n;
-        Egress.Flushed += n;
-        hold.NextBurst = now + BurstGap;
-        if (buffer.Count == 0) End(hold, 0, resume: true); // the window reopens once everything held is on its way
+        // Under the hold's lock: another lane may be adding at the back; none adds once the hold has ended.
+        lock (hold.Gate)
+        {
+            var buffer = hold.Buffer;
+            var n = Math.Min(buffer.Count, hold.BurstSize);
+            if (hold.DrainsToSelf) WriteToTun(buffer, n);
+            else SendHeld(buffer, n, hold.DrainTo);
+            buffer.RemoveFirst(n);
+            hold.Flushed += n;
+            Owner.Egress.Flushed += n;
+            hold.NextBurst = now + BurstGap;
+            if (buffer.Count == 0) End(hold, 0, resume: true); // the window reopens once all held is on its way
+        }
     }
 
     void WriteToTun(HoldBuffer buffer, int n)
     {
         for (var i = 0; i < n; i++)
-            if (!_tun.Write(buffer.Slot(i) + Wire.HeaderSize, buffer.Length(i)))
-                Egress.Drops.Add(DropReason.IoError);
+            if (!Owner.Tun.Write(buffer.Slot(i) + Wire.HeaderSize, buffer.Length(i)))
+                Owner.Egress.Drops.Add(DropReason.IoError);
     }
 
     /// <summary>
@@ -222,21 +283,22 @@ internal sealed unsafe partial class Engine
     {
         if (n == 0) return;
         var epoch = Table.Epoch;
-        var to = UdpEndpoint.SockAddr(toHost, _udp.Port);
+        var to = UdpEndpoint.SockAddr(toHost, _port);
+        var owner = Owner;
         var m = 0; // the batch is empty between the egress loop's batches (Send leaves it so)
         for (var i = 0; i < n; i++)
         {
             var len = buffer.Length(i);
-            var sealing = Seal(toHost, buffer.Slot(i), len, epoch, out var datagram);
+            var sealing = Seal(owner, toHost, buffer.Slot(i), len, epoch, out var datagram);
             if (sealing != DropReason.None)
             {
-                Egress.Drops.Add(sealing);
+                owner.Egress.Drops.Add(sealing);
                 continue;
             }
-            _out.Append(m, buffer.Slot(i), datagram, to);
+            owner.Out.Append(m, buffer.Slot(i), datagram, to);
             m++;
         }
-        Send(_out, Egress);
+        Send(owner, owner.Out, owner.Egress);
     }
 
     /// <summary>
@@ -245,8 +307,13 @@ internal sealed unsafe partial class Engine
     /// </summary>
     void End(Hold hold, long droppedAtEnd, bool resume)
     {
+        lock (hold.Gate)
+        {
+            hold.Ended = true;
+            if (resume) ResumeFlows(hold.Locator);
+        }
         _holds.Remove(hold.Locator.Value);
-        if (resume) ResumeFlows(hold.Locator);
+        PublishHolds();
         var result = (Flushed: hold.Flushed, Dropped: hold.Buffer.Dropped + droppedAtEnd);
         foreach (var w in hold.Waiters) w.TrySetResult(result);
         var kind = hold.Expired ? HoldChangeKind.Expired : HoldChangeKind.Released;
@@ -269,5 +336,9 @@ internal sealed unsafe partial class Engine
             hold.Buffer.Detach();
         }
         _holds.Clear();
+        Volatile.Write(ref _held, []);
+        // The lanes have stopped: their counts are final, and a cut still waiting is answered with them.
+        foreach (var (_, answer) in _cuts) answer();
+        _cuts.Clear();
     }
 }

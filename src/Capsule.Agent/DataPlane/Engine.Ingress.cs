@@ -18,22 +18,19 @@ internal sealed unsafe partial class Engine
 
     const int MsgTrunc = 0x20;
 
-    readonly Coalescer _coalescer = new();
-    readonly CoalescedPacket _toTun; // made once in the constructor: a method group per call would allocate
-
-    void IngressLoop()
+    void IngressLoop(Lane l)
     {
-        var b = _in;
-        var c = Ingress;
-        var udpFd = _udp.Fd;
+        var b = l.In;
+        var c = l.Ingress;
+        var udpFd = l.Udp.Fd;
         b.ResetForReceive(b.Capacity);
-        while (Wait(udpFd, commands: false))
+        while (Wait(l, udpFd, woken: false))
         {
             var n = Native.recvmmsg(udpFd, b.Msgs, (uint)b.Capacity, Native.MSG_DONTWAIT, null);
             if (n <= 0) continue;
             var table = Table;
-            for (var i = 0; i < n; i++) Receive(table, b, i, c);
-            if (_tun.VnetHeader) _coalescer.Flush(_toTun);
+            for (var i = 0; i < n; i++) Receive(l, table, b, i, c);
+            if (l.Tun.VnetHeader) l.Coalescer.Flush(l.ToTun);
             c.Batches++;
             b.ResetForReceive(n);
             Volatile.Write(ref c.Allocated, GC.GetAllocatedBytesForCurrentThread());
@@ -41,7 +38,7 @@ internal sealed unsafe partial class Engine
     }
 
     /// <summary>Message <paramref name="i"/> of a batch: one datagram, or a run of them that UDP GRO joined.</summary>
-    void Receive(TranslationTable table, PacketBatch b, int i, FlowCounters c)
+    void Receive(Lane l, TranslationTable table, PacketBatch b, int i, FlowCounters c)
     {
         var from = new Locator(BinaryPrimitives.ReverseEndianness(b.Addrs[i].AddrBE));
         if ((b.Msgs[i].Hdr.Flags & MsgTrunc) != 0)
@@ -55,12 +52,12 @@ internal sealed unsafe partial class Engine
         else c.GsoMessages++;
         var slot = b.Slot(i);
         for (var at = 0; at < total; at += size)
-            Datagram(table, from, slot + at, Math.Min(size, total - at), c);
+            Datagram(l, table, from, slot + at, Math.Min(size, total - at), c);
     }
 
-    void Datagram(TranslationTable table, Locator from, byte* datagram, int length, FlowCounters c)
+    void Datagram(Lane l, TranslationTable table, Locator from, byte* datagram, int length, FlowCounters c)
     {
-        var verdict = Open(table, from, datagram, length, out var len);
+        var verdict = Open(l, table, from, datagram, length, out var len);
         var packet = new Span<byte>(datagram + Wire.HeaderSize, len);
         // Who has sent to a capsule, authentic and from a known host, delivered or not: the hosts a move of it
         // asks to hold. (The cut itself goes by the keys' sequence: HoldCut.)
@@ -78,20 +75,20 @@ internal sealed unsafe partial class Engine
         if (packet[9] == Tcp.Protocol) TrackCapsuleSide(packet);
         c.Packets++;
         c.Bytes += len;
-        if (_tun.VnetHeader) _coalescer.Add(packet, _toTun);
-        else if (!_tun.Write(datagram + Wire.HeaderSize, len)) c.Drops.Add(DropReason.IoError);
+        if (l.Tun.VnetHeader) l.Coalescer.Add(packet, l.ToTun);
+        else if (!l.Tun.Write(datagram + Wire.HeaderSize, len)) c.Drops.Add(DropReason.IoError);
     }
 
     /// <summary>
     /// What the coalescer hands on, written to the TUN. A refused write loses every segment in it; it is
     /// counted once, as one I/O error (the packet counters already counted its segments as delivered).
     /// </summary>
-    void WriteCoalesced(VirtioNetHeader header, ReadOnlySpan<byte> packet)
+    void WriteCoalesced(Lane l, VirtioNetHeader header, ReadOnlySpan<byte> packet)
     {
         fixed (byte* p = packet)
         {
-            if (!_tun.Write(header, p, packet.Length)) Ingress.Drops.Add(DropReason.IoError);
-            else if (header.Gso != VirtioNetHeader.GsoNone) Ingress.SuperPackets++;
+            if (!l.Tun.Write(header, p, packet.Length)) l.Ingress.Drops.Add(DropReason.IoError);
+            else if (header.Gso != VirtioNetHeader.GsoNone) l.Ingress.SuperPackets++;
         }
     }
 }

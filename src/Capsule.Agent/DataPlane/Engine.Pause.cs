@@ -11,7 +11,8 @@ internal sealed class TcpFlow
     public ushort CapWindow;
     public bool Timestamps, CapSeen;
     public long LastSeen; // Environment.TickCount64 of the capsule's last segment
-    // Ordinary side (egress thread).
+    // The peer's latest timestamp, to echo: what the capsule echoed last (ingress), then, while a hold keeps the
+    // peer's segments, their own (egress).
     public uint PeerTsVal;
     // The pause (egress thread sets and clears; ingress reads).
     public volatile bool Paused;
@@ -78,7 +79,11 @@ internal sealed unsafe partial class Engine
         if (!f.CapSeen || After(next, f.CapSeqNext)) f.CapSeqNext = next;
         if (s.HasAck && (!f.CapSeen || After(s.Ack, f.CapAck))) f.CapAck = s.Ack;
         f.Timestamps = s.HasTimestamps;
-        if (s.HasTimestamps) f.CapTsVal = s.TsVal;
+        if (s.HasTimestamps)
+        {
+            f.CapTsVal = s.TsVal;
+            if (s.HasAck && (f.PeerTsVal == 0 || After(s.TsEcr, f.PeerTsVal))) f.PeerTsVal = s.TsEcr;
+        }
         if (f.Paused) Tcp.SetWindow(packet, 0);
         else f.CapWindow = s.Window;
         f.CapSeen = true;
@@ -86,16 +91,6 @@ internal sealed unsafe partial class Engine
         if (s.Rst) _flows.TryRemove(key);
     }
 
-    /// <summary>
-    /// Egress (ordinary host → capsule): the peer's latest timestamp, to echo in what we send in the capsule's name.
-    /// </summary>
-    void TrackPeerSide(ReadOnlySpan<byte> packet)
-    {
-        if (!Tcp.TryParse(packet, out var s)) return;
-        if (_flows.TryGetValue(new FlowKey(s.Dst.Value, s.DstPort, s.Src.Value, s.SrcPort), out var f)
-            && s.HasTimestamps)
-            f.PeerTsVal = s.TsVal;
-    }
 
     void PauseFlows(Locator capsule)
     {
@@ -112,19 +107,22 @@ internal sealed unsafe partial class Engine
 
     /// <summary>
     /// A segment for a paused flow was just held (or refused by a full hold): acknowledge what is held in order,
-    /// window zero.
+    /// window zero. Only a held packet is parsed for this on the way out: the rest of the egress path never looks
+    /// into TCP (the timestamp to echo comes from the capsule's own segments until the hold).
     /// </summary>
     void SpeakForPausedCapsule(ReadOnlySpan<byte> packet, bool stored)
     {
         if (!Tcp.TryParse(packet, out var s)) return;
         var key = new FlowKey(s.Dst.Value, s.DstPort, s.Src.Value, s.SrcPort);
-        if (!_flows.TryGetValue(key, out var f) || !f.Paused) return;
+        if (!_flows.TryGetValue(key, out var f)) return;
+        if (s.HasTimestamps) f.PeerTsVal = s.TsVal;
+        if (!f.Paused) return;
         // The capsule may have acknowledged more than we knew at the pause (it ran until the freeze).
         if (After(f.CapAck, f.AckedForCapsule)) f.AckedForCapsule = f.CapAck;
         if (stored && s.PayloadLength > 0 && s.Seq == f.AckedForCapsule)
         {
             f.AckedForCapsule += s.SeqLength;
-            AckedOnBehalf++;
+            Interlocked.Increment(ref AckedOnBehalf); // any lane's egress thread, under its hold's lock
         }
         // Answer data and window probes (a probe repeats the byte before the next expected, or
         // carries none at that place): that is the keepalive that keeps the peer waiting. Never
@@ -167,6 +165,6 @@ internal sealed unsafe partial class Engine
         var n = Tcp.WriteAck(ack, new Locator(key.Capsule), key.CapsulePort, new Locator(key.Peer), key.PeerPort,
             f.CapSeqNext, ackNo, window, f.Timestamps, f.CapTsVal, f.PeerTsVal);
         // Into the TUN: the kernel routes it to the ordinary host as if the capsule had sent it.
-        fixed (byte* p = ack) _tun.Write(p, n);
+        fixed (byte* p = ack) Owner.Tun.Write(p, n);
     }
 }

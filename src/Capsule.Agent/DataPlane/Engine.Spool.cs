@@ -6,7 +6,7 @@ namespace Capsule.Agent.DataPlane;
 /// <summary>
 /// The holds' spool files (see <see cref="HoldBuffer"/>): a hold's buffer lives in a file of the
 /// spool folder, so what a holder acknowledged in a capsule's name outlives the agent; the next
-/// agent on the host takes those holds back. Egress thread, like every hold.
+/// agent on the host takes those holds back. The owner's egress thread, like every hold.
 /// </summary>
 internal sealed unsafe partial class Engine
 {
@@ -25,7 +25,7 @@ internal sealed unsafe partial class Engine
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            Egress.HoldSpoolFailures++;
+            Owner.Egress.HoldSpoolFailures++;
             return new HoldBuffer(capacity, dropUdp, locator);
         }
     }
@@ -72,6 +72,7 @@ internal sealed unsafe partial class Engine
                     holds++;
                     packets += buffer.Count;
                 }
+            if (holds > 0) PublishHolds();
             done.SetResult((holds, packets, unusable));
         });
 }

@@ -4,12 +4,18 @@ namespace Capsule.Agent.DataPlane;
 
 /// <summary>
 /// One locator's hold on this host (seed Fig. 6): its buffer, the lease that ends it if nobody
-/// releases it, and, once released (or expired towards a known host), its drain. Egress thread only.
+/// releases it, and, once released (or expired towards a known host), its drain. Lane 0's egress thread owns it;
+/// another lane that reads a packet for its locator adds it to the buffer under <see cref="Gate"/>, which the owner
+/// takes too whenever it touches the buffer or ends the hold.
 /// </summary>
 internal sealed class Hold(Locator locator, HoldBuffer buffer, long deadline, bool pauses) : IDisposable
 {
     public Locator Locator { get; } = locator;
     public HoldBuffer Buffer { get; } = buffer;
+    public Lock Gate { get; } = new();
+
+    /// <summary>Ended (set under <see cref="Gate"/>): a lane whose copy of the holds still has it forwards.</summary>
+    public bool Ended { get; set; }
 
     /// <summary>Stopwatch timestamp at which the lease runs out (while holding; a drain has none).</summary>
     public long Deadline { get; private set; } = deadline;

@@ -8,11 +8,15 @@ namespace Capsule.Agent.DataPlane;
 /// The data plane's keys, one set per peer host: the key this host seals with towards it, and the
 /// keys it opens that host's datagrams with (the current one, and the previous one for a short
 /// grace while a rotation reaches every packet in flight). The control side (<see cref="KeyExchange"/>)
-/// installs keys; the egress thread alone seals, the ingress thread alone opens. A key object is
-/// swapped whole (a volatile reference), never changed under a reader; its AesGcm and replay window
-/// belong to the one thread that uses them. Key bytes are never logged.
+/// installs keys; the egress lanes seal, the ingress lanes open (<see cref="Engine"/>: one thread of each per
+/// lane). A key object is swapped whole (a volatile reference), never changed under a reader. AesGcm is not safe
+/// to share between threads, so a key has one per lane. Each sending lane counts on its own, in the counter's top
+/// byte (<see cref="LaneOf"/>): the counters stay unique (a GCM nonce is never reused), no two lanes write one
+/// counter, and the receiver keeps a replay window per sending lane, which sees that lane's datagrams in order
+/// (one lane sends from one port, to one receiving lane), so the migration cut stays exact. Key bytes are never
+/// logged.
 /// </summary>
-internal sealed class PeerKeys(Wire.Mode mode)
+internal sealed class PeerKeys(Wire.Mode mode, int lanes = 1)
 {
     /// <summary>Past this many packets under one key the sender asks for a new one (rotation by volume).</summary>
     public const ulong RekeyAfterPackets = 1UL << 32;
@@ -23,18 +27,34 @@ internal sealed class PeerKeys(Wire.Mode mode)
     /// <summary>At most one ask per host and direction in this many ms: a flood of bad datagrams stays cheap.</summary>
     const long AskEveryMs = 1000;
 
-    sealed class SendKey(uint id, AesGcm aes)
+    /// <summary>Most lanes: the counter's top byte says which lane sealed it.</summary>
+    public const int MaxLanes = 256;
+    const int LaneShift = 56;
+
+    /// <summary>The sending lane a datagram's counter belongs to.</summary>
+    public static int LaneOf(ulong counter) => (int)(counter >> LaneShift);
+
+    sealed class SendKey(uint id, AesGcm[] aes)
     {
+        // Each lane's count sits on a cache line of its own: lanes never write one line.
+        const int Stride = 8;
+        readonly ulong[] _next = new ulong[aes.Length * Stride];
         public readonly uint Id = id;
-        public readonly AesGcm Aes = aes;
-        public ulong Next;
+        public readonly AesGcm[] Aes = aes; // one per lane
+        public ref ulong Next(int lane) => ref _next[lane * Stride];
     }
 
-    sealed class ReceiveKey(uint id, AesGcm aes)
+    sealed class ReceiveKey(uint id, AesGcm[] aes)
     {
         public readonly uint Id = id;
-        public readonly AesGcm Aes = aes;
-        public readonly ReplayWindow Window = new();
+        public readonly AesGcm[] Aes = aes; // one per receiving lane
+        readonly ReplayWindow?[] _windows = new ReplayWindow?[MaxLanes]; // per sending lane, made at its first
+
+        public ReplayWindow? Window(int lane) => Volatile.Read(ref _windows[lane]);
+
+        public ReplayWindow WindowFor(int lane) =>
+            Window(lane) ?? Interlocked.CompareExchange(ref _windows[lane], new ReplayWindow(), null)
+            ?? _windows[lane]!;
     }
 
     sealed record ReceiveKeys(ReceiveKey Current, ReceiveKey? Previous, long PreviousUntilMs);
@@ -50,6 +70,9 @@ internal sealed class PeerKeys(Wire.Mode mode)
 
     public Wire.Mode Mode => mode;
 
+    /// <summary>How many lanes seal and open at once, each with its own lane number.</summary>
+    public int Lanes => lanes;
+
     /// <summary>
     /// Called on a data-plane thread when <paramref name="host"/> needs a key pushed to it (its second argument:
     /// ask it for its own key back too). Rate-limited per host; it must return at once.
@@ -63,9 +86,10 @@ internal sealed class PeerKeys(Wire.Mode mode)
         _peers.TryGetValue(host.Value, out var p) ? p : _peers.GetOrAdd(host.Value, _ => new());
 
     // The peer each data-plane thread used last: a batch goes mostly to (or comes mostly from) one host, so one
-    // lookup serves the run. A peer object lives until Forget, which bumps the generation and so empties both.
+    // lookup serves the run. A peer object lives until Forget, which bumps the generation and so empties them all.
     int _generation;
-    (uint Host, int Generation, Peer? Peer) _lastSend, _lastOpen;
+    readonly (uint Host, int Generation, Peer? Peer)[] _lastSend = new (uint, int, Peer?)[lanes];
+    readonly (uint Host, int Generation, Peer? Peer)[] _lastOpen = new (uint, int, Peer?)[lanes];
 
     Peer Cached(ref (uint Host, int Generation, Peer? Peer) last, Locator host)
     {
@@ -77,33 +101,36 @@ internal sealed class PeerKeys(Wire.Mode mode)
     }
 
     /// <summary>
-    /// Egress thread: writes the header for <paramref name="host"/> in front of the payload at
-    /// <paramref name="datagram"/>'s start and seals it; <paramref name="length"/> is the datagram's length.
+    /// Egress lane <paramref name="lane"/>: writes the header for <paramref name="host"/> in front of the payload
+    /// at <paramref name="datagram"/>'s start and seals it; <paramref name="length"/> is the datagram's length.
     /// </summary>
-    public DropReason Seal(Locator host, Span<byte> datagram, int payloadLength, uint epoch, out int length)
+    public DropReason Seal(Locator host, Span<byte> datagram, int payloadLength, uint epoch, out int length,
+        int lane = 0)
     {
         length = 0;
-        var peer = Cached(ref _lastSend, host);
+        var peer = Cached(ref _lastSend[lane], host);
         var key = peer.Send;
-        if (key is null || key.Next >= RejectAfterPackets)
+        if (key is null || key.Next(lane) >= RejectAfterPackets)
         {
             Ask(host, ref peer.NextSendAskMs, back: false);
             return DropReason.NoSendKey;
         }
-        var counter = key.Next++;
-        if (counter >= RekeyAfterPackets) Ask(host, ref peer.NextSendAskMs, back: false);
-        Wire.WriteHeader(datagram, Wire.Kind.Ipv4, epoch, mode, key.Id, counter);
-        length = Aead.Seal(key.Aes, datagram, payloadLength);
+        ref var next = ref key.Next(lane);
+        var n = next;
+        Volatile.Write(ref next, n + 1); // this lane's thread alone writes it; a hold's cut reads it
+        if (n >= RekeyAfterPackets) Ask(host, ref peer.NextSendAskMs, back: false);
+        Wire.WriteHeader(datagram, Wire.Kind.Ipv4, epoch, mode, key.Id, ((ulong)lane << LaneShift) | n);
+        length = Aead.Seal(key.Aes[lane], datagram, payloadLength);
         return DropReason.None;
     }
 
     /// <summary>
-    /// Ingress thread: opens a datagram from a known host whose header was read. The replay window
-    /// moves only for a datagram whose tag verified.
+    /// Ingress lane <paramref name="lane"/>: opens a datagram from a known host whose header was read. The replay
+    /// window moves only for a datagram whose tag verified.
     /// </summary>
-    public DropReason Open(Locator from, in Wire.Header h, Span<byte> datagram)
+    public DropReason Open(Locator from, in Wire.Header h, Span<byte> datagram, int lane = 0)
     {
-        var peer = Cached(ref _lastOpen, from);
+        var peer = Cached(ref _lastOpen[lane], from);
         var keys = peer.Receive;
         ReceiveKey? key = null;
         if (keys is not null)
@@ -118,9 +145,12 @@ internal sealed class PeerKeys(Wire.Mode mode)
             Ask(from, ref peer.NextReceiveAskMs, back: true);
             return DropReason.UnknownKey;
         }
-        if (!key.Window.CanAccept(h.Counter)) return DropReason.Replay;
-        if (!Aead.Open(key.Aes, datagram)) return DropReason.BadTag;
-        return key.Window.Accept(h.Counter) ? DropReason.None : DropReason.Replay;
+        var sender = LaneOf(h.Counter);
+        var count = h.Counter & ((1UL << LaneShift) - 1);
+        if (key.Window(sender) is { } seen && !seen.CanAccept(count)) return DropReason.Replay;
+        if (!Aead.Open(key.Aes[lane], datagram)) return DropReason.BadTag;
+        // A sending lane's window is made for its first authentic datagram: a forger cannot make any.
+        return key.WindowFor(sender).Accept(count) ? DropReason.None : DropReason.Replay;
     }
 
     void Ask(Locator host, ref long nextMs, bool back)
@@ -132,23 +162,37 @@ internal sealed class PeerKeys(Wire.Mode mode)
     }
 
     /// <summary>
-    /// Egress thread: the key this host seals with towards <paramref name="host"/> and how many datagrams it has
-    /// sealed under it; (0, 0) with no key. A hold's cut (seed Fig. 5B): counted per key, so both ends count from
-    /// the same start, whichever of them restarted since.
+    /// The key this host seals with towards <paramref name="host"/> and how many datagrams it has sealed under it;
+    /// (0, 0) with no key. A hold's cut (seed Fig. 5B): counted per key, so both ends count from the same start,
+    /// whichever of them restarted since. Exact once every egress lane is between batches (Engine.Holds.cs).
     /// </summary>
-    public HoldCut SealedTowards(Locator host) =>
-        _peers.TryGetValue(host.Value, out var p) && p.Send is { } key ? new HoldCut(key.Id, key.Next) : default;
+    public HoldCut SealedTowards(Locator host)
+    {
+        if (!_peers.TryGetValue(host.Value, out var p) || p.Send is not { } key) return default;
+        var sent = new ulong[lanes];
+        for (var i = 0; i < lanes; i++) sent[i] = Volatile.Read(ref key.Next(i));
+        return new HoldCut(key.Id, sent);
+    }
 
     /// <summary>
-    /// Any thread: how many of the datagrams <paramref name="host"/> sealed under <paramref name="keyId"/> have
-    /// arrived, as far as their sequence goes (see <see cref="ReplayWindow.Reached"/>); null when this host does
-    /// not (or no longer) open that key, so nothing sealed under it can arrive.
+    /// Any thread: how many of the datagrams <paramref name="host"/> sealed before <paramref name="cut"/> have not
+    /// arrived, lane by lane, as far as each lane's sequence goes (<see cref="ReplayWindow.Reached"/>: a lane's
+    /// datagrams arrive in order, so one below the highest that is missing was lost, not late); 0 when this host
+    /// does not (or no longer) open the cut's key, since nothing sealed under it can arrive then.
     /// </summary>
-    public ulong? OpenedFrom(Locator host, uint keyId)
+    public ulong NotYetOpened(Locator host, HoldCut cut)
     {
-        if (!_peers.TryGetValue(host.Value, out var p) || p.Receive is not { } keys) return null;
-        if (keys.Current.Id == keyId) return keys.Current.Window.Reached;
-        return keys.Previous?.Id == keyId ? keys.Previous.Window.Reached : null;
+        if (!_peers.TryGetValue(host.Value, out var p) || p.Receive is not { } keys) return 0;
+        var key = keys.Current.Id == cut.KeyId ? keys.Current : keys.Previous?.Id == cut.KeyId ? keys.Previous : null;
+        if (key is null) return 0;
+        var missing = 0UL;
+        for (var lane = 0; lane < cut.Lanes; lane++)
+        {
+            var reached = key.Window(lane)?.Reached ?? 0;
+            var sent = cut.SentBy(lane);
+            if (reached < sent) missing += sent - reached;
+        }
+        return missing;
     }
 
     public bool HasSendKey(Locator host) => _peers.TryGetValue(host.Value, out var p) && p.Send is not null;
@@ -158,7 +202,7 @@ internal sealed class PeerKeys(Wire.Mode mode)
     public void InstallSend(Locator host, uint id, ReadOnlySpan<byte> key)
     {
         // The old key's AesGcm may be in use on the egress thread right now: left to the collector, not disposed.
-        PeerOf(host).Send = new SendKey(id, new AesGcm(key, Wire.TagSize));
+        PeerOf(host).Send = new SendKey(id, PerLane(key));
         Interlocked.Increment(ref SendKeysInstalled);
     }
 
@@ -171,9 +215,17 @@ internal sealed class PeerKeys(Wire.Mode mode)
             var old = peer.Receive;
             if (old?.Current.Id == id) return; // the same push again (its reply was lost): keep the window
             var until = Environment.TickCount64 + (long)PreviousKeyGrace.TotalMilliseconds;
-            peer.Receive = new ReceiveKeys(new ReceiveKey(id, new AesGcm(key, Wire.TagSize)), old?.Current, until);
+            peer.Receive = new ReceiveKeys(new ReceiveKey(id, PerLane(key)), old?.Current, until);
         }
         Interlocked.Increment(ref ReceiveKeysInstalled);
+    }
+
+    /// <summary>One AesGcm per lane: an instance is not safe to use from two threads at once.</summary>
+    AesGcm[] PerLane(ReadOnlySpan<byte> key)
+    {
+        var aes = new AesGcm[lanes];
+        for (var i = 0; i < lanes; i++) aes[i] = new AesGcm(key, Wire.TagSize);
+        return aes;
     }
 
     /// <summary>Control: a host that left the directory; its keys go with it.</summary>

@@ -17,11 +17,13 @@ public static unsafe partial class Native
     public const int SOCK_RAW = 3, IPPROTO_RAW = 255;
     public const int AF_INET = 2, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0x800, SOCK_CLOEXEC = 0x80000;
     public const int SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_SNDBUF = 7, SO_RCVBUF = 8, SO_SNDBUFFORCE = 32,
-        SO_RCVBUFFORCE = 33;
+        SO_RCVBUFFORCE = 33, SO_REUSEPORT = 15;
+    /// <summary>A classic BPF program that picks the socket of a SO_REUSEPORT group (asm-generic/socket.h).</summary>
+    public const int SO_ATTACH_REUSEPORT_CBPF = 51;
     public const int IPPROTO_IP = 0, IP_MTU_DISCOVER = 10, IP_PMTUDISC_DONT = 0;
     public const int MSG_DONTWAIT = 0x40;
     public const uint TUNSETIFF = 0x400454ca;
-    public const short IFF_TUN = 0x0001, IFF_NO_PI = 0x1000, IFF_VNET_HDR = 0x4000;
+    public const short IFF_TUN = 0x0001, IFF_NO_PI = 0x1000, IFF_VNET_HDR = 0x4000, IFF_MULTI_QUEUE = 0x0100;
     /// <summary>_IOW('T', 208, unsigned int): the offloads the TUN's reader handles (linux/if_tun.h).</summary>
     public const uint TUNSETOFFLOAD = 0x400454d0;
     public const uint TUN_F_CSUM = 0x01, TUN_F_TSO4 = 0x02, TUN_F_TSO6 = 0x04, TUN_F_TSO_ECN = 0x08,
@@ -41,6 +43,14 @@ public static unsafe partial class Native
         public uint AddrBE;     // network order
         public ulong Zero;
     }
+
+    /// <summary>struct sock_filter: one classic BPF instruction (linux/filter.h).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct SockFilter { public ushort Code; public byte Jt; public byte Jf; public uint K; }
+
+    /// <summary>struct sock_fprog.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct SockFprog { public ushort Len; public SockFilter* Filter; }
 
     [StructLayout(LayoutKind.Sequential)]
     public struct IoVec { public void* Base; public nuint Len; }

@@ -27,9 +27,11 @@ internal sealed unsafe class Tun : IDisposable
 
     /// <summary>
     /// Creates (or attaches to) TUN <paramref name="name"/> in the calling thread's network namespace, with
-    /// offloads unless <paramref name="offloads"/> is false.
+    /// offloads unless <paramref name="offloads"/> is false. With <paramref name="multiQueue"/>, each open of the
+    /// same name is one more queue of one device (IFF_MULTI_QUEUE): the kernel hands each flow's packets to one
+    /// queue, the one its packets were last written to, so each queue can have a reader thread of its own.
     /// </summary>
-    public static Tun Open(string name, bool offloads = true)
+    public static Tun Open(string name, bool offloads = true, bool multiQueue = false)
     {
         var bytes = Encoding.ASCII.GetBytes(name);
         if (bytes.Length > 15) throw new ArgumentException($"interface name '{name}' is longer than 15 characters");
@@ -37,6 +39,7 @@ internal sealed unsafe class Tun : IDisposable
         Native.ThrowIfFailed(fd, "open /dev/net/tun (is the tun module available? see `capsule doctor`)");
         var req = new Native.IfReq { Flags = (short)(Native.IFF_TUN | Native.IFF_NO_PI) };
         if (offloads) req.Flags |= Native.IFF_VNET_HDR;
+        if (multiQueue) req.Flags |= Native.IFF_MULTI_QUEUE;
         for (var i = 0; i < bytes.Length; i++) req.Name[i] = bytes[i];
         if (Native.ioctl(fd, Native.TUNSETIFF, &req) < 0) Fail(fd, $"TUNSETIFF {name}");
         if (!offloads) return new Tun(fd, name, false);

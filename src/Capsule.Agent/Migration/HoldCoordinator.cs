@@ -76,7 +76,7 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
             var agent = new HostAgent.HostAgentClient(Channels.For(p.AgentEndpoint));
             var cut = await agent.HoldAsync(request, deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: ct);
             set.Add(p.Underlay, agent);
-            return (p.Underlay, Cut: new HoldCut(cut.KeyId, cut.Sent));
+            return (p.Underlay, Cut: new HoldCut(cut.KeyId, cut.Sent.ToArray()));
         }));
         var sw = Stopwatch.StartNew();
         long Missing() => cuts.Sum(x => (long)dataPlane.Engine.NotYetReceived(x.Underlay, x.Cut));

@@ -11,7 +11,8 @@ public static partial class Bench
     {
         /// <summary>Every path's measurements; the wireguard-go row only when a binary was found.</summary>
         sealed record Results(Measurement Underlay, Measurement Vxlan, WireGuardRow? WireGuard,
-            string? WireGuardSkipped, Measurement Overlay, Measurement AuthOnly, Measurement NoOffloads);
+            string? WireGuardSkipped, Measurement Overlay, Measurement AuthOnly, Measurement NoOffloads,
+            Measurement OneLane, int Lanes);
 
         /// <summary>Ratios against kernel VXLAN measured in the same run, the baseline an overlay is held to.</summary>
         static OverlayRatios Ratios(Measurement m, Measurement vxlan) =>
@@ -27,7 +28,8 @@ public static partial class Bench
                     r.AuthOnly, Ratios(r.AuthOnly, r.Vxlan), wg?.Measurement,
                     wg is null ? null : Ratios(wg.Measurement, r.Vxlan), wg?.Version, r.WireGuardSkipped,
                     r.NoOffloads, Ratios(r.NoOffloads, r.Vxlan),
-                    wg is null ? null : Math.Round(r.Overlay.TcpGbitPerS / wg.Measurement.TcpGbitPerS, 3)),
+                    wg is null ? null : Math.Round(r.Overlay.TcpGbitPerS / wg.Measurement.TcpGbitPerS, 3),
+                    r.Lanes, r.OneLane, Ratios(r.OneLane, r.Vxlan)),
                     LabJson.Default.DataplaneJson);
                 return;
             }
@@ -39,9 +41,10 @@ public static partial class Bench
             t.Columns[0].NoWrap();
             var rows = new List<(string, Measurement)> { ("underlay", r.Underlay), ("kernel VXLAN", r.Vxlan) };
             if (r.WireGuard is { } w) rows.Add(($"wireguard-go {w.Version}", w.Measurement));
-            rows.Add(("Capsule overlay, AES-GCM", r.Overlay));
+            rows.Add(($"Capsule overlay, AES-GCM, {r.Lanes} lanes", r.Overlay));
             rows.Add(("Capsule overlay, authenticate-only", r.AuthOnly));
             rows.Add(("Capsule overlay, AES-GCM, offloads off", r.NoOffloads));
+            rows.Add(("Capsule overlay, AES-GCM, 1 lane", r.OneLane));
             foreach (var (name, m) in rows)
             {
                 var q = Ratios(m, r.Vxlan);

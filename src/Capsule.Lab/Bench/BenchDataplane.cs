@@ -81,8 +81,11 @@ public static partial class Bench
                 // And AES-GCM with the offloads off (one packet per system call): what the offloads bring.
                 var plain = await WithAgentSetting(lab, OffloadsVariable, "false", "Offloads=false", step,
                     () => Overlay(session, "p", seconds, step, ct), ct);
+                // And AES-GCM on one lane (one TUN queue, one thread a direction): what the lanes bring.
+                var oneLane = await WithAgentSetting(lab, LanesVariable, "1", "Lanes=1", step,
+                    () => Overlay(session, "l", seconds, step, ct), ct);
                 Report(json, seconds, new Results(underlay, vxlan, wireGuard, wireGuardSkipped, overlay, authOnly,
-                    plain));
+                    plain, oneLane, Math.Clamp(Environment.ProcessorCount, 1, 64)));
                 return 0;
             }
             finally
@@ -94,6 +97,7 @@ public static partial class Bench
 
         const string AuthOnlyVariable = "CAPSULE_AGENT__DATAPLANE";
         const string OffloadsVariable = "CAPSULE_AGENT__OFFLOADS";
+        const string LanesVariable = "CAPSULE_AGENT__LANES";
 
         /// <summary>Restarts the hosts with an agent setting from their environment, then measures.</summary>
         static async Task<Measurement> WithAgentSetting(LabRunner lab, string variable, string value, string shown,

@@ -14,7 +14,8 @@ internal sealed record BenchPhasesJson(long Sync, long FreezeDump, long Transfer
 }
 
 /// <summary>
-/// CapsuleOverlay: the default data plane (AES-GCM); AuthenticateOnly: payloads left plain (GMAC). WireguardGo:
+/// CapsuleOverlay: the default data plane (AES-GCM, Lanes lanes: one per core); CapsuleOverlayOneLane: the same on one
+/// lane; AuthenticateOnly: payloads left plain (GMAC). WireguardGo:
 /// null when no wireguard-go binary was found, and WireguardGoSkipped then says why.
 /// </summary>
 internal sealed record DataplaneJson(int Seconds, Bench.DataplaneBench.Measurement Underlay,
@@ -23,7 +24,8 @@ internal sealed record DataplaneJson(int Seconds, Bench.DataplaneBench.Measureme
     OverlayRatios AuthenticateOnlyVsVxlan, Bench.DataplaneBench.Measurement? WireguardGo,
     OverlayRatios? WireguardGoVsVxlan, string? WireguardGoVersion, string? WireguardGoSkipped,
     Bench.DataplaneBench.Measurement CapsuleOverlayNoOffloads, OverlayRatios NoOffloadsVsVxlan,
-    double? OverlayVsWireguardGo);
+    double? OverlayVsWireguardGo, int Lanes, Bench.DataplaneBench.Measurement CapsuleOverlayOneLane,
+    OverlayRatios OneLaneVsVxlan);
 
 /// <summary>Against kernel VXLAN: single-stream TCP, median RTT, and TCP with four streams.</summary>
 internal sealed record OverlayRatios(double Throughput, double Rtt, double FourStreamsThroughput);
