@@ -78,7 +78,8 @@ internal sealed class FlowCounters
 /// holds as a copy the owner publishes, and put a held capsule's packets into its buffer under the hold's lock. A
 /// hold's cut waits until every lane has taken the copy that has it, between two batches: then each lane's counter
 /// says exactly what it sent before the cut, and a drain sends every held packet before any packet read after the
-/// release, so order is kept.
+/// release, so order is kept as it leaves (at the new host, the drain's last packets and another lane's first
+/// after it may come in on two lanes and swap: docs/dataplane.md).
 /// </summary>
 internal sealed unsafe partial class Engine : IDisposable
 {
