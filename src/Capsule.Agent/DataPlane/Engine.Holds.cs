@@ -191,7 +191,7 @@ internal sealed unsafe partial class Engine
         });
 
     /// <summary>
-    /// Poll timeout for the egress thread: until the nearest lease deadline or burst, so an expiry
+    /// Poll timeout for the owner's egress thread: until the nearest lease deadline or burst, so an expiry
     /// is noticed with no packet arriving, and without spinning. -1 (forever) with no hold.
     /// </summary>
     int HoldTimeoutMs()

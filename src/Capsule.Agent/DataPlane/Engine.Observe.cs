@@ -26,7 +26,7 @@ internal readonly record struct HoldChange(HoldChangeKind Kind, Locator Locator,
 /// </summary>
 internal sealed partial class Engine
 {
-    /// <summary>Called on the egress thread: it must return at once. Set before <see cref="Start"/>.</summary>
+    /// <summary>Called on the owner's egress thread: it must return at once. Set before <see cref="Start"/>.</summary>
     public Action<HoldChange>? OnHoldChange { get; set; }
 
     void Tell(HoldChangeKind kind, Hold hold, Locator host, long packets, long dropped) =>
@@ -34,7 +34,7 @@ internal sealed partial class Engine
             Stopwatch.GetElapsedTime(hold.Started)));
 
     /// <summary>
-    /// Holds now and the packets they keep, for the metrics: counted on the egress thread, which owns
+    /// Holds now and the packets they keep, for the metrics: counted on the owner's egress thread, which owns
     /// the holds (their buffers may be unmapped under any other reader), as a command between batches.
     /// </summary>
     public Task<(int Holds, long Packets)> HoldsNowAsync() =>

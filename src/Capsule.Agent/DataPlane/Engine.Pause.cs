@@ -6,7 +6,7 @@ namespace Capsule.Agent.DataPlane;
 /// <summary>One TCP flow between an ordinary host and a capsule, as the gateway sees it.</summary>
 internal sealed class TcpFlow
 {
-    // Capsule side, from its segments (ingress thread).
+    // Capsule side, from its segments (the ingress lanes).
     public uint CapSeqNext, CapAck, CapTsVal;
     public ushort CapWindow;
     public bool Timestamps, CapSeen;
@@ -14,7 +14,7 @@ internal sealed class TcpFlow
     // The peer's latest timestamp, to echo: what the capsule echoed last (ingress), then, while a hold keeps the
     // peer's segments, their own (egress).
     public uint PeerTsVal;
-    // The pause (egress thread sets and clears; ingress reads).
+    // The pause (the owner's egress thread sets and clears; the ingress lanes read).
     public volatile bool Paused;
     public uint AckedForCapsule; // peer data held in order and acknowledged in the capsule's name
     public bool AckedValid;

@@ -43,7 +43,7 @@ internal sealed class Hold(Locator locator, HoldBuffer buffer, long deadline, bo
     /// <summary>Holds asked for while this one drains: they begin the moment it ends (refused at shutdown).</summary>
     public List<(Action Begin, Action<Exception> Refuse)> AfterDrain { get; } = [];
 
-    /// <summary>When the egress thread must next look at this hold.</summary>
+    /// <summary>When the owner's egress thread must next look at this hold.</summary>
     public long Due => Draining ? NextBurst : Deadline;
 
     /// <summary>A lease is only ever extended by a renewal, never shortened.</summary>

@@ -9,7 +9,8 @@ namespace Capsule.Agent.DataPlane;
 /// Bounded: its memory is taken once when the hold starts; when full, the newest packet is dropped
 /// and counted, so TCP retransmits it later rather than the agent growing without limit. A ring:
 /// a drain takes packets off the front while packets read meanwhile join at the back, so the
-/// slots a burst has sent are free again for what arrives behind it. Owned by the egress thread alone.
+/// slots a burst has sent are free again for what arrives behind it. Owned by lane 0's egress thread; the other
+/// lanes add to it only under its hold's lock (<see cref="Hold.Gate"/>), which the owner takes to drain it.
 ///
 /// A holder that pauses a TCP peer acknowledges held segments in the capsule's name, so the peer
 /// forgets them: they then exist nowhere but here. A buffer made with <see cref="Create"/> lives in

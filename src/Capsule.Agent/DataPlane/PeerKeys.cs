@@ -63,7 +63,7 @@ internal sealed class PeerKeys(Wire.Mode mode, int lanes = 1)
     {
         public volatile SendKey? Send;
         public volatile ReceiveKeys? Receive;
-        public long NextSendAskMs, NextReceiveAskMs; // egress, ingress thread respectively
+        public long NextSendAskMs, NextReceiveAskMs; // egress, ingress lanes (two lanes at once ask twice at most)
     }
 
     readonly ConcurrentDictionary<uint, Peer> _peers = new();
@@ -201,7 +201,7 @@ internal sealed class PeerKeys(Wire.Mode mode, int lanes = 1)
     /// <summary>Control: the peer acknowledged this key; the next packet to it is sealed with it.</summary>
     public void InstallSend(Locator host, uint id, ReadOnlySpan<byte> key)
     {
-        // The old key's AesGcm may be in use on the egress thread right now: left to the collector, not disposed.
+        // The old key's AesGcm may be in use on an egress lane right now: left to the collector, not disposed.
         PeerOf(host).Send = new SendKey(id, PerLane(key));
         Interlocked.Increment(ref SendKeysInstalled);
     }

@@ -27,7 +27,7 @@ internal sealed unsafe class UdpEndpoint : IDisposable
     public static UdpEndpoint Bind(Locator address, int port, bool coalesce = true, bool reusePort = false,
         int bufferBytes = 4 << 20)
     {
-        // Blocking: a full send buffer then stalls the egress thread, which backs pressure up into
+        // Blocking: a full send buffer then stalls the lane's egress thread, which backs pressure up into
         // the TUN queue instead of dropping in user space. Receives use MSG_DONTWAIT after poll.
         var fd = Socket(bufferBytes);
         int one = 1;
