@@ -72,18 +72,18 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
             for (var i = 0; i < count; i++)
             {
                 var tun = Tun.Open(options.Tun, options.Offloads, multiQueue: count > 1);
-                UdpEndpoint? udp = null;
+                UdpEndpoint? udp = null, sender = null;
                 try
                 {
                     udp = UdpEndpoint.Bind(options.Underlay, options.Port, options.Offloads, reusePort: count > 1);
                     var senderPort = options.Port + i;
-                    var sender = i == 0 || senderPort > 65535 ? null
-                        : UdpEndpoint.TryBindSender(options.Underlay, senderPort);
+                    if (i > 0 && senderPort <= 65535) sender = UdpEndpoint.TryBindSender(options.Underlay, senderPort);
                     if (i > 0 && sender is null) LogNoSenderPort(log, i, senderPort);
                     lanes.Add(new Lane(i, tun, udp, sender));
                 }
                 catch
                 {
+                    sender?.Dispose();
                     udp?.Dispose();
                     tun.Dispose();
                     throw;
@@ -100,8 +100,8 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
     }
 
     [LoggerMessage(EventId = 111, Level = LogLevel.Warning,
-        Message = "data-plane lane {Lane} sends from the agent's port: UDP port {Port} is taken; its datagrams may " +
-            "share a receiving lane with another's at the peer")]
+        Message = "data-plane lane {Lane} sends from the agent's port: UDP port {Port} could not be bound (taken, or " +
+            "past 65535); its datagrams may share a receiving lane with another's at the peer")]
     static partial void LogNoSenderPort(ILogger logger, int lane, int port);
 
     [LoggerMessage(EventId = 112, Level = LogLevel.Warning,
