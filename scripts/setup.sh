@@ -36,6 +36,15 @@ fi
 # CRIU 4.2.1 in a private folder (the system criu does not work on this kernel; see DESIGN.md).
 "$root/scripts/install-criu.sh" >&2
 
+# Post-copy migration (CRIU's lazy pages) needs pipes bigger than the default 1 MiB: root on this
+# machine kind lacks CAP_SYS_RESOURCE, so CRIU cannot go past fs.pipe-max-size (docs/deploy.md).
+# Set for this boot; a host that runs agents keeps it in /etc/sysctl.d (docs/deploy.md says how).
+pipe_max=268435456
+if [ "$(cat /proc/sys/fs/pipe-max-size)" -lt "$pipe_max" ]; then
+  echo "capsule: setting fs.pipe-max-size=$pipe_max (post-copy migration needs it)" >&2
+  sysctl -q -w fs.pipe-max-size="$pipe_max" >&2
+fi
+
 # The stamp holds a fingerprint of every build input: path, size and mtime of each file, sorted.
 # Comparing fingerprints (rather than asking find for files newer than the stamp) also notices a
 # source file that was deleted, moved or restored with an old mtime.

@@ -143,7 +143,8 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         Guard(async () =>
         {
             await peers.PrepareAsync(context, request.Name);
-            await target.PrepareAsync(request.Name, Locator.Parse(request.Locator), context.CancellationToken);
+            await target.PrepareAsync(request.Name, Locator.Parse(request.Locator), request.PostCopy,
+                context.CancellationToken);
             return new Empty();
         });
 
@@ -159,6 +160,15 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         ServerCallContext context) =>
         Guard(() => target.ReceiveAsync(requestStream, head => peers.SourceAsync(context, head.Name, done: false),
             context.CancellationToken));
+
+    public override Task Pages(IAsyncStreamReader<PageBytes> requestStream,
+        IServerStreamWriter<PageBytes> responseStream, ServerCallContext context) =>
+        Guard(async () =>
+        {
+            await target.PagesAsync(requestStream, responseStream,
+                name => peers.SourceAsync(context, name, done: false), context.CancellationToken);
+            return true;
+        });
 
     public override Task<CapsuleInfo> Create(CreateRequest request, ServerCallContext context) =>
         Guard(async () => Info(await runtime.CreateAsync(request.Name, request.Command, request.UdpDrop,

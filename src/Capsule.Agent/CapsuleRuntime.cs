@@ -183,12 +183,15 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
     /// writer came in between (a migration's switch, say): read once more and retry, unless the capsule
     /// is no longer placed here, in which case it is not this host's to mark.
     /// </summary>
+    public Task MarkStoppedAsync(string name, string why) => RecordStoppedAsync(name, why, CancellationToken.None);
+
     async Task RecordStoppedAsync(string name, string why, CancellationToken ct)
     {
         for (var attempt = 0; ; attempt++)
         {
             var rec = await directory.ReadAsync(name, ct);
-            if (rec.Host != options.Host) return;
+            // Not this host's to mark; or marked already, and the first reason (the more telling one) stands.
+            if (rec.Host != options.Host || rec.State == CapsuleState.Stopped) return;
             try
             {
                 await directory.UpdateAsync(name, options.Host, CapsuleState.Stopped, rec.Revision, why, ct);

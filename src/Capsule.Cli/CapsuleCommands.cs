@@ -92,7 +92,8 @@ public static class CapsuleCommands
                 }
                 var t = Output.Table("NAME", "LOCATOR", "HOST", "STATE", "");
                 foreach (var r in rows)
-                    t.AddRow(r.Name, r.Locator, r.Host, r.State, Markup.Escape(r.File is null ? "" : "in " + r.File));
+                    t.AddRow(r.Name, r.Locator, r.Host, r.State, Markup.Escape(r.File is not null ? "in " + r.File
+                        : r.State == Core.CapsuleState.Stopped.Word() ? r.Detail ?? "" : ""));
                 AnsiConsole.Write(t);
                 return 0;
             }));

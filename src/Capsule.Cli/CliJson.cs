@@ -14,11 +14,15 @@ internal sealed record CapsuleRowJson(string Name, string Locator, string Host, 
 internal sealed record StatsJson(string Host, int Capsules, int Routes, Dictionary<string, long> Counters,
     Dictionary<string, long> Drops);
 
-internal sealed record PhasesJson(long Sync, long Dump, long Transfer, long Restore, long Flush, long Total);
+/// <summary>
+/// Freeze: from the dump's start until the capsule ran on the target. PostCopyTail: from then until its last page came.
+/// </summary>
+internal sealed record PhasesJson(long Sync, long Dump, long Transfer, long Restore, long Flush, long Total,
+    long Freeze, long PostCopyTail);
 
 internal sealed record MigrateJson(string Name, bool Ok, string? Error, bool ResumedOnSource, string Host, int Pid,
-    PhasesJson PhasesMs, long ImageBytes, int Peers, long Held, long Flushed, long Dropped, long Unaccounted,
-    long UdpBytesLostAtFreeze, int ClosingConnectionsLost);
+    string Memory, PhasesJson PhasesMs, long ImageBytes, long PostCopyBytes, int Peers, long Held, long Flushed,
+    long Dropped, long Unaccounted, long UdpBytesLostAtFreeze, int ClosingConnectionsLost);
 
 internal sealed record SuspendPhasesJson(long Sync, long Dump, long Write, long Total);
 

@@ -17,9 +17,17 @@ public static class MigrateCommand
             Description = "Per-capsule hold bound at each host while it moves (packets; newest dropped when full)",
             DefaultValueFactory = _ => Rpc.ApiDefaults.HoldPackets
         };
+        var memory = new Option<string>("--memory")
+        {
+            Description = "stop-and-copy: all memory moves while the capsule is frozen, and a failure leaves it " +
+                "where it was; post-copy: it resumes on the target first and its memory follows (a shorter freeze " +
+                "for a big capsule, but a failure then loses it; docs/migration.md)",
+            DefaultValueFactory = _ => StopAndCopy,
+        };
+        memory.AcceptOnlyFromAmong(StopAndCopy, PostCopy);
         var cmd = new Command("migrate", "Move a running capsule to another host; its connections stay open")
         {
-            name, to, hold, CommandTree.JsonOption
+            name, to, hold, memory, CommandTree.JsonOption
         };
         cmd.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
@@ -30,7 +38,8 @@ public static class MigrateCommand
             var json = pr.GetValue(CommandTree.JsonOption);
             using var call = agent.Migrate(new MigrateRequest
             {
-                Name = c.Name, Target = pr.GetValue(to)!, HoldPackets = pr.GetValue(hold)
+                Name = c.Name, Target = pr.GetValue(to)!, HoldPackets = pr.GetValue(hold),
+                Memory = pr.GetValue(memory) == PostCopy ? MemoryMode.PostCopy : MemoryMode.StopAndCopy,
             }, cancellationToken: ct);
             MigrateResult? result = null;
             await foreach (var p in call.ResponseStream.ReadAllAsync(ct))
@@ -56,11 +65,16 @@ public static class MigrateCommand
         return cmd;
     }
 
+    const string StopAndCopy = "stop-and-copy";
+    const string PostCopy = "post-copy";
+
+    internal static string MemoryName(MemoryMode m) => m == MemoryMode.PostCopy ? PostCopy : StopAndCopy;
+
     internal static MigrateJson Summary(string name, MigrateResult r) => new(
-        name, r.Ok, r.Error.Length > 0 ? r.Error : null, r.ResumedOnSource, r.Host, r.Pid,
+        name, r.Ok, r.Error.Length > 0 ? r.Error : null, r.ResumedOnSource, r.Host, r.Pid, MemoryName(r.Memory),
         new PhasesJson(r.Times.SyncMs, r.Times.DumpMs, r.Times.TransferMs, r.Times.RestoreMs, r.Times.FlushMs,
-            r.Times.TotalMs),
-        r.ImageBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted, r.UdpBytesLostAtFreeze,
+            r.Times.TotalMs, r.Times.FreezeMs, r.Times.PostCopyTailMs),
+        r.ImageBytes, r.PostCopyBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted, r.UdpBytesLostAtFreeze,
         r.ClosingConnectionsLost);
 
     static void Print(string name, MigrateResult r)
@@ -79,6 +93,10 @@ public static class MigrateCommand
         t.AddRow("transfer", r.Times.TransferMs.ToString(), "packets held", r.Held.ToString());
         t.AddRow("restore", r.Times.RestoreMs.ToString(), "flushed", r.Flushed.ToString());
         t.AddRow("flush", r.Times.FlushMs.ToString(), "dropped (hold full)", r.Dropped.ToString());
+        if (r.Memory == MemoryMode.PostCopy)
+            t.AddRow("post-copy tail", r.Times.PostCopyTailMs.ToString(), "pages after the resumption",
+                $"{r.PostCopyBytes / 1024.0:F0} KiB");
+        t.AddRow("frozen", r.Times.FreezeMs.ToString(), "memory", MemoryName(r.Memory));
         t.AddRow("[bold]total[/]", $"[bold]{r.Times.TotalMs}[/]", "sent before the cut, not seen",
             r.Unaccounted.ToString());
         AnsiConsole.Write(t);

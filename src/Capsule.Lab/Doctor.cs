@@ -65,6 +65,7 @@ public static class Doctor
         checks.Add(new("kernel VXLAN (benchmark baseline)", vx.Ok, vx.Ok ? "available" : vx.Stderr.Trim(),
             "Use a kernel with CONFIG_VXLAN"));
         checks.Add(await CriuAsync(ct));
+        checks.Add(PipeMaxSize());
         return checks;
     }
 
@@ -84,6 +85,16 @@ public static class Doctor
         var v = version.Stdout.Split('\n')
             .FirstOrDefault(l => l.StartsWith("Version", StringComparison.Ordinal))?.Trim() ?? "version unknown";
         return new(what, check.Ok, $"{v}; criu check: {said.Trim()}", fix);
+    }
+
+    /// <summary>CRIU's lazy pages (`migrate --memory post-copy`) need big pipes: Criu.PostCopyPipeMaxSize.</summary>
+    static Check PipeMaxSize()
+    {
+        const long want = Agent.Checkpoint.Criu.PostCopyPipeMaxSize;
+        var size = long.Parse(File.ReadAllText("/proc/sys/fs/pipe-max-size").Trim(),
+            System.Globalization.CultureInfo.InvariantCulture);
+        return new("fs.pipe-max-size (post-copy migration)", size >= want, $"{size} (needs {want})",
+            $"sysctl -w fs.pipe-max-size={want}, and keep it in /etc/sysctl.d (scripts/setup.sh sets it)");
     }
 
     static string? Which(string tool) =>

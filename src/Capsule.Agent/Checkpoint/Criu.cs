@@ -11,7 +11,7 @@ namespace Capsule.Agent.Checkpoint;
 /// is frozen (the seed's buffering does the locking); the two places where that is not enough
 /// (the source's rollback, a restore's own loopback traffic) are covered by <see cref="CriuHook"/>.
 /// </summary>
-public sealed class Criu(string binary, string scratch)
+public sealed partial class Criu(string binary, string scratch)
 {
     public const string DefaultBinary = "/opt/capsule/criu/bin/criu";
     const string NetKey = "capsule-net";
@@ -38,7 +38,9 @@ public sealed class Criu(string binary, string scratch)
     /// <see cref="FrozenTree"/> ends it (commit, once the capsule runs elsewhere) or resumes it
     /// with its connections (roll back). On failure the tree runs on, as before.
     /// </summary>
-    internal async Task<FrozenTree> DumpAsync(int pid, string images, CancellationToken ct)
+    /// <param name="pages">Post-copy: the dump writes no memory pages, but serves them on this socket
+    /// once its verdict is commit, until the target has them all (CRIU's lazy dump).</param>
+    internal async Task<FrozenTree> DumpAsync(int pid, string images, PageSocket? pages, CancellationToken ct)
     {
         Directory.CreateDirectory(images);
         var netns = NetnsInode(pid);
@@ -58,7 +60,14 @@ public sealed class Criu(string binary, string scratch)
             "--action-script", _hook.Path,
         ];
         foreach (var a in args) psi.ArgumentList.Add(a);
-        var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start criu dump");
+        if (pages is not null)
+        {
+            psi.ArgumentList.Add("--lazy-pages");
+            psi.ArgumentList.Add("--ps-socket");
+            psi.ArgumentList.Add(pages.Child.ToString());
+        }
+        var process = Spawn.Start(psi, pages?.Child ?? -1);
+        pages?.CloseChild();
         // The shell execs setsid, which execs CRIU (no fork: the shell leads no process group), so
         // this pid is CRIU's: a restarted agent waits for it before it decides (FrozenTree.ReattachAsync).
         await File.WriteAllTextAsync(FrozenTree.DumpPidFile(images), process.Id.ToString(), CancellationToken.None);
@@ -76,7 +85,10 @@ public sealed class Criu(string binary, string scratch)
     /// Restores the tree from <paramref name="images"/> into network namespace <paramref name="netns"/>
     /// (locked by <see cref="LockForRestoreAsync"/>); returns the host PID of its first process.
     /// </summary>
-    public async Task<int> RestoreAsync(string images, string netns, CancellationToken ct)
+    /// <param name="lazy">
+    /// Post-copy: the memory comes from the lazy-pages daemon (<see cref="StartLazyPagesAsync"/>).
+    /// </param>
+    public async Task<int> RestoreAsync(string images, string netns, bool lazy, CancellationToken ct)
     {
         var pidFile = Path.Combine(images, "restored.pid");
         var unlocked = Path.Combine(images, "restore.unlocked");
@@ -88,7 +100,7 @@ public sealed class Criu(string binary, string scratch)
             "env", $"{CriuHook.LockVariable}={CriuHook.LockTable}", $"{CriuHook.UnlockedVariable}={unlocked}",
             binary, "restore", "-D", images, "-o", "restore.log", "-v2", "-d", "--pidfile", pidFile,
             "--tcp-established", "--network-lock", "skip", "--inherit-fd", $"fd[3]:{NetKey}",
-            "--action-script", _hook.Path], ct);
+            "--action-script", _hook.Path, .. (string[])(lazy ? ["--lazy-pages"] : [])], ct);
         // CRIU's network-unlock hook has removed the lock and said so; should it not have, traffic
         // would stall, so the lock goes here (a process spawn the usual path does without).
         if (!File.Exists(unlocked)) await UnlockAsync(netns);

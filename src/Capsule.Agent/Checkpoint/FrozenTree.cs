@@ -53,6 +53,13 @@ internal sealed class FrozenTree(int pid, string images, string verdict, Process
     /// <summary>The capsule runs elsewhere: CRIU ends the tree here.</summary>
     public Task CommitAsync() => DecideAsync("commit");
 
+    /// <summary>
+    /// Post-copy: the verdict "commit" given without waiting for the dump's end, which comes only once
+    /// the target has every page (CRIU's lazy dump serves them after its post-dump action, then ends the
+    /// tree). <see cref="CommitAsync"/> later waits for that end.
+    /// </summary>
+    public Task GiveCommitAsync() => GiveAsync("commit");
+
     /// <summary>The move failed: CRIU resumes the tree here, its sockets out of repair mode.</summary>
     public async Task RollBackAsync()
     {
@@ -61,15 +68,23 @@ internal sealed class FrozenTree(int pid, string images, string verdict, Process
             throw new CheckpointException($"the tree of pid {pid} did not resume: {Criu.LogTail(images, "dump.log")}");
     }
 
+    string? _given;
+
+    async Task GiveAsync(string word)
+    {
+        // One verdict per dump: the hook reads one line.
+        if (Interlocked.CompareExchange(ref _given, word, null) is not null) return;
+        // Opened read-write, so opening never blocks even if the dump has given up waiting.
+        await using var fifo = new FileStream(verdict, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, 1);
+        await fifo.WriteAsync(System.Text.Encoding.ASCII.GetBytes(word + "\n"));
+    }
+
     async Task DecideAsync(string word)
     {
-        // Opened read-write, so opening never blocks even if the dump has given up waiting.
-        await using (var fifo = new FileStream(verdict, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, 1))
-        {
-            await fifo.WriteAsync(System.Text.Encoding.ASCII.GetBytes(word + "\n"));
-        }
+        await GiveAsync(word);
         if (dump is not null)
         {
+            // A post-copy move commits only once its tail has ended: CRIU has then no more pages to serve.
             using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
             await dump.WaitForExitAsync(cts.Token);
             dump.Dispose();

@@ -22,6 +22,10 @@ public static class FaultPoints
     public const string TargetRestore = "target.restore";
     /// <summary>Target: the capsule runs here; the source has not been told.</summary>
     public const string TargetAfterRestore = "target.after-restore";
+    /// <summary>Source, post-copy: switched and flushed; the target has not said it has every page.</summary>
+    public const string SourcePostCopyTail = "source.post-copy-tail";
+    /// <summary>Target, post-copy: the capsule runs here, restored before its memory came.</summary>
+    public const string TargetPostCopyTail = "target.post-copy-tail";
     /// <summary>Source, skip: no peer is asked to hold (a benchmark's comparison run).</summary>
     public const string NoHold = "migration.no-hold";
     /// <summary>Holder, skip: hold, but do not pause ordinary TCP peers (a benchmark's comparison run).</summary>
@@ -30,6 +34,6 @@ public static class FaultPoints
     public static readonly string[] All =
     [
         SourceAfterSync, SourceDump, SourceAfterDump, SourceTransfer, SourceBeforeSwitch,
-        TargetTransfer, TargetRestore, TargetAfterRestore, NoHold, NoPause,
+        TargetTransfer, TargetRestore, TargetAfterRestore, SourcePostCopyTail, TargetPostCopyTail, NoHold, NoPause,
     ];
 }

@@ -27,7 +27,7 @@ public static class CapsuleProcess
                      "/bin/sh", "-c", Init, "capsule-init", name, stdoutPath, stderrPath])
             psi.ArgumentList.Add(a);
         foreach (var a in command) psi.ArgumentList.Add(a);
-        var launcher = Process.Start(psi) ?? throw new InvalidOperationException("could not start nsenter");
+        var launcher = Spawn.Start(psi);
         // unshare forks the namespace's PID 1 and waits for it; that child is the capsule.
         var children = $"/proc/{launcher.Id}/task/{launcher.Id}/children";
         var deadline = Stopwatch.StartNew();

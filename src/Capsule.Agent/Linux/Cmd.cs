@@ -28,7 +28,7 @@ public static class Cmd
             UseShellExecute = false,
         };
         foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {file}");
+        using var p = Spawn.Start(psi);
         if (stdin is not null)
         {
             await p.StandardInput.WriteAsync(stdin);

@@ -133,6 +133,16 @@ public static unsafe partial class Native
     [LibraryImport(Libc, SetLastError = true)]
     public static partial int kill(int pid, int sig);
 
+    public const int F_SETFD = 2;
+    public const int FD_CLOEXEC = 1;
+    public const int AF_UNIX = 1, SOCK_STREAM = 1;
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int fcntl(int fd, int cmd, int arg);
+
+    [LibraryImport(Libc, SetLastError = true)]
+    public static partial int socketpair(int domain, int type, int protocol, int* sv);
+
     public static int Errno => Marshal.GetLastPInvokeError();
 
     public static string Describe(int errno) => Marshal.GetPInvokeErrorMessage(errno) + $" (errno {errno})";

@@ -1,4 +1,5 @@
 using Capsule.Agent.Checkpoint;
+using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Dir;
 using Capsule.Protos;
@@ -77,6 +78,21 @@ internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlan
             await FinishAsync(m, c, frozen, await directory.SnapshotAsync(ct));
             return;
         }
+        if (frozen is null && !CapsuleProcess.IsAlive(c.Pid)
+            && File.Exists(Path.Combine(m.Images, SourceRollback.PostCopyMark)))
+        {
+            // A post-copy move whose restore had begun: the dump served the memory to this agent's relay
+            // and ended the tree when the relay went with the agent. No copy is left to resume.
+            await holds.ReleaseAsync(m.Locator, m.Holders, Locator.None, state);
+            if (rec.Host == O.Host)
+                await runtime.MarkStoppedAsync(m.Name, "lost: its post-copy move was cut short when the agent of " +
+                    $"{O.Host} stopped");
+            else
+                await runtime.EvictAsync(c); // switched: the target has marked it, and nothing of it stays here
+            LogLost(log, m.Name);
+            Directory.Delete(Path.GetDirectoryName(m.Images)!, recursive: true);
+            return;
+        }
         HostAgent.HostAgentClient? targetAgent = null;
         if (m.Kind == MoveKind.Migrate && state.Hosts.TryGetValue(m.Target, out var t))
             targetAgent = new HostAgent.HostAgentClient(Channels.For(t.AgentEndpoint));
@@ -134,6 +150,10 @@ internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlan
 
     [LoggerMessage(EventId = 351, Level = LogLevel.Information, Message = "finished the interrupted move of {Name}")]
     static partial void LogFinished(ILogger logger, string name);
+
+    [LoggerMessage(EventId = 353, Level = LogLevel.Error,
+        Message = "{Name} is lost: its post-copy move was cut short by this agent's end; it is marked stopped")]
+    static partial void LogLost(ILogger logger, string name);
 
     [LoggerMessage(EventId = 352, Level = LogLevel.Error,
         Message = "could not recover the move of {Name}: {Error}; will retry at next start")]

@@ -58,6 +58,10 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
             ?? throw new InvalidOperationException($"capsule '{c.Name}' is not in the directory");
         var targetAgent = new HostAgent.HostAgentClient(Channels.For(target.AgentEndpoint));
         await criu.CheckAsync(ct);
+        var postCopy = req.Memory == MemoryMode.PostCopy;
+        if (postCopy && await criu.PostCopyProblemAsync(ct) is { } problem)
+            throw new InvalidOperationException(
+                $"{O.Host} cannot make a post-copy move: {problem}; nothing was changed");
         // Refuse before anything is touched if the target cannot be reached.
         try
         {
@@ -68,11 +72,11 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
             throw new InvalidOperationException($"target {req.Target} is unreachable ({e.Status.Detail}); " +
                 "nothing was changed");
         }
-        var move = new Move(c, req, target, targetAgent, Path.Combine(O.StateDir, "migrations", c.Name));
+        var move = new Move(c, req, target, targetAgent, Path.Combine(O.StateDir, "migrations", c.Name), postCopy);
         if (Directory.Exists(move.Work)) Directory.Delete(move.Work, recursive: true);
         // The target builds the capsule's network while we sync and dump: off the frozen path.
-        move.Prepared = targetAgent.PrepareAsync(new PrepareRequest { Name = c.Name, Locator = c.Locator.ToString() },
-            cancellationToken: ct).ResponseAsync;
+        var prepare = new PrepareRequest { Name = c.Name, Locator = c.Locator.ToString(), PostCopy = postCopy };
+        move.Prepared = targetAgent.PrepareAsync(prepare, cancellationToken: ct).ResponseAsync;
         journal.Write(move.Record(MoveStep.Syncing, []));
         try
         {
@@ -90,12 +94,24 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
     {
         var r = m.Result;
         var c = m.Capsule;
+        r.Memory = m.PostCopy ? MemoryMode.PostCopy : MemoryMode.StopAndCopy;
+        if (m.PostCopy)
+        {
+            // A target that cannot take the pages later refuses now, before anything is frozen. Its time
+            // is in the total, not in the sync's.
+            await m.Prepared!;
+            m.Clock.Lap();
+        }
         rec = await SyncAsync(m, state, rec, progress, ct);
 
-        await progress("dump", "freezing and checkpointing the process tree (CRIU)");
+        await progress("dump", m.PostCopy
+            ? "freezing and checkpointing the process tree but its memory (CRIU, post-copy)"
+            : "freezing and checkpointing the process tree (CRIU)");
         await faults.HitAsync(FaultPoints.SourceDump);
         var criuClock = System.Diagnostics.Stopwatch.StartNew();
-        m.Frozen = await criu.DumpAsync(c.Pid, m.Images, ct);
+        if (m.PostCopy) m.Pages = new PageSocket();
+        m.Frozen = await criu.DumpAsync(c.Pid, m.Images, m.Pages, ct);
+        if (m.PostCopy) File.WriteAllText(Path.Combine(m.Images, SourceRollback.PostCopyMark), "");
         r.Times.CriuDumpMs = criuClock.ElapsedMilliseconds;
         journal.Write(m.Record(MoveStep.Frozen, m.Holds!.Holders));
         r.Times.DumpMs = m.Clock.Lap();
@@ -103,7 +119,9 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
 
         await progress("transfer", $"sending the image to {m.Target.Name}");
         await m.Prepared!;
+        if (m.PostCopy) await OpenPagesAsync(m, ct);
         var reply = await SendAsync(m, ct);
+        r.Times.FreezeMs = criuClock.ElapsedMilliseconds;
         r.Times.RestoreMs = reply.RestoreMs;
         r.Times.CriuRestoreMs = reply.CriuMs;
         r.Times.TransferMs = m.Clock.Lap() - reply.RestoreMs;
@@ -118,9 +136,10 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         m.Switched = true;
         journal.Write(m.Record(MoveStep.Switched, m.Holds.Holders));
         await FinishAsync(m);
-        r.Times.FlushMs = m.Clock.Lap();
+        r.Times.FlushMs = m.Clock.Lap() - r.Times.PostCopyTailMs;
         r.Times.TotalMs = m.Clock.Total;
-        r.Ok = true;
+        r.Ok = m.TailFailure is null;
+        r.Error = m.TailFailure ?? r.Error;
         r.Host = m.Target.Name;
         LogMigrated(log, c.Name, m.Target.Name, r.Times.TotalMs, r.ImageBytes, r.Held);
         return r;
@@ -142,6 +161,11 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
             LogTidyFailed(log, m.Capsule.Name, m.Target.Name, e.Message);
             m.Result.Error = $"moved, but releasing the holds failed: {Describe(e)}";
         }
+        if (m.PostCopy)
+        {
+            await EndTailAsync(m);
+            ClosePages(m);
+        }
         try
         {
             await m.Frozen!.CommitAsync();
@@ -161,12 +185,17 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
     async Task<MigrateResult> FailAsync(Move m, Exception e, Func<string, string, Task> progress)
     {
         var r = m.Result;
-        LogFailed(log, m.Capsule.Name, e.Message);
-        await progress("rollback", $"failed: {Describe(e)}; resuming the capsule on {O.Host}");
         r.Ok = false;
         r.Error = Describe(e);
         r.Host = O.Host;
         if (m.Prepared is not null) await m.Prepared.ContinueWith(_ => { }, TaskScheduler.Default);
+        if (m.Committed && !await SwitchedAnywayAsync(m))
+        {
+            await progress("lost", $"failed after the restore on {m.Target.Name} began: {Describe(e)}");
+            return await LostAsync(m, e);
+        }
+        LogFailed(log, m.Capsule.Name, e.Message);
+        await progress("rollback", $"failed: {Describe(e)}; resuming the capsule on {O.Host}");
         try
         {
             if (await SwitchedAnywayAsync(m))
@@ -174,12 +203,14 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
                 // The switch reached the directory although its answer did not reach us.
                 m.Switched = true;
                 await FinishAsync(m);
-                r.Ok = true;
-                r.Error = "";
+                r.Ok = m.TailFailure is null;
+                r.Error = m.TailFailure ?? "";
                 r.Host = m.Target.Name;
                 r.Times.TotalMs = m.Clock.Total;
                 return r;
             }
+            // Before the verdict: a post-copy dump told to roll back serves pages still, until its client is gone.
+            ClosePages(m);
             var back = await rollback.RunAsync(m.Capsule, m.Frozen, m.Images, m.Holds, [], m.TargetAgent);
             r.Pid = back.Pid;
             Add(r, back.Tally);
@@ -221,7 +252,10 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
     {
         var c = m.Capsule;
         using var call = m.TargetAgent.Receive(cancellationToken: ct);
-        var first = new ImageChunk { Name = c.Name, Locator = c.Locator.ToString(), UdpDrop = c.UdpDrop };
+        var first = new ImageChunk
+        {
+            Name = c.Name, Locator = c.Locator.ToString(), UdpDrop = c.UdpDrop, PostCopy = m.PostCopy,
+        };
         first.Command.AddRange(c.Command);
         await call.RequestStream.WriteAsync(first, ct);
         var chunks = 0;
@@ -239,27 +273,6 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         await call.RequestStream.WriteAsync(new ImageChunk { Sha256 = sha }, ct);
         await call.RequestStream.CompleteAsync();
         return await call;
-    }
-
-    /// <summary>One move in progress: what it concerns and how far it has come.</summary>
-    sealed class Move(LocalCapsule capsule, MigrateRequest request, HostRecord target, HostAgent.HostAgentClient agent,
-        string work)
-    {
-        public LocalCapsule Capsule { get; } = capsule;
-        public MigrateRequest Request { get; } = request;
-        public HostRecord Target { get; } = target;
-        public HostAgent.HostAgentClient TargetAgent { get; } = agent;
-        public string Work { get; } = work;
-        public string Images => Path.Combine(Work, "images");
-        public PhaseClock Clock { get; } = new();
-        public MigrateResult Result { get; } = new() { Times = new PhaseTimes() };
-        public Task? Prepared { get; set; }
-        public HoldSet? Holds { get; set; }
-        public FrozenTree? Frozen { get; set; }
-        public bool Switched { get; set; }
-
-        public MoveRecord Record(MoveStep step, Locator[] holders) =>
-            new(MoveKind.Migrate, Capsule.Name, Capsule.Locator, Target.Name, step, holders, Images, Capsule.Pid);
     }
 
     [LoggerMessage(EventId = 310, Level = LogLevel.Information,

@@ -25,12 +25,14 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
     readonly ConcurrentDictionary<string, Locator> _prepared = new();
 
     /// <summary>Ahead of the freeze: the capsule's network namespace, veth and routes, not yet routed to.</summary>
-    public async Task PrepareAsync(string name, Locator loc, CancellationToken ct)
+    public async Task PrepareAsync(string name, Locator loc, bool postCopy, CancellationToken ct)
     {
         if (Names.CapsuleNameError(name) is { } bad) throw new ArgumentException(bad);
         if (runtime.Find(name) is not null)
             throw new InvalidOperationException($"capsule '{name}' already runs on {O.Host}");
         await criu.CheckAsync(ct);
+        if (postCopy && await criu.PostCopyProblemAsync(ct) is { } problem)
+            throw new InvalidOperationException($"{O.Host} cannot take a post-copy move: {problem}");
         await CapsuleNetwork.BuildAsync(O.CapsuleNetns(name), loc, O.InnerMtu);
         await Criu.LockForRestoreAsync(O.CapsuleNetns(name));
         _prepared[name] = loc;
@@ -87,16 +89,23 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
             await ImageArchive.ExtractCheckedAsync(image, "the image", image.VerifyAsync, budget, images, dir, ct);
             await faults.HitAsync(FaultPoints.TargetRestore);
         }
+        Restored? r = null;
         try
         {
-            var r = await RestoreHereAsync(head.Name, loc, [.. head.Command], head.UdpDrop, Unpack, work, ct);
+            r = await RestoreHereAsync(head.Name, loc, [.. head.Command], head.UdpDrop, Unpack, work, ct,
+                head.PostCopy);
             await faults.HitAsync(FaultPoints.TargetAfterRestore);
-            return new ReceiveReply { Pid = r.Pid, RestoreMs = r.Ms, Bytes = image.Received, CriuMs = r.CriuMs };
+            return new ReceiveReply
+            {
+                Pid = r.Value.Pid, RestoreMs = r.Value.Ms, Bytes = image.Received, CriuMs = r.Value.CriuMs,
+            };
         }
         finally
         {
-            if (Directory.Exists(work) && Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is null)
-                Directory.Delete(work, recursive: true);
+            // A post-copy tail still reads the images' folder (its log, the restored pid): it tidies up itself.
+            var tailRuns = head.PostCopy && r is not null;
+            var keep = Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is not null;
+            if (!tailRuns && !keep && Directory.Exists(work)) Directory.Delete(work, recursive: true);
         }
     }
 
@@ -107,13 +116,15 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
     /// capsule's folder, checked), rebuilds its network with the same locator and restores its
     /// processes. On failure everything it made is removed again.
     /// </summary>
+    /// <param name="postCopy">The images have no memory: a lazy-pages daemon here fills it in from the source.</param>
     public async Task<Restored> RestoreHereAsync(string name, Locator loc, string[] command, bool udpDrop,
-        Func<string, string, Task> unpack, string work, CancellationToken ct)
+        Func<string, string, Task> unpack, string work, CancellationToken ct, bool postCopy = false)
     {
         var images = Path.Combine(work, "images");
         var dir = O.CapsuleDir(name);
         var netns = O.CapsuleNetns(name);
         var built = _prepared.TryRemove(name, out _);
+        (Process Daemon, PostCopyTail Tail)? lazy = null;
         try
         {
             if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
@@ -126,8 +137,16 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
             }
             built = true;
             var criuClock = Stopwatch.StartNew();
-            var pid = await criu.RestoreAsync(images, netns, ct);
+            if (postCopy) lazy = await StartLazyPagesAsync(name, images, ct);
+            var pid = await criu.RestoreAsync(images, netns, postCopy, ct);
             var criuMs = criuClock.ElapsedMilliseconds;
+            if (lazy is { } l)
+            {
+                // Moving until every page is here: no other move may take it, and its end is the tail's to record.
+                runtime.TryBeginMove(name);
+                WatchTail(name, pid, l.Daemon, l.Tail, images, work);
+                lazy = null;
+            }
             // Only now, with the sockets back, does anything reach the capsule here. If this host
             // holds packets for it (its capsules sent to it), their direct route waits for the flush.
             await CapsuleNetwork.AttachDeliveryAsync(loc);
@@ -141,6 +160,11 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         }
         catch
         {
+            if (lazy is { } l)
+            {
+                l.Daemon.Kill(entireProcessTree: true);
+                l.Daemon.Dispose();
+            }
             dataPlane.Unpin(loc);
             if (built) await CapsuleNetwork.DestroyAsync(netns, loc);
             if (Directory.Exists(dir) && runtime.Find(name) is null) Directory.Delete(dir, recursive: true);

@@ -19,6 +19,11 @@ internal sealed partial class SourceRollback(CapsuleRuntime runtime, DataPlaneHo
 {
     AgentOptions O => runtime.Options;
 
+    /// <summary>
+    /// A file in a post-copy move's images: they have no memory pages (CRIU's lazy dump serves those).
+    /// </summary>
+    public const string PostCopyMark = "post-copy";
+
     public readonly record struct Outcome(int Pid, HoldTally Tally);
 
     public async Task<Outcome> RunAsync(LocalCapsule c, FrozenTree? frozen, string images, HoldSet? holdSet,
@@ -56,13 +61,16 @@ internal sealed partial class SourceRollback(CapsuleRuntime runtime, DataPlaneHo
             return c.Pid; // never frozen
         }
         // Gone (a reboot, or the dump gave up waiting and then the tree ended): the images are what is left.
+        if (File.Exists(Path.Combine(images, PostCopyMark)))
+            throw new CheckpointException("its tree is gone, and the images of a post-copy move hold no memory " +
+                "to restore it from");
         await Criu.LockForRestoreAsync(c.Netns);
-        var pid = await criu.RestoreAsync(images, c.Netns, CancellationToken.None);
+        var pid = await criu.RestoreAsync(images, c.Netns, lazy: false, CancellationToken.None);
         runtime.Adopt(c with { Pid = pid });
         return pid;
     }
 
-    async Task AbortTargetAsync(HostAgent.HostAgentClient target, string name)
+    public async Task AbortTargetAsync(HostAgent.HostAgentClient target, string name)
     {
         try
         {

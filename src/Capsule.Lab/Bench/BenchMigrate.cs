@@ -72,10 +72,12 @@ public static partial class Bench
         /// <summary>
         /// Ordinary: the client is a plain process on l1, behind the gateway, rather than a capsule on h1.
         /// </summary>
-        sealed record Mode(string Name, bool NoHold, bool Ordinary = false, bool NoPause = false);
+        sealed record Mode(string Name, bool NoHold, bool Ordinary = false, bool NoPause = false,
+            bool PostCopy = false);
         static readonly Mode[] Modes =
         [
             new("hold-and-flush", false),
+            new("hold-and-flush, post-copy", false, PostCopy: true),
             new("holding off", true),
             new("ordinary peer, zero-window pause", false, Ordinary: true),
             new("ordinary peer, no pause", false, Ordinary: true, NoPause: true),
@@ -128,8 +130,8 @@ public static partial class Bench
                 await lab.UpAsync(3, ct, legacy: 1);
                 if (warmup)
                 {
-                    foreach (var w in new[] { new Mode("warm-up", false),
-                        new Mode("warm-up, ordinary peer", false, Ordinary: true) })
+                    foreach (var w in new[] { new Mode("warm-up", false), new Mode("warm-up, post-copy", false,
+                        PostCopy: true), new Mode("warm-up, ordinary peer", false, Ordinary: true) })
                     {
                         var r = await RunModeAsync(session, tool, w, 3, ballast, step, ct);
                         if (r.MigrationError is not null || r.ClientError is not null)
@@ -212,7 +214,8 @@ public static partial class Bench
                 try
                 {
                     await ArmComparisonAsync(session, mode, ct);
-                    result = await MigrateAsync(h2, "srv", "h3", step, ct);
+                    result = await MigrateAsync(h2, "srv", "h3", step, ct,
+                        mode.PostCopy ? MemoryMode.PostCopy : MemoryMode.StopAndCopy);
                 }
                 catch (RpcException e)
                 {
@@ -390,11 +393,11 @@ public static partial class Bench
         }
 
         internal static async Task<MigrateResult> MigrateAsync(HostAgent.HostAgentClient agent, string name,
-            string target, Action<string> step, CancellationToken ct)
+            string target, Action<string> step, CancellationToken ct, MemoryMode memory = MemoryMode.StopAndCopy)
         {
             var request = new MigrateRequest
             {
-                Name = name, Target = target, HoldPackets = Rpc.ApiDefaults.HoldPackets
+                Name = name, Target = target, HoldPackets = Rpc.ApiDefaults.HoldPackets, Memory = memory,
             };
             using var call = agent.Migrate(request, cancellationToken: ct);
             await foreach (var p in call.ResponseStream.ReadAllAsync(ct))
@@ -489,9 +492,10 @@ public static partial class Bench
         {
             static string N(long? v) => v?.ToString(CultureInfo.InvariantCulture) ?? "—";
             // Thirteen columns do not fit the 80 a redirected console is given; a file or pipe has no width to keep to.
-            if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 190);
+            if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = Math.Max(AnsiConsole.Profile.Width, 220);
             var t = Output.Table("MODE", "STALL", "SYNC", "FREEZE+DUMP", "TRANSFER", "RESTORE", "FLUSH", "TOTAL",
-                "IMAGE KiB", "HELD/FLUSHED/DROPPED", "PEER RTOs", "PEER RETRANS", "GW PAUSED/REOPENED");
+                "FROZEN", "TAIL", "IMAGE KiB", "HELD/FLUSHED/DROPPED", "PEER RTOs", "PEER RETRANS",
+                "GW PAUSED/REOPENED");
             for (var i = 1; i < t.Columns.Count; i++) t.Columns[i].RightAligned();
             t.Columns[0].NoWrap();
             foreach (var r in rows)
@@ -507,7 +511,8 @@ public static partial class Bench
                     ok ? Markup.Escape(r.Mode) : $"[red]{Markup.Escape(r.Mode)}[/]",
                     stall,
                     P(x => x.SyncMs), P(x => x.DumpMs), P(x => x.TransferMs), P(x => x.RestoreMs), P(x => x.FlushMs),
-                    P(x => x.TotalMs),
+                    P(x => x.TotalMs), P(x => x.FreezeMs),
+                    r.Mode.Contains("post-copy") ? P(x => x.PostCopyTailMs) : "—",
                     ok ? (r.Result!.ImageBytes / 1024.0).ToString("F0", CultureInfo.InvariantCulture) : "—",
                     r.Result is null ? "—" : $"{r.Held}/{r.Flushed}/{r.Dropped}",
                     r.PeerRtos is > 0 ? $"[yellow]{r.PeerRtos}[/]" : N(r.PeerRtos),
@@ -522,7 +527,8 @@ public static partial class Bench
                 $"{(ballast > 0 ? $"{ballast} MB of ballast²" : "no ballast²")}) migrated h2 → h3 during it; " +
                 "PEER = the client's TCP counters TCPTimeouts and RetransSegs over the migration " +
                 "(its capsule's namespace, or l1's); GW PAUSED/REOPENED = zero-window pauses and reopenings " +
-                "the gateway sent; " +
+                "the gateway sent; FROZEN = from the dump's start until the capsule ran on h3; TAIL (post-copy) = " +
+                "from then until h3 had its last page; " +
                 $"{(warmup ? "after one unreported warm-up migration per kind of peer"
                     : "no warm-up: the first modes include the agents' first-use costs")})[/]");
             foreach (var r in rows)

@@ -6,11 +6,14 @@ namespace Capsule.Lab;
 // CLI's own (CliJson, in Capsule.Cli). Names follow the snake_case policy.
 
 /// <summary>A move's phases as the benchmarks report them, with CRIU's own share of freeze+dump and restore.</summary>
+/// <summary>
+/// Frozen: from the dump's start until the capsule ran on the target; PostCopyTail: from then until its last page came.
+/// </summary>
 internal sealed record BenchPhasesJson(long Sync, long FreezeDump, long Transfer, long Restore, long Flush,
-    long Total, long CriuDump, long CriuRestore)
+    long Total, long CriuDump, long CriuRestore, long Frozen, long PostCopyTail)
 {
     public static BenchPhasesJson Of(Protos.PhaseTimes t) => new(t.SyncMs, t.DumpMs, t.TransferMs, t.RestoreMs,
-        t.FlushMs, t.TotalMs, t.CriuDumpMs, t.CriuRestoreMs);
+        t.FlushMs, t.TotalMs, t.CriuDumpMs, t.CriuRestoreMs, t.FreezeMs, t.PostCopyTailMs);
 }
 
 /// <summary>

@@ -1,0 +1,62 @@
+using System.Net.Sockets;
+using Capsule.Protos;
+using Google.Protobuf;
+using Grpc.Core;
+
+namespace Capsule.Agent.Migration;
+
+/// <summary>
+/// Carries CRIU's page traffic of a post-copy move between a local CRIU process's socket and the
+/// other agent's gRPC stream, both ways: pages from the source's dump, requests from the target's
+/// lazy-pages daemon. Bytes are passed on as they come (a request waits for nothing), and counted.
+/// </summary>
+internal static class PageRelay
+{
+    const int ChunkBytes = 256 * 1024;
+
+    /// <summary>Socket to stream, until CRIU closes its end; returns the bytes sent.</summary>
+    public static async Task<long> SocketToStreamAsync(Socket socket, Func<PageBytes, Task> write,
+        CancellationToken ct)
+    {
+        var buffer = new byte[ChunkBytes];
+        long total = 0;
+        while (true)
+        {
+            int n;
+            try
+            {
+                n = await socket.ReceiveAsync(buffer, SocketFlags.None, ct);
+            }
+            catch (SocketException)
+            {
+                return total; // CRIU's end went away: that is the end of its traffic, as EOF is
+            }
+            if (n == 0) return total;
+            total += n;
+            await write(new PageBytes { Data = ByteString.CopyFrom(buffer, 0, n) });
+        }
+    }
+
+    /// <summary>
+    /// Stream to socket, until the other agent completes its side or sends <see cref="PostCopyEnd"/>,
+    /// which is returned (null when none came). <paramref name="onRestoring"/> runs when the target says
+    /// its restore begins.
+    /// </summary>
+    public static async Task<PostCopyEnd?> StreamToSocketAsync(IAsyncStreamReader<PageBytes> stream, Socket socket,
+        Func<Task> onRestoring, CancellationToken ct)
+    {
+        while (await stream.MoveNext(ct))
+        {
+            var m = stream.Current;
+            if (m.End is not null) return m.End;
+            if (m.Restoring) await onRestoring();
+            var data = m.Data.Memory;
+            while (!data.IsEmpty)
+            {
+                var n = await socket.SendAsync(data, SocketFlags.None, ct);
+                data = data[n..];
+            }
+        }
+        return null;
+    }
+}
