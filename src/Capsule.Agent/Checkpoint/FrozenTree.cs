@@ -84,7 +84,8 @@ internal sealed class FrozenTree(int pid, string images, string verdict, Process
         await GiveAsync(word);
         if (dump is not null)
         {
-            // A post-copy move commits only once its tail has ended: CRIU has then no more pages to serve.
+            // A post-copy move gave its verdict at the restore's start and waits here once its tail has
+            // ended: its dump has no more pages to serve by then.
             using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
             await dump.WaitForExitAsync(cts.Token);
             dump.Dispose();

@@ -89,6 +89,7 @@ public static partial class Bench
             string Peer,
             bool NoHold,
             bool NoPause,
+            bool PostCopy,
             bool MigrationOk,
             string? MigrationError,
             double? StallMs,
@@ -247,7 +248,8 @@ public static partial class Bench
 
                 var t = result.Times ?? new PhaseTimes();
                 return new Row(
-                    mode.Name, mode.Ordinary ? "ordinary" : "capsule", mode.NoHold, mode.NoPause, result.Ok,
+                    mode.Name, mode.Ordinary ? "ordinary" : "capsule", mode.NoHold, mode.NoPause, mode.PostCopy,
+                    result.Ok,
                     result.Ok ? null : result.Error,
                     stall, replies,
                     result.Times is not null ? BenchPhasesJson.Of(t) : null,
@@ -372,7 +374,8 @@ public static partial class Bench
         }
 
         static Row Failed(Mode mode, MigrateResult? r, string clientError) =>
-            new(mode.Name, mode.Ordinary ? "ordinary" : "capsule", mode.NoHold, mode.NoPause, r?.Ok ?? false,
+            new(mode.Name, mode.Ordinary ? "ordinary" : "capsule", mode.NoHold, mode.NoPause, mode.PostCopy,
+                r?.Ok ?? false,
                 r is null ? "not attempted" : r.Error,
                 null, null, null, null, null, null, null, null, null, null, null, clientError, r);
 
@@ -512,7 +515,7 @@ public static partial class Bench
                     stall,
                     P(x => x.SyncMs), P(x => x.DumpMs), P(x => x.TransferMs), P(x => x.RestoreMs), P(x => x.FlushMs),
                     P(x => x.TotalMs), P(x => x.FreezeMs),
-                    r.Mode.Contains("post-copy") ? P(x => x.PostCopyTailMs) : "—",
+                    r.PostCopy ? P(x => x.PostCopyTailMs) : "—",
                     ok ? (r.Result!.ImageBytes / 1024.0).ToString("F0", CultureInfo.InvariantCulture) : "—",
                     r.Result is null ? "—" : $"{r.Held}/{r.Flushed}/{r.Dropped}",
                     r.PeerRtos is > 0 ? $"[yellow]{r.PeerRtos}[/]" : N(r.PeerRtos),
