@@ -95,6 +95,11 @@ public sealed class OverlayTests(LabFixture lab)
         var pcap = Path.Combine(Path.GetTempPath(), lab.Name + ".pcap");
         try
         {
+            // h1 may not know where capb is for a moment after its create (the directory's change reaches
+            // each agent's table by its watch): its first packets would be dropped, and the count below
+            // come up short (seen: 9 of 10). So the path is up before the capture starts.
+            await LabFixture.Until(async () => (await lab.InCapsule("capa", "ping", "-c", "1", "-W", "1", b)).Code == 0,
+                "capb to answer capa");
             // tcpdump on the underlay bridge, in the lab's underlay namespace; bounded by count and time. The
             // control plane shares the underlay (agents' gRPC on 7471, the directory's on 7472, etcd's 2379 and
             // 2380, all TCP between host addresses): its calls come whenever they come, so they are left out;
