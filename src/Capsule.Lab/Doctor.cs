@@ -91,8 +91,7 @@ public static class Doctor
     static Check PipeMaxSize()
     {
         const long want = Agent.Checkpoint.Criu.PostCopyPipeMaxSize;
-        var size = long.Parse(File.ReadAllText("/proc/sys/fs/pipe-max-size").Trim(),
-            System.Globalization.CultureInfo.InvariantCulture);
+        var size = Agent.Checkpoint.Criu.PipeMaxSize();
         return new("fs.pipe-max-size (post-copy migration)", size >= want, $"{size} (needs {want})",
             $"sysctl -w fs.pipe-max-size={want}, and keep it in /etc/sysctl.d (scripts/setup.sh sets it)");
     }

@@ -188,7 +188,8 @@ public sealed class MoreFaultTests(LabFixture lab)
         }
     }
 
-    static long Passes(string log) => log.Split('\n').Where(l => l.StartsWith("WROTE passes="))
+    /// <summary>The last pass tools/memwriter.py reported in its log.</summary>
+    internal static long Passes(string log) => log.Split('\n').Where(l => l.StartsWith("WROTE passes="))
         .Select(l => long.Parse(l.Split(' ')[1]["passes=".Length..])).LastOrDefault();
 
     /// <summary>DONE with every byte echoed, and no ERROR on either side.</summary>

@@ -40,8 +40,9 @@ public sealed class PostCopyTests(LabFixture lab)
                 await lab.WaitForProgress("pcc", 500_000);
             }
             // Still writing, and checking what the last pass wrote, on its old host again.
-            var passes = Passes(await lab.Logs("pc"));
-            await LabFixture.Until(async () => Passes(await lab.Logs("pc")) >= passes + 2, "the writer to go on");
+            var passes = MoreFaultTests.Passes(await lab.Logs("pc"));
+            await LabFixture.Until(async () => MoreFaultTests.Passes(await lab.Logs("pc")) >= passes + 2,
+                "the writer to go on");
             var log = await lab.WaitForLog("pcc", "DONE", seconds: 90);
             var done = log.Split('\n').Single(l => l.StartsWith("DONE")).Split(' ');
             Assert.Equal(done[1]["sent=".Length..], done[2]["echoed=".Length..]);
@@ -114,7 +115,4 @@ public sealed class PostCopyTests(LabFixture lab)
         }, $"{name} to be marked stopped", seconds: 90);
         return row!.Value;
     }
-
-    static long Passes(string log) => log.Split('\n').Where(l => l.StartsWith("WROTE passes="))
-        .Select(l => long.Parse(l.Split(' ')[1]["passes=".Length..])).LastOrDefault();
 }

@@ -14,15 +14,17 @@ public sealed partial class Criu
     /// </summary>
     public const long PostCopyPipeMaxSize = 256L << 20;
 
-    const string PipeMaxSize = "/proc/sys/fs/pipe-max-size";
-
     bool _postCopyChecked;
+
+    /// <summary>This host's fs.pipe-max-size now.</summary>
+    public static long PipeMaxSize() =>
+        long.Parse(File.ReadAllText("/proc/sys/fs/pipe-max-size").Trim(), CultureInfo.InvariantCulture);
 
     /// <summary>Why this host cannot take part in a post-copy move; null when it can.</summary>
     public async Task<string?> PostCopyProblemAsync(CancellationToken ct)
     {
         if (_postCopyChecked) return null;
-        var size = long.Parse(File.ReadAllText(PipeMaxSize).Trim(), CultureInfo.InvariantCulture);
+        var size = PipeMaxSize();
         if (size < PostCopyPipeMaxSize)
             return $"fs.pipe-max-size is {size}; post-copy needs at least {PostCopyPipeMaxSize} " +
                 $"(sysctl -w fs.pipe-max-size={PostCopyPipeMaxSize}, and in /etc/sysctl.d to keep it)";

@@ -30,7 +30,6 @@ internal sealed partial class MigrationSource
         public PageSocket? Pages { get; set; }
         public AsyncDuplexStreamingCall<PageBytes, PageBytes>? PagesCall { get; set; }
         public CancellationTokenSource PagesCancel { get; } = new();
-        public Task<long>? PagesOut { get; set; }
         public Task<PostCopyEnd?>? TailEnd { get; set; }
         /// <summary>Bytes of pages relayed to the target: what shows that the tail still moves.</summary>
         public long RelayedBytes;

@@ -7,9 +7,10 @@ using CapsuleState = Capsule.Core.CapsuleState;
 namespace Capsule.Agent.Migration;
 
 /// <summary>
-/// The source's half of a post-copy move (docs/migration.md, "Post-copy"): the dump leaves the
-/// memory in the frozen tree and serves it, once the move is switched, to the target's lazy-pages
-/// daemon over a relay of the two agents (<see cref="PageRelay"/>). The tree here ends only when the
+/// The source's half of a post-copy move (docs/migration.md, "Memory: stop-and-copy or post-copy"): the
+/// dump leaves the memory in the frozen tree and serves it, from the commit (the target's restore
+/// begins) on, to the target's lazy-pages daemon over a relay of the two agents
+/// (<see cref="PageRelay"/>). The tree here ends only when the
 /// target has every page. A tail that fails leaves no copy that could go on: the target's had its
 /// newest state but not all its memory, and this one is older than what its peers saw.
 /// </summary>
@@ -28,15 +29,15 @@ internal sealed partial class MigrationSource
             throw new InvalidOperationException($"{m.Target.Name} closed the page relay at once");
         var socket = m.Pages!.Agent;
         var token = m.PagesCancel.Token;
-        m.PagesOut = Task.Run(async () =>
+        // Its end shows in TailEnd: the target answers last, once its daemon has ended.
+        _ = Task.Run(async () =>
         {
-            var sent = await PageRelay.SocketToStreamAsync(socket, async b =>
+            await PageRelay.SocketToStreamAsync(socket, async b =>
             {
                 await call.RequestStream.WriteAsync(b, token);
                 Interlocked.Add(ref m.RelayedBytes, b.Data.Length);
             }, token);
             await call.RequestStream.CompleteAsync();
-            return sent;
         }, token);
         m.TailEnd = Task.Run(() => PageRelay.StreamToSocketAsync(call.ResponseStream, socket, async () =>
         {

@@ -14,12 +14,10 @@ internal static class PageRelay
 {
     const int ChunkBytes = 256 * 1024;
 
-    /// <summary>Socket to stream, until CRIU closes its end; returns the bytes sent.</summary>
-    public static async Task<long> SocketToStreamAsync(Socket socket, Func<PageBytes, Task> write,
-        CancellationToken ct)
+    /// <summary>Socket to stream, until CRIU closes its end.</summary>
+    public static async Task SocketToStreamAsync(Socket socket, Func<PageBytes, Task> write, CancellationToken ct)
     {
         var buffer = new byte[ChunkBytes];
-        long total = 0;
         while (true)
         {
             int n;
@@ -29,10 +27,9 @@ internal static class PageRelay
             }
             catch (SocketException)
             {
-                return total; // CRIU's end went away: that is the end of its traffic, as EOF is
+                return; // CRIU's end went away: that is the end of its traffic, as EOF is
             }
-            if (n == 0) return total;
-            total += n;
+            if (n == 0) return;
             await write(new PageBytes { Data = ByteString.CopyFrom(buffer, 0, n) });
         }
     }
