@@ -22,6 +22,7 @@ internal static class AgentAccess
         ["Release"] = HostOrAdmin,
         ["Prepare"] = HostOrAdmin,
         ["Receive"] = HostOrAdmin,
+        ["Stage"] = HostOrAdmin,
         ["Pages"] = HostOrAdmin,
         ["Abort"] = HostOrAdmin,
         ["PeerKey"] = HostOrAdmin,

@@ -161,6 +161,10 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         Guard(() => target.ReceiveAsync(requestStream, head => peers.SourceAsync(context, head.Name, done: false),
             context.CancellationToken));
 
+    public override Task<StageReply> Stage(IAsyncStreamReader<ImageChunk> requestStream, ServerCallContext context) =>
+        Guard(() => target.StageAsync(requestStream, head => peers.SourceAsync(context, head.Name, done: false),
+            context.CancellationToken));
+
     public override Task Pages(IAsyncStreamReader<PageBytes> requestStream,
         IServerStreamWriter<PageBytes> responseStream, ServerCallContext context) =>
         Guard(async () =>

@@ -15,14 +15,15 @@ internal sealed record StatsJson(string Host, int Capsules, int Routes, Dictiona
     Dictionary<string, long> Drops);
 
 /// <summary>
-/// Freeze: from the dump's start until the capsule ran on the target. PostCopyTail: from then until its last page came.
+/// Stage: sending the capsule's files ahead, while it ran. Freeze: from the dump's start until the capsule ran on the
+/// target. PostCopyTail: from then until its last page came.
 /// </summary>
-internal sealed record PhasesJson(long Sync, long Dump, long Transfer, long Restore, long Flush, long Total,
-    long Freeze, long PostCopyTail);
+internal sealed record PhasesJson(long Stage, long Sync, long Dump, long Transfer, long Restore, long Flush,
+    long Total, long Freeze, long PostCopyTail);
 
 internal sealed record MigrateJson(string Name, bool Ok, string? Error, bool ResumedOnSource, string Host, int Pid,
-    string Memory, PhasesJson PhasesMs, long ImageBytes, long PostCopyBytes, int Peers, long Held, long Flushed,
-    long Dropped, long Unaccounted, long UdpBytesLostAtFreeze, int ClosingConnectionsLost);
+    string Memory, PhasesJson PhasesMs, long ImageBytes, long StagedBytes, long PostCopyBytes, int Peers, long Held,
+    long Flushed, long Dropped, long Unaccounted, long UdpBytesLostAtFreeze, int ClosingConnectionsLost);
 
 internal sealed record SuspendPhasesJson(long Sync, long Dump, long Write, long Total);
 

@@ -72,9 +72,9 @@ public static class MigrateCommand
 
     internal static MigrateJson Summary(string name, MigrateResult r) => new(
         name, r.Ok, r.Error.Length > 0 ? r.Error : null, r.ResumedOnSource, r.Host, r.Pid, MemoryName(r.Memory),
-        new PhasesJson(r.Times.SyncMs, r.Times.DumpMs, r.Times.TransferMs, r.Times.RestoreMs, r.Times.FlushMs,
+        new PhasesJson(r.Times.StageMs, r.Times.SyncMs, r.Times.DumpMs, r.Times.TransferMs, r.Times.RestoreMs, r.Times.FlushMs,
             r.Times.TotalMs, r.Times.FreezeMs, r.Times.PostCopyTailMs),
-        r.ImageBytes, r.PostCopyBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted, r.UdpBytesLostAtFreeze,
+        r.ImageBytes, r.StagedBytes, r.PostCopyBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted, r.UdpBytesLostAtFreeze,
         r.ClosingConnectionsLost);
 
     static void Print(string name, MigrateResult r)
@@ -88,7 +88,8 @@ public static class MigrateCommand
             return;
         }
         var t = Output.Table("PHASE", "MS", "", "");
-        t.AddRow("sync", r.Times.SyncMs.ToString(), "image", $"{r.ImageBytes / 1024.0:F0} KiB");
+        t.AddRow("stage", r.Times.StageMs.ToString(), "files sent ahead", $"{r.StagedBytes / 1024.0:F0} KiB");
+        t.AddRow("sync", r.Times.SyncMs.ToString(), "image at the freeze", $"{r.ImageBytes / 1024.0:F0} KiB");
         t.AddRow("freeze+dump", r.Times.DumpMs.ToString(), "peers holding", r.Peers.ToString());
         t.AddRow("transfer", r.Times.TransferMs.ToString(), "packets held", r.Held.ToString());
         t.AddRow("restore", r.Times.RestoreMs.ToString(), "flushed", r.Flushed.ToString());

@@ -176,6 +176,7 @@ public static partial class Demo
 
     static readonly Dictionary<string, string> PhaseWords = new()
     {
+        ["stage"] = "sending its files ahead while it runs",
         ["sync"] = "peers hold its packets; agreeing on the cut",
         ["dump"] = "freezing and checkpointing its processes (CRIU)",
         ["flush"] = "directory switched; flushing the held packets",

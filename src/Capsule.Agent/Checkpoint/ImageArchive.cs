@@ -19,19 +19,32 @@ internal static class ImageArchive
         await WriteAsync(fs, images, capsuleDir, ct);
     }
 
-    public static async Task WriteAsync(Stream to, string images, string capsuleDir, CancellationToken ct)
+    /// <param name="staged">Files of the capsule's folder (relative paths) the target has already: left out.</param>
+    public static async Task WriteAsync(Stream to, string images, string capsuleDir, CancellationToken ct,
+        IReadOnlySet<string>? staged = null)
     {
         await using var tar = new TarWriter(to, TarEntryFormat.Pax, leaveOpen: true);
-        await AddTree(tar, images, "images", ct);
-        await AddTree(tar, capsuleDir, "files", ct);
+        await AddTree(tar, images, "images", null, ct);
+        await AddTree(tar, capsuleDir, "files", staged, ct);
     }
 
-    static async Task AddTree(TarWriter tar, string root, string prefix, CancellationToken ct)
+    /// <summary>Some of the capsule's files (relative paths), under files/ as in a whole image.</summary>
+    public static async Task WriteFilesAsync(Stream to, string capsuleDir, IEnumerable<string> files,
+        CancellationToken ct)
+    {
+        await using var tar = new TarWriter(to, TarEntryFormat.Pax, leaveOpen: true);
+        foreach (var rel in files)
+            await tar.WriteEntryAsync(Path.Combine(capsuleDir, rel), "files/" + rel, ct);
+    }
+
+    static async Task AddTree(TarWriter tar, string root, string prefix, IReadOnlySet<string>? skip,
+        CancellationToken ct)
     {
         foreach (var path in Directory.EnumerateFileSystemEntries(root, "*", SearchOption.AllDirectories))
         {
-            var rel = prefix + "/" + Path.GetRelativePath(root, path);
-            await tar.WriteEntryAsync(path, rel, ct);
+            var rel = Path.GetRelativePath(root, path);
+            if (skip is not null && skip.Contains(rel)) continue;
+            await tar.WriteEntryAsync(path, prefix + "/" + rel, ct);
         }
     }
 

@@ -16,6 +16,8 @@ public static class FaultPoints
     public const string SourceTransfer = "source.transfer";
     /// <summary>Source: the target runs the capsule; the directory does not say so yet.</summary>
     public const string SourceBeforeSwitch = "source.before-switch";
+    /// <summary>Target: the capsule's files sent ahead of the freeze are here and checked; not yet answered.</summary>
+    public const string TargetStage = "target.stage";
     /// <summary>Target: the first chunk of the image has arrived.</summary>
     public const string TargetTransfer = "target.transfer";
     /// <summary>Target: the image is whole and checked; CRIU has not started.</summary>
@@ -34,6 +36,6 @@ public static class FaultPoints
     public static readonly string[] All =
     [
         SourceAfterSync, SourceDump, SourceAfterDump, SourceTransfer, SourceBeforeSwitch,
-        TargetTransfer, TargetRestore, TargetAfterRestore, SourcePostCopyTail, TargetPostCopyTail, NoHold, NoPause,
+        TargetStage, TargetTransfer, TargetRestore, TargetAfterRestore, SourcePostCopyTail, TargetPostCopyTail, NoHold, NoPause,
     ];
 }

@@ -151,6 +151,7 @@ internal sealed class AgentMetrics
         // Only moves that completed: a failed one's phases stop wherever it failed.
         if (outcome != MigrationOutcome.Ok || times is null) return;
         void Phase(string name, long ms) => _phases.WithLabels(name).Observe(Math.Max(ms, 0) / 1000.0);
+        Phase("stage", times.StageMs);
         Phase("sync", times.SyncMs);
         Phase("dump", times.DumpMs);
         Phase("transfer", times.TransferMs);

@@ -30,6 +30,7 @@ internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlan
     protected override async Task ExecuteAsync(CancellationToken stop)
     {
         await dataPlane.Ready.WaitAsync(stop);
+        DropStagedFiles();
         foreach (var record in journal.Pending())
         {
             if (!runtime.TryBeginMove(record.Name)) continue;
@@ -48,6 +49,18 @@ internal sealed partial class MigrationRecovery(CapsuleRuntime runtime, DataPlan
                 runtime.EndMove(record.Name);
             }
         }
+    }
+
+    /// <summary>
+    /// Files other hosts sent ahead of moves into this one (<see cref="StagedFiles"/>) that the dead agent never
+    /// took: its moves are over, and a source that goes on is told at its image that they are gone.
+    /// </summary>
+    void DropStagedFiles()
+    {
+        var migrations = Path.Combine(O.StateDir, "migrations");
+        if (!Directory.Exists(migrations)) return;
+        foreach (var staged in Directory.EnumerateDirectories(migrations, "*.staged"))
+            Directory.Delete(staged, recursive: true);
     }
 
     async Task RecoverAsync(MoveRecord m, CancellationToken ct)

@@ -21,6 +21,7 @@ internal sealed partial class MigrationSource
         public PhaseClock Clock { get; } = new();
         public MigrateResult Result { get; } = new() { Times = new PhaseTimes() };
         public Task? Prepared { get; set; }
+        public StagedFiles Staged { get; set; } = StagedFiles.None;
         public HoldSet? Holds { get; set; }
         public FrozenTree? Frozen { get; set; }
         public bool Switched { get; set; }

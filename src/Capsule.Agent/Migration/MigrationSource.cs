@@ -102,6 +102,11 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
             await m.Prepared!;
             m.Clock.Lap();
         }
+        // The capsule's own files go while it runs and before any peer holds: the freeze sends only what changed.
+        await progress("stage", $"sending the capsule's files to {m.Target.Name} while it runs");
+        m.Staged = await StagedFiles.SendAsync(m.TargetAgent, c.Name, c.Dir, ct);
+        r.StagedBytes = m.Staged.Bytes;
+        r.Times.StageMs = m.Clock.Lap();
         rec = await SyncAsync(m, state, rec, progress, ct);
 
         await progress("dump", m.PostCopy
@@ -246,7 +251,8 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
     internal static string Describe(Exception e) => e is RpcException r ? r.Status.Detail : e.Message;
 
     /// <summary>
-    /// Streams the image (CRIU's files and the capsule's own folder, as tar) to the target, then its checksum.
+    /// Streams the image (CRIU's files and the capsule's own folder but what was staged, as tar) to the target,
+    /// then its checksum.
     /// </summary>
     async Task<ReceiveReply> SendAsync(Move m, CancellationToken ct)
     {
@@ -257,6 +263,9 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
             Name = c.Name, Locator = c.Locator.ToString(), UdpDrop = c.UdpDrop, PostCopy = m.PostCopy,
         };
         first.Command.AddRange(c.Command);
+        // The tree is frozen: its files stand still, and those staged and unchanged stay out of the image.
+        var staged = m.Staged.Unchanged(c.Dir);
+        first.Staged.AddRange(staged);
         await call.RequestStream.WriteAsync(first, ct);
         var chunks = 0;
         await using var stream = new ChunkStream(async (data, token) =>
@@ -267,7 +276,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
             await call.RequestStream.WriteAsync(new ImageChunk { Data = bytes }, token);
             if (chunks == 1) await faults.HitAsync(FaultPoints.SourceTransfer);
         });
-        await ImageArchive.WriteAsync(stream, m.Images, c.Dir, ct);
+        await ImageArchive.WriteAsync(stream, m.Images, c.Dir, ct, staged);
         var sha = await stream.FinishAsync(ct);
         m.Result.ImageBytes = stream.Length;
         await call.RequestStream.WriteAsync(new ImageChunk { Sha256 = sha }, ct);

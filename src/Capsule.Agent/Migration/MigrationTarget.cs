@@ -47,6 +47,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
     /// </summary>
     public async Task AbortAsync(string name, CancellationToken ct)
     {
+        DropStaged(name);
         if (runtime.Find(name) is { } c)
         {
             // The directory is the judge: if it places the capsule here, the move did happen.
@@ -87,6 +88,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         {
             var budget = ImageBudget.For(O.StateDir, O.MaxImageBytes);
             await ImageArchive.ExtractCheckedAsync(image, "the image", image.VerifyAsync, budget, images, dir, ct);
+            TakeStaged(head.Name, head.Staged, dir);
             await faults.HitAsync(FaultPoints.TargetRestore);
         }
         Restored? r = null;
@@ -104,6 +106,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         {
             // A post-copy tail still reads the images' folder (its log, the restored pid): it tidies up itself.
             var tailRuns = head.PostCopy && r is not null;
+            DropStaged(head.Name);
             var keep = Environment.GetEnvironmentVariable("CAPSULE_KEEP_IMAGES") is not null;
             if (!tailRuns && !keep && Directory.Exists(work)) Directory.Delete(work, recursive: true);
         }
