@@ -72,10 +72,10 @@ public static class MigrateCommand
 
     internal static MigrateJson Summary(string name, MigrateResult r) => new(
         name, r.Ok, r.Error.Length > 0 ? r.Error : null, r.ResumedOnSource, r.Host, r.Pid, MemoryName(r.Memory),
-        new PhasesJson(r.Times.StageMs, r.Times.SyncMs, r.Times.DumpMs, r.Times.TransferMs, r.Times.RestoreMs, r.Times.FlushMs,
-            r.Times.TotalMs, r.Times.FreezeMs, r.Times.PostCopyTailMs),
-        r.ImageBytes, r.StagedBytes, r.PostCopyBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted, r.UdpBytesLostAtFreeze,
-        r.ClosingConnectionsLost);
+        new PhasesJson(r.Times.StageMs, r.Times.SyncMs, r.Times.DumpMs, r.Times.TransferMs, r.Times.RestoreMs,
+            r.Times.FlushMs, r.Times.TotalMs, r.Times.FreezeMs, r.Times.PostCopyTailMs),
+        r.ImageBytes, r.StagedBytes, r.PostCopyBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted,
+        r.UdpBytesLostAtFreeze, r.ClosingConnectionsLost);
 
     static void Print(string name, MigrateResult r)
     {

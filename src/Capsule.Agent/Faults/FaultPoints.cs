@@ -36,6 +36,7 @@ public static class FaultPoints
     public static readonly string[] All =
     [
         SourceAfterSync, SourceDump, SourceAfterDump, SourceTransfer, SourceBeforeSwitch,
-        TargetStage, TargetTransfer, TargetRestore, TargetAfterRestore, SourcePostCopyTail, TargetPostCopyTail, NoHold, NoPause,
+        TargetStage, TargetTransfer, TargetRestore, TargetAfterRestore, SourcePostCopyTail, TargetPostCopyTail,
+        NoHold, NoPause,
     ];
 }
