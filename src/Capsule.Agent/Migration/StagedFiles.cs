@@ -57,7 +57,7 @@ internal sealed class StagedFiles
         return new StagedFiles(sent, stream.Length_);
     }
 
-    /// <summary>At the freeze: the files sent ahead that are still as they were (paths relative to the folder).</summary>
+    /// <summary>At the freeze: the files sent ahead that are still as they were (relative paths).</summary>
     public HashSet<string> Unchanged(string dir) =>
         _sent.Where(kv => FileStamp.Of(Path.Combine(dir, kv.Key)) == kv.Value)
             .Select(kv => kv.Key)
