@@ -31,14 +31,21 @@ public static partial class Bench
                 "longer: 200 shows the zero-window pause against TCP's 200 ms minimum RTO",
             DefaultValueFactory = _ => 0
         };
+        var noApps = new Option<bool>("--no-apps")
+        {
+            Description = "Skip the application rows: redis-server with 500,000 keys under redis-benchmark, " +
+                "and a JVM HTTP server under a keep-alive client, each migrated stop-and-copy and post-copy"
+        };
         var c = new Command("migrate",
             "Live migration under a request/response stream: the stall the peer sees, phase by phase, with and " +
-            "without holding, from a capsule peer and from an ordinary host behind the gateway")
+            "without holding, from a capsule peer and from an ordinary host behind the gateway; then redis and a " +
+            "JVM server under their own clients, in both memory modes")
         {
-            seconds, noWarmup, ballast, CommandTree.JsonOption
+            seconds, noWarmup, ballast, noApps, CommandTree.JsonOption
         };
         c.SetAction((pr, ct) => CommandTree.Run(() => MigrateBench.RunAsync(pr.GetValue(seconds),
-            !pr.GetValue(noWarmup), pr.GetValue(ballast), pr.GetValue(CommandTree.JsonOption), ct)));
+            !pr.GetValue(noWarmup), pr.GetValue(ballast), !pr.GetValue(noApps), pr.GetValue(CommandTree.JsonOption),
+            ct)));
         return c;
     }
 
@@ -54,7 +61,8 @@ public static partial class Bench
     /// zero-window pauses the gateway sent. --ballast MB makes the server heavier, so its freeze
     /// outlasts TCP's 200 ms minimum retransmission timer and the pause's effect shows. The CRIU
     /// floor (dump + restore of the same capsule) is what a migration cannot go below; the stall is
-    /// set against it. The lab is removed at the end whatever happens.
+    /// set against it. Then the application rows (BenchMigrateApps.cs). The lab is removed at the end
+    /// whatever happens.
     /// First, unless told not to, the same run once unreported for each kind of peer: the first
     /// migration in fresh agents pays one-off costs (JIT of the transfer and restore paths, measured
     /// at 150-250 ms more for transfer + restore; the gateway's hold and pause paths likewise), which
@@ -106,7 +114,8 @@ public static partial class Bench
             string? ClientError,
             [property: System.Text.Json.Serialization.JsonIgnore] MigrateResult? Result);
 
-        public static async Task<int> RunAsync(int seconds, bool warmup, int ballast, bool json, CancellationToken ct)
+        public static async Task<int> RunAsync(int seconds, bool warmup, int ballast, bool apps, bool json,
+            CancellationToken ct)
         {
             if (seconds is < 3 or > 60) throw new UserError("--seconds must be between 3 and 60");
             if (ballast is < 0 or > 1024) throw new UserError("--ballast must be between 0 and 1024 (MB)");
@@ -142,6 +151,7 @@ public static partial class Bench
                 var rows = new List<Row>();
                 foreach (var mode in Modes)
                     rows.Add(await RunModeAsync(session, tool, mode, seconds, ballast, step, ct));
+                var appRows = apps ? await RunAppsAsync(session, step, ct) : null;
 
                 var hold = rows[0].Result;
                 long? floor = hold is { Ok: true } ? hold.Times.CriuDumpMs + hold.Times.CriuRestoreMs : null;
@@ -153,9 +163,13 @@ public static partial class Bench
                         "CRIU's own dump and restore times (criu_dump_ms + criu_restore_ms) " +
                             "in the hold-and-flush migration of the same capsule",
                         rows.ToDictionary(r => r.Mode, r => Ratio(r) is { } x ? Math.Round(x, 2) : (double?)null),
-                        new MigrateBenchGoal(1.2, 0)), LabJson.Default.MigrateBenchJson);
+                        new MigrateBenchGoal(1.2, 0, RedisGoalMs), appRows), LabJson.Default.MigrateBenchJson);
                 }
-                else Print(rows, floor, Ratio, seconds, warmup, ballast);
+                else
+                {
+                    Print(rows, floor, Ratio, seconds, warmup, ballast);
+                    if (appRows is not null) PrintApps(appRows);
+                }
                 return 0;
             }
             finally

@@ -33,10 +33,12 @@ internal sealed record DataplaneJson(int Seconds, Bench.DataplaneBench.Measureme
 /// <summary>Against kernel VXLAN: single-stream TCP, median RTT, and TCP with four streams.</summary>
 internal sealed record OverlayRatios(double Throughput, double Rtt, double FourStreamsThroughput);
 
+/// <summary>Apps: the application rows (redis, a JVM); null with --no-apps.</summary>
 internal sealed record MigrateBenchJson(int Seconds, bool Warmup, int BallastMb, List<Bench.MigrateBench.Row> Modes,
-    long? CriuFloorMs, string CriuFloorNote, Dictionary<string, double?> StallOverFloor, MigrateBenchGoal Goal);
+    long? CriuFloorMs, string CriuFloorNote, Dictionary<string, double?> StallOverFloor, MigrateBenchGoal Goal,
+    List<Bench.MigrateBench.AppRow>? Apps);
 
-internal sealed record MigrateBenchGoal(double StallOverFloorAtMost, int PeerRtos);
+internal sealed record MigrateBenchGoal(double StallOverFloorAtMost, int PeerRtos, int RedisWorstWaitMsAtMost);
 
 internal sealed record DirectoryBenchJson(int Watchers, int Capsules, int Changes, List<Bench.DirectoryRow> Rows);
 
