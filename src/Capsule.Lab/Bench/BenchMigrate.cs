@@ -282,7 +282,7 @@ public static partial class Bench
             }
         }
 
-        /// <summary>Removes a mode's capsules wherever they are now; one that cannot be goes with the lab.</summary>
+        /// <summary>Removes capsules wherever they are now; one that cannot be removed goes with the lab.</summary>
         static async Task RemoveCapsulesAsync(Session session, List<string> names, Action<string> step)
         {
             foreach (var name in names)
