@@ -16,7 +16,7 @@ fi
 # clang and zlib1g-dev: the native (AOT) compiler links the `capsule` binary with them.
 # etcd-server and etcd-client: the directory on etcd (`lab up --directory etcd`, docs/deploy.md).
 packages=(iproute2 nftables util-linux procps hostname kmod clang zlib1g-dev etcd-server etcd-client
-          iperf3 curl tcpdump iputils-ping python3 redis-server redis-tools)
+          iperf3 curl tcpdump iputils-ping python3 redis-server redis-tools openjdk-17-jre-headless)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
