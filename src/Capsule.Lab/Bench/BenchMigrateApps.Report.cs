@@ -8,7 +8,7 @@ namespace Capsule.Lab;
 
 public static partial class Bench
 {
-    /// <summary>The application rows of `capsule bench migrate` as reported: one record each, and their table.</summary>
+    /// <summary>The application rows of `capsule bench migrate` as reported: a record each, and their table.</summary>
     internal static partial class MigrateBench
     {
         /// <summary>
