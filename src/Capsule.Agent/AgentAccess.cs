@@ -24,6 +24,7 @@ internal static class AgentAccess
         ["Receive"] = HostOrAdmin,
         ["Stage"] = HostOrAdmin,
         ["Pages"] = HostOrAdmin,
+        ["StreamPages"] = HostOrAdmin,
         ["Abort"] = HostOrAdmin,
         ["PeerKey"] = HostOrAdmin,
         ["Create"] = Callers.Admin,

@@ -174,6 +174,15 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
             return true;
         });
 
+    public override Task StreamPages(IAsyncStreamReader<PageBytes> requestStream,
+        IServerStreamWriter<PageBytes> responseStream, ServerCallContext context) =>
+        Guard(async () =>
+        {
+            await target.StreamPagesAsync(requestStream, responseStream,
+                name => peers.SourceAsync(context, name, done: false), context.CancellationToken);
+            return true;
+        });
+
     public override Task<CapsuleInfo> Create(CreateRequest request, ServerCallContext context) =>
         Guard(async () => Info(await runtime.CreateAsync(request.Name, request.Command, request.UdpDrop,
             context.CancellationToken)));

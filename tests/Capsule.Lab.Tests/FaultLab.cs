@@ -23,6 +23,15 @@ public static class FaultLab
         await client.ArmAsync(new ArmRequest { Point = point, Action = action, Times = 1, DelayMs = delayMs });
     }
 
+    /// <summary>
+    /// Disarms every fault on <paramref name="host"/>: one a failed test never reached must not fire later.
+    /// </summary>
+    public static async Task Clear(LabFixture lab, string host)
+    {
+        var client = new Faults.FaultsClient(Channels.For(new LabPaths(lab.Name).AgentEndpoint(host)));
+        await client.ClearAsync(new FaultsEmpty());
+    }
+
     /// <summary>The capsule named <paramref name="name"/> in `capsule ls --json` output, if listed.</summary>
     public static System.Text.Json.JsonElement? FindCapsule(string json, string name)
     {

@@ -16,7 +16,7 @@ public sealed class FaultTests(LabFixture lab)
 
     static readonly string[] Points =
         ["source.after-sync", "source.after-dump", "source.transfer", "target.transfer", "target.after-restore",
-            "target.stage"];
+            "target.stage", "target.pages"];
 
     // Post-copy too, at every point before its commit (the restore's start on the target): after it a
     // killed agent loses the capsule, which PostCopyTests shows is reported.
@@ -27,6 +27,7 @@ public sealed class FaultTests(LabFixture lab)
     [InlineData("h3", "target.transfer", "stop-and-copy")]
     [InlineData("h3", "target.after-restore", "stop-and-copy")]
     [InlineData("h3", "target.stage", "stop-and-copy")]
+    [InlineData("h3", "target.pages", "stop-and-copy")]
     [InlineData("h2", "source.after-sync", "post-copy")]
     [InlineData("h2", "source.after-dump", "post-copy")]
     [InlineData("h2", "source.transfer", "post-copy")]

@@ -38,9 +38,11 @@ public sealed partial class Criu(string binary, string scratch)
     /// <see cref="FrozenTree"/> ends it (commit, once the capsule runs elsewhere) or resumes it
     /// with its connections (roll back). On failure the tree runs on, as before.
     /// </summary>
-    /// <param name="pages">Post-copy: the dump writes no memory pages, but serves them on this socket
-    /// once its verdict is commit, until the target has them all (CRIU's lazy dump).</param>
-    internal async Task<FrozenTree> DumpAsync(int pid, string images, PageSocket? pages, CancellationToken ct)
+    /// <param name="pages">Where the memory pages go, when not into <paramref name="images"/>: to a page server
+    /// as the dump goes (<see cref="StartPageServer"/>), or, with <paramref name="lazy"/> (post-copy), served
+    /// once the verdict is commit, until the target has them all (CRIU's lazy dump).</param>
+    internal async Task<FrozenTree> DumpAsync(int pid, string images, PageSocket? pages, bool lazy,
+        CancellationToken ct)
     {
         Directory.CreateDirectory(images);
         var netns = NetnsInode(pid);
@@ -62,7 +64,7 @@ public sealed partial class Criu(string binary, string scratch)
         foreach (var a in args) psi.ArgumentList.Add(a);
         if (pages is not null)
         {
-            psi.ArgumentList.Add("--lazy-pages");
+            psi.ArgumentList.Add(lazy ? "--lazy-pages" : "--page-server");
             psi.ArgumentList.Add("--ps-socket");
             psi.ArgumentList.Add(pages.Child.ToString());
         }

@@ -12,6 +12,9 @@ namespace Capsule.Agent.Checkpoint;
 /// </summary>
 internal static class ImageArchive
 {
+    /// <summary>In an images folder but not CRIU's images: the source's copy of the memory that went ahead.</summary>
+    static readonly HashSet<string> NotImages = [Criu.PageStreamFile];
+
     public static async Task WriteAsync(string archive, string images, string capsuleDir, CancellationToken ct)
     {
         File.Delete(archive);
@@ -24,7 +27,7 @@ internal static class ImageArchive
         IReadOnlySet<string>? staged = null)
     {
         await using var tar = new TarWriter(to, TarEntryFormat.Pax, leaveOpen: true);
-        await AddTree(tar, images, "images", null, ct);
+        await AddTree(tar, images, "images", NotImages, ct);
         await AddTree(tar, capsuleDir, "files", staged, ct);
     }
 

@@ -19,6 +19,7 @@ internal sealed class ImageBudget
 
     readonly long _bytes;
     readonly string _why;
+    readonly Lock _gate = new();
     long _used;
     int _entries;
 
@@ -43,12 +44,24 @@ internal sealed class ImageBudget
     /// <summary>Charges an entry before it is written; refuses it when the image would pass the budget.</summary>
     public void Charge(TarEntry e)
     {
-        if (++_entries > MaxEntries)
+        if (Interlocked.Increment(ref _entries) > MaxEntries)
             throw new InvalidDataException($"the image holds more than {MaxEntries} entries");
         var size = e.EntryType is TarEntryType.RegularFile or TarEntryType.V7RegularFile ? Math.Max(e.Length, 0) : 0;
-        if (size > _bytes - _used)
-            throw new InvalidDataException($"the image needs more than {_bytes} bytes ({_why}): entry '{e.Name}' " +
-                $"adds {size} to {_used}");
-        _used += size;
+        Charge(size, $"entry '{e.Name}'");
+    }
+
+    /// <summary>
+    /// Charges <paramref name="size"/> bytes of <paramref name="what"/> (its memory pages, say) before they are
+    /// written. The pages and the archive of one image may be charged from two streams at once.
+    /// </summary>
+    public void Charge(long size, string what)
+    {
+        lock (_gate)
+        {
+            if (size > _bytes - _used)
+                throw new InvalidDataException($"the image needs more than {_bytes} bytes ({_why}): {what} " +
+                    $"adds {size} to {_used}");
+            _used += size;
+        }
     }
 }

@@ -18,6 +18,8 @@ public static class FaultPoints
     public const string SourceBeforeSwitch = "source.before-switch";
     /// <summary>Target: the capsule's files sent ahead of the freeze are here and checked; not yet answered.</summary>
     public const string TargetStage = "target.stage";
+    /// <summary>Target, stop-and-copy: the first of the memory pages the dump streams has arrived.</summary>
+    public const string TargetPages = "target.pages";
     /// <summary>Target: the first chunk of the image has arrived.</summary>
     public const string TargetTransfer = "target.transfer";
     /// <summary>Target: the image is whole and checked; CRIU has not started.</summary>
@@ -36,7 +38,8 @@ public static class FaultPoints
     public static readonly string[] All =
     [
         SourceAfterSync, SourceDump, SourceAfterDump, SourceTransfer, SourceBeforeSwitch,
-        TargetStage, TargetTransfer, TargetRestore, TargetAfterRestore, SourcePostCopyTail, TargetPostCopyTail,
+        TargetStage, TargetPages, TargetTransfer, TargetRestore, TargetAfterRestore,
+        SourcePostCopyTail, TargetPostCopyTail,
         NoHold, NoPause,
     ];
 }

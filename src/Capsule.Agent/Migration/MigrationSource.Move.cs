@@ -26,11 +26,18 @@ internal sealed partial class MigrationSource
         public FrozenTree? Frozen { get; set; }
         public bool Switched { get; set; }
 
-        // Post-copy (MigrationSource.PostCopy.cs).
-        public bool PostCopy { get; } = postCopy;
+        // CRIU's page socket and its relay: the pages as the dump writes them (stop-and-copy,
+        // MigrationSource.Pages.cs), or served to the target's restore (post-copy, MigrationSource.PostCopy.cs).
         public PageSocket? Pages { get; set; }
         public AsyncDuplexStreamingCall<PageBytes, PageBytes>? PagesCall { get; set; }
         public CancellationTokenSource PagesCancel { get; } = new();
+
+        // Stop-and-copy.
+        public Task<SentPages>? PagesSent { get; set; }
+        public SentPages Sent { get; set; }
+
+        // Post-copy.
+        public bool PostCopy { get; } = postCopy;
         public Task<PostCopyEnd?>? TailEnd { get; set; }
         /// <summary>Bytes of pages relayed to the target: what shows that the tail still moves.</summary>
         public long RelayedBytes;

@@ -135,14 +135,6 @@ internal sealed partial class MigrationSource
         return r;
     }
 
-    /// <summary>The relay and CRIU's socket go: a dump still serving pages then sees the end of its client.</summary>
-    static void ClosePages(Move m)
-    {
-        m.PagesCancel.Cancel();
-        m.PagesCall?.Dispose();
-        m.Pages?.Dispose();
-    }
-
     [LoggerMessage(EventId = 315, Level = LogLevel.Error,
         Message = "{Name} is lost: the post-copy tail of its move to {Target} failed ({Error})")]
     static partial void LogTailLost(ILogger logger, string name, string target, string error);

@@ -107,6 +107,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         m.Staged = await StagedFiles.SendAsync(m.TargetAgent, c.Name, c.Dir, ct);
         r.StagedBytes = m.Staged.Bytes;
         r.Times.StageMs = m.Clock.Lap();
+        if (!m.PostCopy) await OpenPageStreamAsync(m, ct);
         rec = await SyncAsync(m, state, rec, progress, ct);
 
         await progress("dump", m.PostCopy
@@ -114,9 +115,16 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
             : "freezing and checkpointing the process tree (CRIU)");
         await faults.HitAsync(FaultPoints.SourceDump);
         var criuClock = System.Diagnostics.Stopwatch.StartNew();
-        if (m.PostCopy) m.Pages = new PageSocket();
-        m.Frozen = await criu.DumpAsync(c.Pid, m.Images, m.Pages, ct);
-        if (m.PostCopy) File.WriteAllText(Path.Combine(m.Images, SourceRollback.PostCopyMark), "");
+        if (m.PostCopy)
+        {
+            m.Pages = new PageSocket();
+            m.Frozen = await criu.DumpAsync(c.Pid, m.Images, m.Pages, lazy: true, ct);
+            File.WriteAllText(Path.Combine(m.Images, SourceRollback.PostCopyMark), "");
+        }
+        else
+        {
+            m.Frozen = await DumpStreamingAsync(m, ct);
+        }
         r.Times.CriuDumpMs = criuClock.ElapsedMilliseconds;
         journal.Write(m.Record(MoveStep.Frozen, m.Holds!.Holders));
         r.Times.DumpMs = m.Clock.Lap();
@@ -166,11 +174,8 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
             LogTidyFailed(log, m.Capsule.Name, m.Target.Name, e.Message);
             m.Result.Error = $"moved, but releasing the holds failed: {Describe(e)}";
         }
-        if (m.PostCopy)
-        {
-            await EndTailAsync(m);
-            ClosePages(m);
-        }
+        if (m.PostCopy) await EndTailAsync(m);
+        ClosePages(m);
         try
         {
             await m.Frozen!.CommitAsync();
@@ -251,8 +256,8 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
     internal static string Describe(Exception e) => e is RpcException r ? r.Status.Detail : e.Message;
 
     /// <summary>
-    /// Streams the image (CRIU's files and the capsule's own folder but what was staged, as tar) to the target,
-    /// then its checksum.
+    /// Streams the image (CRIU's files but the memory that went ahead, and the capsule's own folder but what was
+    /// staged, as tar) to the target, then its checksum.
     /// </summary>
     async Task<ReceiveReply> SendAsync(Move m, CancellationToken ct)
     {
@@ -266,6 +271,8 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         // The tree is frozen: its files stand still, and those staged and unchanged stay out of the image.
         var staged = m.Staged.Unchanged(c.Dir);
         first.Staged.AddRange(staged);
+        first.PagesBytes = m.Sent.Bytes;
+        first.PagesSha256 = m.Sent.Sha256 ?? "";
         await call.RequestStream.WriteAsync(first, ct);
         var chunks = 0;
         await using var stream = new ChunkStream(async (data, token) =>
@@ -278,7 +285,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         });
         await ImageArchive.WriteAsync(stream, m.Images, c.Dir, ct, staged);
         var sha = await stream.FinishAsync(ct);
-        m.Result.ImageBytes = stream.Length;
+        m.Result.ImageBytes = stream.Length + m.Sent.Bytes;
         await call.RequestStream.WriteAsync(new ImageChunk { Sha256 = sha }, ct);
         await call.RequestStream.CompleteAsync();
         return await call;

@@ -48,6 +48,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
     public async Task AbortAsync(string name, CancellationToken ct)
     {
         DropStaged(name);
+        DropPageStream(name);
         if (runtime.Find(name) is { } c)
         {
             // The directory is the judge: if it places the capsule here, the move did happen.
@@ -72,9 +73,14 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         var loc = Locator.Parse(head.Locator);
         if (runtime.Find(head.Name) is not null)
             throw new InvalidOperationException($"capsule '{head.Name}' already runs on {O.Host}");
-        var work = Path.Combine(O.StateDir, "migrations", head.Name + ".in");
-        if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
-        PrivateFiles.CreateFolder(work);
+        var work = IncomingFolder(head.Name);
+        // Its memory, when it went ahead, is in this folder already.
+        using var pages = TakePageStream(head);
+        if (pages is null)
+        {
+            if (Directory.Exists(work)) Directory.Delete(work, recursive: true);
+            PrivateFiles.CreateFolder(work);
+        }
         var first = true;
         async Task OnChunk(long _)
         {
@@ -86,8 +92,9 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         await using var image = new ChunkReader<ImageChunk>(stream, c => c.Data, c => c.Sha256, onChunk: OnChunk);
         async Task Unpack(string images, string dir)
         {
-            var budget = ImageBudget.For(O.StateDir, O.MaxImageBytes);
+            var budget = pages?.Budget ?? ImageBudget.For(O.StateDir, O.MaxImageBytes);
             await ImageArchive.ExtractCheckedAsync(image, "the image", image.VerifyAsync, budget, images, dir, ct);
+            if (pages is not null) await CheckPagesAsync(pages, head, ct);
             TakeStaged(head.Name, head.Staged, dir);
             await faults.HitAsync(FaultPoints.TargetRestore);
         }

@@ -6,9 +6,10 @@ using Grpc.Core;
 namespace Capsule.Agent.Migration;
 
 /// <summary>
-/// Carries CRIU's page traffic of a post-copy move between a local CRIU process's socket and the
-/// other agent's gRPC stream, both ways: pages from the source's dump, requests from the target's
-/// lazy-pages daemon. Bytes are passed on as they come (a request waits for nothing), and counted.
+/// Carries CRIU's page traffic between a local CRIU process's socket and the other agent's gRPC stream,
+/// both ways: pages from the source's dump, and answers from the target's page server (stop-and-copy) or
+/// requests from its lazy-pages daemon (post-copy). Bytes are passed on as they come (a request waits for
+/// nothing), and counted.
 /// </summary>
 internal static class PageRelay
 {
@@ -37,16 +38,17 @@ internal static class PageRelay
     /// <summary>
     /// Stream to socket, until the other agent completes its side or sends <see cref="PostCopyEnd"/>,
     /// which is returned (null when none came). <paramref name="onRestoring"/> runs when the target says
-    /// its restore begins.
+    /// its restore begins; <paramref name="onData"/> sees each message before its bytes go on.
     /// </summary>
     public static async Task<PostCopyEnd?> StreamToSocketAsync(IAsyncStreamReader<PageBytes> stream, Socket socket,
-        Func<Task> onRestoring, CancellationToken ct)
+        Func<Task> onRestoring, CancellationToken ct, Func<PageBytes, Task>? onData = null)
     {
         while (await stream.MoveNext(ct))
         {
             var m = stream.Current;
             if (m.End is not null) return m.End;
             if (m.Restoring) await onRestoring();
+            if (onData is not null) await onData(m);
             var data = m.Data.Memory;
             while (!data.IsEmpty)
             {

@@ -64,6 +64,8 @@ internal sealed partial class SourceRollback(CapsuleRuntime runtime, DataPlaneHo
         if (File.Exists(Path.Combine(images, PostCopyMark)))
             throw new CheckpointException("its tree is gone, and the images of a post-copy move hold no memory " +
                 "to restore it from");
+        // Its memory went to the target as the dump wrote it: the copy kept here makes the images whole again.
+        if (File.Exists(Path.Combine(images, Criu.PageStreamFile))) await criu.ReplayPagesAsync(images, default);
         await Criu.LockForRestoreAsync(c.Netns);
         var pid = await criu.RestoreAsync(images, c.Netns, lazy: false, CancellationToken.None);
         runtime.Adopt(c with { Pid = pid });

@@ -90,7 +90,7 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             var conns = await ConnectionsAsync(c.Netns);
             await Quiesce.UdpQueuesAsync(c.Pid, ct);
             await CapsuleNetwork.SealAsync(c.Locator);
-            frozen = await criu.DumpAsync(c.Pid, images, null, ct);
+            frozen = await criu.DumpAsync(c.Pid, images, null, lazy: false, ct);
             journal.Write(Record(MoveStep.Frozen, held.Holders));
             times.DumpMs = clock.Lap();
 
