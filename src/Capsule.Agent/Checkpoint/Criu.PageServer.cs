@@ -41,7 +41,7 @@ public sealed partial class Criu
     internal async Task ReplayPagesAsync(string images, CancellationToken ct)
     {
         var recording = Path.Combine(images, PageStreamFile);
-        using var pages = new PageSocket();
+        using var pages = new PageSocket(bulk: true);
         using var server = StartPageServer(images, pages);
         var socket = pages.Agent;
         // Its answers (a byte per image opened, four per close) are read and dropped: the dump that waited for

@@ -14,11 +14,25 @@ internal sealed unsafe class PageSocket : IDisposable
 {
     int _child;
 
-    public PageSocket()
+    /// <summary>Most bytes either end queues for the other when the pair carries a stream of pages one way.</summary>
+    const int BulkBuffer = 4 << 20;
+
+    /// <param name="bulk">
+    /// The pages of a whole dump go one way (stop-and-copy): deep buffers let CRIU, the relay and the page server
+    /// work at once. Not for post-copy, where a page the capsule faults on would queue behind that much push.
+    /// </param>
+    public PageSocket(bool bulk = false)
     {
         var sv = stackalloc int[2];
         Native.ThrowIfFailed(Native.socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC, 0, sv),
             "socketpair");
+        if (bulk)
+        {
+            var size = BulkBuffer;
+            // At most net.core.wmem_max: the kernel caps it, and a smaller buffer only costs speed.
+            for (var i = 0; i < 2; i++)
+                Native.setsockopt(sv[i], Native.SOL_SOCKET, Native.SO_SNDBUF, &size, sizeof(int));
+        }
         Agent = new Socket(new SafeSocketHandle(sv[0], ownsHandle: true));
         _child = sv[1];
     }

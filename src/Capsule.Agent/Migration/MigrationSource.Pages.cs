@@ -20,7 +20,7 @@ internal sealed partial class MigrationSource
     async Task OpenPageStreamAsync(Move m, CancellationToken ct)
     {
         Directory.CreateDirectory(m.Images);
-        m.Pages = new PageSocket();
+        m.Pages = new PageSocket(bulk: true);
         var call = m.TargetAgent.StreamPages(cancellationToken: m.PagesCancel.Token);
         m.PagesCall = call;
         await call.RequestStream.WriteAsync(new PageBytes { Name = m.Capsule.Name }, ct);
@@ -59,10 +59,11 @@ internal sealed partial class MigrationSource
             await PageRelay.SocketToStreamAsync(socket, async b =>
             {
                 sha.AppendData(b.Data.Span);
+                var sending = call.RequestStream.WriteAsync(b, ct);
                 await kept.WriteAsync(b.Data.Memory, ct);
-                await call.RequestStream.WriteAsync(b, ct);
+                await sending;
                 bytes += b.Data.Length;
-            }, ct);
+            }, ct, ChunkStream.ChunkSize);
             await call.RequestStream.CompleteAsync();
         }
         catch

@@ -68,7 +68,7 @@ internal sealed partial class MigrationTarget
         var images = Path.Combine(work, "images");
         PrivateFiles.CreateFolder(work);
         PrivateFiles.CreateFolder(images);
-        using var socket = new PageSocket();
+        using var socket = new PageSocket(bulk: true);
         var run = new PageStream(work, ImageBudget.For(O.StateDir, O.MaxImageBytes),
             criu.StartPageServer(images, socket));
         _pageStreams[name] = run;

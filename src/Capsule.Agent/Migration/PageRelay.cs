@@ -13,12 +13,14 @@ namespace Capsule.Agent.Migration;
 /// </summary>
 internal static class PageRelay
 {
-    const int ChunkBytes = 256 * 1024;
+    /// <summary>Most bytes in one message: post-copy's, so that an answer to a fault is not held for a fuller one.</summary>
+    public const int ChunkBytes = 256 * 1024;
 
     /// <summary>Socket to stream, until CRIU closes its end.</summary>
-    public static async Task SocketToStreamAsync(Socket socket, Func<PageBytes, Task> write, CancellationToken ct)
+    public static async Task SocketToStreamAsync(Socket socket, Func<PageBytes, Task> write, CancellationToken ct,
+        int chunkBytes = ChunkBytes)
     {
-        var buffer = new byte[ChunkBytes];
+        var buffer = new byte[chunkBytes];
         while (true)
         {
             int n;
