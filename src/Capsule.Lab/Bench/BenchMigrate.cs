@@ -496,7 +496,9 @@ public static partial class Bench
                     (ratio(r) is { } x ? $"[bold]{x.ToString("F2", CultureInfo.InvariantCulture)}×[/]" : "—") + own);
             }
             AnsiConsole.MarkupLine("[grey]¹ the time the criu dump and criu restore commands themselves took for " +
-                "the same capsule in the hold-and-flush migration: what no migration of it can go below. " +
+                "the same capsule in the hold-and-flush migration: what no migration of it can go below. That dump " +
+                "writes the memory to the target's page server as it goes, so it includes the memory's crossing, " +
+                "which a dump to a local disk would not. " +
                 "Goal: stall ≤ 1.2 × floor and no retransmission timeout at the peer.[/]");
             AnsiConsole.MarkupLine(ballast > 0
                 ? $"[grey]² --ballast {ballast}: the server capsule fills {ballast} MB of memory first " +
