@@ -7,7 +7,7 @@ namespace Capsule.Agent.Checkpoint;
 /// <summary>
 /// CRIU's page server, for a stop-and-copy move: the source's dump writes the memory pages to a socket as it
 /// goes (`criu dump --page-server --ps-socket N`), and a page server on the target writes them into the
-/// restore's folder, so the memory crosses while CRIU still dumps the rest and is not copied to disk first.
+/// restore's folder, so the memory crosses as CRIU writes it and is not copied to the source's disk first.
 /// The source keeps the bytes it sent, in order, in <see cref="PageStreamFile"/>: replayed into a page server of
 /// its own, they make its images whole again should it have to restore the capsule itself (its tree gone
 /// before a rollback). A page server's output depends only on the bytes it reads, so the replay writes the

@@ -9,8 +9,8 @@ namespace Capsule.Agent.Migration;
 
 /// <summary>
 /// The source's half of a stop-and-copy move's memory (docs/migration.md, "Memory goes as CRIU writes it"):
-/// the dump writes its pages to a socket, not to disk, and they cross to the target's page server while CRIU
-/// still dumps the rest (<see cref="Criu.StartPageServer"/>). A copy is kept here, as it went, for a rollback
+/// the dump writes its pages to a socket, not to disk, and they cross to the target's page server as CRIU
+/// writes them (<see cref="Criu.StartPageServer"/>). A copy is kept here, as it went, for a rollback
 /// that finds the tree gone (<see cref="Criu.ReplayPagesAsync"/>); their count and SHA-256 go in the image's
 /// header, and the target restores nothing unless its own match.
 /// </summary>
