@@ -13,7 +13,9 @@ namespace Capsule.Agent.Migration;
 /// </summary>
 internal static class PageRelay
 {
-    /// <summary>Most bytes in one message: post-copy's, so that an answer to a fault is not held for a fuller one.</summary>
+    /// <summary>
+    /// Most bytes in one message: post-copy's, so that an answer to a fault is not held for a fuller one.
+    /// </summary>
     public const int ChunkBytes = 256 * 1024;
 
     /// <summary>Socket to stream, until CRIU closes its end.</summary>
