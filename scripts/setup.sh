@@ -15,7 +15,8 @@ fi
 # Runtime tools, then the ones the tests, demo and benchmarks drive (unmodified programs).
 # clang and zlib1g-dev: the native (AOT) compiler links the `capsule` binary with them.
 # etcd-server and etcd-client: the directory on etcd (`lab up --directory etcd`, docs/deploy.md).
-packages=(iproute2 nftables util-linux procps hostname kmod clang zlib1g-dev etcd-server etcd-client
+# gcc: the capsule launcher (native/capsule-launch.c).
+packages=(iproute2 nftables util-linux procps hostname kmod clang gcc zlib1g-dev etcd-server etcd-client
           iperf3 curl tcpdump iputils-ping python3 redis-server redis-tools openjdk-17-jre-headless)
 missing=()
 for p in "${packages[@]}"; do
@@ -35,6 +36,16 @@ fi
 
 # CRIU 4.2.1 in a private folder (the system criu does not work on this kernel; see DESIGN.md).
 "$root/scripts/install-criu.sh" >&2
+
+# The launcher that gives a capsule its own user and mount namespaces (`create --rootfs`): a small C
+# program, because .NET cannot run code between fork and exec. Built again when its source changes.
+launcher=/opt/capsule/bin/capsule-launch
+if [ ! -x "$launcher" ] || [ "$root/native/capsule-launch.c" -nt "$launcher" ]; then
+  echo "capsule: building $launcher" >&2
+  mkdir -p "$(dirname "$launcher")"
+  gcc -O2 -Wall -Wextra -Werror -o "$launcher.tmp" "$root/native/capsule-launch.c"
+  mv "$launcher.tmp" "$launcher"
+fi
 
 # Post-copy migration (CRIU's lazy pages) needs pipes bigger than the default 1 MiB: root on this
 # machine kind lacks CAP_SYS_RESOURCE, so CRIU cannot go past fs.pipe-max-size (docs/deploy.md).

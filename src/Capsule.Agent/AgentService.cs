@@ -47,6 +47,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
             State = CapsuleProcess.IsAlive(c.Pid) ? Protos.CapsuleState.Running : Protos.CapsuleState.Stopped,
         };
         info.Command.AddRange(c.Command);
+        if (c.Root is not null) info.RootFs = c.Root.ToProto();
         return info;
     }
 
@@ -143,7 +144,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         Guard(async () =>
         {
             await peers.PrepareAsync(context, request.Name);
-            await target.PrepareAsync(request.Name, Locator.Parse(request.Locator), request.PostCopy,
+            await target.PrepareAsync(request.Name, Locator.Parse(request.Locator), request.PostCopy, request.OwnUserNs,
                 context.CancellationToken);
             return new Empty();
         });
@@ -185,7 +186,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
 
     public override Task<CapsuleInfo> Create(CreateRequest request, ServerCallContext context) =>
         Guard(async () => Info(await runtime.CreateAsync(request.Name, request.Command, request.UdpDrop,
-            context.CancellationToken)));
+            request.Rootfs.Length > 0 ? request.Rootfs : null, context.CancellationToken)));
 
     public override Task<Empty> Remove(NameRequest request, ServerCallContext context) =>
         Guard(async () =>

@@ -41,9 +41,16 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
     public async Task EvictAsync(LocalCapsule c)
     {
         _capsules.TryRemove(c.Name, out _);
+        await TearDownAsync(c);
+        c.Delete();
+    }
+
+    /// <summary>Its processes, its network and, if it has its own, its root's mounts: gone.</summary>
+    async Task TearDownAsync(LocalCapsule c)
+    {
         await CapsuleProcess.KillAsync(c.Pid);
         await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
-        c.Delete();
+        if (c.Root is not null) await Launcher.UnmountAsync(RootMounts.Of(options.StateDir, c.Name));
     }
     public LocalCapsule? Find(string name) => _capsules.GetValueOrDefault(name);
 
@@ -65,6 +72,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
             {
                 log.LogWarning("capsule {Name} is no longer placed on this host; removing its leftovers", c.Name);
                 await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
+                if (c.Root is not null) await Launcher.UnmountAsync(RootMounts.Of(options.StateDir, c.Name));
                 LocalCapsule.DeleteAt(dir);
                 continue;
             }
@@ -102,29 +110,34 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         }
     }
 
+    /// <param name="rootfs">Its own user and mount namespaces on an overlay of this folder (<see cref="OwnRoot"/>);
+    /// null: it shares the host's.</param>
     public async Task<LocalCapsule> CreateAsync(string name, IReadOnlyList<string> command, bool udpDrop,
-        CancellationToken ct)
+        string? rootfs, CancellationToken ct)
     {
         if (command.Count == 0)
             throw new ArgumentException("a command to run is required (capsule create NAME --host HOST -- CMD...)");
         if (options.Serves.Length > 0)
             throw new ArgumentException($"{options.Host} is a gateway; capsules run on hosts");
+        if (rootfs is not null) CheckRootfs(rootfs);
         // Found now, not after the plumbing: a typo gets a plain answer instead of a capsule that stops at once.
-        if (Resolve(command[0]) is null)
-            throw new ArgumentException($"command not found on host {options.Host}: {command[0]}");
+        if (Resolve(command[0], rootfs ?? "/") is null)
+            throw new ArgumentException($"command not found on host {options.Host}" +
+                (rootfs is null or "/" ? "" : $" under {rootfs}") + $": {command[0]}");
         await _gate.WaitAsync(ct);
         try
         {
             var rec = await directory.AllocateAsync(name, options.Host, ct);
             var netns = options.CapsuleNetns(name);
             var dir = options.CapsuleDir(name);
+            var root = rootfs is null ? null : OwnRoot.For(rootfs, rec.Locator);
+            var mounts = RootMounts.Of(options.StateDir, name);
             CapsuleProcess.Started? started = null;
             try
             {
                 Rpc.PrivateFiles.CreateFolder(dir);
-                await CapsuleNetwork.CreateAsync(netns, rec.Locator, options.InnerMtu);
-                var c0 = new LocalCapsule(name, rec.Locator, netns, dir, 0, [.. command], udpDrop);
-                started = await CapsuleProcess.StartAsync(netns, name, c0.StdoutPath, c0.StderrPath, command, ct);
+                var c0 = new LocalCapsule(name, rec.Locator, netns, dir, 0, [.. command], udpDrop, root);
+                started = await StartAsync(c0, mounts, ct);
                 var c = c0 with { Pid = started.Pid };
                 c.Save();
                 await directory.UpdateAsync(name, options.Host, CapsuleState.Running, expectRevision: rec.Revision,
@@ -139,6 +152,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
                 log.LogWarning("create {Name} failed, undoing: {Error}", name, e.Message);
                 if (started is not null) await CapsuleProcess.KillAsync(started.Pid);
                 await CapsuleNetwork.DestroyAsync(netns, rec.Locator);
+                if (root is not null) await Launcher.UnmountAsync(mounts);
                 try { LocalCapsule.DeleteAt(dir); } catch (IOException) { }
                 await directory.ReleaseAsync(name, CancellationToken.None);
                 throw;
@@ -147,12 +161,39 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         finally { _gate.Release(); }
     }
 
-    static string? Resolve(string program) =>
-        program.Contains('/')
-            ? (File.Exists(program) ? program : null)
+    /// <summary>Its network, then its first process: in the host's user namespace, or in its own.</summary>
+    async Task<CapsuleProcess.Started> StartAsync(LocalCapsule c, RootMounts mounts, CancellationToken ct)
+    {
+        if (c.Root is null)
+        {
+            await CapsuleNetwork.CreateAsync(c.Netns, c.Locator, options.InnerMtu);
+            return await CapsuleProcess.StartAsync(c.Netns, c.Name, c.StdoutPath, c.StderrPath, c.Command, ct);
+        }
+        // Its network namespace is its own user namespace's, so it exists only once its first process
+        // does: the launcher holds that process until the network is built from outside.
+        await Launcher.MountAsync(c.Root, OwnRoot.Upper(c.Dir), mounts, ct);
+        return await Launcher.RunAsync(c.Root, mounts, c.Name, c.Command,
+            pid => CapsuleNetwork.CreateAsync(c.Netns, c.Locator, options.InnerMtu, pid), ct);
+    }
+
+    static void CheckRootfs(string rootfs)
+    {
+        if (!Path.IsPathFullyQualified(rootfs))
+            throw new ArgumentException($"--rootfs takes an absolute path (got '{rootfs}'); use / for the host's");
+        if (!Directory.Exists(rootfs))
+            throw new ArgumentException($"--rootfs {rootfs}: no such folder");
+    }
+
+    /// <summary>The program's path as the capsule will see it, looked up under its root.</summary>
+    static string? Resolve(string program, string root)
+    {
+        string Under(string p) => root == "/" ? p : Path.Join(root, p);
+        return program.Contains('/')
+            ? (File.Exists(Under(program)) ? program : null)
             : (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin")
                 .Split(':', StringSplitOptions.RemoveEmptyEntries)
-                .Select(d => Path.Combine(d, program)).FirstOrDefault(File.Exists);
+                .Select(d => Path.Combine(d, program)).FirstOrDefault(p => File.Exists(Under(p)));
+    }
 
     /// <summary>
     /// When the capsule's process tree ends by itself, the directory says so and its traffic stops routing.
@@ -214,8 +255,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
                     $"capsule '{name}' is migrating; remove it when the migration has ended");
             if (!_capsules.TryRemove(name, out var c))
                 throw new KeyNotFoundException($"capsule '{name}' is not on host {options.Host}");
-            await CapsuleProcess.KillAsync(c.Pid);
-            await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
+            await TearDownAsync(c);
             c.Delete();
             await directory.ReleaseAsync(name, ct);
             log.LogInformation("removed capsule {Name}", name);

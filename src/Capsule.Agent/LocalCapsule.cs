@@ -1,15 +1,19 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Capsule.Agent.Linux;
 using Capsule.Core;
 
 namespace Capsule.Agent;
 
 /// <summary>What an agent keeps about a capsule it runs, also on disk so a restarted agent finds it again.</summary>
+/// <param name="Root">Its own user and mount namespaces and root file system; null: it shares the host's.</param>
 internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, string Dir, int Pid, string[] Command,
-    bool UdpDrop = false)
+    bool UdpDrop = false, OwnRoot? Root = null)
 {
-    public string StdoutPath => Path.Combine(Dir, "stdout.log");
-    public string StderrPath => Path.Combine(Dir, "stderr.log");
+    public string StdoutPath => Root is null ? Path.Combine(Dir, "stdout.log") : InUpper(OwnRoot.StdoutInside);
+    public string StderrPath => Root is null ? Path.Combine(Dir, "stderr.log") : InUpper(OwnRoot.StderrInside);
+
+    string InUpper(string inside) => Path.Combine(OwnRoot.Upper(Dir), inside.TrimStart('/'));
 
     // Beside the capsule's folder, not in it: the capsule writes in its folder (its working
     // directory), and the record names the process and namespace the agent kills and removes.
@@ -19,14 +23,15 @@ internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, 
     /// <summary>Where an agent before this one kept the record (inside the folder): read once, then moved.</summary>
     static string OldRecordOf(string dir) => Path.Combine(dir, "capsule.json");
 
-    internal sealed record Dto(string Name, string Locator, string Netns, int Pid, string[] Command, bool UdpDrop);
+    internal sealed record Dto(string Name, string Locator, string Netns, int Pid, string[] Command, bool UdpDrop,
+        OwnRoot? Root = null);
 
     public void Save()
     {
         var tmp = File + ".tmp";
         System.IO.File.Delete(tmp);
         using (var fs = Rpc.PrivateFiles.CreateNew(tmp))
-            JsonSerializer.Serialize(fs, new Dto(Name, Locator.ToString(), Netns, Pid, Command, UdpDrop),
+            JsonSerializer.Serialize(fs, new Dto(Name, Locator.ToString(), Netns, Pid, Command, UdpDrop, Root),
                 LocalCapsuleJson.Default.Dto);
         System.IO.File.Move(tmp, File, overwrite: true);
     }
@@ -48,7 +53,8 @@ internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, 
         if (!System.IO.File.Exists(f)) return null;
         var d = JsonSerializer.Deserialize(System.IO.File.ReadAllText(f), LocalCapsuleJson.Default.Dto);
         return d is null ? null
-            : new LocalCapsule(d.Name, Core.Locator.Parse(d.Locator), d.Netns, dir, d.Pid, d.Command, d.UdpDrop);
+            : new LocalCapsule(d.Name, Core.Locator.Parse(d.Locator), d.Netns, dir, d.Pid, d.Command, d.UdpDrop,
+                d.Root);
     }
 }
 

@@ -26,17 +26,31 @@ public static class CapsuleCommands
                 DefaultValueFactory = _ => "buffer"
             };
             udp.AcceptOnlyFromAmong("buffer", "drop");
+            var rootfs = new Option<string>("--rootfs")
+            {
+                Description = "Run it as a container: its own user namespace (its root is not the host's) and mount " +
+                    "namespace, on its own writable layer over this folder (/ for the host's file system, which " +
+                    "must then be the same on every host it moves to)",
+            };
+            rootfs.Validators.Add(r =>
+            {
+                if (r.GetValueOrDefault<string>() is { } v && !Path.IsPathFullyQualified(v))
+                    r.AddError($"--rootfs takes an absolute path (got '{v}'); use / for the host's file system");
+            });
             var command = CommandArg();
             var create = new Command("create",
                 "Create a capsule: a locator from the directory, its own namespaces, CMD as its first process")
             {
-                name, host, udp, command, CommandTree.JsonOption
+                name, host, udp, rootfs, command, CommandTree.JsonOption
             };
             create.SetAction((pr, ct) => CommandTree.Run(async () =>
             {
                 var s = CommandTree.SessionOf(pr);
                 var (_, agent) = await s.AgentAsync(pr.GetValue(host)!, ct);
-                var req = new CreateRequest { Name = pr.GetValue(name)!, UdpDrop = pr.GetValue(udp) == "drop" };
+                var req = new CreateRequest
+                {
+                    Name = pr.GetValue(name)!, UdpDrop = pr.GetValue(udp) == "drop", Rootfs = pr.GetValue(rootfs) ?? "",
+                };
                 req.Command.AddRange(pr.GetValue(command)!);
                 var info = await agent.CreateAsync(req, cancellationToken: ct);
                 if (pr.GetValue(CommandTree.JsonOption))
@@ -53,8 +67,8 @@ public static class CapsuleCommands
             var name = NameArg();
             var command = CommandArg();
             var exec = new Command("exec",
-                "Run a command inside a capsule (its network, PID, UTS, IPC and mount namespaces); " +
-                "returns its exit code")
+                "Run a command inside a capsule (its network, PID, UTS, IPC and mount namespaces, and its user " +
+                "namespace and root if it has its own); returns its exit code")
             {
                 name, command
             };
@@ -66,9 +80,12 @@ public static class CapsuleCommands
                 if (info.Pid == 0)
                     throw new UserError(
                         $"capsule '{c.Name}' is not running ({info.State.ToString().ToLowerInvariant()})");
+                // A capsule with its own user namespace: entered as its root, in its root file system.
+                string[] ns = info.RootFs is null
+                    ? ["--net", "--pid", "--uts", "--ipc", "--mount"]
+                    : ["--all", "--root", "--wd"];
                 return await Terminal.RunAttachedAsync("nsenter",
-                    ["-t", info.Pid.ToString(), "--net", "--pid", "--uts", "--ipc", "--mount", "--",
-                        .. pr.GetValue(command)!], ct);
+                    ["-t", info.Pid.ToString(), .. ns, "--", .. pr.GetValue(command)!], ct);
             }));
             yield return exec;
         }

@@ -41,11 +41,12 @@ public sealed partial class Criu(string binary, string scratch)
     /// <param name="pages">Where the memory pages go, when not into <paramref name="images"/>: to a page server
     /// as the dump goes (<see cref="StartPageServer"/>), or, with <paramref name="lazy"/> (post-copy), served
     /// once the verdict is commit, until the target has them all (CRIU's lazy dump).</param>
-    internal async Task<FrozenTree> DumpAsync(int pid, string images, PageSocket? pages, bool lazy,
+    /// <param name="ownRoot">The tree has its own user and mount namespaces (<see cref="OwnRoot"/>): its
+    /// network namespace goes into the image (<see cref="OwnRootDumpArgs"/>).</param>
+    internal async Task<FrozenTree> DumpAsync(int pid, bool ownRoot, string images, PageSocket? pages, bool lazy,
         CancellationToken ct)
     {
         Directory.CreateDirectory(images);
-        var netns = NetnsInode(pid);
         var verdict = Path.Combine(images, "verdict");
         File.Delete(verdict);
         File.Delete(verdict + ".ready");
@@ -58,8 +59,8 @@ public sealed partial class Criu(string binary, string scratch)
         [
             "-c", """v=$1; shift; CAPSULE_VERDICT=$v exec setsid "$@" </dev/null >>"$v.out" 2>&1""", "sh", verdict,
             binary, "dump", "-t", pid.ToString(), "-D", images, "-o", "dump.log", "-v2",
-            "--tcp-established", "--network-lock", "skip", "--external", $"net[{netns}]:{NetKey}",
-            "--action-script", _hook.Path,
+            "--tcp-established", "--network-lock", "skip", "--action-script", _hook.Path,
+            .. ownRoot ? OwnRootDumpArgs : ["--external", $"net[{NetnsInode(pid)}]:{NetKey}"],
         ];
         foreach (var a in args) psi.ArgumentList.Add(a);
         if (pages is not null)
@@ -92,10 +93,7 @@ public sealed partial class Criu(string binary, string scratch)
     /// </param>
     public async Task<int> RestoreAsync(string images, string netns, bool lazy, CancellationToken ct)
     {
-        var pidFile = Path.Combine(images, "restored.pid");
-        var unlocked = Path.Combine(images, "restore.unlocked");
-        File.Delete(pidFile);
-        File.Delete(unlocked);
+        var (pidFile, unlocked) = RestoreFiles(images);
         // fd 3 is opened on the new namespace by the shell and inherited by CRIU under the key the dump used.
         var r = await Cmd.TryRunAsync("/bin/sh", ["-c", """exec 3<"$1"; shift; exec "$@" """, "sh",
             $"{Netns.Dir}/{netns}",
@@ -106,6 +104,21 @@ public sealed partial class Criu(string binary, string scratch)
         // CRIU's network-unlock hook has removed the lock and said so; should it not have, traffic
         // would stall, so the lock goes here (a process spawn the usual path does without).
         if (!File.Exists(unlocked)) await UnlockAsync(netns);
+        return await RestoredPidAsync(r, images, pidFile, ct);
+    }
+
+    /// <summary>Where a restore writes the restored tree's pid, and where its hook says it lifted the lock.</summary>
+    static (string PidFile, string Unlocked) RestoreFiles(string images)
+    {
+        var pidFile = Path.Combine(images, "restored.pid");
+        var unlocked = Path.Combine(images, "restore.unlocked");
+        File.Delete(pidFile);
+        File.Delete(unlocked);
+        return (pidFile, unlocked);
+    }
+
+    static async Task<int> RestoredPidAsync(Cmd.Result r, string images, string pidFile, CancellationToken ct)
+    {
         if (!r.Ok || !File.Exists(pidFile))
             throw new CheckpointException($"criu restore failed: {LogTail(images, "restore.log")}");
         return int.Parse((await File.ReadAllTextAsync(pidFile, ct)).Trim());
@@ -120,12 +133,7 @@ public sealed partial class Criu(string binary, string scratch)
     /// out; the hook lifts it when CRIU unlocks the network, before the tree resumes.
     /// </summary>
     public static Task LockForRestoreAsync(string netns) =>
-        Cmd.RunAsync("ip", ["netns", "exec", netns, "nft", "-f", "-"], stdin: $$"""
-            table inet {{CriuHook.LockTable}} {
-              chain output { type filter hook output priority 0; policy drop; meta mark 0xc114 accept; }
-              chain input { type filter hook input priority 0; policy drop; meta mark 0xc114 accept; }
-            }
-            """);
+        Cmd.RunAsync("ip", ["netns", "exec", netns, "nft", "-f", "-"], stdin: CriuHook.LockRules);
 
     static Task UnlockAsync(string netns) =>
         Cmd.TryRunAsync("ip", ["netns", "exec", netns, "nft", "delete", "table", "inet", CriuHook.LockTable]);

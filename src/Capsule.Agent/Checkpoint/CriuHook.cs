@@ -13,6 +13,16 @@ internal sealed class CriuHook
     public const string LockTable = "capsule_restore_lock";
     public const string LockVariable = "CAPSULE_RESTORE_LOCK";
     public const string UnlockedVariable = "CAPSULE_RESTORE_UNLOCKED";
+    /// <summary>Set to a file of <see cref="LockRules"/>: the hook locks the namespace CRIU restores itself.</summary>
+    public const string LockNewVariable = "CAPSULE_RESTORE_LOCK_NEW";
+
+    /// <summary>The loopback lock of <see cref="Criu.LockForRestoreAsync"/>: only CRIU's own packets (mark 0xC114).</summary>
+    public const string LockRules = $$"""
+        table inet {{LockTable}} {
+          chain output { type filter hook output priority 0; policy drop; meta mark 0xc114 accept; }
+          chain input { type filter hook input priority 0; policy drop; meta mark 0xc114 accept; }
+        }
+        """;
 
     /// <summary>
     /// With no verdict in this long, the tree resumes where it is: a source agent that never comes
@@ -35,6 +45,12 @@ internal sealed class CriuHook
           [ "$v" = commit ] && exit 0
           exit 1
           ;;
+        post-setup-namespaces)
+          # A capsule with its own user namespace: CRIU made its network namespace just now, from the
+          # image; no packet moves in it but CRIU's own until network-unlock, as with the lock above.
+          [ -n "$CAPSULE_RESTORE_LOCK_NEW" ] || exit 0
+          nsenter --net=/proc/$CRTOOLS_INIT_PID/ns/net nft -f "$CAPSULE_RESTORE_LOCK_NEW" || exit 1
+          ;;
         network-unlock)
           [ -n "$CAPSULE_RESTORE_LOCK" ] || exit 0
           [ -n "$CRTOOLS_INIT_PID" ] || exit 0
@@ -51,9 +67,12 @@ internal sealed class CriuHook
         Directory.CreateDirectory(folder);
         Path = System.IO.Path.Combine(folder, "criu-hook.sh");
         File.WriteAllText(Path, Script);
+        LockRulesPath = System.IO.Path.Combine(folder, "criu-lock.nft");
+        File.WriteAllText(LockRulesPath, LockRules);
         if (OperatingSystem.IsLinux())
             File.SetUnixFileMode(Path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
     }
 
     public string Path { get; }
+    public string LockRulesPath { get; }
 }

@@ -70,14 +70,16 @@ internal static class ImageArchive
     /// failure, of either: the two folders are deleted, so nothing is ever restored from an unverified image.
     /// What it unpacks is bounded by <paramref name="budget"/>.
     /// </summary>
+    /// <param name="owners">The capsule has its own root (<see cref="OwnRoot"/>): its upper layer's entries
+    /// keep their owners, which must be the capsule's ids (<see cref="UpperLayer"/>).</param>
     public static async Task ExtractCheckedAsync(Stream source, string shownAs, Func<CancellationToken, Task> verify,
-        ImageBudget budget, string images, string capsuleDir, CancellationToken ct)
+        ImageBudget budget, string images, string capsuleDir, CancellationToken ct, OwnRoot? owners = null)
     {
         try
         {
             try
             {
-                await ExtractAsync(source, shownAs, budget, images, capsuleDir, ct);
+                await ExtractAsync(source, shownAs, budget, images, capsuleDir, ct, owners);
             }
             catch (InvalidDataException)
             {
@@ -97,7 +99,7 @@ internal static class ImageArchive
     }
 
     static async Task ExtractAsync(Stream source, string shownAs, ImageBudget budget, string images,
-        string capsuleDir, CancellationToken ct)
+        string capsuleDir, CancellationToken ct, OwnRoot? owners = null)
     {
         // The agent's folders, and everything in them, for root alone (PrivateFiles).
         PrivateFiles.CreateFolder(images);
@@ -109,7 +111,7 @@ internal static class ImageArchive
             while (await tar.GetNextEntryAsync(cancellationToken: ct) is { } e)
             {
                 budget.Charge(e);
-                await ExtractEntry(e, length, images, capsuleDir, ct);
+                await ExtractEntry(e, length, images, capsuleDir, owners, ct);
             }
         }
         // TarReader's other ways of saying the archive is damaged: a header or its data cut short (it reads past
@@ -121,7 +123,7 @@ internal static class ImageArchive
     }
 
     static async Task ExtractEntry(TarEntry e, long archiveLength, string images, string capsuleDir,
-        CancellationToken ct)
+        OwnRoot? owners, CancellationToken ct)
     {
         var (root, rel) = e.Name.StartsWith("images/", StringComparison.Ordinal) ? (images, e.Name[7..])
             : e.Name.StartsWith("files/", StringComparison.Ordinal) ? (capsuleDir, e.Name[6..])
@@ -134,7 +136,13 @@ internal static class ImageArchive
             throw new InvalidDataException($"entry '{e.Name}' points outside the capsule");
         // A file where a folder of this entry's path should be (an earlier entry of the same name).
         for (var p = Path.GetDirectoryName(dest)!; p.Length > root.Length; p = Path.GetDirectoryName(p)!)
-            if (File.Exists(p)) throw new InvalidDataException($"entry '{e.Name}' is inside a file");
+            if (File.Exists(p) || UpperLayer.IsLink(p))
+                throw new InvalidDataException($"entry '{e.Name}' is inside a file or behind a link");
+        if (owners is not null && root == Path.GetFullPath(capsuleDir) && UpperLayer.Holds(rel))
+        {
+            await UpperLayer.ExtractAsync(e, dest, owners, archiveLength, ct);
+            return;
+        }
         // Only what WriteAsync makes of CRIU's images and a capsule's files. A device node would hand the
         // capsule a host device (made as root), a hard link a host file; a symbolic link would let a later
         // entry write through it outside the folder (TarEntry.ExtractToFile would refuse links anyway). A

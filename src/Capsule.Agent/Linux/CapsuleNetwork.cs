@@ -16,9 +16,11 @@ internal static class CapsuleNetwork
     /// </summary>
     public static string HostIf(Locator l) => $"{HostNetwork.CapsuleIfPrefix}{l.Value:x8}";
 
-    public static async Task CreateAsync(string netns, Locator locator, int mtu)
+    /// <param name="ofPid">A capsule with its own user namespace: the network namespace its first
+    /// process made (it must own it), not a new one.</param>
+    public static async Task CreateAsync(string netns, Locator locator, int mtu, int ofPid = 0)
     {
-        await BuildAsync(netns, locator, mtu);
+        await BuildAsync(netns, locator, mtu, ofPid);
         await AttachAsync(locator);
     }
 
@@ -31,22 +33,57 @@ internal static class CapsuleNetwork
     /// hold their sockets: a packet that reached the namespace before would meet no socket and be
     /// answered with a reset. All of it over netlink, in this process: no `ip` per step.
     /// </summary>
-    public static Task BuildAsync(string netns, Locator locator, int mtu) => Now(() =>
+    public static Task BuildAsync(string netns, Locator locator, int mtu, int ofPid = 0) => Now(() =>
     {
         var hostIf = HostIf(locator);
-        using var inside = Netns.Create(netns,
+        using var inside = Netns.Create(netns, ofPid,
             ("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1"));
         using var host = Netlink.Open("host");
         Rtnl.DeleteLink(host, hostIf); // left over from a crash: start clean
         Rtnl.AddVeth(host, hostIf, mtu, "eth0", netns);
-        Netns.WriteSysctl($"net.ipv6.conf.{hostIf}.disable_ipv6", "1");
-        Rtnl.AddHostAddress(host, hostIf, Gateway);
-        Rtnl.SetUp(host, hostIf);
+        ConfigureHostEnd(host, hostIf);
         Rtnl.AddHostAddress(inside, "eth0", locator.ToAddress());
         Rtnl.SetUp(inside, "eth0");
         Rtnl.AddRoute(inside, replace: false, Gateway, 32, "eth0");
         Rtnl.AddRoute(inside, replace: false, IPAddress.Any, 0, "eth0", via: Gateway);
     });
+
+    /// <summary>
+    /// Before CRIU restores a capsule with its own user namespace: its veth, both ends on the host.
+    /// CRIU restores the capsule's network namespace from the image and moves the returned end into
+    /// it as eth0 (--external netdev[eth0]:END), where it gets its address and routes back from the
+    /// image. (CRIU's own veth[eth0] external is refused here by the kernel: "Operation not supported".)
+    /// </summary>
+    public static Task<string> PairForRestoreAsync(Locator locator, int mtu)
+    {
+        var hostIf = HostIf(locator);
+        var inner = $"{HostNetwork.CapsuleIfPrefix}i{locator.Value:x8}";
+        return Now(() =>
+        {
+            using var host = Netlink.Open("host");
+            Rtnl.DeleteLink(host, hostIf); // left over from a crash: start clean
+            Rtnl.AddVeth(host, hostIf, mtu, inner, peerNetns: null);
+            return inner;
+        });
+    }
+
+    /// <summary>
+    /// After that restore: the namespace gets its name here, and the veth's host end what
+    /// <see cref="BuildAsync"/> gives it. Not yet routed to, as there.
+    /// </summary>
+    public static Task AdoptAsync(string netns, Locator locator, int pid) => Now(() =>
+    {
+        using (Netns.Create(netns, pid)) { }
+        using var host = Netlink.Open("host");
+        ConfigureHostEnd(host, HostIf(locator));
+    });
+
+    static void ConfigureHostEnd(Netlink host, string hostIf)
+    {
+        Netns.WriteSysctl($"net.ipv6.conf.{hostIf}.disable_ipv6", "1");
+        Rtnl.AddHostAddress(host, hostIf, Gateway);
+        Rtnl.SetUp(host, hostIf);
+    }
 
     /// <summary>The host routes the locator to the capsule's veth and lets the capsule send with it.</summary>
     public static async Task AttachAsync(Locator locator)
@@ -122,6 +159,18 @@ internal static class CapsuleNetwork
     /// Runs netlink work (a few system calls, no waiting on anything slow) at once, its failure in the task
     /// as an async method would have it.
     /// </summary>
+    static Task<T> Now<T>(Func<T> f)
+    {
+        try
+        {
+            return Task.FromResult(f());
+        }
+        catch (Exception e)
+        {
+            return Task.FromException<T>(e);
+        }
+    }
+
     static Task Now(Action f)
     {
         try

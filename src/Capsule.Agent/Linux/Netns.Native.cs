@@ -18,7 +18,9 @@ public static partial class Netns
     /// sets <paramref name="sysctls"/> in it (/proc/sys/net is per namespace), and returns a netlink socket
     /// that configures it. On failure nothing of a namespace made here is left.
     /// </summary>
-    internal static Netlink Create(string name, params (string Key, string Value)[] sysctls)
+    /// <param name="ofPid">Name the network namespace process <paramref name="ofPid"/> is in (`ip netns attach`)
+    /// instead of making one: a capsule with its own user namespace made its own, which it owns.</param>
+    internal static Netlink Create(string name, int ofPid, params (string Key, string Value)[] sysctls)
     {
         var path = Path.Combine(Dir, name);
         var made = false;
@@ -33,7 +35,16 @@ public static partial class Netns
         {
             return OnOwnThread(() =>
             {
-                if (made)
+                if (made && ofPid > 0)
+                {
+                    unsafe
+                    {
+                        if (Native.mount($"/proc/{ofPid}/ns/net", path, "none", Native.MS_BIND, null) != 0)
+                            throw Native.Failed($"bind network namespace of {ofPid} at {path}", Native.Errno);
+                    }
+                    Join(path, name);
+                }
+                else if (made)
                 {
                     if (Native.unshare(Native.CLONE_NEWNET) != 0)
                         throw Native.Failed($"new network namespace {name}", Native.Errno);

@@ -21,21 +21,32 @@ internal static class Rtnl
     public const byte ScopeUniverse = 0, ScopeLink = 253;
     const byte ScopeNowhere = 255;
 
-    /// <summary>`ip link add NAME mtu MTU type veth peer name PEER mtu MTU netns NETNS`.</summary>
-    public static void AddVeth(Netlink nl, string name, int mtu, string peer, string peerNetns)
+    /// <summary>`ip link add NAME mtu MTU type veth peer name PEER mtu MTU [netns NETNS]`.</summary>
+    /// <param name="peerNetns">Where the peer goes; null: it stays beside NAME.</param>
+    public static void AddVeth(Netlink nl, string name, int mtu, string peer, string? peerNetns)
     {
-        var fd = Native.open(Path.Combine(Netns.Dir, peerNetns), Native.O_RDONLY | Native.O_CLOEXEC);
-        if (fd < 0) throw Native.Failed($"open network namespace {peerNetns}", Native.Errno);
+        var fd = -1;
+        if (peerNetns is not null)
+        {
+            fd = Native.open(Path.Combine(Netns.Dir, peerNetns), Native.O_RDONLY | Native.O_CLOEXEC);
+            if (fd < 0) throw Native.Failed($"open network namespace {peerNetns}", Native.Errno);
+        }
         try
         {
             var m = new NetlinkMessage(RTM_NEWLINK, NetlinkMessage.NLM_F_CREATE | NetlinkMessage.NLM_F_EXCL)
                 .IfInfo().Str(IFLA_IFNAME, name).U32(IFLA_MTU, (uint)mtu)
                 .Nest(IFLA_LINKINFO, li => li.Str(IFLA_INFO_KIND, "veth")
-                    .Nest(IFLA_INFO_DATA, d => d.Nest(VETH_INFO_PEER, p => p.IfInfo()
-                        .Str(IFLA_IFNAME, peer).U32(IFLA_MTU, (uint)mtu).U32(IFLA_NET_NS_FD, (uint)fd))));
-            nl.Request(m, $"add veth {name} with peer {peer} in {peerNetns}");
+                    .Nest(IFLA_INFO_DATA, d => d.Nest(VETH_INFO_PEER, p =>
+                    {
+                        p.IfInfo().Str(IFLA_IFNAME, peer).U32(IFLA_MTU, (uint)mtu);
+                        if (fd >= 0) p.U32(IFLA_NET_NS_FD, (uint)fd);
+                    })));
+            nl.Request(m, $"add veth {name} with peer {peer}" + (peerNetns is null ? "" : $" in {peerNetns}"));
         }
-        finally { Native.close(fd); }
+        finally
+        {
+            if (fd >= 0) Native.close(fd);
+        }
     }
 
     /// <summary>`ip link set NAME up`.</summary>

@@ -80,7 +80,8 @@ internal sealed partial class MigrationSource
         FrozenTree frozen;
         try
         {
-            frozen = await criu.DumpAsync(m.Capsule.Pid, m.Images, m.Pages, lazy: false, ct);
+            frozen = await criu.DumpAsync(m.Capsule.Pid, m.Capsule.Root is not null, m.Images, m.Pages, lazy: false,
+                ct);
         }
         catch (CheckpointException) when (m.PagesSent is { IsFaulted: true } sent)
         {

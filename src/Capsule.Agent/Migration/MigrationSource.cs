@@ -75,7 +75,10 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         var move = new Move(c, req, target, targetAgent, Path.Combine(O.StateDir, "migrations", c.Name), postCopy);
         if (Directory.Exists(move.Work)) Directory.Delete(move.Work, recursive: true);
         // The target builds the capsule's network while we sync and dump: off the frozen path.
-        var prepare = new PrepareRequest { Name = c.Name, Locator = c.Locator.ToString(), PostCopy = postCopy };
+        var prepare = new PrepareRequest
+        {
+            Name = c.Name, Locator = c.Locator.ToString(), PostCopy = postCopy, OwnUserNs = c.Root is not null,
+        };
         move.Prepared = targetAgent.PrepareAsync(prepare, cancellationToken: ct).ResponseAsync;
         journal.Write(move.Record(MoveStep.Syncing, []));
         try
@@ -104,7 +107,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         }
         // The capsule's own files go while it runs and before any peer holds: the freeze sends only what changed.
         await progress("stage", $"sending the capsule's files to {m.Target.Name} while it runs");
-        m.Staged = await StagedFiles.SendAsync(m.TargetAgent, c.Name, c.Dir, ct);
+        m.Staged = await StagedFiles.SendAsync(m.TargetAgent, c.Name, c.Dir, c.Root?.ToProto(), ct);
         r.StagedBytes = m.Staged.Bytes;
         r.Times.StageMs = m.Clock.Lap();
         if (!m.PostCopy) await OpenPageStreamAsync(m, ct);
@@ -118,7 +121,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         if (m.PostCopy)
         {
             m.Pages = new PageSocket();
-            m.Frozen = await criu.DumpAsync(c.Pid, m.Images, m.Pages, lazy: true, ct);
+            m.Frozen = await criu.DumpAsync(c.Pid, c.Root is not null, m.Images, m.Pages, lazy: true, ct);
             File.WriteAllText(Path.Combine(m.Images, SourceRollback.PostCopyMark), "");
         }
         else
@@ -266,6 +269,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         var first = new ImageChunk
         {
             Name = c.Name, Locator = c.Locator.ToString(), UdpDrop = c.UdpDrop, PostCopy = m.PostCopy,
+            RootFs = c.Root?.ToProto(),
         };
         first.Command.AddRange(c.Command);
         // The tree is frozen: its files stand still, and those staged and unchanged stay out of the image.

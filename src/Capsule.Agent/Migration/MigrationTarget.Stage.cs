@@ -1,5 +1,6 @@
 using Capsule.Agent.Checkpoint;
 using Capsule.Agent.Faults;
+using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Protos;
 using Capsule.Rpc;
@@ -35,7 +36,7 @@ internal sealed partial class MigrationTarget
         var budget = ImageBudget.For(O.StateDir, O.MaxImageBytes);
         // A staged archive has only files/; an images/ entry would land in a folder nothing reads, deleted with it.
         await ImageArchive.ExtractCheckedAsync(files, "the capsule's staged files", files.VerifyAsync, budget,
-            Path.Combine(work, "images"), Path.Combine(work, "files"), ct);
+            Path.Combine(work, "images"), Path.Combine(work, "files"), ct, OwnRoot.From(head.RootFs));
         await faults.HitAsync(FaultPoints.TargetStage);
         return new StageReply { Bytes = files.Received };
     }
@@ -56,6 +57,9 @@ internal sealed partial class MigrationTarget
             if (!File.Exists(src)) throw new InvalidDataException($"the image keeps staged file '{rel}', never staged");
             if (File.Exists(dest) || Directory.Exists(dest))
                 throw new InvalidDataException($"the image both keeps staged file '{rel}' and sends it");
+            // The image may hold links (a capsule's own root, UpperLayer): a staged file never goes through one.
+            for (var p = Path.GetDirectoryName(dest)!; p.Length > to.Length; p = Path.GetDirectoryName(p)!)
+                if (UpperLayer.IsLink(p)) throw new InvalidDataException($"staged file '{rel}' is behind a link");
             PrivateFiles.CreateFolder(Path.GetDirectoryName(dest)!);
             File.Move(src, dest);
         }

@@ -25,7 +25,8 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
     readonly ConcurrentDictionary<string, Locator> _prepared = new();
 
     /// <summary>Ahead of the freeze: the capsule's network namespace, veth and routes, not yet routed to.</summary>
-    public async Task PrepareAsync(string name, Locator loc, bool postCopy, CancellationToken ct)
+    /// <param name="ownUserNs">Nothing to build: its network namespace comes with its image (<see cref="OwnRoot"/>).</param>
+    public async Task PrepareAsync(string name, Locator loc, bool postCopy, bool ownUserNs, CancellationToken ct)
     {
         if (Names.CapsuleNameError(name) is { } bad) throw new ArgumentException(bad);
         if (runtime.Find(name) is not null)
@@ -33,6 +34,11 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         await criu.CheckAsync(ct);
         if (postCopy && await criu.PostCopyProblemAsync(ct) is { } problem)
             throw new InvalidOperationException($"{O.Host} cannot take a post-copy move: {problem}");
+        if (ownUserNs)
+        {
+            Launcher.Check();
+            return;
+        }
         await CapsuleNetwork.BuildAsync(O.CapsuleNetns(name), loc, O.InnerMtu);
         await Criu.LockForRestoreAsync(O.CapsuleNetns(name));
         _prepared[name] = loc;
@@ -93,7 +99,8 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         async Task Unpack(string images, string dir)
         {
             var budget = pages?.Budget ?? ImageBudget.For(O.StateDir, O.MaxImageBytes);
-            await ImageArchive.ExtractCheckedAsync(image, "the image", image.VerifyAsync, budget, images, dir, ct);
+            await ImageArchive.ExtractCheckedAsync(image, "the image", image.VerifyAsync, budget, images, dir, ct,
+                OwnRoot.From(head.RootFs));
             if (pages is not null) await CheckPagesAsync(pages, head, ct);
             TakeStaged(head.Name, head.Staged, dir);
             await faults.HitAsync(FaultPoints.TargetRestore);
@@ -102,7 +109,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         try
         {
             r = await RestoreHereAsync(head.Name, loc, [.. head.Command], head.UdpDrop, Unpack, work, ct,
-                head.PostCopy);
+                head.PostCopy, OwnRoot.From(head.RootFs));
             await faults.HitAsync(FaultPoints.TargetAfterRestore);
             return new ReceiveReply
             {
@@ -127,28 +134,36 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
     /// processes. On failure everything it made is removed again.
     /// </summary>
     /// <param name="postCopy">The images have no memory: a lazy-pages daemon here fills it in from the source.</param>
+    /// <param name="root">Its own user namespace and root file system: mounted here, and restored into.</param>
     public async Task<Restored> RestoreHereAsync(string name, Locator loc, string[] command, bool udpDrop,
-        Func<string, string, Task> unpack, string work, CancellationToken ct, bool postCopy = false)
+        Func<string, string, Task> unpack, string work, CancellationToken ct, bool postCopy = false,
+        OwnRoot? root = null)
     {
         var images = Path.Combine(work, "images");
         var dir = O.CapsuleDir(name);
         var netns = O.CapsuleNetns(name);
+        var mounts = RootMounts.Of(O.StateDir, name);
         var built = _prepared.TryRemove(name, out _);
         (Process Daemon, PostCopyTail Tail)? lazy = null;
+        var pid = 0;
         try
         {
             if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
             await unpack(images, dir);
             var sw = Stopwatch.StartNew();
-            if (!built)
+            if (!built && root is null)
             {
                 await CapsuleNetwork.BuildAsync(netns, loc, O.InnerMtu);
                 await Criu.LockForRestoreAsync(netns);
             }
             built = true;
+            if (root is not null) await Launcher.MountAsync(root, OwnRoot.Upper(dir), mounts, ct);
             var criuClock = Stopwatch.StartNew();
             if (postCopy) lazy = await StartLazyPagesAsync(name, images, ct);
-            var pid = await criu.RestoreAsync(images, netns, postCopy, ct);
+            pid = root is null
+                ? await criu.RestoreAsync(images, netns, postCopy, ct)
+                : await criu.RestoreOwnRootAsync(images, root, mounts.Merged,
+                    await CapsuleNetwork.PairForRestoreAsync(loc, O.InnerMtu), postCopy, ct);
             var criuMs = criuClock.ElapsedMilliseconds;
             if (lazy is { } l)
             {
@@ -157,6 +172,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
                 WatchTail(name, pid, l.Daemon, l.Tail, images, work);
                 lazy = null;
             }
+            if (root is not null) await CapsuleNetwork.AdoptAsync(netns, loc, pid);
             // Only now, with the sockets back, does anything reach the capsule here. If this host
             // holds packets for it (its capsules sent to it), their direct route waits for the flush.
             await CapsuleNetwork.AttachDeliveryAsync(loc);
@@ -164,7 +180,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
             else await CapsuleNetwork.AttachLocalAsync(loc);
             var self = dataPlane.State!.Hosts[O.Host].Underlay;
             dataPlane.Pin(loc, self); // local here before anyone flushes to us
-            runtime.Adopt(new LocalCapsule(name, loc, netns, dir, pid, command, udpDrop));
+            runtime.Adopt(new LocalCapsule(name, loc, netns, dir, pid, command, udpDrop, root));
             LogRestored(log, name, loc, pid);
             return new Restored(pid, sw.ElapsedMilliseconds, criuMs);
         }
@@ -176,7 +192,10 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
                 l.Daemon.Dispose();
             }
             dataPlane.Unpin(loc);
+            // A tree in its own network namespace is not found by that namespace's name until adopted.
+            if (runtime.Find(name) is null) await CapsuleProcess.KillAsync(pid);
             if (built) await CapsuleNetwork.DestroyAsync(netns, loc);
+            if (root is not null && runtime.Find(name) is null) await Launcher.UnmountAsync(mounts);
             if (Directory.Exists(dir) && runtime.Find(name) is null) Directory.Delete(dir, recursive: true);
             throw;
         }

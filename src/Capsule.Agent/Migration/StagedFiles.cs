@@ -36,7 +36,7 @@ internal sealed class StagedFiles
     /// Sends the settled files of <paramref name="dir"/> to the target's Stage, checksummed; returns what it sent.
     /// </summary>
     public static async Task<StagedFiles> SendAsync(HostAgent.HostAgentClient target, string name, string dir,
-        CancellationToken ct)
+        RootFs? root, CancellationToken ct)
     {
         // Stamped before reading: a write during the read changes the stamp, and the file goes again at the freeze.
         var settledBefore = DateTimeOffset.UtcNow - Settled;
@@ -46,7 +46,7 @@ internal sealed class StagedFiles
                 sent[Path.GetRelativePath(dir, path)] = s;
         if (sent.Count == 0) return None;
         using var call = target.Stage(cancellationToken: ct);
-        await call.RequestStream.WriteAsync(new ImageChunk { Name = name }, ct);
+        await call.RequestStream.WriteAsync(new ImageChunk { Name = name, RootFs = root }, ct);
         await using var stream = new ChunkStream((data, token) =>
             call.RequestStream.WriteAsync(new ImageChunk { Data = ByteString.CopyFrom(data.Span) }, token));
         await ImageArchive.WriteFilesAsync(stream, dir, sent.Keys, ct);

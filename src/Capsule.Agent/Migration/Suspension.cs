@@ -48,6 +48,10 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             ?? throw new KeyNotFoundException($"capsule '{req.Name}' is not on host {O.Host}");
         if (req.File.Length == 0) throw new ArgumentException("the request names no file (the caller's name for it)");
         if (!CapsuleProcess.IsAlive(c.Pid)) throw new InvalidOperationException($"capsule '{req.Name}' is not running");
+        // Its suspend file would need its root's layer and ids too, and the file format has no place for them yet.
+        if (c.Root is not null)
+            throw new InvalidOperationException($"capsule '{req.Name}' has its own root file system, and suspending " +
+                "such a capsule is not supported yet; migrate it to another host instead");
         await criu.CheckAsync(ct);
         await PruneKeptAsync(ct);
         if (!runtime.TryBeginMove(req.Name))
@@ -90,7 +94,7 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             var conns = await ConnectionsAsync(c.Netns);
             await Quiesce.UdpQueuesAsync(c.Pid, ct);
             await CapsuleNetwork.SealAsync(c.Locator);
-            frozen = await criu.DumpAsync(c.Pid, images, null, lazy: false, ct);
+            frozen = await criu.DumpAsync(c.Pid, c.Root is not null, images, null, lazy: false, ct);
             journal.Write(Record(MoveStep.Frozen, held.Holders));
             times.DumpMs = clock.Lap();
 

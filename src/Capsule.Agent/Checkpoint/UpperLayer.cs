@@ -1,0 +1,83 @@
+using System.Formats.Tar;
+using System.Runtime.InteropServices;
+using Capsule.Agent.Linux;
+using Capsule.Rpc;
+
+namespace Capsule.Agent.Checkpoint;
+
+/// <summary>
+/// Unpacking the upper layer of a capsule's own root (<see cref="OwnRoot"/>) from an image. Unlike the
+/// rest of a capsule's folder, its entries are the capsule's file system as its own users left it: they
+/// keep owner and mode (setuid, sticky), which is harmless because every owner must be one of the
+/// capsule's unprivileged ids; and it may hold symbolic links and overlayfs's whiteouts (a character
+/// device 0:0, how a deleted lower file stays deleted). A link is made, never followed: an entry
+/// behind one is refused (<see cref="ImageArchive"/> checks every entry's folders).
+/// </summary>
+internal static class UpperLayer
+{
+    const string Folder = "upper";
+
+    public static bool Holds(string rel) => rel == Folder || rel.StartsWith(Folder + "/", StringComparison.Ordinal);
+
+    public static bool IsLink(string path) => new FileInfo(path).LinkTarget is not null;
+
+    public static async Task ExtractAsync(TarEntry e, string dest, OwnRoot owners, long archiveLength,
+        CancellationToken ct)
+    {
+        if (!owners.Owns(e.Uid) || !owners.Owns(e.Gid))
+            throw new InvalidDataException($"entry '{e.Name}' belongs to {e.Uid}:{e.Gid}, not to the capsule's ids " +
+                $"({owners.IdBase}-{(long)owners.IdBase + owners.IdCount - 1})");
+        var mode = (uint)e.Mode & 0xFFF;
+        if (e.EntryType == TarEntryType.Directory)
+        {
+            if (File.Exists(dest) || IsLink(dest)) throw new InvalidDataException($"entry '{e.Name}' is a file already");
+            Directory.CreateDirectory(dest);
+            Own(dest, e, mode);
+            return;
+        }
+        if (Directory.Exists(dest) && !IsLink(dest))
+            throw new InvalidDataException($"entry '{e.Name}' is a folder already");
+        PrivateFiles.CreateFolder(Path.GetDirectoryName(dest)!);
+        File.Delete(dest);
+        switch (e.EntryType)
+        {
+            case TarEntryType.SymbolicLink:
+                File.CreateSymbolicLink(dest, e.LinkName);
+                Chown(dest, e);
+                return;
+            case TarEntryType.CharacterDevice when e is PosixTarEntry { DeviceMajor: 0, DeviceMinor: 0 }:
+                Check(Native.mknod(dest, 0x2000 | mode, 0), "make the whiteout", dest); // S_IFCHR, device 0:0
+                Own(dest, e, mode);
+                return;
+            case TarEntryType.Fifo:
+                Check(Native.mkfifo(dest, mode), "make the named pipe", dest);
+                Own(dest, e, mode);
+                return;
+            case TarEntryType.RegularFile or TarEntryType.V7RegularFile:
+                break;
+            default:
+                throw new InvalidDataException($"entry '{e.Name}' is a {e.EntryType}: a capsule's layer holds only " +
+                    "folders, files, links, named pipes and whiteouts");
+        }
+        if (e.Length < 0 || (e.DataOffset >= 0 && e.Length > archiveLength - e.DataOffset))
+            throw new InvalidDataException($"entry '{e.Name}' declares {e.Length} bytes, more than the image holds");
+        await using (var to = PrivateFiles.CreateNew(dest, UnixFileMode.UserRead | UnixFileMode.UserWrite))
+            if (e.DataStream is { } data) await data.CopyToAsync(to, ct);
+        Own(dest, e, mode);
+    }
+
+    /// <summary>Owner first, then mode: chown clears setuid and setgid.</summary>
+    static void Own(string path, TarEntry e, uint mode)
+    {
+        Chown(path, e);
+        Check(Native.chmod(path, mode), "set the mode of", path);
+    }
+
+    static void Chown(string path, TarEntry e) =>
+        Check(Native.lchown(path, (uint)e.Uid, (uint)e.Gid), "set the owner of", path);
+
+    static void Check(int result, string what, string path)
+    {
+        if (result != 0) throw new IOException($"could not {what} {path} (errno {Marshal.GetLastPInvokeError()})");
+    }
+}
