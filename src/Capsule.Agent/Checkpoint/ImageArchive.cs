@@ -47,6 +47,7 @@ internal static class ImageArchive
         {
             var rel = Path.GetRelativePath(root, path);
             if (skip is not null && skip.Contains(rel)) continue;
+            if (Native.IsSocketFile(path)) continue;
             await tar.WriteEntryAsync(path, prefix + "/" + rel, ct);
         }
     }

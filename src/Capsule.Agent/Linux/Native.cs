@@ -123,6 +123,18 @@ public static unsafe partial class Native
     [LibraryImport(Libc, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int statx(int dirFd, string path, int flags, uint mask, Statx* buf);
 
+    /// <summary>
+    /// True for a Unix socket's file: a capsule's bound socket, which CRIU binds again at its restore, and which
+    /// no archive can hold (TarWriter refuses it).
+    /// </summary>
+    public static unsafe bool IsSocketFile(string path)
+    {
+        Statx st;
+        const int typeMask = 0xF000;
+        const int socket = 0xC000;
+        return statx(AtFdCwd, path, AtSymlinkNoFollow, StatxBasicStats, &st) == 0 && (st.Mode & typeMask) == socket;
+    }
+
     [LibraryImport(Libc, SetLastError = true)]
     public static partial nint read(int fd, void* buf, nuint count);
 
