@@ -144,8 +144,8 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         Guard(async () =>
         {
             await peers.PrepareAsync(context, request.Name);
-            await target.PrepareAsync(request.Name, Locator.Parse(request.Locator), request.PostCopy, request.OwnUserNs,
-                context.CancellationToken);
+            await target.PrepareAsync(request.Name, Locator.Parse(request.Locator), request.PostCopy,
+                request.OwnUserNs, context.CancellationToken);
             return new Empty();
         });
 

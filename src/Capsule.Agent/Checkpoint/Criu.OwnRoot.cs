@@ -50,7 +50,8 @@ public sealed partial class Criu
     /// </summary>
     static void GiveImages(string images, OwnRoot owner)
     {
-        foreach (var path in Directory.EnumerateFileSystemEntries(images, "*", SearchOption.AllDirectories).Append(images))
+        var all = Directory.EnumerateFileSystemEntries(images, "*", SearchOption.AllDirectories).Append(images);
+        foreach (var path in all)
             if (Native.lchown(path, owner.IdBase, owner.IdBase) != 0)
                 throw new IOException($"could not give {path} to the capsule's root (errno {Native.Errno})");
     }

@@ -16,7 +16,9 @@ internal sealed class CriuHook
     /// <summary>Set to a file of <see cref="LockRules"/>: the hook locks the namespace CRIU restores itself.</summary>
     public const string LockNewVariable = "CAPSULE_RESTORE_LOCK_NEW";
 
-    /// <summary>The loopback lock of <see cref="Criu.LockForRestoreAsync"/>: only CRIU's own packets (mark 0xC114).</summary>
+    /// <summary>
+    /// The loopback lock of <see cref="Criu.LockForRestoreAsync"/>: only CRIU's own packets (mark 0xC114).
+    /// </summary>
     public const string LockRules = $$"""
         table inet {{LockTable}} {
           chain output { type filter hook output priority 0; policy drop; meta mark 0xc114 accept; }

@@ -30,7 +30,8 @@ internal static class UpperLayer
         var mode = (uint)e.Mode & 0xFFF;
         if (e.EntryType == TarEntryType.Directory)
         {
-            if (File.Exists(dest) || IsLink(dest)) throw new InvalidDataException($"entry '{e.Name}' is a file already");
+            if (File.Exists(dest) || IsLink(dest))
+                throw new InvalidDataException($"entry '{e.Name}' is a file already");
             Directory.CreateDirectory(dest);
             Own(dest, e, mode);
             return;

@@ -71,7 +71,8 @@ internal static class Launcher
         var errors = launcher.StandardError.ReadToEndAsync(CancellationToken.None);
         try
         {
-            var line = await launcher.StandardOutput.ReadLineAsync(ct).AsTask().WaitAsync(TimeSpan.FromSeconds(10), ct);
+            var line = await launcher.StandardOutput.ReadLineAsync(ct).AsTask()
+                .WaitAsync(TimeSpan.FromSeconds(10), ct);
             if (line is null || !int.TryParse(line, out var pid))
             {
                 await launcher.WaitForExitAsync(ct).WaitAsync(TimeSpan.FromSeconds(5), ct);

@@ -25,7 +25,9 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
     readonly ConcurrentDictionary<string, Locator> _prepared = new();
 
     /// <summary>Ahead of the freeze: the capsule's network namespace, veth and routes, not yet routed to.</summary>
-    /// <param name="ownUserNs">Nothing to build: its network namespace comes with its image (<see cref="OwnRoot"/>).</param>
+    /// <param name="ownUserNs">
+    /// Nothing to build: its network namespace comes with its image (<see cref="OwnRoot"/>).
+    /// </param>
     public async Task PrepareAsync(string name, Locator loc, bool postCopy, bool ownUserNs, CancellationToken ct)
     {
         if (Names.CapsuleNameError(name) is { } bad) throw new ArgumentException(bad);

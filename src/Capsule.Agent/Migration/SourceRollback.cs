@@ -66,9 +66,30 @@ internal sealed partial class SourceRollback(CapsuleRuntime runtime, DataPlaneHo
                 "to restore it from");
         // Its memory went to the target as the dump wrote it: the copy kept here makes the images whole again.
         if (File.Exists(Path.Combine(images, Criu.PageStreamFile))) await criu.ReplayPagesAsync(images, default);
-        await Criu.LockForRestoreAsync(c.Netns);
-        var pid = await criu.RestoreAsync(images, c.Netns, lazy: false, CancellationToken.None);
+        var pid = c.Root is null ? await RestoreAsync(c, images) : await RestoreOwnRootAsync(c, c.Root, images);
         runtime.Adopt(c with { Pid = pid });
+        return pid;
+    }
+
+    async Task<int> RestoreAsync(LocalCapsule c, string images)
+    {
+        await Criu.LockForRestoreAsync(c.Netns);
+        return await criu.RestoreAsync(images, c.Netns, lazy: false, CancellationToken.None);
+    }
+
+    /// <summary>
+    /// Its network namespace comes back from the images (<see cref="Criu.RestoreOwnRootAsync"/>): the old one
+    /// goes first, with its veth, and its root is mounted again if it is not mounted still.
+    /// </summary>
+    async Task<int> RestoreOwnRootAsync(LocalCapsule c, OwnRoot root, string images)
+    {
+        await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
+        var mounts = RootMounts.Of(O.StateDir, c.Name);
+        await Launcher.MountAsync(root, OwnRoot.Upper(c.Dir), mounts, CancellationToken.None);
+        var eth0 = await CapsuleNetwork.PairForRestoreAsync(c.Locator, O.InnerMtu);
+        var pid = await criu.RestoreOwnRootAsync(images, root, mounts.Merged, eth0, lazy: false,
+            CancellationToken.None);
+        await CapsuleNetwork.AdoptAsync(c.Netns, c.Locator, pid);
         return pid;
     }
 
