@@ -4,7 +4,7 @@
  *   capsule-launch rootfs --lower DIR --upper DIR --work DIR --lowermnt DIR --root DIR --uid BASE --count N
  *   capsule-launch unmount --lowermnt DIR --root DIR
  *   capsule-launch run --root DIR --hostname NAME --uid BASE --count N --stdout PATH --stderr PATH --cwd DIR
- *                      [--caps oci|all] -- CMD [ARGS...]
+ *                      [--caps oci|all] [--mask DIR]... -- CMD [ARGS...]
  *
  * rootfs: an idmapped view of --lower (uids 0..N-1 seen as BASE..BASE+N-1) at --lowermnt, and an overlay of it
  * with --upper at --root, both in the caller's mount namespace. unmount undoes that. run starts CMD as PID 1 of
@@ -97,13 +97,15 @@ static void usage(const char *why)
     fprintf(stderr, "capsule-launch: %s\nusage: capsule-launch rootfs --lower DIR --upper DIR --work DIR "
             "--lowermnt DIR --root DIR --uid BASE --count N\n       capsule-launch unmount --lowermnt DIR --root DIR\n"
             "       capsule-launch run --root DIR --hostname NAME --uid BASE --count N --stdout PATH --stderr PATH "
-            "--cwd DIR [--caps oci|all] -- CMD [ARGS...]\n", why);
+            "--cwd DIR [--caps oci|all] [--mask DIR]... -- CMD [ARGS...]\n", why);
     exit(2);
 }
 
 /* The options of every subcommand, by name; a subcommand checks that it got the ones it needs. */
 struct opts {
     const char *lower, *upper, *work, *lowermnt, *root, *uid, *count, *hostname, *out, *err, *cwd, *caps;
+    const char *masks[16];
+    size_t nmasks;
     char **cmd;
 };
 
@@ -118,6 +120,11 @@ static void parse(int argc, char **argv, struct opts *o)
         if (strcmp(argv[i], "--") == 0) {
             o->cmd = argv + i + 1;
             return;
+        }
+        if (strcmp(argv[i], "--mask") == 0) {
+            if (i + 1 >= argc || o->nmasks == sizeof o->masks / sizeof o->masks[0]) usage("--mask: one too many");
+            o->masks[o->nmasks++] = argv[i + 1];
+            continue;
         }
         size_t k = 0;
         while (k < sizeof known / sizeof known[0] && strcmp(argv[i], known[k].name) != 0) k++;
@@ -314,9 +321,21 @@ static void symlink_or_fail(const char *target, const char *path)
     if (symlink(target, path) && errno != EEXIST) fail("symlink %s", path);
 }
 
-/* The capsule's mounts, built in its own mount namespace under root (the cwd), then root becomes "/". */
-static void make_root(const char *root)
+/* A folder of the lower layer the capsule must not read (the agent's keys, say): an empty read-only tmpfs over it.
+ * Only a real folder: a link there may be the capsule's own (from its layer), and is not followed. */
+static void mask(const char *path)
 {
+    while (*path == '/') path++;
+    struct stat st;
+    if (*path == '\0' || lstat(path, &st) || !S_ISDIR(st.st_mode)) return;
+    if (mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0755"))
+        fail("mask %s", path);
+}
+
+/* The capsule's mounts, built in its own mount namespace under root (the cwd), then root becomes "/". */
+static void make_root(const struct opts *o)
+{
+    const char *root = o->root;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) fail("make / private");
     /* The cwd is root's mount (the overlay; see cmd_run), but as a copy made for a less privileged user namespace
      * it is locked, and pivot_root refuses a locked mount: so a bind of it onto itself, made here. Root is never
@@ -343,6 +362,8 @@ static void make_root(const char *root)
     mkdir_p("sys", 0755);
     if (mount("sysfs", "sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) && errno != EPERM)
         fail("mount sysfs on sys");
+    for (size_t i = 0; i < o->nmasks; i++)
+        mask(o->masks[i]);
     /* pivot_root with the same old and new root stacks the old root on "/", where it is detached at once: no
      * folder for the old root is needed inside the capsule. */
     if (syscall(SYS_pivot_root, ".", ".")) fail("pivot_root %s", root);
@@ -382,7 +403,7 @@ static void open_output(const char *path, int target)
 static void capsule(const struct opts *o)
 {
     if (setresgid(0, 0, 0) || setgroups(0, NULL) || setresuid(0, 0, 0)) fail("become root in the user namespace");
-    make_root(o->root);
+    make_root(o);
     if (chdir(o->cwd)) fail("chdir %s", o->cwd);
     if (sethostname(o->hostname, strlen(o->hostname))) fail("sethostname %s", o->hostname);
     if (setsid() < 0) fail("setsid");

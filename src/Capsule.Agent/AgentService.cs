@@ -48,6 +48,10 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         };
         info.Command.AddRange(c.Command);
         if (c.Root is not null) info.RootFs = c.Root.ToProto();
+        if (info.Pid == 0) return info;
+        foreach (var (kind, inode, own) in CapsuleProcess.Namespaces(c.Pid))
+            info.Namespaces.Add(new NamespaceInfo { Kind = kind, Inode = inode, Own = own });
+        info.CapBounding = CapsuleProcess.CapBounding(c.Pid);
         return info;
     }
 

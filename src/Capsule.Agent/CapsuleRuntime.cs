@@ -171,8 +171,11 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         }
         // Its network namespace is its own user namespace's, so it exists only once its first process
         // does: the launcher holds that process until the network is built from outside.
-        await Launcher.MountAsync(c.Root, OwnRoot.Upper(c.Dir), mounts, ct);
-        return await Launcher.RunAsync(c.Root, mounts, c.Name, c.Command,
+        var upper = OwnRoot.Upper(c.Dir);
+        if (c.Root.Lower == "/" && !Directory.Exists(upper)) HostSecrets.Seed(c.Root, upper);
+        await Launcher.MountAsync(c.Root, upper, mounts, ct);
+        var masked = c.Root.Lower == "/" ? HostSecrets.Masked(options.StateDir) : [];
+        return await Launcher.RunAsync(c.Root, mounts, c.Name, c.Command, masked,
             pid => CapsuleNetwork.CreateAsync(c.Netns, c.Locator, options.InnerMtu, pid), ct);
     }
 

@@ -8,6 +8,16 @@ namespace Capsule.Cli;
 
 internal sealed record CreatedJson(string Name, string Locator, string Host, int Pid);
 
+internal sealed record RootJson(string Lower, string Upper, uint IdBase, uint IdCount);
+
+internal sealed record NamespaceJson(string Kind, ulong Inode, bool Own);
+
+/// <summary>
+/// `capsule inspect NAME --json`; <see cref="Root"/> is null for a capsule on the host's file system.
+/// </summary>
+internal sealed record CapsuleInspectJson(string Name, string Host, string Locator, string State, int Pid,
+    string[] Command, RootJson? Root, List<NamespaceJson> Namespaces, string? CapBounding);
+
 internal sealed record CapsuleRowJson(string Name, string Locator, string Host, string State, string? File,
     string? Detail);
 
@@ -37,6 +47,7 @@ internal sealed record InspectJson(SuspendMeta Meta, long Size, string Checksum,
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(CreatedJson))]
+[JsonSerializable(typeof(CapsuleInspectJson))]
 [JsonSerializable(typeof(List<CapsuleRowJson>))]
 [JsonSerializable(typeof(StatsJson))]
 [JsonSerializable(typeof(MigrateJson))]

@@ -116,14 +116,23 @@ public static class SuspendCommands
             yield return cmd;
         }
         {
-            var file = new Argument<string>("file") { Description = "A file written by `capsule suspend`" };
-            var cmd = new Command("inspect", "Show what a suspend file holds, without restoring it")
+            var file = new Argument<string>("capsule-or-file")
+            {
+                Description = "A capsule's name, or a file written by `capsule suspend`",
+            };
+            var cmd = new Command("inspect",
+                "Show a capsule (its namespaces, users, root, capabilities), or what a suspend file holds")
             {
                 file, CommandTree.JsonOption
             };
             cmd.SetAction((pr, ct) => CommandTree.Run(async () =>
             {
-                var path = Path.GetFullPath(pr.GetValue(file)!);
+                var what = pr.GetValue(file)!;
+                // A name never holds a '/'; a file in the current folder is a file when it is there.
+                if (!what.Contains('/') && !File.Exists(what))
+                    return await InspectCapsule.RunAsync(CommandTree.SessionOf(pr), what,
+                        pr.GetValue(CommandTree.JsonOption), ct);
+                var path = Path.GetFullPath(what);
                 SuspendMeta meta;
                 string signer;
                 try

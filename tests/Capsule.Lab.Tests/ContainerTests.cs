@@ -50,6 +50,24 @@ public sealed class ContainerTests(LabFixture lab)
             var copy = Path.Combine(CapsuleDir("h1", name), "upper", marker.TrimStart('/'));
             Assert.Equal("inside\n", await File.ReadAllTextAsync(copy));
             Assert.Equal(idBase, await OwnerAsync(copy));
+            // `inspect` says so: its own namespaces (the cgroup one aside) and its id mapping.
+            using (var doc = System.Text.Json.JsonDocument.Parse((await lab.Run("inspect", name, "--json")).Ok().Out))
+            {
+                var i = doc.RootElement;
+                Assert.Equal(idBase, i.GetProperty("root").GetProperty("id_base").GetInt64());
+                Assert.Equal("a80425fb", i.GetProperty("cap_bounding").GetString());
+                var own = i.GetProperty("namespaces").EnumerateArray()
+                    .Where(n => n.GetProperty("own").GetBoolean())
+                    .Select(n => n.GetProperty("kind").GetString())
+                    .ToHashSet();
+                Assert.Equal(["ipc", "mnt", "net", "pid", "user", "uts"], own.Order());
+            }
+            // What the host keeps secret it does not read: the agents' state and keys, SSH host keys, password hashes.
+            Assert.Empty((await lab.InCapsule(name, "ls", "-A", "/var/lib/capsule")).Ok().Out.Trim());
+            Assert.NotEqual(0, (await lab.InCapsule(name, "cat", "/etc/ssh/ssh_host_ed25519_key")).Code);
+            var shadow = (await lab.InCapsule(name, "cut", "-d:", "-f2", "/etc/shadow")).Ok().Out;
+            Assert.All(shadow.Split('\n', StringSplitOptions.RemoveEmptyEntries),
+                h => Assert.True(h is "*" or "!", $"a password hash shows: {h}"));
             // Its layer moves with it.
             var m = await lab.Migrate(name, "h2");
             Assert.True(m.GetProperty("ok").GetBoolean(), m.ToString());
@@ -155,7 +173,7 @@ public sealed class ContainerTests(LabFixture lab)
         {
             // A user of the capsule's own (its /etc/passwd is in its layer), allowed in by key only.
             var (server, _) = await lab.CreateWith("sshd", "h1", OwnRoot, "sh", "-c",
-                "set -e; useradd -m -p '*' -s /bin/sh mover; mkdir -p /run/sshd /home/mover/.ssh; " +
+                "set -e; ssh-keygen -A; useradd -m -p '*' -s /bin/sh mover; mkdir -p /run/sshd /home/mover/.ssh; " +
                 $"cp {key}.pub /home/mover/.ssh/authorized_keys; chown -R mover:mover /home/mover/.ssh; " +
                 "chmod 700 /home/mover/.ssh; exec /usr/sbin/sshd -D -e -o UsePAM=no");
             await lab.Create("sshcli", "h3", "sleep", "infinity");

@@ -59,6 +59,42 @@ public static class CapsuleProcess
         for (var i = 0; i < 200 && IsAlive(pid) && !IsZombie(pid); i++) await Task.Delay(10);
     }
 
+    static readonly string[] NamespaceKinds = ["user", "mnt", "pid", "net", "uts", "ipc", "cgroup"];
+
+    /// <summary>
+    /// Process <paramref name="pid"/>'s namespaces, each with whether it is its own (not the agent's): what
+    /// `capsule inspect` shows. A process gone meanwhile has none.
+    /// </summary>
+    public static IEnumerable<(string Kind, ulong Inode, bool Own)> Namespaces(int pid)
+    {
+        foreach (var kind in NamespaceKinds)
+        {
+            var its = Inode($"/proc/{pid}/ns/{kind}");
+            if (its != 0) yield return (kind, its, its != Inode($"/proc/self/ns/{kind}"));
+        }
+    }
+
+    static ulong Inode(string nsLink)
+    {
+        // "net:[4026532xxx]"
+        string? target;
+        try { target = new FileInfo(nsLink).LinkTarget; }
+        catch (IOException) { return 0; }
+        var open = target?.IndexOf('[') ?? -1;
+        return open > 0 && ulong.TryParse(target![(open + 1)..^1], out var inode) ? inode : 0;
+    }
+
+    /// <summary>Its capability bounding set (CapBnd in /proc/PID/status), 0 if it is gone.</summary>
+    public static ulong CapBounding(int pid)
+    {
+        try
+        {
+            var line = File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith("CapBnd:"));
+            return line is null ? 0 : Convert.ToUInt64(line[7..].Trim(), 16);
+        }
+        catch (IOException) { return 0; }
+    }
+
     static bool IsZombie(int pid)
     {
         try { return File.ReadAllText($"/proc/{pid}/stat").Split(") ")[1].StartsWith('Z'); }

@@ -48,8 +48,9 @@ internal static class Launcher
     /// Starts the capsule's first process in its new namespaces; it waits (the launcher holds it)
     /// until <paramref name="configure"/> has built its network from outside, by its host pid.
     /// </summary>
+    /// <param name="masked">Folders of the lower layer it must not read (<see cref="HostSecrets"/>).</param>
     public static async Task<CapsuleProcess.Started> RunAsync(OwnRoot root, RootMounts at, string name,
-        IReadOnlyList<string> command, Func<int, Task> configure, CancellationToken ct)
+        IReadOnlyList<string> command, IEnumerable<string> masked, Func<int, Task> configure, CancellationToken ct)
     {
         Check();
         var psi = new ProcessStartInfo(Binary)
@@ -64,7 +65,7 @@ internal static class Launcher
         foreach (var a in (string[])["run", "--root", at.Merged, "--hostname", name,
                      "--uid", root.IdBase.ToString(), "--count", root.IdCount.ToString(),
                      "--stdout", OwnRoot.StdoutInside, "--stderr", OwnRoot.StderrInside, "--cwd", "/",
-                     "--caps", "oci", "--"])
+                     "--caps", "oci", .. masked.SelectMany(m => (string[])["--mask", m]), "--"])
             psi.ArgumentList.Add(a);
         foreach (var a in command) psi.ArgumentList.Add(a);
         var launcher = Spawn.Start(psi);
