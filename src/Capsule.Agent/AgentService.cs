@@ -48,6 +48,11 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         };
         info.Command.AddRange(c.Command);
         if (c.Root is not null) info.RootFs = c.Root.ToProto();
+        if (c.Limits is not null)
+        {
+            info.Limits = c.Limits.ToProto();
+            info.Cgroups.AddRange(c.Limits.Folders(c.Netns));
+        }
         if (info.Pid == 0) return info;
         foreach (var (kind, inode, own) in CapsuleProcess.Namespaces(c.Pid))
             info.Namespaces.Add(new NamespaceInfo { Kind = kind, Inode = inode, Own = own });
@@ -190,7 +195,8 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
 
     public override Task<CapsuleInfo> Create(CreateRequest request, ServerCallContext context) =>
         Guard(async () => Info(await runtime.CreateAsync(request.Name, request.Command, request.UdpDrop,
-            request.Rootfs.Length > 0 ? request.Rootfs : null, context.CancellationToken)));
+            request.Rootfs.Length > 0 ? request.Rootfs : null, CapsuleLimits.From(request.Limits),
+            context.CancellationToken)));
 
     public override Task<Empty> Remove(NameRequest request, ServerCallContext context) =>
         Guard(async () =>

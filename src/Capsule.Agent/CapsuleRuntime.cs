@@ -51,6 +51,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         await CapsuleProcess.KillAsync(c.Pid);
         await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
         if (c.Root is not null) await Launcher.UnmountAsync(RootMounts.Of(options.StateDir, c.Name));
+        if (c.Limits is not null) await c.Limits.RemoveAsync(c.Netns);
     }
     public LocalCapsule? Find(string name) => _capsules.GetValueOrDefault(name);
 
@@ -73,6 +74,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
                 log.LogWarning("capsule {Name} is no longer placed on this host; removing its leftovers", c.Name);
                 await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
                 if (c.Root is not null) await Launcher.UnmountAsync(RootMounts.Of(options.StateDir, c.Name));
+                if (c.Limits is not null) await c.Limits.RemoveAsync(c.Netns);
                 LocalCapsule.DeleteAt(dir);
                 continue;
             }
@@ -112,14 +114,20 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
 
     /// <param name="rootfs">Its own user and mount namespaces on an overlay of this folder (<see cref="OwnRoot"/>);
     /// null: it shares the host's.</param>
+    /// <param name="limits">Its cgroup limits (only with <paramref name="rootfs"/>).</param>
     public async Task<LocalCapsule> CreateAsync(string name, IReadOnlyList<string> command, bool udpDrop,
-        string? rootfs, CancellationToken ct)
+        string? rootfs, CapsuleLimits? limits, CancellationToken ct)
     {
         if (command.Count == 0)
             throw new ArgumentException("a command to run is required (capsule create NAME --host HOST -- CMD...)");
         if (options.Serves.Length > 0)
             throw new ArgumentException($"{options.Host} is a gateway; capsules run on hosts");
         if (rootfs is not null) CheckRootfs(rootfs);
+        // Only a container's first process waits (in the launcher) until it is in its cgroups: any other would
+        // have started children outside them.
+        if (limits is not null && rootfs is null)
+            throw new ArgumentException("--memory, --cpus and --pids need --rootfs (a capsule with its own root)");
+        limits?.Check();
         // Found now, not after the plumbing: a typo gets a plain answer instead of a capsule that stops at once.
         if (Resolve(command[0], rootfs ?? "/") is null)
             throw new ArgumentException($"command not found on host {options.Host}" +
@@ -136,7 +144,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
             try
             {
                 Rpc.PrivateFiles.CreateFolder(dir);
-                var c0 = new LocalCapsule(name, rec.Locator, netns, dir, 0, [.. command], udpDrop, root);
+                var c0 = new LocalCapsule(name, rec.Locator, netns, dir, 0, [.. command], udpDrop, root, limits);
                 started = await StartAsync(c0, mounts, ct);
                 var c = c0 with { Pid = started.Pid };
                 c.Save();
@@ -153,6 +161,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
                 if (started is not null) await CapsuleProcess.KillAsync(started.Pid);
                 await CapsuleNetwork.DestroyAsync(netns, rec.Locator);
                 if (root is not null) await Launcher.UnmountAsync(mounts);
+                if (limits is not null) await limits.RemoveAsync(netns);
                 try { LocalCapsule.DeleteAt(dir); } catch (IOException) { }
                 await directory.ReleaseAsync(name, CancellationToken.None);
                 throw;
@@ -176,7 +185,11 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         await Launcher.MountAsync(c.Root, upper, mounts, ct);
         var masked = c.Root.Lower == "/" ? HostSecrets.Masked(options.StateDir) : [];
         return await Launcher.RunAsync(c.Root, mounts, c.Name, c.Command, masked,
-            pid => CapsuleNetwork.CreateAsync(c.Netns, c.Locator, options.InnerMtu, pid), ct);
+            pid =>
+            {
+                c.Limits?.Apply(c.Netns, pid);
+                return CapsuleNetwork.CreateAsync(c.Netns, c.Locator, options.InnerMtu, pid);
+            }, ct);
     }
 
     static void CheckRootfs(string rootfs)

@@ -7,8 +7,9 @@ namespace Capsule.Agent;
 
 /// <summary>What an agent keeps about a capsule it runs, also on disk so a restarted agent finds it again.</summary>
 /// <param name="Root">Its own user and mount namespaces and root file system; null: it shares the host's.</param>
+/// <param name="Limits">Its memory, CPU and process limits, in cgroups of its own; null: none.</param>
 internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, string Dir, int Pid, string[] Command,
-    bool UdpDrop = false, OwnRoot? Root = null)
+    bool UdpDrop = false, OwnRoot? Root = null, CapsuleLimits? Limits = null)
 {
     public string StdoutPath => Root is null ? Path.Combine(Dir, "stdout.log") : InUpper(OwnRoot.StdoutInside);
     public string StderrPath => Root is null ? Path.Combine(Dir, "stderr.log") : InUpper(OwnRoot.StderrInside);
@@ -24,14 +25,14 @@ internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, 
     static string OldRecordOf(string dir) => Path.Combine(dir, "capsule.json");
 
     internal sealed record Dto(string Name, string Locator, string Netns, int Pid, string[] Command, bool UdpDrop,
-        OwnRoot? Root = null);
+        OwnRoot? Root = null, CapsuleLimits? Limits = null);
 
     public void Save()
     {
         var tmp = File + ".tmp";
         System.IO.File.Delete(tmp);
         using (var fs = Rpc.PrivateFiles.CreateNew(tmp))
-            JsonSerializer.Serialize(fs, new Dto(Name, Locator.ToString(), Netns, Pid, Command, UdpDrop, Root),
+            JsonSerializer.Serialize(fs, new Dto(Name, Locator.ToString(), Netns, Pid, Command, UdpDrop, Root, Limits),
                 LocalCapsuleJson.Default.Dto);
         System.IO.File.Move(tmp, File, overwrite: true);
     }
@@ -54,7 +55,7 @@ internal sealed record LocalCapsule(string Name, Locator Locator, string Netns, 
         var d = JsonSerializer.Deserialize(System.IO.File.ReadAllText(f), LocalCapsuleJson.Default.Dto);
         return d is null ? null
             : new LocalCapsule(d.Name, Core.Locator.Parse(d.Locator), d.Netns, dir, d.Pid, d.Command, d.UdpDrop,
-                d.Root);
+                d.Root, d.Limits);
     }
 }
 

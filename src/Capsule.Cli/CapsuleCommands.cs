@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Capsule.Core;
 using Capsule.Dir;
 using Capsule.Protos;
 using Spectre.Console;
@@ -37,11 +38,31 @@ public static class CapsuleCommands
                 if (r.GetValueOrDefault<string>() is { } v && !Path.IsPathFullyQualified(v))
                     r.AddError($"--rootfs takes an absolute path (got '{v}'); use / for the host's file system");
             });
+            var memory = new Option<string>("--memory")
+            {
+                Description = "Most memory it may use, e.g. 256M or 2G (with --rootfs)",
+            };
+            memory.Validators.Add(r =>
+            {
+                if (r.GetValueOrDefault<string>() is { } v && ByteSize.Parse(v) is not > 0)
+                    r.AddError($"--memory takes a size such as 256M or 2G (got '{v}')");
+            });
+            var cpus = new Option<double?>("--cpus") { Description = "Most CPU time it may use, in CPUs, e.g. 0.5" };
+            cpus.Validators.Add(r =>
+            {
+                if (r.GetValueOrDefault<double?>() is { } v && v is not (>= 0.001 and <= 4096))
+                    r.AddError($"--cpus takes a number of CPUs from 0.001 up, such as 0.5 or 2 (got {v})");
+            });
+            var pids = new Option<uint?>("--pids") { Description = "Most processes and threads it may have at once" };
+            pids.Validators.Add(r =>
+            {
+                if (r.GetValueOrDefault<uint?>() is 0) r.AddError("--pids takes a number of at least 1");
+            });
             var command = CommandArg();
             var create = new Command("create",
                 "Create a capsule: a locator from the directory, its own namespaces, CMD as its first process")
             {
-                name, host, udp, rootfs, command, CommandTree.JsonOption
+                name, host, udp, rootfs, memory, cpus, pids, command, CommandTree.JsonOption
             };
             create.SetAction((pr, ct) => CommandTree.Run(async () =>
             {
@@ -51,6 +72,18 @@ public static class CapsuleCommands
                 {
                     Name = pr.GetValue(name)!, UdpDrop = pr.GetValue(udp) == "drop", Rootfs = pr.GetValue(rootfs) ?? "",
                 };
+                var limits = new Limits
+                {
+                    MemoryBytes = pr.GetValue(memory) is { } m ? ByteSize.Parse(m)!.Value : 0,
+                    CpuMillis = pr.GetValue(cpus) is { } c ? (uint)Math.Round(c * 1000) : 0,
+                    Pids = pr.GetValue(pids) ?? 0,
+                };
+                if (limits.MemoryBytes > 0 || limits.CpuMillis > 0 || limits.Pids > 0)
+                {
+                    if (req.Rootfs.Length == 0)
+                        throw new UserError("--memory, --cpus and --pids need --rootfs (e.g. --rootfs /)");
+                    req.Limits = limits;
+                }
                 req.Command.AddRange(pr.GetValue(command)!);
                 var info = await agent.CreateAsync(req, cancellationToken: ct);
                 if (pr.GetValue(CommandTree.JsonOption))
@@ -84,8 +117,13 @@ public static class CapsuleCommands
                 string[] ns = info.RootFs is null
                     ? ["--net", "--pid", "--uts", "--ipc", "--mount"]
                     : ["--all", "--root", "--wd"];
-                return await Terminal.RunAttachedAsync("nsenter",
-                    ["-t", info.Pid.ToString(), .. ns, "--", .. pr.GetValue(command)!], ct);
+                string[] enter = ["nsenter", "-t", info.Pid.ToString(), .. ns, "--", .. pr.GetValue(command)!];
+                if (info.Cgroups.Count == 0) return await Terminal.RunAttachedAsync(enter[0], enter[1..], ct);
+                // Within its limits too: the shell joins its cgroups, then becomes nsenter.
+                const string join = """n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1/cgroup.procs" || """ +
+                    """exit 125; shift; n=$((n-1)); done; exec "$@" """;
+                return await Terminal.RunAttachedAsync("sh",
+                    ["-c", join, "sh", info.Cgroups.Count.ToString(), .. info.Cgroups, .. enter], ct);
             }));
             yield return exec;
         }

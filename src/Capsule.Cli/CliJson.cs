@@ -16,7 +16,9 @@ internal sealed record NamespaceJson(string Kind, ulong Inode, bool Own);
 /// `capsule inspect NAME --json`; <see cref="Root"/> is null for a capsule on the host's file system.
 /// </summary>
 internal sealed record CapsuleInspectJson(string Name, string Host, string Locator, string State, int Pid,
-    string[] Command, RootJson? Root, List<NamespaceJson> Namespaces, string? CapBounding);
+    string[] Command, RootJson? Root, List<NamespaceJson> Namespaces, string? CapBounding, LimitsJson? Limits);
+
+internal sealed record LimitsJson(long MemoryBytes, uint CpuMillis, uint Pids, string[] Cgroups);
 
 internal sealed record CapsuleRowJson(string Name, string Locator, string Host, string State, string? File,
     string? Detail);

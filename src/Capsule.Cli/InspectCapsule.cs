@@ -22,9 +22,12 @@ internal static class InspectCapsule
         var namespaces = info.Namespaces.Select(n => new NamespaceJson(n.Kind, n.Inode, n.Own)).ToList();
         if (json)
         {
+            var limits = info.Limits is { } l
+                ? new LimitsJson(l.MemoryBytes, l.CpuMillis, l.Pids, [.. info.Cgroups])
+                : null;
             Output.WriteJson(new CapsuleInspectJson(info.Name, info.Host, info.Locator,
                     info.State.ToString().ToLowerInvariant(), info.Pid, [.. info.Command], root, namespaces,
-                    info.Pid == 0 ? null : $"{info.CapBounding:x}"),
+                    info.Pid == 0 ? null : $"{info.CapBounding:x}", limits),
                 CliJson.Default.CapsuleInspectJson);
             return 0;
         }
@@ -42,6 +45,7 @@ internal static class InspectCapsule
             : $"an overlay: {root.Lower} below, its own layer {root.Upper} above"));
         t.AddRow("namespaces", namespaces.Count == 0 ? "(not running)" : Markup.Escape(string.Join('\n',
             namespaces.Select(n => $"{n.Kind,-6} {n.Inode,11}  {(n.Own ? "its own" : "the host's")}"))));
+        t.AddRow("limits", Markup.Escape(Limits(info.Limits)));
         if (info.Pid != 0)
             t.AddRow("capabilities", info.CapBounding == OciCapabilities
                 ? $"{info.CapBounding:x} (a container's: OCI's default set)"
@@ -51,4 +55,14 @@ internal static class InspectCapsule
     }
 
     static string Upper(CapsuleInfo info) => Path.Combine(info.StateDir, "upper");
+
+    static string Limits(Protos.Limits? l)
+    {
+        if (l is null) return "none";
+        var parts = new List<string>();
+        if (l.MemoryBytes > 0) parts.Add($"memory {l.MemoryBytes >> 20} MiB");
+        if (l.CpuMillis > 0) parts.Add($"cpu {l.CpuMillis / 1000.0:0.###} CPUs");
+        if (l.Pids > 0) parts.Add($"{l.Pids} processes");
+        return string.Join(", ", parts);
+    }
 }

@@ -65,6 +65,10 @@ public static class Doctor
         checks.Add(new("kernel VXLAN (benchmark baseline)", vx.Ok, vx.Ok ? "available" : vx.Stderr.Trim(),
             "Use a kernel with CONFIG_VXLAN"));
         checks.Add(await CriuAsync(ct));
+        var launcher = Agent.Linux.Launcher.DefaultBinary;
+        checks.Add(new("capsule launcher (create --rootfs)", File.Exists(launcher),
+            File.Exists(launcher) ? launcher : $"not built at {launcher}",
+            "Run scripts/setup.sh (./capsule and ./test.sh run it): it builds native/capsule-launch.c with gcc"));
         checks.Add(PipeMaxSize());
         return checks;
     }

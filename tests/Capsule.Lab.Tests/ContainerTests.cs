@@ -80,6 +80,72 @@ public sealed class ContainerTests(LabFixture lab)
     }
 
     [Fact]
+    public async Task Its_limits_hold_in_cgroups_of_its_own_and_come_back_with_it_after_a_move()
+    {
+        const string name = "ctlim";
+        string[] limits = ["--memory", "64M", "--cpus", "0.5", "--pids", "40"];
+        var (_, pid) = await lab.CreateWith(name, "h1", [.. OwnRoot, .. limits], "sleep", "infinity");
+        string? now = null;
+        try
+        {
+            var before = AssertLimits(pid, "h1");
+            // What `exec` runs counts against them too; and the kernel holds the capsule to them.
+            var inside = (await lab.InCapsule(name, "cat", "/proc/self/cgroup")).Ok().Out;
+            Assert.Matches($"pids:.*/{lab.Name}-h1-c-{name}\n", inside);
+            // 50 children that wait a second, all reaped (a zombie left to PID 1, `sleep`, could not be dumped):
+            // past 40 processes, fork fails.
+            var forks = (await lab.InCapsule(name, "python3", "-c", """
+                import os, time
+                kids, refused = [], 0
+                for i in range(50):
+                    try:
+                        pid = os.fork()
+                    except OSError:
+                        refused += 1
+                        continue
+                    if pid == 0:
+                        time.sleep(1)
+                        os._exit(0)
+                    kids.append(pid)
+                for k in kids:
+                    os.waitpid(k, 0)
+                print("refused", refused)
+                """)).Ok().Out;
+            Assert.True(int.Parse(forks.Split(' ')[1]) >= 10, forks);
+
+            var m = await lab.Migrate(name, "h2");
+            Assert.True(m.GetProperty("ok").GetBoolean(), m.ToString());
+            now = AssertLimits(m.GetProperty("pid").GetInt32(), "h2");
+            Assert.False(Directory.Exists(before), "the old host kept the capsule's cgroup");
+        }
+        finally
+        {
+            await lab.Run("rm", name);
+        }
+        Assert.False(Directory.Exists(now), "rm left the capsule's cgroup");
+    }
+
+    /// <summary>
+    /// Its cgroups, one per limit, are named after it and the host it runs on, and hold its limits; returns its
+    /// pids cgroup's folder.
+    /// </summary>
+    string AssertLimits(int pid, string host)
+    {
+        var own = $"{lab.Name}-{host}-c-ctlim";
+        var groups = File.ReadAllLines($"/proc/{pid}/cgroup")
+            .Select(l => l.Split(':', 3))
+            .ToDictionary(p => p[1], p => p[2]);
+        string Limit(string controller, string file) =>
+            File.ReadAllText(Path.Combine("/sys/fs/cgroup/" + controller + groups[controller], file)).Trim();
+        foreach (var controller in (string[])["memory", "cpu", "pids"])
+            Assert.EndsWith("/" + own, groups[controller]);
+        Assert.Equal((64L << 20).ToString(), Limit("memory", "memory.limit_in_bytes"));
+        Assert.Equal("50000", Limit("cpu", "cpu.cfs_quota_us"));
+        Assert.Equal("40", Limit("pids", "pids.max"));
+        return "/sys/fs/cgroup/pids" + groups["pids"];
+    }
+
+    [Fact]
     public async Task Nginx_with_www_data_workers_serves_100_MB_across_a_migration_intact()
     {
         var www = Shared("www");

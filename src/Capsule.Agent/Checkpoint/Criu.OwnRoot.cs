@@ -23,8 +23,9 @@ public sealed partial class Criu
     /// the hook until CRIU unlocks it (as <see cref="LockForRestoreAsync"/> does for the others').
     /// </summary>
     /// <param name="eth0">The veth end CRIU moves into the restored namespace as its eth0.</param>
-    internal async Task<int> RestoreOwnRootAsync(string images, OwnRoot owner, string root, string eth0, bool lazy,
-        CancellationToken ct)
+    /// <param name="cgroups">Where its cgroups go on this host (<see cref="CapsuleLimits.RestoreArgs"/>).</param>
+    internal async Task<int> RestoreOwnRootAsync(string images, OwnRoot owner, string root, string eth0,
+        IEnumerable<string> cgroups, bool lazy, CancellationToken ct)
     {
         var (pidFile, unlocked) = RestoreFiles(images);
         GiveImages(images, owner);
@@ -33,7 +34,7 @@ public sealed partial class Criu
             $"{CriuHook.LockNewVariable}={_hook.LockRulesPath}",
             binary, "restore", "-D", images, "-o", "restore.log", "-v2", "-d", "--pidfile", pidFile,
             "--tcp-established", "--network-lock", "skip", "--root", root, "--ext-mount-map", "auto",
-            "--external", $"netdev[eth0]:{eth0}", "--action-script", _hook.Path,
+            "--external", $"netdev[eth0]:{eth0}", "--action-script", _hook.Path, .. cgroups,
             .. (string[])(lazy ? ["--lazy-pages"] : [])], ct);
         var pid = await RestoredPidAsync(r, images, pidFile, ct);
         // Its hook lifts the lock when CRIU unlocks the network; should it not have, it goes here.
@@ -44,15 +45,20 @@ public sealed partial class Criu
     }
 
     /// <summary>
-    /// The restored tasks read their own images from inside the capsule's user namespace, as the capsule's
-    /// root, which is not the host's (seen: "Unable to open tty-info.img: Permission denied"): the images
-    /// become that id's, still private to it.
+    /// The restored tasks read their own images from inside the capsule's user namespace: before CRIU has
+    /// written its id map, as host root without host capabilities; after, as the capsule's root, which is not
+    /// the host's. Seen, one of each: "Unable to open tty-info.img: Permission denied" with the images the
+    /// agent's (root's, 0600), and "Unable to open timens-0.img" with them the capsule root's. So they stay
+    /// root's, and the capsule's root group may read them (0640, folders 0750): still no one else's.
     /// </summary>
     static void GiveImages(string images, OwnRoot owner)
     {
         var all = Directory.EnumerateFileSystemEntries(images, "*", SearchOption.AllDirectories).Append(images);
         foreach (var path in all)
-            if (Native.lchown(path, owner.IdBase, owner.IdBase) != 0)
-                throw new IOException($"could not give {path} to the capsule's root (errno {Native.Errno})");
+        {
+            var mode = Directory.Exists(path) ? 0x1E8u : 0x1A0u; // 0750, 0640
+            if (Native.lchown(path, 0, owner.IdBase) != 0 || Native.chmod(path, mode) != 0)
+                throw new IOException($"could not let the capsule's root read {path} (errno {Native.Errno})");
+        }
     }
 }

@@ -9,35 +9,33 @@ namespace Capsule.Agent.Linux;
 /// namespaces: the id-mapped overlay of its root, and its first process in new namespaces that
 /// waits until the agent has configured its network.
 /// </summary>
-internal static class Launcher
+public static class Launcher
 {
     public const string DefaultBinary = "/opt/capsule/bin/capsule-launch";
 
-    public static string Binary { get; set; } = DefaultBinary;
-
-    public static void Check()
+    internal static void Check()
     {
-        if (!File.Exists(Binary))
-            throw new InvalidOperationException($"the capsule launcher is not installed at {Binary}; " +
+        if (!File.Exists(DefaultBinary))
+            throw new InvalidOperationException($"the capsule launcher is not installed at {DefaultBinary}; " +
                 "run scripts/setup.sh (./capsule does it)");
     }
 
     /// <summary>Mounts the capsule's root (<see cref="RootMounts.Merged"/>); already mounted is fine.</summary>
-    public static async Task MountAsync(OwnRoot root, string upper, RootMounts at, CancellationToken ct)
+    internal static async Task MountAsync(OwnRoot root, string upper, RootMounts at, CancellationToken ct)
     {
         Check();
-        var r = await Cmd.TryRunAsync(Binary, ["rootfs", "--lower", root.Lower, "--upper", upper,
+        var r = await Cmd.TryRunAsync(DefaultBinary, ["rootfs", "--lower", root.Lower, "--upper", upper,
             "--work", at.Work, "--lowermnt", at.Lower, "--root", at.Merged,
             "--uid", root.IdBase.ToString(), "--count", root.IdCount.ToString()], ct);
         if (!r.Ok) throw new InvalidOperationException($"could not mount the capsule's root: {r.Stderr.Trim()}");
     }
 
     /// <summary>Unmounts it and removes the folder; safe when nothing is mounted.</summary>
-    public static async Task UnmountAsync(RootMounts at)
+    internal static async Task UnmountAsync(RootMounts at)
     {
         if (!Directory.Exists(at.Folder)) return;
-        if (File.Exists(Binary))
-            await Cmd.TryRunAsync(Binary, ["unmount", "--lowermnt", at.Lower, "--root", at.Merged]);
+        if (File.Exists(DefaultBinary))
+            await Cmd.TryRunAsync(DefaultBinary, ["unmount", "--lowermnt", at.Lower, "--root", at.Merged]);
         // The work folder holds overlayfs's own entries (a folder of mode 000): removed as a whole.
         try { Directory.Delete(at.Folder, recursive: true); }
         catch (IOException) { }
@@ -49,11 +47,11 @@ internal static class Launcher
     /// until <paramref name="configure"/> has built its network from outside, by its host pid.
     /// </summary>
     /// <param name="masked">Folders of the lower layer it must not read (<see cref="HostSecrets"/>).</param>
-    public static async Task<CapsuleProcess.Started> RunAsync(OwnRoot root, RootMounts at, string name,
+    internal static async Task<CapsuleProcess.Started> RunAsync(OwnRoot root, RootMounts at, string name,
         IReadOnlyList<string> command, IEnumerable<string> masked, Func<int, Task> configure, CancellationToken ct)
     {
         Check();
-        var psi = new ProcessStartInfo(Binary)
+        var psi = new ProcessStartInfo(DefaultBinary)
         {
             UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true,
             RedirectStandardError = true,

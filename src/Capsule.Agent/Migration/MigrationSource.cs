@@ -269,7 +269,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         var first = new ImageChunk
         {
             Name = c.Name, Locator = c.Locator.ToString(), UdpDrop = c.UdpDrop, PostCopy = m.PostCopy,
-            RootFs = c.Root?.ToProto(),
+            RootFs = c.Root?.ToProto(), Limits = c.Limits?.ToProto(),
         };
         first.Command.AddRange(c.Command);
         // The tree is frozen: its files stand still, and those staged and unchanged stay out of the image.

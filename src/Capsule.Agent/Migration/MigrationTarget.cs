@@ -111,7 +111,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         try
         {
             r = await RestoreHereAsync(head.Name, loc, [.. head.Command], head.UdpDrop, Unpack, work, ct,
-                head.PostCopy, OwnRoot.From(head.RootFs));
+                head.PostCopy, OwnRoot.From(head.RootFs), CapsuleLimits.From(head.Limits));
             await faults.HitAsync(FaultPoints.TargetAfterRestore);
             return new ReceiveReply
             {
@@ -137,9 +137,10 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
     /// </summary>
     /// <param name="postCopy">The images have no memory: a lazy-pages daemon here fills it in from the source.</param>
     /// <param name="root">Its own user namespace and root file system: mounted here, and restored into.</param>
+    /// <param name="limits">Its cgroup limits: CRIU makes its cgroups again here, under this host's name.</param>
     public async Task<Restored> RestoreHereAsync(string name, Locator loc, string[] command, bool udpDrop,
         Func<string, string, Task> unpack, string work, CancellationToken ct, bool postCopy = false,
-        OwnRoot? root = null)
+        OwnRoot? root = null, CapsuleLimits? limits = null)
     {
         var images = Path.Combine(work, "images");
         var dir = O.CapsuleDir(name);
@@ -165,7 +166,8 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
             pid = root is null
                 ? await criu.RestoreAsync(images, netns, postCopy, ct)
                 : await criu.RestoreOwnRootAsync(images, root, mounts.Merged,
-                    await CapsuleNetwork.PairForRestoreAsync(loc, O.InnerMtu), postCopy, ct);
+                    await CapsuleNetwork.PairForRestoreAsync(loc, O.InnerMtu), limits?.RestoreArgs(netns) ?? [],
+                    postCopy, ct);
             var criuMs = criuClock.ElapsedMilliseconds;
             if (lazy is { } l)
             {
@@ -182,7 +184,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
             else await CapsuleNetwork.AttachLocalAsync(loc);
             var self = dataPlane.State!.Hosts[O.Host].Underlay;
             dataPlane.Pin(loc, self); // local here before anyone flushes to us
-            runtime.Adopt(new LocalCapsule(name, loc, netns, dir, pid, command, udpDrop, root));
+            runtime.Adopt(new LocalCapsule(name, loc, netns, dir, pid, command, udpDrop, root, limits));
             LogRestored(log, name, loc, pid);
             return new Restored(pid, sw.ElapsedMilliseconds, criuMs);
         }
@@ -198,6 +200,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
             if (runtime.Find(name) is null) await CapsuleProcess.KillAsync(pid);
             if (built) await CapsuleNetwork.DestroyAsync(netns, loc);
             if (root is not null && runtime.Find(name) is null) await Launcher.UnmountAsync(mounts);
+            if (limits is not null && runtime.Find(name) is null) await limits.RemoveAsync(netns);
             if (Directory.Exists(dir) && runtime.Find(name) is null) Directory.Delete(dir, recursive: true);
             throw;
         }

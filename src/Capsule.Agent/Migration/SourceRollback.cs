@@ -87,8 +87,8 @@ internal sealed partial class SourceRollback(CapsuleRuntime runtime, DataPlaneHo
         var mounts = RootMounts.Of(O.StateDir, c.Name);
         await Launcher.MountAsync(root, OwnRoot.Upper(c.Dir), mounts, CancellationToken.None);
         var eth0 = await CapsuleNetwork.PairForRestoreAsync(c.Locator, O.InnerMtu);
-        var pid = await criu.RestoreOwnRootAsync(images, root, mounts.Merged, eth0, lazy: false,
-            CancellationToken.None);
+        var pid = await criu.RestoreOwnRootAsync(images, root, mounts.Merged, eth0,
+            c.Limits?.RestoreArgs(c.Netns) ?? [], lazy: false, CancellationToken.None);
         await CapsuleNetwork.AdoptAsync(c.Netns, c.Locator, pid);
         return pid;
     }
