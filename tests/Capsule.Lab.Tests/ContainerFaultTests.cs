@@ -73,6 +73,26 @@ public sealed class ContainerFaultTests(LabFixture lab)
         }
     }
 
+    [Fact]
+    public async Task A_post_copy_move_of_a_container_is_refused_before_anything_happens()
+    {
+        var (_, pid) = await lab.CreateWith("cpost", "h2", ["--rootfs", "/"], "sleep", "infinity");
+        try
+        {
+            var r = await lab.Run("migrate", "cpost", "--to", "h3", "--memory", "post-copy");
+
+            Assert.NotEqual(0, r.Code);
+            Assert.Contains("--memory stop-and-copy; nothing was changed", r.Err);
+            var info = (await lab.Run("inspect", "cpost", "--json")).Ok().Out;
+            Assert.Contains("\"host\": \"h2\"", info);
+            Assert.Contains($"\"pid\": {pid},", info);
+        }
+        finally
+        {
+            await lab.Run("rm", "cpost");
+        }
+    }
+
     async Task AssertNothingOn(string host, string name)
     {
         var paths = new LabPaths(lab.Name);

@@ -24,6 +24,8 @@ public static partial class Netns
     {
         var path = Path.Combine(Dir, name);
         var made = false;
+        // A name left by a crash would be another namespace than the process's: it goes.
+        if (ofPid > 0) Remove(name);
         if (!Exists(name))
         {
             ShareMounts();

@@ -59,6 +59,13 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         var targetAgent = new HostAgent.HostAgentClient(Channels.For(target.AgentEndpoint));
         await criu.CheckAsync(ct);
         var postCopy = req.Memory == MemoryMode.PostCopy;
+        // Seen: the restored tasks, in the capsule's user namespace, may not open a userfaultfd
+        // ("uffd: Unable to open an userfaultfd descriptor: Operation not permitted"), and by then the capsule
+        // is lost. So such a move is refused before anything happens.
+        if (postCopy && c.Root is not null)
+            throw new InvalidOperationException($"capsule '{c.Name}' has its own user namespace, and a post-copy " +
+                "move of one cannot be restored on this machine kind (userfaultfd is not allowed inside a user " +
+                "namespace); move it with --memory stop-and-copy; nothing was changed");
         if (postCopy && await criu.PostCopyProblemAsync(ct) is { } problem)
             throw new InvalidOperationException(
                 $"{O.Host} cannot make a post-copy move: {problem}; nothing was changed");
@@ -257,43 +264,6 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
     }
 
     internal static string Describe(Exception e) => e is RpcException r ? r.Status.Detail : e.Message;
-
-    /// <summary>
-    /// Streams the image (CRIU's files but the memory that went ahead, and the capsule's own folder but what was
-    /// staged, as tar) to the target, then its checksum.
-    /// </summary>
-    async Task<ReceiveReply> SendAsync(Move m, CancellationToken ct)
-    {
-        var c = m.Capsule;
-        using var call = m.TargetAgent.Receive(cancellationToken: ct);
-        var first = new ImageChunk
-        {
-            Name = c.Name, Locator = c.Locator.ToString(), UdpDrop = c.UdpDrop, PostCopy = m.PostCopy,
-            RootFs = c.Root?.ToProto(), Limits = c.Limits?.ToProto(),
-        };
-        first.Command.AddRange(c.Command);
-        // The tree is frozen: its files stand still, and those staged and unchanged stay out of the image.
-        var staged = m.Staged.Unchanged(c.Dir);
-        first.Staged.AddRange(staged);
-        first.PagesBytes = m.Sent.Bytes;
-        first.PagesSha256 = m.Sent.Sha256 ?? "";
-        await call.RequestStream.WriteAsync(first, ct);
-        var chunks = 0;
-        await using var stream = new ChunkStream(async (data, token) =>
-        {
-            var bytes = ByteString.CopyFrom(data.Span);
-            if (chunks++ == 0 && faults.Fires(FaultPoints.SourceTransfer, FaultAction.Corrupt))
-                bytes = ByteString.CopyFrom([(byte)(data.Span[0] ^ 0xFF), .. data.Span[1..]]);
-            await call.RequestStream.WriteAsync(new ImageChunk { Data = bytes }, token);
-            if (chunks == 1) await faults.HitAsync(FaultPoints.SourceTransfer);
-        });
-        await ImageArchive.WriteAsync(stream, m.Images, c.Dir, ct, staged);
-        var sha = await stream.FinishAsync(ct);
-        m.Result.ImageBytes = stream.Length + m.Sent.Bytes;
-        await call.RequestStream.WriteAsync(new ImageChunk { Sha256 = sha }, ct);
-        await call.RequestStream.CompleteAsync();
-        return await call;
-    }
 
     [LoggerMessage(EventId = 310, Level = LogLevel.Information,
         Message = "migrated {Name} to {Target} in {Total} ms (image {Bytes} bytes, {Held} held)")]
