@@ -49,6 +49,12 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
     async Task TearDownAsync(LocalCapsule c)
     {
         await CapsuleProcess.KillAsync(c.Pid);
+        await ReleaseAsync(c);
+    }
+
+    /// <summary>What the host holds for it besides its processes: its network, root mounts and cgroups.</summary>
+    async Task ReleaseAsync(LocalCapsule c)
+    {
         await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
         if (c.Root is not null) await Launcher.UnmountAsync(RootMounts.Of(options.StateDir, c.Name));
         if (c.Limits is not null) await c.Limits.RemoveAsync(c.Netns);
@@ -72,9 +78,7 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
             if (!snapshot.Capsules.TryGetValue(c.Name, out var rec) || rec.Host != options.Host)
             {
                 log.LogWarning("capsule {Name} is no longer placed on this host; removing its leftovers", c.Name);
-                await CapsuleNetwork.DestroyAsync(c.Netns, c.Locator);
-                if (c.Root is not null) await Launcher.UnmountAsync(RootMounts.Of(options.StateDir, c.Name));
-                if (c.Limits is not null) await c.Limits.RemoveAsync(c.Netns);
+                await ReleaseAsync(c);
                 LocalCapsule.DeleteAt(dir);
                 continue;
             }

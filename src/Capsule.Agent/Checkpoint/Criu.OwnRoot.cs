@@ -57,8 +57,8 @@ public sealed partial class Criu
         foreach (var path in all)
         {
             var mode = Directory.Exists(path) ? 0x1E8u : 0x1A0u; // 0750, 0640
-            if (Native.lchown(path, 0, owner.IdBase) != 0 || Native.chmod(path, mode) != 0)
-                throw new IOException($"could not let the capsule's root read {path} (errno {Native.Errno})");
+            Native.ThrowIfFailed(Native.lchown(path, 0, owner.IdBase), $"let the capsule's root read {path}");
+            Native.ThrowIfFailed(Native.chmod(path, mode), $"let the capsule's root read {path}");
         }
     }
 }

@@ -160,9 +160,7 @@ internal static class ImageArchive
                 throw new InvalidDataException($"entry '{e.Name}' is a {e.EntryType}: an image holds only " +
                     "folders, regular files and named pipes");
         }
-        // A declared size past the end of the archive is refused before anything is written for it.
-        if (e.Length < 0 || (e.DataOffset >= 0 && e.Length > archiveLength - e.DataOffset))
-            throw new InvalidDataException($"entry '{e.Name}' declares {e.Length} bytes, more than the image holds");
+        CheckLength(e, archiveLength);
         if (Directory.Exists(dest)) throw new InvalidDataException($"entry '{e.Name}' is a folder already");
         PrivateFiles.CreateFolder(Path.GetDirectoryName(dest)!);
         // A later entry of the same name replaces an earlier one, as tar does; made anew, with its mode from the start.
@@ -177,6 +175,13 @@ internal static class ImageArchive
         // Not TarEntry.ExtractToFile: it sets the archive's mode after creating the file, special bits and all.
         await using var to = PrivateFiles.CreateNew(dest, mode);
         if (e.DataStream is { } data) await data.CopyToAsync(to, ct);
+    }
+
+    /// <summary>A declared size past the end of the archive is refused before anything is written for it.</summary>
+    internal static void CheckLength(TarEntry e, long archiveLength)
+    {
+        if (e.Length < 0 || (e.DataOffset >= 0 && e.Length > archiveLength - e.DataOffset))
+            throw new InvalidDataException($"entry '{e.Name}' declares {e.Length} bytes, more than the image holds");
     }
 
     /// <summary>

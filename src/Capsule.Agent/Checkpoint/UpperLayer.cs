@@ -1,5 +1,4 @@
 using System.Formats.Tar;
-using System.Runtime.InteropServices;
 using Capsule.Agent.Linux;
 using Capsule.Rpc;
 
@@ -47,11 +46,11 @@ internal static class UpperLayer
                 Chown(dest, e);
                 return;
             case TarEntryType.CharacterDevice when e is PosixTarEntry { DeviceMajor: 0, DeviceMinor: 0 }:
-                Check(Native.mknod(dest, 0x2000 | mode, 0), "make the whiteout", dest); // S_IFCHR, device 0:0
+                Native.ThrowIfFailed(Native.mknod(dest, 0x2000 | mode, 0), $"make the whiteout {dest}"); // S_IFCHR, 0:0
                 Own(dest, e, mode);
                 return;
             case TarEntryType.Fifo:
-                Check(Native.mkfifo(dest, mode), "make the named pipe", dest);
+                Native.ThrowIfFailed(Native.mkfifo(dest, mode), $"make the named pipe {dest}");
                 Own(dest, e, mode);
                 return;
             case TarEntryType.RegularFile or TarEntryType.V7RegularFile:
@@ -60,8 +59,7 @@ internal static class UpperLayer
                 throw new InvalidDataException($"entry '{e.Name}' is a {e.EntryType}: a capsule's layer holds only " +
                     "folders, files, links, named pipes and whiteouts");
         }
-        if (e.Length < 0 || (e.DataOffset >= 0 && e.Length > archiveLength - e.DataOffset))
-            throw new InvalidDataException($"entry '{e.Name}' declares {e.Length} bytes, more than the image holds");
+        ImageArchive.CheckLength(e, archiveLength);
         await using (var to = PrivateFiles.CreateNew(dest, UnixFileMode.UserRead | UnixFileMode.UserWrite))
             if (e.DataStream is { } data) await data.CopyToAsync(to, ct);
         Own(dest, e, mode);
@@ -71,14 +69,9 @@ internal static class UpperLayer
     static void Own(string path, TarEntry e, uint mode)
     {
         Chown(path, e);
-        Check(Native.chmod(path, mode), "set the mode of", path);
+        Native.ThrowIfFailed(Native.chmod(path, mode), $"set the mode of {path}");
     }
 
     static void Chown(string path, TarEntry e) =>
-        Check(Native.lchown(path, (uint)e.Uid, (uint)e.Gid), "set the owner of", path);
-
-    static void Check(int result, string what, string path)
-    {
-        if (result != 0) throw new IOException($"could not {what} {path} (errno {Marshal.GetLastPInvokeError()})");
-    }
+        Native.ThrowIfFailed(Native.lchown(path, (uint)e.Uid, (uint)e.Gid), $"set the owner of {path}");
 }

@@ -69,19 +69,10 @@ public static class CapsuleProcess
     {
         foreach (var kind in NamespaceKinds)
         {
-            var its = Inode($"/proc/{pid}/ns/{kind}");
-            if (its != 0) yield return (kind, its, its != Inode($"/proc/self/ns/{kind}"));
+            // The namespace file's own inode is the namespace's (what "net:[4026532xxx]" shows).
+            var its = Native.Inode($"/proc/{pid}/ns/{kind}");
+            if (its != 0) yield return (kind, its, its != Native.Inode($"/proc/self/ns/{kind}"));
         }
-    }
-
-    static ulong Inode(string nsLink)
-    {
-        // "net:[4026532xxx]"
-        string? target;
-        try { target = new FileInfo(nsLink).LinkTarget; }
-        catch (IOException) { return 0; }
-        var open = target?.IndexOf('[') ?? -1;
-        return open > 0 && ulong.TryParse(target![(open + 1)..^1], out var inode) ? inode : 0;
     }
 
     /// <summary>Its capability bounding set (CapBnd in /proc/PID/status), 0 if it is gone.</summary>

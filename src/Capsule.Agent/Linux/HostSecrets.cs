@@ -40,8 +40,7 @@ internal static class HostSecrets
             MakeParentsLike(root, upper, rel);
             var dest = Path.Combine(upper, rel);
             // A whiteout: overlayfs shows no file there; the capsule may make its own (ssh-keygen -A).
-            if (Native.mknod(dest, 0x2000, 0) != 0)
-                throw new IOException($"could not hide {key} from the capsule (errno {Native.Errno})");
+            Native.ThrowIfFailed(Native.mknod(dest, 0x2000, 0), $"hide {key} from the capsule");
             Chown(dest, root.IdBase, root.IdBase);
         }
     }
@@ -66,16 +65,12 @@ internal static class HostSecrets
     static unsafe void Own(OwnRoot root, string dest, string lower)
     {
         Native.Statx st;
-        if (Native.statx(Native.AtFdCwd, lower, 0, Native.StatxBasicStats, &st) != 0)
-            throw new IOException($"could not read {lower}'s owner (errno {Native.Errno})");
+        Native.ThrowIfFailed(Native.statx(Native.AtFdCwd, lower, 0, Native.StatxBasicStats, &st),
+            $"read {lower}'s owner");
         Chown(dest, root.IdBase + st.Uid, root.IdBase + st.Gid);
-        if (Native.chmod(dest, st.Mode & 0xFFFu) != 0)
-            throw new IOException($"could not set the mode of {dest} (errno {Native.Errno})");
+        Native.ThrowIfFailed(Native.chmod(dest, st.Mode & 0xFFFu), $"set the mode of {dest}");
     }
 
-    static void Chown(string path, uint uid, uint gid)
-    {
-        if (Native.lchown(path, uid, gid) != 0)
-            throw new IOException($"could not set the owner of {path} (errno {Native.Errno})");
-    }
+    static void Chown(string path, uint uid, uint gid) =>
+        Native.ThrowIfFailed(Native.lchown(path, uid, gid), $"set the owner of {path}");
 }
