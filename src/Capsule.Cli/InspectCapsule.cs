@@ -56,13 +56,15 @@ internal static class InspectCapsule
 
     static string Upper(CapsuleInfo info) => Path.Combine(info.StateDir, "upper");
 
-    static string Limits(Protos.Limits? l)
+    static string Limits(Protos.Limits? l) => l is null ? "none" : Limits(l.MemoryBytes, l.CpuMillis, l.Pids);
+
+    /// <summary>A capsule's limits in words (also those a suspend file carries).</summary>
+    internal static string Limits(long memoryBytes, uint cpuMillis, uint pids)
     {
-        if (l is null) return "none";
         var parts = new List<string>();
-        if (l.MemoryBytes > 0) parts.Add($"memory {l.MemoryBytes >> 20} MiB");
-        if (l.CpuMillis > 0) parts.Add($"cpu {l.CpuMillis / 1000.0:0.###} CPUs");
-        if (l.Pids > 0) parts.Add($"{l.Pids} processes");
-        return string.Join(", ", parts);
+        if (memoryBytes > 0) parts.Add($"memory {memoryBytes >> 20} MiB");
+        if (cpuMillis > 0) parts.Add($"cpu {cpuMillis / 1000.0:0.###} CPUs");
+        if (pids > 0) parts.Add($"{pids} processes");
+        return parts.Count == 0 ? "none" : string.Join(", ", parts);
     }
 }

@@ -160,6 +160,13 @@ public static class SuspendCommands
                 // The signer's claim: the chain to the cluster CA is checked by the agent that resumes the file.
                 t.AddRow("signed by", Markup.Escape(signer));
                 t.AddRow("command", Markup.Escape(string.Join(' ', meta.Command)));
+                // A container's: the lower layer the resuming host must have, the host ids its files belong to.
+                t.AddRow("root", meta.Root is { } r
+                    ? Markup.Escape($"own: {r.Lower} below its writable layer; " +
+                        $"root is host id {r.IdBase} (ids {r.IdBase}-{(long)r.IdBase + r.IdCount - 1})")
+                    : "the host's");
+                if (meta.Limits is { } l)
+                    t.AddRow("limits", Markup.Escape(InspectCapsule.Limits(l.MemoryBytes, l.CpuMillis, l.Pids)));
                 t.AddRow("processes",
                     Markup.Escape(string.Join('\n', meta.Processes.Select(p => $"{p.Pid,5}  {p.Command}"))));
                 t.AddRow("connections",

@@ -22,6 +22,20 @@ public sealed record SuspendMeta(
 {
     public sealed record Proc(int Pid, string Command);
     public bool UdpDrop { get; init; }
+
+    /// <summary>A container capsule's own root (`create --rootfs`): absent for a capsule on the host's root.</summary>
+    public RootMeta? Root { get; init; }
+
+    /// <summary>Its cgroup limits (`create --memory --cpus --pids`), made again where it is resumed.</summary>
+    public LimitsMeta? Limits { get; init; }
+
+    /// <summary>
+    /// The lower layer it needs on the resuming host (the file carries only its own writable layer) and the host
+    /// ids its user namespace maps to, which own the files of that layer.
+    /// </summary>
+    public sealed record RootMeta(string Lower, uint IdBase, uint IdCount);
+
+    public sealed record LimitsMeta(long MemoryBytes, uint CpuMillis, uint Pids);
 }
 
 /// <summary>The metadata as JSON, source-generated: the native (AOT) binary has no reflection serializer.</summary>

@@ -28,6 +28,13 @@ internal sealed record CapsuleLimits(long MemoryBytes, uint CpuMillis, uint Pids
         return l.Any ? l : null;
     }
 
+    public Rpc.SuspendMeta.LimitsMeta ToMeta() => new(MemoryBytes, CpuMillis, Pids);
+
+    public static CapsuleLimits? From(Rpc.SuspendMeta.LimitsMeta? m) =>
+        m is null
+            ? null
+            : From(new Protos.Limits { MemoryBytes = m.MemoryBytes, CpuMillis = m.CpuMillis, Pids = m.Pids });
+
     /// <summary>
     /// The controllers it needs, each with the file that holds its limit and the value written there.
     /// </summary>

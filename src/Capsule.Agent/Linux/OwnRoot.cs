@@ -37,6 +37,20 @@ internal sealed record OwnRoot(string Lower, uint IdBase, uint IdCount)
         return new OwnRoot(p.Lower, p.IdBase, p.IdCount);
     }
 
+    /// <summary>Before anything of the capsule is built here: its lower layer must be on this host.</summary>
+    public void CheckPresent(string name, string host)
+    {
+        if (!Directory.Exists(Lower))
+            throw new InvalidOperationException($"capsule '{name}' runs on the root file system {Lower}, " +
+                $"which {host} does not have: copy it there first (docs/containers.md)");
+    }
+
+    public Rpc.SuspendMeta.RootMeta ToMeta() => new(Lower, IdBase, IdCount);
+
+    /// <summary>From a suspend file: checked as strictly as from a peer's image stream.</summary>
+    public static OwnRoot? From(Rpc.SuspendMeta.RootMeta? m) =>
+        m is null ? null : From(new Protos.RootFs { Lower = m.Lower, IdBase = m.IdBase, IdCount = m.IdCount });
+
     /// <summary>The capsule's writable layer, in its folder (so it is staged and sent like its other files).</summary>
     public static string Upper(string capsuleDir) => Path.Combine(capsuleDir, "upper");
 

@@ -81,6 +81,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
         var loc = Locator.Parse(head.Locator);
         if (runtime.Find(head.Name) is not null)
             throw new InvalidOperationException($"capsule '{head.Name}' already runs on {O.Host}");
+        OwnRoot.From(head.RootFs)?.CheckPresent(head.Name, O.Host);
         var work = IncomingFolder(head.Name);
         // Its memory, when it went ahead, is in this folder already.
         using var pages = TakePageStream(head);

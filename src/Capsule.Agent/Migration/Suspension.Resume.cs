@@ -1,4 +1,5 @@
 using Capsule.Agent.Checkpoint;
+using Capsule.Agent.Linux;
 using Capsule.Core;
 using Capsule.Dir;
 using Capsule.Protos;
@@ -73,6 +74,8 @@ internal sealed partial class Suspension
         var meta = file.Meta;
         var state = await directory.SnapshotAsync(ct);
         var rec = CheckResumable(meta, state);
+        var root = OwnRoot.From(meta.Root);
+        root?.CheckPresent(meta.Name, O.Host);
         await criu.CheckAsync(ct);
         if (!runtime.TryBeginMove(meta.Name))
             throw new InvalidOperationException($"capsule '{meta.Name}' is being resumed already");
@@ -83,7 +86,8 @@ internal sealed partial class Suspension
             PrivateFiles.CreateFolder(work);
             var loc = Locator.Parse(meta.Locator);
             var restored = await target.RestoreHereAsync(meta.Name, loc, meta.Command, meta.UdpDrop,
-                (images, dir) => UnpackAsync(file, label, images, dir, ct), work, ct);
+                (images, dir) => UnpackAsync(file, label, images, dir, root, ct), work, ct,
+                root: root, limits: CapsuleLimits.From(meta.Limits));
             await ClaimAsync(rec);
             // Every host may be holding the capsule's packets (its peers and its old host): all flush here.
             var self = state.Hosts[O.Host].Underlay;
@@ -103,12 +107,14 @@ internal sealed partial class Suspension
     }
 
     /// <summary>The image is unpacked and its checksum checked before anything of the capsule is built.</summary>
-    async Task UnpackAsync(SuspendReader file, string label, string images, string dir, CancellationToken ct)
+    /// <param name="root">A container's: its writable layer's files keep their owners, which must be its ids.</param>
+    async Task UnpackAsync(SuspendReader file, string label, string images, string dir, OwnRoot? root,
+        CancellationToken ct)
     {
         try
         {
             var budget = ImageBudget.For(O.StateDir, O.MaxImageBytes);
-            await ImageArchive.ExtractCheckedAsync(file, label, file.VerifyAsync, budget, images, dir, ct);
+            await ImageArchive.ExtractCheckedAsync(file, label, file.VerifyAsync, budget, images, dir, ct, root);
         }
         catch (InvalidDataException e)
         {

@@ -48,10 +48,6 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             ?? throw new KeyNotFoundException($"capsule '{req.Name}' is not on host {O.Host}");
         if (req.File.Length == 0) throw new ArgumentException("the request names no file (the caller's name for it)");
         if (!CapsuleProcess.IsAlive(c.Pid)) throw new InvalidOperationException($"capsule '{req.Name}' is not running");
-        // Its suspend file would need its root's layer and ids too, and the file format has no place for them yet.
-        if (c.Root is not null)
-            throw new InvalidOperationException($"capsule '{req.Name}' has its own root file system, and suspending " +
-                "such a capsule is not supported yet; migrate it to another host instead");
         await criu.CheckAsync(ct);
         await PruneKeptAsync(ct);
         if (!runtime.TryBeginMove(req.Name))
@@ -101,7 +97,10 @@ internal sealed partial class Suspension(CapsuleRuntime runtime, IDirectory dire
             var payload = Path.Combine(work, "payload.tar");
             await ImageArchive.WriteAsync(payload, images, c.Dir, ct);
             var meta = new SuspendMeta(SuspendFile.Version, id, c.Name, c.Locator.ToString(), c.Command, O.Host,
-                DateTime.UtcNow, procs, conns, 0) { UdpDrop = c.UdpDrop };
+                DateTime.UtcNow, procs, conns, 0)
+            {
+                UdpDrop = c.UdpDrop, Root = c.Root?.ToMeta(), Limits = c.Limits?.ToMeta(),
+            };
             PrivateFiles.CreateFolder(KeptFolder);
             // Signed with this host's cluster key when it has one (a Tls section), so that a resume on any
             // host of the cluster can tell the file was written by one of its hosts and not forged.
