@@ -20,9 +20,16 @@ public sealed class ContainerSuspendTests(LabFixture lab) : IDisposable
     {
         const string name = "ctsusp";
         var file = Path.Combine(_dir, name + ".capsule");
+        // A folder of the lower layer that the capsule empties and makes anew: opaque in its layer, so the lower
+        // layer's file stays hidden under it, also where it is resumed.
+        var lower = Path.Combine(Path.GetTempPath(), $"{lab.Name}-{name}");
+        Directory.CreateDirectory(lower);
+        File.SetUnixFileMode(lower, (UnixFileMode)0x1ED); // 0755
+        await File.WriteAllTextAsync(Path.Combine(lower, "old"), "from the lower layer\n");
         // Beside the server, a process of another user (nobody): CRIU checkpoints it from the capsule's user
         // namespace. A file of nobody's in the capsule's layer must keep its owner on the way.
         var start = $"echo kept > /etc/{name}-marker && chown 65534:65534 /etc/{name}-marker && " +
+            $"rm -rf {lower} && mkdir {lower} && touch {lower}/new && " +
             "(setpriv --reuid=65534 --regid=65534 --clear-groups sleep infinity &) && " +
             $"exec python3 {LabFixture.Tool("stream.py")} server 7702";
         var (srv, pid) = await lab.CreateWith(name, "h1", ["--rootfs", "/", "--pids", "40"], "sh", "-c", start);
@@ -58,6 +65,7 @@ public sealed class ContainerSuspendTests(LabFixture lab) : IDisposable
                 name + "-marker");
             Assert.Equal(idBase + 65534, long.Parse((await Cli.Exec("stat", ["-c", "%u", marker])).Ok().Out.Trim()));
             Assert.Equal("kept\n", (await lab.InCapsule(name, "cat", $"/etc/{name}-marker")).Ok().Out);
+            Assert.Equal("new\n", (await lab.InCapsule(name, "ls", lower)).Ok().Out);
             Assert.Equal("40", File.ReadAllText(Path.Combine(PidsCgroup(now), "pids.max")).Trim());
 
             var done = (await lab.WaitForLog("ctsuspc", "DONE", seconds: 90))
@@ -69,6 +77,7 @@ public sealed class ContainerSuspendTests(LabFixture lab) : IDisposable
         {
             await lab.Run("rm", "ctsuspc");
             await lab.Run("rm", name);
+            Directory.Delete(lower, recursive: true);
         }
     }
 

@@ -48,7 +48,10 @@ internal static class ImageArchive
             var rel = Path.GetRelativePath(root, path);
             if (skip is not null && skip.Contains(rel)) continue;
             if (Native.IsSocketFile(path)) continue;
-            await tar.WriteEntryAsync(path, prefix + "/" + rel, ct);
+            if (UpperLayer.OpaqueFolder(path, prefix + "/" + rel) is { } opaque)
+                await tar.WriteEntryAsync(opaque, ct);
+            else
+                await tar.WriteEntryAsync(path, prefix + "/" + rel, ct);
         }
     }
 

@@ -11,10 +11,14 @@ namespace Capsule.Agent.Checkpoint;
 /// capsule's unprivileged ids; and it may hold symbolic links and overlayfs's whiteouts (a character
 /// device 0:0, how a deleted lower file stays deleted). A link is made, never followed: an entry
 /// behind one is refused (<see cref="ImageArchive"/> checks every entry's folders).
+/// A folder the capsule deleted and made anew is opaque to overlayfs (an extended attribute): the lower layer's
+/// entries stay hidden under it. The mark travels as a PAX record, named as GNU tar's --xattrs names it.
 /// </summary>
 internal static class UpperLayer
 {
     const string Folder = "upper";
+    const string Opaque = "trusted.overlay.opaque";
+    const string PaxOpaque = "SCHILY.xattr." + Opaque;
 
     public static bool Holds(string rel) => rel == Folder || rel.StartsWith(Folder + "/", StringComparison.Ordinal);
 
@@ -33,6 +37,8 @@ internal static class UpperLayer
                 throw new InvalidDataException($"entry '{e.Name}' is a file already");
             Directory.CreateDirectory(dest);
             Own(dest, e, mode);
+            if (e is PaxTarEntry pax && pax.ExtendedAttributes.TryGetValue(PaxOpaque, out var v) && v == "y")
+                MarkOpaque(dest);
             return;
         }
         if (Directory.Exists(dest) && !IsLink(dest))
@@ -63,6 +69,32 @@ internal static class UpperLayer
         await using (var to = PrivateFiles.CreateNew(dest, UnixFileMode.UserRead | UnixFileMode.UserWrite))
             if (e.DataStream is { } data) await data.CopyToAsync(to, ct);
         Own(dest, e, mode);
+    }
+
+    /// <summary>
+    /// The entry for a folder of the upper layer (<paramref name="path"/>) that overlayfs marked opaque, with its
+    /// owner, mode and time; null for any other entry, which the archive writes from the file as it is.
+    /// </summary>
+    public static unsafe PaxTarEntry? OpaqueFolder(string path, string name)
+    {
+        byte v;
+        if (!Directory.Exists(path) || Native.lgetxattr(path, Opaque, &v, 1) != 1 || v != (byte)'y') return null;
+        Native.Statx st;
+        Native.ThrowIfFailed(Native.statx(Native.AtFdCwd, path, Native.AtSymlinkNoFollow, Native.StatxBasicStats,
+            &st), $"read the owner of {path}");
+        return new PaxTarEntry(TarEntryType.Directory, name, new Dictionary<string, string> { [PaxOpaque] = "y" })
+        {
+            Uid = (int)st.Uid,
+            Gid = (int)st.Gid,
+            Mode = (UnixFileMode)(st.Mode & 0xFFF),
+            ModificationTime = DateTimeOffset.FromUnixTimeSeconds(st.MtimeSec),
+        };
+    }
+
+    static unsafe void MarkOpaque(string path)
+    {
+        byte y = (byte)'y';
+        Native.ThrowIfFailed(Native.lsetxattr(path, Opaque, &y, 1, 0), $"mark {path} opaque");
     }
 
     /// <summary>Owner first, then mode: chown clears setuid and setgid.</summary>

@@ -103,6 +103,12 @@ public static unsafe partial class Native
     [LibraryImport(Libc, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int chmod(string path, uint mode);
 
+    [LibraryImport(Libc, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial nint lgetxattr(string path, string name, byte* value, nuint size);
+
+    [LibraryImport(Libc, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int lsetxattr(string path, string name, byte* value, nuint size, int flags);
+
     public const int AtFdCwd = -100;
     public const int AtSymlinkNoFollow = 0x100;
     public const uint StatxBasicStats = 0x7ff;
