@@ -14,12 +14,13 @@ fi
 
 # Runtime tools, then the ones the tests, demo and benchmarks drive (unmodified programs).
 # nginx, postgres and sshd: services that switch users, run in capsules of their own root (`create --rootfs`).
+# busybox-static and umoci: an OCI image made and unpacked with Debian's own tool, a capsule's root (`--rootfs DIR`).
 # clang and zlib1g-dev: the native (AOT) compiler links the `capsule` binary with them.
 # etcd-server and etcd-client: the directory on etcd (`lab up --directory etcd`, docs/deploy.md).
 # gcc: the capsule launcher (native/capsule-launch.c).
 packages=(iproute2 nftables util-linux procps hostname kmod clang gcc zlib1g-dev etcd-server etcd-client
           iperf3 curl tcpdump iputils-ping python3 redis-server redis-tools openjdk-17-jre-headless
-          nginx-light postgresql-15 postgresql-client-15 openssh-server openssh-client)
+          nginx-light postgresql-15 postgresql-client-15 openssh-server openssh-client busybox-static umoci)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
