@@ -124,13 +124,19 @@ public sealed partial class ArchiveParserTests
         var tar = new MemoryStream();
         await using (var reader = await SuspendFile.OpenAsync(suspendFile, CancellationToken.None))
             await reader.CopyToAsync(tar);
+        return await ChunksOfTar(tar.ToArray());
+    }
+
+    /// <summary>A tar archive as a migration streams it: in chunks, then the checksum.</summary>
+    static async Task<List<ImageChunk>> ChunksOfTar(byte[] tar)
+    {
         var chunks = new List<ImageChunk>();
         await using var sender = new ChunkStream((d, _) =>
         {
             chunks.Add(new ImageChunk { Data = ByteString.CopyFrom(d.Span) });
             return Task.CompletedTask;
         });
-        await sender.WriteAsync(tar.ToArray());
+        await sender.WriteAsync(tar);
         chunks.Add(new ImageChunk { Sha256 = await sender.FinishAsync(CancellationToken.None) });
         return chunks;
     }
@@ -139,11 +145,12 @@ public sealed partial class ArchiveParserTests
     static ImageBudget AgentsBudget(Target t) =>
         ImageBudget.For(t.Root, Capsule.Agent.AgentOptions.DefaultMaxImageBytes);
 
-    static async Task Receive(List<ImageChunk> chunks, Target t, ImageBudget? budget = null)
+    static async Task Receive(List<ImageChunk> chunks, Target t, ImageBudget? budget = null,
+        Capsule.Agent.Linux.OwnRoot? owners = null)
     {
         await using var image = new ChunkReader<ImageChunk>(new Chunks(chunks), c => c.Data, c => c.Sha256);
         await ImageArchive.ExtractCheckedAsync(image, "the image", image.VerifyAsync, budget ?? AgentsBudget(t),
-            t.Images, t.Capsule, CancellationToken.None);
+            t.Images, t.Capsule, CancellationToken.None, owners);
     }
 
     sealed class Chunks(List<ImageChunk> list) : IAsyncStreamReader<ImageChunk>
