@@ -12,7 +12,7 @@ public static class CapsuleCommands
     static Argument<string[]> CommandArg() =>
         new("command") { Description = "Command to run (after --)", Arity = ArgumentArity.OneOrMore };
 
-    static string? SuspendedFile(string? detail) =>
+    internal static string? SuspendedFile(string? detail) =>
         detail?.Split(' ').FirstOrDefault(p => p.StartsWith("file=", StringComparison.Ordinal))?[5..];
 
     public static IEnumerable<Command> Build()
@@ -128,30 +128,12 @@ public static class CapsuleCommands
             yield return exec;
         }
         {
-            var ls = new Command("ls", "List capsules: name, locator, host, state") { CommandTree.JsonOption };
-            ls.SetAction((pr, ct) => CommandTree.Run(async () =>
+            var ls = new Command("ls", "List capsules: name, locator, host, state")
             {
-                var state = await CommandTree.SessionOf(pr).Directory.SnapshotAsync(ct);
-                // A capsule whose host's agent has been silent longer than its lease (etcd directory) shows as
-                // unreachable: it may still run, but nobody can vouch for it now.
-                var rows = state.Capsules.Values.Select(c => new CapsuleRowJson(
-                    c.Name, c.Locator.ToString(),
-                    c.State == Core.CapsuleState.Suspended ? "" : c.Host,
-                    c.State != Core.CapsuleState.Suspended && state.Unreachable.Contains(c.Host)
-                        ? "unreachable" : c.State.Word(),
-                    c.State == Core.CapsuleState.Suspended ? SuspendedFile(c.Detail) : null, c.Detail)).ToList();
-                if (pr.GetValue(CommandTree.JsonOption))
-                {
-                    Output.WriteJson(rows, CliJson.Default.ListCapsuleRowJson);
-                    return 0;
-                }
-                var t = Output.Table("NAME", "LOCATOR", "HOST", "STATE", "");
-                foreach (var r in rows)
-                    t.AddRow(r.Name, r.Locator, r.Host, r.State, Markup.Escape(r.File is not null ? "in " + r.File
-                        : r.State == Core.CapsuleState.Stopped.Word() ? r.Detail ?? "" : ""));
-                AnsiConsole.Write(t);
-                return 0;
-            }));
+                CommandTree.JsonOption, ListCapsules.WideOption
+            };
+            ls.SetAction((pr, ct) => CommandTree.Run(() => ListCapsules.RunAsync(CommandTree.SessionOf(pr),
+                pr.GetValue(CommandTree.JsonOption), pr.GetValue(ListCapsules.WideOption), ct)));
             yield return ls;
         }
         {

@@ -20,8 +20,15 @@ internal sealed record CapsuleInspectJson(string Name, string Host, string Locat
 
 internal sealed record LimitsJson(long MemoryBytes, uint CpuMillis, uint Pids, string[] Cgroups);
 
+/// <summary>`capsule ls --json`; the last four only with `--wide`, from the capsule's agent.</summary>
 internal sealed record CapsuleRowJson(string Name, string Locator, string Host, string State, string? File,
-    string? Detail);
+    string? Detail)
+{
+    public string? Users { get; init; }
+    public string? Root { get; init; }
+    public LimitsJson? Limits { get; init; }
+    public string[]? OwnNamespaces { get; init; }
+}
 
 internal sealed record StatsJson(string Host, int Capsules, int Routes, Dictionary<string, long> Counters,
     Dictionary<string, long> Drops);

@@ -62,6 +62,15 @@ public sealed class ContainerTests(LabFixture lab)
                     .ToHashSet();
                 Assert.Equal(["ipc", "mnt", "net", "pid", "user", "uts"], own.Order());
             }
+            // So does `ls --wide`, from each host's agent.
+            using (var doc = System.Text.Json.JsonDocument.Parse((await lab.Run("ls", "--wide", "--json")).Ok().Out))
+            {
+                var row = doc.RootElement.EnumerateArray().Single(r => r.GetProperty("name").GetString() == name);
+                Assert.Equal($"0-65535 -> {idBase}-{idBase + 65535}", row.GetProperty("users").GetString());
+                Assert.Equal("/", row.GetProperty("root").GetString());
+                Assert.Contains("user", row.GetProperty("own_namespaces").EnumerateArray().Select(n => n.GetString()));
+            }
+            Assert.Contains("OWN", (await lab.Run("ls", "--wide")).Ok().Out);
             // What the host keeps secret it does not read: the agents' state and keys, SSH host keys, password hashes.
             Assert.Empty((await lab.InCapsule(name, "ls", "-A", "/var/lib/capsule")).Ok().Out.Trim());
             Assert.NotEqual(0, (await lab.InCapsule(name, "cat", "/etc/ssh/ssh_host_ed25519_key")).Code);
