@@ -93,6 +93,9 @@ internal static class EventOutput
                 : $"holds the packets for {capsule} ({e.Locator}{(e.Peer.Length > 0 ? ", on " + e.Peer : "")})"),
             EventKind.HoldReleased => ("grey", $"hold for {capsule} released after {e.DurationMs} ms: {Ended(e)}"),
             EventKind.HoldExpired => ("yellow", $"hold for {capsule} expired after {e.DurationMs} ms: {Ended(e)}"),
+            EventKind.DrainStarted => ("blue", $"drain of {e.Host} started: {e.Packets} capsules to move"),
+            EventKind.DrainEnded => (e.Dropped == 0 ? "green" : "yellow",
+                $"drain of {e.Host} {e.Error} after {e.DurationMs} ms: {e.Packets} moved, {e.Dropped} not moved"),
             _ => ("default", $"event {e.Kind}"),
         };
     }
