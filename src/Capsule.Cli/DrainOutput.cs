@@ -60,9 +60,11 @@ internal static class DrainOutput
         var t = Output.Table("CAPSULE", "TO", "PHASE", "BYTES", "RATE", "TIME", "LEFT");
         foreach (var i in r.Items)
             t.AddRow(Markup.Escape(i.Capsule), Markup.Escape(Target(i)), Phase(i), Bytes(i.Bytes),
-                i.BytesPerSecond > 0 ? Bytes((long)i.BytesPerSecond) + "/s" : "", Ms(i.ElapsedMs), Ms(i.LeftMs));
+                i.BytesPerSecond > 0 ? Bytes((long)i.BytesPerSecond) + "/s" : "", Ms(i.ElapsedMs),
+                i.Phase is "moved" or "failed" ? "" : Ms(i.LeftMs));
+        var ended = r.State is DrainState.Done or DrainState.Stopped or DrainState.Failed;
         t.Caption($"drain of {r.Host}: {EventNames.DrainState(r.State)}, {r.Moved} of {r.Items.Count} moved, " +
-            $"{r.Parallel} at once, {Ms(r.ElapsedMs)} so far, {Ms(r.LeftMs)} left");
+            $"{r.Parallel} at once, " + (ended ? Ms(r.ElapsedMs) : $"{Ms(r.ElapsedMs)} so far, {Ms(r.LeftMs)} left"));
         return t;
     }
 

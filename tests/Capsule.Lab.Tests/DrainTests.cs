@@ -133,3 +133,65 @@ public sealed class DrainTests(LabFixture lab)
         await lab.Create("d7", "h1", "sleep", "infinity");
     }
 }
+
+/// <summary>
+/// A drain runs in the agent: started and left by the CLI (--detach), stopped (the move under way finishes, no
+/// other starts), shown by --status and events, and resumed by draining again.
+/// </summary>
+[Collection("lab")]
+public sealed class DrainStopTests(LabFixture lab)
+{
+    static readonly string[] Capsules = ["s1", "s2", "s3", "s4"];
+
+    [Fact]
+    public async Task A_stopped_drain_leaves_the_rest_on_the_host_and_draining_again_moves_them()
+    {
+        try
+        {
+            // 16 MB each: a move takes long enough that the stop comes while the first one runs.
+            for (var i = 0; i < Capsules.Length; i++)
+                await lab.Create(Capsules[i], "h1", "python3", LabFixture.Tool("stream.py"), "server", $"{7820 + i}",
+                    "16");
+            foreach (var c in Capsules) await lab.WaitForLog(c, "LISTENING");
+            (await lab.Run("drain", "h1", "--parallel", "1", "--detach", "--json")).Ok();
+            (await lab.Run("drain", "h1", "--stop", "--json")).Ok();
+            JsonElement status = default;
+            await LabFixture.Until(async () =>
+            {
+                status = JsonDocument.Parse((await lab.Run("drain", "h1", "--status", "--json")).Ok().Out)
+                    .RootElement.Clone();
+                return status.GetProperty("state").GetString() == "stopped";
+            }, "the stopped drain to end");
+            var moved = status.GetProperty("moved").GetInt32();
+            var left = await OnH1Async();
+            Assert.True(left.Count > 0, $"nothing was left to resume: {status}");
+            Assert.Equal(Capsules.Length - moved, left.Count);
+            Assert.True(status.GetProperty("cordoned").GetBoolean());
+
+            var again = await lab.Run("drain", "h1", "--parallel", "2", "--json");
+            Assert.True(again.Code == 0, $"drain exited {again.Code}: {again.Err}\n{again.Out}");
+            using var done = JsonDocument.Parse(again.Out);
+            Assert.Equal("done", done.RootElement.GetProperty("state").GetString());
+            Assert.Equal(left.Count, done.RootElement.GetProperty("moved").GetInt32());
+            Assert.Empty(await OnH1Async());
+
+            var events = (await lab.Run("events", "--json")).Ok().Out.Split('\n')
+                .Where(l => l.Contains("\"drain_ended\"")).ToList();
+            Assert.Contains(events, e => e.Contains("\"state\":\"stopped\""));
+            Assert.Contains(events, e => e.Contains("\"state\":\"done\""));
+        }
+        finally
+        {
+            await lab.Run("drain", "h1", "--stop");
+            foreach (var c in Capsules) await lab.Run("rm", c);
+            await LabFixture.Until(async () => (await lab.Run("uncordon", "h1")).Code == 0, "h1 to be uncordoned");
+        }
+    }
+
+    async Task<List<string>> OnH1Async()
+    {
+        using var ls = JsonDocument.Parse((await lab.Run("ls", "--json")).Ok().Out);
+        return ls.RootElement.EnumerateArray().Where(c => c.GetProperty("host").GetString() == "h1")
+            .Select(c => c.GetProperty("name").GetString()!).ToList();
+    }
+}

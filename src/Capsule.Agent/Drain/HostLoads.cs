@@ -71,7 +71,9 @@ internal sealed class HostLoads(AgentOptions options, CapsuleRuntime runtime)
     static long Resident(int pid)
     {
         var statm = Read($"/proc/{pid}/statm")?.Split(' ');
-        return statm is { Length: > 1 } && long.TryParse(statm[1], out var pages) ? pages * Environment.SystemPageSize : 0;
+        return statm is { Length: > 1 } && long.TryParse(statm[1], out var pages)
+            ? pages * Environment.SystemPageSize
+            : 0;
     }
 
     static long MemAvailable()

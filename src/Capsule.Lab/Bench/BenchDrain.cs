@@ -124,7 +124,8 @@ public static partial class Bench
             finally
             {
                 foreach (var name in names) await RemoveAsync(s, name, ct);
-                await agent.CordonAsync(new CordonRequest { Cordoned = false }, cancellationToken: CancellationToken.None);
+                var open = new CordonRequest { Cordoned = false };
+                await agent.CordonAsync(open, cancellationToken: CancellationToken.None);
             }
         }
 
@@ -150,8 +151,8 @@ public static partial class Bench
                 t.AddRow(N(r.Capsules), N(r.Parallel), F(r.Seconds), F(r.PerCapsuleSeconds), $"{F(r.SpeedUp)}x",
                     F(r.Bytes / 1048576.0));
             AnsiConsole.Write(t);
-            Console.Out.WriteLine("drain: h1 → h2, h3 (placement by capsule count); each capsule a stream.py server " +
-                $"holding {BallastMb} MB; VS SEQUENTIAL: the parallel-1 drain's time over this one's, same run");
+            Console.Out.WriteLine("drain: h1 → h2, h3 (placement by capsule count); each capsule a stream.py " +
+                $"server holding {BallastMb} MB; VS SEQUENTIAL: the parallel-1 drain's time over this one's, same run");
         }
 
         static string N(int v) => v.ToString(CultureInfo.InvariantCulture);
