@@ -34,5 +34,10 @@ internal static class AgentAccess
         ["FetchSuspended"] = Callers.Admin,
         ["ConfirmSuspended"] = Callers.Admin,
         ["Resume"] = Callers.Admin,
+        ["Load"] = Callers.Anyone,
+        ["DrainStatus"] = Callers.Anyone,
+        ["Cordon"] = Callers.Admin,
+        ["Drain"] = Callers.Admin,
+        ["StopDrain"] = Callers.Admin,
     });
 }

@@ -35,6 +35,9 @@ public static class AgentHost
         builder.Services.AddSingleton<Migration.HoldCoordinator>();
         builder.Services.AddSingleton<Migration.SourceRollback>();
         builder.Services.AddSingleton<Migration.MigrationSource>();
+        builder.Services.AddSingleton<Migration.MigrationRunner>();
+        builder.Services.AddSingleton<Drain.HostLoads>();
+        builder.Services.AddSingleton<Drain.Drainer>();
         builder.Services.AddSingleton<Migration.MigrationTarget>();
         builder.Services.AddSingleton<Migration.Suspension>();
         builder.Services.AddSingleton<Events.EventLog>();

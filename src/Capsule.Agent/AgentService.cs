@@ -16,12 +16,12 @@ namespace Capsule.Agent;
 /// by role for every call (<see cref="AgentAccess"/>), then, for the host-to-host calls, which host may act on
 /// which capsule (<see cref="PeerCallChecks"/>).
 /// </summary>
-internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime, DataPlaneHost dataPlane,
-    MigrationSource source, MigrationTarget target, Suspension suspension, FaultInjector faults,
-    EventLog events, AgentMetrics metrics, DataPlane.KeyExchange keys, PeerCallChecks peers)
+internal sealed partial class AgentService(AgentOptions options, CapsuleRuntime runtime, DataPlaneHost dataPlane,
+    MigrationRunner migrations, MigrationTarget target, Suspension suspension, FaultInjector faults,
+    EventLog events, DataPlane.KeyExchange keys, PeerCallChecks peers, Drain.Drainer drainer)
     : Protos.HostAgent.HostAgentBase
 {
-    static async Task<T> Guard<T>(Func<Task<T>> f)
+    internal static async Task<T> Guard<T>(Func<Task<T>> f)
     {
         try { return await f(); }
         catch (DirectoryException e) { throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message)); }
@@ -86,32 +86,14 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
     public override async Task Migrate(MigrateRequest request, IServerStreamWriter<MigrateProgress> responseStream,
         ServerCallContext context)
     {
-        var started = false;
-        // A migration, once begun, runs to its end (moved, or resumed where it was) even if the
-        // CLI that asked for it goes away: stopping half-way could leave the capsule nowhere.
-        async Task Report(string phase, string message)
+        // A migration, once begun, runs to its end even if the CLI that asked for it goes away.
+        async Task Report(MigrateProgress p)
         {
-            // The first report comes once the checks have passed and the target prepares: it has begun.
-            if (!started) events.MigrationStarted(request.Name, request.Target);
-            started = true;
-            try { await responseStream.WriteAsync(new MigrateProgress { Phase = phase, Message = message }); }
+            try { await responseStream.WriteAsync(p); }
             catch (Exception e)
                 when (e is InvalidOperationException or IOException or OperationCanceledException or RpcException) { }
         }
-        MigrateResult result;
-        try
-        {
-            result = await Guard(() => source.RunAsync(request, Report, CancellationToken.None));
-        }
-        catch (RpcException e)
-        {
-            var outcome = started ? MigrationOutcome.Failed : MigrationOutcome.Refused;
-            events.MigrationThrew(request.Name, request.Target, outcome, e.Status.Detail);
-            metrics.Migrated(outcome, null);
-            throw;
-        }
-        events.MigrationEnded(request.Name, request.Target, result);
-        metrics.Migrated(EventLog.Outcome(result), result.Times);
+        var result = await migrations.RunAsync(request, Report);
         await responseStream.WriteAsync(new MigrateProgress { Phase = "done", Result = result });
     }
 

@@ -52,8 +52,10 @@ internal sealed partial class DataPlaneHost(AgentOptions options, IDirectory dir
         await RecoverHoldsAsync();
         await runtime.RecoverAsync(ct);
         _engine.IcmpSource = options.IcmpSource;
+        // A cordon outlives a restart of the agent: only `capsule uncordon` lifts it.
+        var cordoned = (await directory.SnapshotAsync(ct)).Hosts.GetValueOrDefault(options.Host)?.Cordoned ?? false;
         await directory.PutHostAsync(
-            new HostRecord(options.Host, options.Underlay, options.Listen, options.Serves), ct);
+            new HostRecord(options.Host, options.Underlay, options.Listen, options.Serves, cordoned), ct);
         log.LogInformation("data plane up: {Tun} mtu {Mtu}, udp {Addr}:{Port}, {Lanes} lanes, pool {Pool}",
             options.Tun, options.InnerMtu, options.Underlay, options.Port, lanes.Count, _pool);
         await base.StartAsync(ct);

@@ -32,17 +32,33 @@ internal static class EventOutput
             if (e.Locator.Length > 0) w.WriteString("locator", e.Locator);
             if (e.Peer.Length > 0) w.WriteString("peer", e.Peer);
             if (e.Outcome != MigrationOutcome.Unspecified) w.WriteString("outcome", EventNames.Outcome(e.Outcome));
-            if (e.Error.Length > 0) w.WriteString("error", e.Error);
+            if (e.Kind is EventKind.DrainStarted or EventKind.DrainEnded) WriteDrain(w, e);
+            else if (e.Error.Length > 0) w.WriteString("error", e.Error);
             if (EndsSomething(e.Kind))
             {
                 w.WriteNumber("flushed", e.Packets);
                 w.WriteNumber("dropped", e.Dropped);
                 w.WriteNumber("duration_ms", e.DurationMs);
             }
-            else if (e.Packets > 0) w.WriteNumber("packets", e.Packets);
+            else if (e.Packets > 0 && e.Kind is not (EventKind.DrainStarted or EventKind.DrainEnded))
+                w.WriteNumber("packets", e.Packets);
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(buffer.WrittenSpan);
+    }
+
+    /// <summary>A drain's start and end carry their own fields (see EventLog.DrainStarted and DrainEnded).</summary>
+    static void WriteDrain(Utf8JsonWriter w, AgentEvent e)
+    {
+        if (e.Kind == EventKind.DrainStarted)
+        {
+            w.WriteNumber("capsules", e.Packets);
+            return;
+        }
+        w.WriteString("state", e.Error);
+        w.WriteNumber("moved", e.Packets);
+        w.WriteNumber("not_moved", e.Dropped);
+        w.WriteNumber("duration_ms", e.DurationMs);
     }
 
     public static void WriteJson(AgentEvent e) => Console.Out.WriteLine(Json(e));
@@ -93,6 +109,9 @@ internal static class EventOutput
                 : $"holds the packets for {capsule} ({e.Locator}{(e.Peer.Length > 0 ? ", on " + e.Peer : "")})"),
             EventKind.HoldReleased => ("grey", $"hold for {capsule} released after {e.DurationMs} ms: {Ended(e)}"),
             EventKind.HoldExpired => ("yellow", $"hold for {capsule} expired after {e.DurationMs} ms: {Ended(e)}"),
+            EventKind.DrainStarted => ("blue", $"drain of {e.Host} started: {e.Packets} capsules to move"),
+            EventKind.DrainEnded => (e.Dropped == 0 ? "green" : "yellow",
+                $"drain of {e.Host} {e.Error} after {e.DurationMs} ms: {e.Packets} moved, {e.Dropped} not moved"),
             _ => ("default", $"event {e.Kind}"),
         };
     }

@@ -110,7 +110,8 @@ public sealed class DirectoryState
     {
         if (Names.CapsuleNameError(name) is { } e) return Fail(e);
         if (Capsules.ContainsKey(name)) return Fail($"a capsule named '{name}' already exists");
-        if (!Hosts.ContainsKey(host)) return Fail($"no host named '{host}'");
+        if (!Hosts.TryGetValue(host, out var on)) return Fail($"no host named '{host}'");
+        if (on.Cordoned) return Fail(CordonedError(host, $"capsule '{name}' was not created"));
         var locator = FreeLocator(Math.Max(skip, 0));
         if (locator.IsNone) return Fail($"the locator pool {Pool} is exhausted ({Capsules.Count} capsules)");
         var rev = Revision + 1;
@@ -139,11 +140,19 @@ public sealed class DirectoryState
             return new(this, null, error, Conflict: true);
         }
         if (state != CapsuleState.Suspended && !Hosts.ContainsKey(host)) return Fail($"no host named '{host}'");
+        // A capsule may change state where it is (a drained host's move that failed resumes it there).
+        if (state != CapsuleState.Suspended && host != cur.Host && Hosts[host].Cordoned)
+            return Fail(CordonedError(host, $"capsule '{name}' stays on {cur.Host}"));
         var rev = Revision + 1;
         var rec = cur with { Host = host, State = state, Revision = rev, Detail = detail };
         return new(new DirectoryState(Pool, rev, Hosts, Capsules.SetItem(name, rec)),
             new(rev, ChangeKind.CapsulePut, null, rec), null);
     }
+
+    /// <summary>Why a cordoned host took nothing: the same words wherever it is refused.</summary>
+    public static string CordonedError(string host, string outcome) =>
+        $"host '{host}' is cordoned (draining, drained or kept for maintenance) and takes no new capsule; " +
+        $"{outcome}; `capsule uncordon {host}` opens it again";
 
     /// <summary>Forgets a capsule and returns its locator to the pool.</summary>
     public Result ReleaseCapsule(string name)

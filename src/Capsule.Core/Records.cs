@@ -14,9 +14,11 @@ public enum CapsuleState
 /// <summary>
 /// A host that runs an agent: its name, its underlay address and where its agent listens. A
 /// gateway (the seed's special router, Fig. 9) also names the ordinary networks it serves, as
-/// prefixes joined by commas: capsule traffic for those goes to it.
+/// prefixes joined by commas: capsule traffic for those goes to it. A cordoned host (draining, drained, or
+/// held for maintenance) takes no new capsule, made or moved, until it is uncordoned (docs/drain.md).
 /// </summary>
-public sealed record HostRecord(string Name, Locator Underlay, string AgentEndpoint, string Serves = "")
+public sealed record HostRecord(string Name, Locator Underlay, string AgentEndpoint, string Serves = "",
+    bool Cordoned = false)
 {
     public bool IsGateway => ServedPrefixes.Any();
 

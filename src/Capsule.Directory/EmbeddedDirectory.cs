@@ -98,7 +98,8 @@ public sealed class EmbeddedDirectory : IDirectory
 
     // ---- persistence ----
 
-    internal sealed record FileHost(string Name, string Underlay, string AgentEndpoint, string? Serves);
+    internal sealed record FileHost(string Name, string Underlay, string AgentEndpoint, string? Serves,
+        bool Cordoned = false);
     internal sealed record FileCapsule(string Name, string Locator, string Host, CapsuleState State, long Revision,
         string? Detail);
     internal sealed record FileState(int Format, string Pool, long Revision, List<FileHost> Hosts,
@@ -109,7 +110,7 @@ public sealed class EmbeddedDirectory : IDirectory
     {
         var dto = new FileState(1, s.Pool.ToString(), s.Revision,
             s.Hosts.Values.Select(h => new FileHost(h.Name, h.Underlay.ToString(), h.AgentEndpoint,
-                h.Serves.Length == 0 ? null : h.Serves)).ToList(),
+                h.Serves.Length == 0 ? null : h.Serves, h.Cordoned)).ToList(),
             s.Capsules.Values.Select(c => new FileCapsule(c.Name, c.Locator.ToString(), c.Host, c.State, c.Revision,
                 c.Detail)).ToList());
         var tmp = file + ".tmp";
@@ -151,7 +152,7 @@ public sealed class EmbeddedDirectory : IDirectory
             throw new DirectoryException($"{file} was made for pool {filePool}, not {pool}; " +
                 $"start with --pool {filePool} or move the file aside");
         var hosts = dto.Hosts.ToImmutableSortedDictionary(h => h.Name,
-            h => new HostRecord(h.Name, Locator.Parse(h.Underlay), h.AgentEndpoint, h.Serves ?? ""));
+            h => new HostRecord(h.Name, Locator.Parse(h.Underlay), h.AgentEndpoint, h.Serves ?? "", h.Cordoned));
         var caps = dto.Capsules.ToImmutableSortedDictionary(c => c.Name,
             c => new CapsuleRecord(c.Name, Locator.Parse(c.Locator), c.Host, c.State, c.Revision)
                 { Detail = c.Detail });

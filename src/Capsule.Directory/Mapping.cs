@@ -11,9 +11,11 @@ public static class Mapping
 {
     public static Host ToWire(this HostRecord h) => new()
     {
-        Name = h.Name, Underlay = h.Underlay.ToString(), AgentEndpoint = h.AgentEndpoint, Serves = h.Serves
+        Name = h.Name, Underlay = h.Underlay.ToString(), AgentEndpoint = h.AgentEndpoint, Serves = h.Serves,
+        Cordoned = h.Cordoned,
     };
-    public static HostRecord ToCore(this Host h) => new(h.Name, Locator.Parse(h.Underlay), h.AgentEndpoint, h.Serves);
+    public static HostRecord ToCore(this Host h) =>
+        new(h.Name, Locator.Parse(h.Underlay), h.AgentEndpoint, h.Serves, h.Cordoned);
 
     public static CapsuleEntry ToWire(this CapsuleRecord c) => new()
     {

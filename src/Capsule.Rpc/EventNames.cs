@@ -20,7 +20,19 @@ public static class EventNames
         EventKind.HoldTaken => "hold_taken",
         EventKind.HoldReleased => "hold_released",
         EventKind.HoldExpired => "hold_expired",
+        EventKind.DrainStarted => "drain_started",
+        EventKind.DrainEnded => "drain_ended",
         _ => "unknown",
+    };
+
+    public static string DrainState(DrainState state) => state switch
+    {
+        Protos.DrainState.Running => "running",
+        Protos.DrainState.Stopping => "stopping",
+        Protos.DrainState.Stopped => "stopped",
+        Protos.DrainState.Done => "done",
+        Protos.DrainState.Failed => "failed",
+        _ => "none",
     };
 
     public static string Outcome(MigrationOutcome outcome) => outcome switch

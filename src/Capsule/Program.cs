@@ -30,6 +30,8 @@ internal static class Program
         foreach (var c in CapsuleCommands.Build()) root.Subcommands.Add(c);
         foreach (var c in SuspendCommands.Build()) root.Subcommands.Add(c);
         root.Subcommands.Add(MigrateCommand.Build());
+        root.Subcommands.Add(DrainCommand.Build());
+        foreach (var c in HostCommands.Build()) root.Subcommands.Add(c);
         root.Subcommands.Add(EventsCommand.Build());
         root.Subcommands.Add(Doctor.Build());
         root.Subcommands.Add(Demo.Build());

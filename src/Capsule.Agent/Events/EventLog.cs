@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using Capsule.Agent.DataPlane;
 using Capsule.Core;
 using Capsule.Protos;
+using Capsule.Rpc;
 using Microsoft.Extensions.Hosting;
 
 namespace Capsule.Agent.Events;
@@ -103,6 +104,15 @@ internal sealed class EventLog(AgentOptions options, IHostApplicationLifetime li
         {
             Kind = EventKind.MigrationEnded, Capsule = capsule, Peer = target, Outcome = outcome, Error = error,
         });
+
+    public void DrainStarted(int capsules) =>
+        Add(new AgentEvent { Kind = EventKind.DrainStarted, Packets = capsules });
+
+    public void DrainEnded(DrainReport r) => Add(new AgentEvent
+    {
+        Kind = EventKind.DrainEnded, Packets = r.Moved, Dropped = r.Items.Count - r.Moved, DurationMs = r.ElapsedMs,
+        Error = EventNames.DrainState(r.State),
+    });
 
     /// <summary>
     /// What the ring holds, oldest first, then (with <paramref name="follow"/>) each new event as it

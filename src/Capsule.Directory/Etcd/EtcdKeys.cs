@@ -56,7 +56,7 @@ internal sealed class EtcdKeys(string prefix)
 }
 
 /// <summary>A host record as stored in etcd.</summary>
-internal sealed record EtcdHost(string Underlay, string Agent, string Serves);
+internal sealed record EtcdHost(string Underlay, string Agent, string Serves, bool Cordoned = false);
 
 /// <summary>A capsule record as stored in etcd (its revision is the key's mod revision).</summary>
 internal sealed record EtcdCapsule(string Locator, string Host, CapsuleState State, string? Detail);
@@ -69,7 +69,7 @@ internal sealed partial class EtcdJson : JsonSerializerContext
 {
     public static ByteString Encode(HostRecord h) =>
         ByteString.CopyFrom(JsonSerializer.SerializeToUtf8Bytes(
-            new EtcdHost(h.Underlay.ToString(), h.AgentEndpoint, h.Serves), Default.EtcdHost));
+            new EtcdHost(h.Underlay.ToString(), h.AgentEndpoint, h.Serves, h.Cordoned), Default.EtcdHost));
 
     public static ByteString Encode(CapsuleRecord c) =>
         ByteString.CopyFrom(JsonSerializer.SerializeToUtf8Bytes(
@@ -79,7 +79,7 @@ internal sealed partial class EtcdJson : JsonSerializerContext
     {
         var h = JsonSerializer.Deserialize(value.Span, Default.EtcdHost)
             ?? throw new DirectoryException($"host '{name}' has an empty record in etcd");
-        return new HostRecord(name, Core.Locator.Parse(h.Underlay), h.Agent, h.Serves);
+        return new HostRecord(name, Core.Locator.Parse(h.Underlay), h.Agent, h.Serves, h.Cordoned);
     }
 
     public static CapsuleRecord Capsule(string name, ByteString value, long revision)

@@ -13,6 +13,7 @@ public static partial class Bench
         bench.Subcommands.Add(Soak());
         bench.Subcommands.Add(DirectoryBench());
         bench.Subcommands.Add(CliSpeed());
+        bench.Subcommands.Add(DrainBench());
         return bench;
     }
 }

@@ -42,6 +42,8 @@ internal sealed record MigrateBenchGoal(double StallOverFloorAtMost, int PeerRto
 
 internal sealed record DirectoryBenchJson(int Watchers, int Capsules, int Changes, List<Bench.DirectoryRow> Rows);
 
+internal sealed record DrainBenchJson(int BallastMb, List<Bench.DrainRow> Rows);
+
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(List<Doctor.Check>))]
 [JsonSerializable(typeof(DataplaneJson))]
@@ -49,4 +51,5 @@ internal sealed record DirectoryBenchJson(int Watchers, int Capsules, int Change
 [JsonSerializable(typeof(Bench.SoakBench.SoakReport))]
 [JsonSerializable(typeof(CliBenchJson))]
 [JsonSerializable(typeof(DirectoryBenchJson))]
+[JsonSerializable(typeof(DrainBenchJson))]
 internal sealed partial class LabJson : JsonSerializerContext;
