@@ -79,29 +79,38 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         if (!to.IsNone) dataPlane.Pin(loc, to); // the new route first, so nothing sent after the flush goes the old way
         // A capsule that moved here while this host held its local peers' packets gets its direct
         // route once those are flushed (MigrationTarget waits for the hold's end).
+        var held = await dataPlane.Engine.HoldContentsAsync(loc);
         var r = await dataPlane.Engine.ReleaseAsync(loc, to);
-        return new ReleaseReply { Flushed = r.Flushed, Dropped = r.Dropped };
+        return FlowReports.Reply(r.Flushed, r.Dropped, held);
     });
 
     public override async Task Migrate(MigrateRequest request, IServerStreamWriter<MigrateProgress> responseStream,
         ServerCallContext context)
     {
         var started = false;
+        // Phases and a transfer's progress are reported from different tasks; a stream takes one write at a time.
+        using var writing = new SemaphoreSlim(1);
         // A migration, once begun, runs to its end (moved, or resumed where it was) even if the
         // CLI that asked for it goes away: stopping half-way could leave the capsule nowhere.
-        async Task Report(string phase, string message)
+        async Task Write(MigrateProgress p)
         {
-            // The first report comes once the checks have passed and the target prepares: it has begun.
-            if (!started) events.MigrationStarted(request.Name, request.Target);
-            started = true;
-            try { await responseStream.WriteAsync(new MigrateProgress { Phase = phase, Message = message }); }
+            await writing.WaitAsync();
+            try { await responseStream.WriteAsync(p); }
             catch (Exception e)
                 when (e is InvalidOperationException or IOException or OperationCanceledException or RpcException) { }
+            finally { writing.Release(); }
+        }
+        Task Report(string phase, string message)
+        {
+            // The first report comes once the target's checks have passed and it is prepared: it has begun.
+            if (!started) events.MigrationStarted(request.Name, request.Target);
+            started = true;
+            return Write(new MigrateProgress { Phase = phase, Message = message });
         }
         MigrateResult result;
         try
         {
-            result = await Guard(() => source.RunAsync(request, Report, CancellationToken.None));
+            result = await Guard(() => source.RunAsync(request, Report, CancellationToken.None, Write));
         }
         catch (RpcException e)
         {
@@ -153,6 +162,7 @@ internal sealed class AgentService(AgentOptions options, CapsuleRuntime runtime,
         Guard(async () =>
         {
             await peers.PrepareAsync(context, request.Name);
+            await target.CheckRoomAsync(request, context.CancellationToken);
             await target.PrepareAsync(request.Name, Locator.Parse(request.Locator), request.PostCopy,
                 request.OwnUserNs, context.CancellationToken);
             return new Empty();
