@@ -46,7 +46,7 @@ public static class MigrateCommand
                 throw new UserError("--hold-packets must be between 16 and 1000000");
             var rate = pr.GetValue(bandwidth) is { } text
                 ? ByteRate.Parse(text) ?? throw new UserError(
-                    $"--bandwidth '{text}' is not a rate: a positive size a second, e.g. 500K, 50M or 1G (binary units)")
+                    $"--bandwidth '{text}' is not a rate: a positive size a second, e.g. 500K, 50M or 1G")
                 : 0;
             var s = CommandTree.SessionOf(pr);
             var (c, agent) = await s.CapsuleAsync(pr.GetValue(name)!, ct);
@@ -65,7 +65,7 @@ public static class MigrateCommand
                 return result.Ok ? 0 : 1;
             }
             Print(c.Name, result);
-            if (pr.GetValue(report)) MigrateDisplay.PrintReport(result);
+            if (pr.GetValue(report) && result.Ok) MigrateDisplay.PrintReport(result);
             return result.Ok ? 0 : 1;
         }));
         return cmd;

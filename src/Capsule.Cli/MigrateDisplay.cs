@@ -66,7 +66,10 @@ internal static class MigrateDisplay
 
     static string Mib(long bytes) => (bytes / (1024.0 * 1024)).ToString("F1");
 
-    /// <summary>`migrate --report`: one row per socket of the capsule.</summary>
+    /// <summary>
+    /// `migrate --report`: one row per socket of the capsule, in plain aligned columns: a table of ten columns wider
+    /// than 80 would be wrapped cell by cell where the output is not a terminal (80 columns is Spectre's guess there).
+    /// </summary>
     public static void PrintReport(MigrateResult r)
     {
         if (r.Flows.Count == 0)
@@ -74,12 +77,15 @@ internal static class MigrateDisplay
             Console.WriteLine("the capsule had no TCP or UDP sockets to report");
             return;
         }
-        var t = Output.Table("PROTO", "LOCAL", "PEER", "STATE", "HELD BY", "HELD", "FLUSHED", "STALL MS", "PAUSED",
-            "SURVIVED");
-        foreach (var f in r.Flows)
-            t.AddRow(f.Protocol, f.Local, Markup.Escape(f.Peer), f.State, f.Holder.Length > 0 ? f.Holder : "-",
-                f.Held.ToString(), f.Flushed.ToString(), f.StallMs.ToString(), f.Paused ? "zero window" : "no",
-                f.Survived ? "yes" : "[red]no[/]");
-        AnsiConsole.Write(t);
+        string[] head = ["PROTO", "LOCAL", "PEER", "STATE", "HELD BY", "HELD", "FLUSHED", "STALL MS", "PAUSED",
+            "SURVIVED"];
+        var rows = r.Flows.Select(f => new[]
+        {
+            f.Protocol, f.Local, f.Peer, f.State, f.Holder.Length > 0 ? f.Holder : "-", f.Held.ToString(),
+            f.Flushed.ToString(), f.StallMs.ToString(), f.Paused ? "zero-window" : "no", f.Survived ? "yes" : "NO",
+        }).Prepend(head).ToList();
+        var widths = head.Select((_, i) => rows.Max(row => row[i].Length)).ToArray();
+        foreach (var row in rows)
+            Console.WriteLine(string.Join("  ", row.Select((cell, i) => cell.PadRight(widths[i]))).TrimEnd());
     }
 }

@@ -56,25 +56,27 @@ public sealed class MoveReportTests(LabFixture lab)
     {
         // One capsule with a TCP echo server and a UDP receiver; a TCP client and a UDP sender in capsules on h1,
         // and a TCP client on an ordinary host behind the gateway.
-        var (srv, _) = await lab.Create("rep", "h2", "sh", "-c",
-            $"python3 {Tool("stream.py")} server 7160 & exec python3 {Tool("udpseq.py")} recv 7161");
-        await lab.WaitForLog("rep", "LISTENING");
+        // stream.py's server takes one client at a time: one each.
+        var (srv, _) = await lab.Create("rep", "h2", "sh", "-c", $"python3 {Tool("stream.py")} server 7160 & " +
+            $"python3 {Tool("stream.py")} server 7162 & exec python3 {Tool("udpseq.py")} recv 7161");
+        await LabFixture.Until(async () => (await lab.Logs("rep")).Split("LISTENING").Length >= 3, "both servers");
         var (cli, _) = await lab.Create("repc", "h1", "python3", Tool("stream.py"), "client", srv, "7160", "30");
         var (snd, _) = await lab.Create("reps", "h1", "python3", Tool("udpseq.py"), "send", srv, "7161", "200", "30");
-        var legacy = lab.OnHost("l1", "timeout", "60", "python3", Tool("stream.py"), "client", srv, "7160", "20");
+        var legacy = lab.OnHost("l1", "timeout", "60", "python3", Tool("stream.py"), "client", srv, "7162", "20");
         try
         {
             await lab.WaitForLog("repc", "PROGRESS sent=");
-            await lab.WaitForLog("rep", "PROGRESS");
+            await lab.WaitForLog("reps", "PROGRESS sent=");
             await LabFixture.Until(async () => (await lab.InCapsule("rep", "ss", "-Htn", "state", "established"))
                 .Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length >= 2, "both TCP clients connected");
             var r = await lab.Migrate("rep", "h3");
             Assert.True(r.GetProperty("ok").GetBoolean(), r.ToString());
             var flows = r.GetProperty("flows").EnumerateArray().ToList();
             string S(JsonElement f, string p) => f.GetProperty(p).GetString()!;
-            var tcp = flows.Where(f => S(f, "protocol") == "tcp" && S(f, "local").EndsWith(":7160")).ToList();
-            var fromH1 = Assert.Single(tcp, f => S(f, "peer").StartsWith(cli + ":"));
-            var fromL1 = Assert.Single(tcp, f => !S(f, "peer").StartsWith(cli + ":"));
+            var tcp = flows.Where(f => S(f, "protocol") == "tcp").ToList();
+            var fromH1 = Assert.Single(tcp, f => S(f, "local").EndsWith(":7160") && S(f, "peer").StartsWith(cli + ":"));
+            var fromL1 = Assert.Single(tcp, f => S(f, "local").EndsWith(":7162"));
+            Assert.True(flows.Count >= 3, r.ToString());
             var udp = Assert.Single(flows, f => S(f, "protocol") == "udp" && S(f, "local").EndsWith(":7161")
                 && S(f, "peer").StartsWith(snd + ":"));
             foreach (var f in (JsonElement[])[fromH1, fromL1, udp])
@@ -115,10 +117,14 @@ public sealed class MoveReportTests(LabFixture lab)
         var (srv, _) = await lab.Create("ref", "h2", "python3", Tool("stream.py"), "server", "7170", "8");
         await lab.WaitForLog("ref", "LISTENING");
         await lab.Create("refc", "h1", "python3", Tool("stream.py"), "client", srv, "7170", "15");
-        // The target's folder for incoming images, on a 1 MiB file system of its own.
-        var folder = $"/var/lib/capsule/labs/{lab.Name}/hosts/h3/migrations";
-        Directory.CreateDirectory(folder);
-        (await Cli.Exec("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", folder])).Ok();
+        // The target's folder for incoming images, on a 1 MiB file system of its own, mounted where h3's agent
+        // sees it: each simulated host has its own mount namespace, with its state folder at one path.
+        var run = $"/run/capsule/labs/{lab.Name}";
+        var agent = (await File.ReadAllTextAsync($"{run}/h3.pid")).Trim();
+        var folder = $"{run}/hostview/migrations";
+        string[] inH3 = ["-t", agent, "-m", "--"];
+        (await Cli.Exec("nsenter", [.. inH3, "mkdir", "-p", folder])).Ok();
+        (await Cli.Exec("nsenter", [.. inH3, "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", folder])).Ok();
         try
         {
             await lab.WaitForLog("refc", "PROGRESS sent=");
@@ -137,7 +143,7 @@ public sealed class MoveReportTests(LabFixture lab)
         }
         finally
         {
-            await Cli.Exec("umount", [folder]);
+            await Cli.Exec("nsenter", [.. inH3, "umount", folder]);
             await lab.Run("rm", "refc");
             await lab.Run("rm", "ref");
         }

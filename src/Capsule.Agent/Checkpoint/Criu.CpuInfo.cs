@@ -30,7 +30,9 @@ public sealed partial class Criu
         }
     }
 
-    /// <summary>Null when this host's CPU has what <paramref name="image"/> (another host's record) says; else why not.</summary>
+    /// <summary>
+    /// Null when this host's CPU has what <paramref name="image"/> (another host's record) says; else why not.
+    /// </summary>
     public async Task<string?> CpuInfoProblemAsync(byte[] image, string scratchDir, CancellationToken ct)
     {
         var dir = ScratchFolder(scratchDir);

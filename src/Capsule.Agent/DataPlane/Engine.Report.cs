@@ -30,7 +30,9 @@ internal sealed unsafe partial class Engine
             lock (hold.Gate)
             {
                 for (var i = 0; i < hold.Buffer.Count; i++)
-                    if (FlowOf(new ReadOnlySpan<byte>(hold.Buffer.Slot(i), hold.Buffer.Length(i))) is { } k)
+                    // A slot keeps headroom for the overlay header before the packet.
+                    if (FlowOf(new ReadOnlySpan<byte>(hold.Buffer.Slot(i) + Wire.HeaderSize, hold.Buffer.Length(i)))
+                        is { } k)
                         counts[k] = counts.GetValueOrDefault(k) + 1;
             }
             foreach (var (key, f) in _flows)

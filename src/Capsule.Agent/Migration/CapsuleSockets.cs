@@ -55,7 +55,7 @@ internal static class CapsuleSockets
         }
     }
 
-    /// <summary>"0100007F:0050" (the address's bytes as the host stores them, little-endian here) to "127.0.0.1:80".</summary>
+    /// <summary>"0100007F:0050" (the address as the host stores it, little-endian here) to "127.0.0.1:80".</summary>
     static string Endpoint(string hex)
     {
         var colon = hex.IndexOf(':');

@@ -23,7 +23,8 @@ internal static class FlowReports
         foreach (var f in held.Flows)
             reply.Flows.Add(new HeldFlow
             {
-                Protocol = f.Tcp ? "tcp" : "udp", Peer = $"{f.Peer}:{f.PeerPort}", Local = $"{f.Capsule}:{f.CapsulePort}",
+                Protocol = f.Tcp ? "tcp" : "udp", Peer = $"{f.Peer}:{f.PeerPort}",
+                Local = $"{f.Capsule}:{f.CapsulePort}",
                 Packets = f.Packets, Paused = f.Paused,
             });
         return reply;

@@ -42,7 +42,7 @@ internal sealed partial class MigrationSource
         }
     }
 
-    /// <summary>What the transfer step sends: CRIU's images but the memory, and the folder but what was staged.</summary>
+    /// <summary>What the transfer sends: CRIU's images but the memory, and the folder but what was staged.</summary>
     static long TransferEstimate(Move m)
     {
         var staged = m.Staged.Unchanged(m.Capsule.Dir);
