@@ -79,19 +79,24 @@ internal sealed partial class AgentService(AgentOptions options, CapsuleRuntime 
         if (!to.IsNone) dataPlane.Pin(loc, to); // the new route first, so nothing sent after the flush goes the old way
         // A capsule that moved here while this host held its local peers' packets gets its direct
         // route once those are flushed (MigrationTarget waits for the hold's end).
+        var held = await dataPlane.Engine.HoldContentsAsync(loc);
         var r = await dataPlane.Engine.ReleaseAsync(loc, to);
-        return new ReleaseReply { Flushed = r.Flushed, Dropped = r.Dropped };
+        return FlowReports.Reply(r.Flushed, r.Dropped, held);
     });
 
     public override async Task Migrate(MigrateRequest request, IServerStreamWriter<MigrateProgress> responseStream,
         ServerCallContext context)
     {
         // A migration, once begun, runs to its end even if the CLI that asked for it goes away.
+        // Phases and a transfer's progress are reported from different tasks; a stream takes one write at a time.
+        using var writing = new SemaphoreSlim(1);
         async Task Report(MigrateProgress p)
         {
+            await writing.WaitAsync();
             try { await responseStream.WriteAsync(p); }
             catch (Exception e)
                 when (e is InvalidOperationException or IOException or OperationCanceledException or RpcException) { }
+            finally { writing.Release(); }
         }
         var result = await migrations.RunAsync(request, Report);
         await responseStream.WriteAsync(new MigrateProgress { Phase = "done", Result = result });
@@ -135,6 +140,7 @@ internal sealed partial class AgentService(AgentOptions options, CapsuleRuntime 
         Guard(async () =>
         {
             await peers.PrepareAsync(context, request.Name);
+            await target.CheckRoomAsync(request, context.CancellationToken);
             await target.PrepareAsync(request.Name, Locator.Parse(request.Locator), request.PostCopy,
                 request.OwnUserNs, context.CancellationToken);
             return new Empty();

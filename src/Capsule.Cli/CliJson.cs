@@ -42,7 +42,16 @@ internal sealed record PhasesJson(long Stage, long Sync, long Dump, long Transfe
 
 internal sealed record MigrateJson(string Name, bool Ok, string? Error, bool ResumedOnSource, string Host, int Pid,
     string Memory, PhasesJson PhasesMs, long ImageBytes, long StagedBytes, long PostCopyBytes, int Peers, long Held,
-    long Flushed, long Dropped, long Unaccounted, long UdpBytesLostAtFreeze, int ClosingConnectionsLost);
+    long Flushed, long Dropped, long Unaccounted, long UdpBytesLostAtFreeze, int ClosingConnectionsLost,
+    long BandwidthBytesPerSecond, List<FlowJson> Flows);
+
+/// <summary>One socket of a moved capsule: its peer and what the move did to it (proto FlowReport).</summary>
+internal sealed record FlowJson(string Protocol, string Local, string Peer, string State, string Holder, long Held,
+    long Flushed, long StallMs, bool Paused, bool Survived)
+{
+    public static FlowJson From(Protos.FlowReport f) =>
+        new(f.Protocol, f.Local, f.Peer, f.State, f.Holder, f.Held, f.Flushed, f.StallMs, f.Paused, f.Survived);
+}
 
 internal sealed record SuspendPhasesJson(long Sync, long Dump, long Write, long Total);
 

@@ -64,10 +64,8 @@ public static class DrainCommand
     internal static long Rate(string? text)
     {
         if (string.IsNullOrWhiteSpace(text)) return 0;
-        var size = text.Trim();
-        if (size.EndsWith("/s", StringComparison.OrdinalIgnoreCase)) size = size[..^2];
-        return ByteSize.Parse(size) is long bytes and > 0 ? bytes
-            : throw new UserError($"--bandwidth '{text}' is not a rate; write bytes per second such as 50M or 1G");
+        return ByteRate.Parse(text) ?? throw new UserError(
+            $"--bandwidth '{text}' is not a rate: a positive size a second, e.g. 500K, 50M or 1G");
     }
 
     static int Show(DrainReport r, bool json)

@@ -42,6 +42,7 @@ internal static class EventOutput
             }
             else if (e.Packets > 0 && e.Kind is not (EventKind.DrainStarted or EventKind.DrainEnded))
                 w.WriteNumber("packets", e.Packets);
+            if (e.Flows.Count > 0) WriteFlows(w, e);
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(buffer.WrittenSpan);
@@ -59,6 +60,28 @@ internal static class EventOutput
         w.WriteNumber("moved", e.Packets);
         w.WriteNumber("not_moved", e.Dropped);
         w.WriteNumber("duration_ms", e.DurationMs);
+    }
+
+    /// <summary>A migration's per-connection report, as in `migrate --json` (FlowJson).</summary>
+    static void WriteFlows(Utf8JsonWriter w, AgentEvent e)
+    {
+        w.WriteStartArray("flows");
+        foreach (var f in e.Flows)
+        {
+            w.WriteStartObject();
+            w.WriteString("protocol", f.Protocol);
+            w.WriteString("local", f.Local);
+            w.WriteString("peer", f.Peer);
+            w.WriteString("state", f.State);
+            w.WriteString("holder", f.Holder);
+            w.WriteNumber("held", f.Held);
+            w.WriteNumber("flushed", f.Flushed);
+            w.WriteNumber("stall_ms", f.StallMs);
+            w.WriteBoolean("paused", f.Paused);
+            w.WriteBoolean("survived", f.Survived);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
     }
 
     public static void WriteJson(AgentEvent e) => Console.Out.WriteLine(Json(e));

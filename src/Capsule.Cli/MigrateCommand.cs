@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Capsule.Core;
 using Capsule.Protos;
 using Grpc.Core;
 using Spectre.Console;
@@ -25,14 +26,28 @@ public static class MigrateCommand
             DefaultValueFactory = _ => StopAndCopy,
         };
         memory.AcceptOnlyFromAmong(StopAndCopy, PostCopy);
+        var bandwidth = new Option<string?>("--bandwidth")
+        {
+            Description = "Most bytes a second the move may send to the target (its files, memory and image), " +
+                "e.g. 50M = 50 MiB/s; K, M, G are binary units, \"/s\" may follow (default: no limit)",
+        };
+        var report = new Option<bool>("--report")
+        {
+            Description = "Print each TCP and UDP connection of the capsule: its peer, packets held and flushed, " +
+                "the longest stall, whether it was paused with a zero window, and whether it survived",
+        };
         var cmd = new Command("migrate", "Move a running capsule to another host; its connections stay open")
         {
-            name, to, hold, memory, CommandTree.JsonOption
+            name, to, hold, memory, bandwidth, report, CommandTree.JsonOption
         };
         cmd.SetAction((pr, ct) => CommandTree.Run(async () =>
         {
             if (pr.GetValue(hold) is < 16 or > 1_000_000)
                 throw new UserError("--hold-packets must be between 16 and 1000000");
+            var rate = pr.GetValue(bandwidth) is { } text
+                ? ByteRate.Parse(text) ?? throw new UserError(
+                    $"--bandwidth '{text}' is not a rate: a positive size a second, e.g. 500K, 50M or 1G")
+                : 0;
             var s = CommandTree.SessionOf(pr);
             var (c, agent) = await s.CapsuleAsync(pr.GetValue(name)!, ct);
             var json = pr.GetValue(CommandTree.JsonOption);
@@ -40,26 +55,17 @@ public static class MigrateCommand
             {
                 Name = c.Name, Target = pr.GetValue(to)!, HoldPackets = pr.GetValue(hold),
                 Memory = pr.GetValue(memory) == PostCopy ? MemoryMode.PostCopy : MemoryMode.StopAndCopy,
+                Bandwidth = rate,
             }, cancellationToken: ct);
-            MigrateResult? result = null;
-            await foreach (var p in call.ResponseStream.ReadAllAsync(ct))
-            {
-                if (p.Result is not null)
-                {
-                    result = p.Result;
-                    break;
-                }
-                if (!json)
-                    AnsiConsole.MarkupLine(
-                        $"[grey]{DateTime.Now:HH:mm:ss.fff}[/] [bold]{p.Phase,-9}[/] {Markup.Escape(p.Message)}");
-            }
+            var result = await MigrateDisplay.FollowAsync(call.ResponseStream.ReadAllAsync(ct), json);
             if (result is null) throw new UserError("the source agent ended the migration without a result");
             if (json)
             {
-                Output.WriteJson(Summary(c.Name, result), CliJson.Default.MigrateJson);
+                Output.WriteJson(Summary(c.Name, result, rate), CliJson.Default.MigrateJson);
                 return result.Ok ? 0 : 1;
             }
             Print(c.Name, result);
+            if (pr.GetValue(report) && result.Ok) MigrateDisplay.PrintReport(result);
             return result.Ok ? 0 : 1;
         }));
         return cmd;
@@ -70,12 +76,12 @@ public static class MigrateCommand
 
     internal static string MemoryName(MemoryMode m) => m == MemoryMode.PostCopy ? PostCopy : StopAndCopy;
 
-    internal static MigrateJson Summary(string name, MigrateResult r) => new(
+    internal static MigrateJson Summary(string name, MigrateResult r, long bandwidth = 0) => new(
         name, r.Ok, r.Error.Length > 0 ? r.Error : null, r.ResumedOnSource, r.Host, r.Pid, MemoryName(r.Memory),
         new PhasesJson(r.Times.StageMs, r.Times.SyncMs, r.Times.DumpMs, r.Times.TransferMs, r.Times.RestoreMs,
             r.Times.FlushMs, r.Times.TotalMs, r.Times.FreezeMs, r.Times.PostCopyTailMs),
         r.ImageBytes, r.StagedBytes, r.PostCopyBytes, r.Peers, r.Held, r.Flushed, r.Dropped, r.Unaccounted,
-        r.UdpBytesLostAtFreeze, r.ClosingConnectionsLost);
+        r.UdpBytesLostAtFreeze, r.ClosingConnectionsLost, bandwidth, [.. r.Flows.Select(FlowJson.From)]);
 
     static void Print(string name, MigrateResult r)
     {

@@ -19,6 +19,9 @@ internal sealed class DrainRun(string host, int parallel, long bandwidth)
         public long TotalMs { get; set; }
         public string Error { get; set; } = "";
         public Stopwatch? Clock { get; set; }
+
+        /// <summary>The transfer under way, as its move last reported it (null between transfers).</summary>
+        public MigrateProgress? Transfer { get; set; }
     }
 
     public const string Waiting = "waiting";
@@ -64,7 +67,18 @@ internal sealed class DrainRun(string host, int parallel, long bandwidth)
         }
     }
 
-    public void Phase(string capsule, string phase) => Change(() => Find(capsule).Phase = phase);
+    /// <summary>A move's report: a new phase, or a transfer's bytes, rate and time left within one.</summary>
+    public void Progress(string capsule, MigrateProgress p) => Change(() =>
+    {
+        var i = Find(capsule);
+        if (p.BytesTotal > 0)
+        {
+            i.Transfer = p;
+            return;
+        }
+        i.Phase = p.Phase;
+        i.Transfer = null;
+    });
 
     public void Ended(string capsule, MigrateResult? result, string? error) => Change(() =>
     {
@@ -136,6 +150,15 @@ internal sealed class DrainRun(string host, int parallel, long bandwidth)
         var left = i.Phase is Moved or Failed ? 0
             : average < 0 ? -1
             : Math.Max(0, average - elapsed);
+        // Within a transfer its own numbers say more than the average of the moves done.
+        if (i.Transfer is { } t && i.Phase is not (Moved or Failed))
+        {
+            return new DrainItem
+            {
+                Capsule = i.Capsule, Target = i.Target ?? "", Phase = t.Phase, Bytes = t.BytesDone, Error = i.Error,
+                ElapsedMs = elapsed, LeftMs = t.EtaMs > 0 ? t.EtaMs : left, BytesPerSecond = t.Rate,
+            };
+        }
         return new DrainItem
         {
             Capsule = i.Capsule, Target = i.Target ?? "", Phase = i.Phase, Bytes = i.Bytes, Error = i.Error,

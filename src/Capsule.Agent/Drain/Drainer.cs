@@ -103,14 +103,15 @@ internal sealed partial class Drainer(AgentOptions options, CapsuleRuntime runti
 
     async Task MoveAsync(DrainRun run, string capsule, string target)
     {
-        // TODO(issue 14, lead): pass run.Bandwidth as the move's limit once MigrateRequest has a bandwidth field
-        // (the other half of the issue adds it to `capsule migrate`).
-        var request = new MigrateRequest { Name = capsule, Target = target, Memory = MemoryMode.StopAndCopy };
+        var request = new MigrateRequest
+        {
+            Name = capsule, Target = target, Memory = MemoryMode.StopAndCopy, Bandwidth = run.Bandwidth,
+        };
         try
         {
             var result = await migrations.RunAsync(request, p =>
             {
-                run.Phase(capsule, p.Phase);
+                run.Progress(capsule, p);
                 return Task.CompletedTask;
             });
             run.Ended(capsule, result, null);

@@ -92,7 +92,7 @@ internal sealed class EventLog(AgentOptions options, IHostApplicationLifetime li
     public void MigrationEnded(string capsule, string target, MigrateResult r) => Add(new AgentEvent
     {
         Kind = EventKind.MigrationEnded, Capsule = capsule, Peer = target, Outcome = Outcome(r), Error = r.Error,
-        DurationMs = r.Times?.TotalMs ?? 0, Packets = r.Flushed, Dropped = r.Dropped,
+        DurationMs = r.Times?.TotalMs ?? 0, Packets = r.Flushed, Dropped = r.Dropped, Flows = { r.Flows },
     });
 
     /// <summary>

@@ -17,6 +17,9 @@ internal sealed class HoldTally
     public long Dropped { get; private set; }
     public long Held => Flushed + Dropped;
 
+    /// <summary>What each holder had of each flow when it was released (the per-connection report).</summary>
+    public List<HolderReport> Holders { get; } = [];
+
     public void Add(long flushed, long dropped)
     {
         Flushed += flushed;
@@ -111,8 +114,11 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
         var tally = new HoldTally();
         await ReleasePeersAsync(peers, loc, to, tally);
         if (!to.IsNone) dataPlane.Pin(loc, to);
+        var held = await dataPlane.Engine.HoldContentsAsync(loc);
         var own = await dataPlane.Engine.ReleaseAsync(loc, to);
         tally.Add(own.Flushed, own.Dropped);
+        var self = dataPlane.Engine.Table.Self;
+        tally.Holders.Add(new HolderReport(self, FlowReports.Reply(own.Flushed, own.Dropped, held), !to.IsNone));
         return tally;
     }
 
@@ -122,26 +128,34 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
         var request = new ReleaseRequest { Locator = loc.ToString(), ToUnderlay = to.IsNone ? "" : to.ToString() };
         var replies = await Task.WhenAll(peers.Select(async p =>
         {
-            for (var attempt = 1; ; attempt++)
-            {
-                try
-                {
-                    return await p.Agent.ReleaseAsync(request, deadline: DateTime.UtcNow.AddSeconds(5));
-                }
-                catch (RpcException e) when (attempt < 3
-                    && e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
-                {
-                    // A lost Release is retried; if it never arrives, the holder's lease ends the hold.
-                    await Task.Delay(200 * attempt);
-                }
-                catch (RpcException e)
-                {
-                    LogReleaseFailed(log, p.Addr, loc, e.Status.Detail);
-                    return new ReleaseReply();
-                }
-            }
+            var reply = await ReleaseOneAsync(p, request, loc);
+            lock (tally.Holders) tally.Holders.Add(new HolderReport(p.Addr, reply, !to.IsNone));
+            return reply;
         }));
         foreach (var r in replies) tally.Add(r.Flushed, r.Dropped);
+    }
+
+    async Task<ReleaseReply> ReleaseOneAsync((Locator Addr, HostAgent.HostAgentClient Agent) p, ReleaseRequest request,
+        Locator loc)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await p.Agent.ReleaseAsync(request, deadline: DateTime.UtcNow.AddSeconds(5));
+            }
+            catch (RpcException e) when (attempt < 3
+                && e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+            {
+                // A lost Release is retried; if it never arrives, the holder's lease ends the hold.
+                await Task.Delay(200 * attempt);
+            }
+            catch (RpcException e)
+            {
+                LogReleaseFailed(log, p.Addr, loc, e.Status.Detail);
+                return new ReleaseReply();
+            }
+        }
     }
 
     internal DataPlaneHost DataPlane => dataPlane;

@@ -17,14 +17,15 @@ internal sealed class MigrationRunner(MigrationSource source, IDirectory directo
 {
     /// <summary>
     /// Runs the move to its end (moved, or resumed where it was) whatever happens to the caller: stopping
-    /// half-way could leave the capsule nowhere. <paramref name="report"/> must not throw.
+    /// half-way could leave the capsule nowhere. <paramref name="report"/> must not throw; it hears phases and,
+    /// from other tasks, a long transfer's progress.
     /// </summary>
     public async Task<MigrateResult> RunAsync(MigrateRequest request, Func<MigrateProgress, Task> report)
     {
         var started = false;
         async Task Report(string phase, string message)
         {
-            // The first report comes once the checks have passed and the target prepares: it has begun.
+            // The first report comes once the target's checks have passed and it is prepared: it has begun.
             if (!started) events.MigrationStarted(request.Name, request.Target);
             started = true;
             await report(new MigrateProgress { Phase = phase, Message = message });
@@ -35,7 +36,7 @@ internal sealed class MigrationRunner(MigrationSource source, IDirectory directo
             result = await AgentService.Guard(async () =>
             {
                 await RefuseCordonedAsync(request.Target);
-                return await source.RunAsync(request, Report, CancellationToken.None);
+                return await source.RunAsync(request, Report, CancellationToken.None, report);
             });
         }
         catch (RpcException e)

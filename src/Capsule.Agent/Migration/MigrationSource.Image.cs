@@ -33,6 +33,7 @@ internal sealed partial class MigrationSource
         await using var stream = new ChunkStream(async (data, token) =>
         {
             var bytes = ByteString.CopyFrom(data.Span);
+            await m.Meter.SendingAsync(data.Length, token);
             if (chunks++ == 0 && faults.Fires(FaultPoints.SourceTransfer, FaultAction.Corrupt))
                 bytes = ByteString.CopyFrom([(byte)(data.Span[0] ^ 0xFF), .. data.Span[1..]]);
             await call.RequestStream.WriteAsync(new ImageChunk { Data = bytes }, token);

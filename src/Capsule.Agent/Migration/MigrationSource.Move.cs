@@ -25,6 +25,11 @@ internal sealed partial class MigrationSource
         public HoldSet? Holds { get; set; }
         public FrozenTree? Frozen { get; set; }
         public bool Switched { get; set; }
+        public TransferMeter Meter { get; init; } = TransferMeter.None;
+
+        // The report: the capsule's sockets before the sync, and what each holder had of its peers' packets.
+        public IReadOnlyList<FlowReport> Sockets { get; set; } = [];
+        public List<HolderReport> HeldAt { get; } = [];
 
         // CRIU's page socket and its relay: the pages as the dump writes them (stop-and-copy,
         // MigrationSource.Pages.cs), or served to the target's restore (post-copy, MigrationSource.PostCopy.cs).

@@ -59,6 +59,7 @@ internal sealed partial class MigrationSource
             await PageRelay.SocketToStreamAsync(socket, async b =>
             {
                 sha.AppendData(b.Data.Span);
+                await m.Meter.SendingAsync(b.Data.Length, ct);
                 var sending = call.RequestStream.WriteAsync(b, ct);
                 await kept.WriteAsync(b.Data.Memory, ct);
                 await sending;

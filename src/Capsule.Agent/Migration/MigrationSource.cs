@@ -27,9 +27,11 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
     public const int DefaultHoldPackets = Rpc.ApiDefaults.HoldPackets;
     AgentOptions O => runtime.Options;
 
+    /// <param name="transfer">Where the progress of a long transfer goes (<see cref="TransferMeter"/>).</param>
     public async Task<MigrateResult> RunAsync(MigrateRequest req, Func<string, string, Task> progress,
-        CancellationToken ct)
+        CancellationToken ct, Func<MigrateProgress, Task>? transfer = null)
     {
+        if (req.Bandwidth < 0) throw new ArgumentException("the bandwidth must be positive (bytes a second)");
         var c = runtime.Find(req.Name)
             ?? throw new KeyNotFoundException($"capsule '{req.Name}' is not on host {O.Host}");
         if (req.Target == O.Host) throw new ArgumentException($"capsule '{req.Name}' is already on {O.Host}");
@@ -39,7 +41,8 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
                 "wait for that migration to end");
         try
         {
-            return await MoveAsync(c, req, progress, ct);
+            var meter = new TransferMeter(req.Bandwidth, transfer ?? (_ => Task.CompletedTask));
+            return await MoveAsync(c, req, progress, meter, ct);
         }
         finally
         {
@@ -48,7 +51,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
     }
 
     async Task<MigrateResult> MoveAsync(LocalCapsule c, MigrateRequest req, Func<string, string, Task> progress,
-        CancellationToken ct)
+        TransferMeter meter, CancellationToken ct)
     {
         var state = await directory.SnapshotAsync(ct);
         if (!state.Hosts.TryGetValue(req.Target, out var target))
@@ -79,14 +82,16 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
             throw new InvalidOperationException($"target {req.Target} is unreachable ({e.Status.Detail}); " +
                 "nothing was changed");
         }
-        var move = new Move(c, req, target, targetAgent, Path.Combine(O.StateDir, "migrations", c.Name), postCopy);
-        if (Directory.Exists(move.Work)) Directory.Delete(move.Work, recursive: true);
-        // The target builds the capsule's network while we sync and dump: off the frozen path.
-        var prepare = new PrepareRequest
+        var move = new Move(c, req, target, targetAgent, Path.Combine(O.StateDir, "migrations", c.Name), postCopy)
         {
-            Name = c.Name, Locator = c.Locator.ToString(), PostCopy = postCopy, OwnUserNs = c.Root is not null,
+            Meter = meter,
         };
+        if (Directory.Exists(move.Work)) Directory.Delete(move.Work, recursive: true);
+        // The target checks that it can run the capsule (CPU, CRIU's kernel features, memory, disk), then builds
+        // its network: a target that cannot take it refuses here, before anything of the capsule's is touched.
+        var prepare = await PrepareRequestAsync(move, ct);
         move.Prepared = targetAgent.PrepareAsync(prepare, cancellationToken: ct).ResponseAsync;
+        await RefusedAsync(move);
         journal.Write(move.Record(MoveStep.Syncing, []));
         try
         {
@@ -105,19 +110,15 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         var r = m.Result;
         var c = m.Capsule;
         r.Memory = m.PostCopy ? MemoryMode.PostCopy : MemoryMode.StopAndCopy;
-        if (m.PostCopy)
-        {
-            // A target that cannot take the pages later refuses now, before anything is frozen. Its time
-            // is in the total, not in the sync's.
-            await m.Prepared!;
-            m.Clock.Lap();
-        }
+        // The target's checks and preparation (awaited before this) are in the total, not in the stage's time.
+        m.Clock.Lap();
         // The capsule's own files go while it runs and before any peer holds: the freeze sends only what changed.
         await progress("stage", $"sending the capsule's files to {m.Target.Name} while it runs");
-        m.Staged = await StagedFiles.SendAsync(m.TargetAgent, c.Name, c.Dir, c.Root?.ToProto(), ct);
+        m.Staged = await StagedFiles.SendAsync(m.TargetAgent, c.Name, c.Dir, c.Root?.ToProto(), m.Meter, ct);
         r.StagedBytes = m.Staged.Bytes;
         r.Times.StageMs = m.Clock.Lap();
         if (!m.PostCopy) await OpenPageStreamAsync(m, ct);
+        m.Sockets = CapsuleSockets.Read(c.Pid);
         rec = await SyncAsync(m, state, rec, progress, ct);
 
         await progress("dump", m.PostCopy
@@ -133,7 +134,8 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         }
         else
         {
-            m.Frozen = await DumpStreamingAsync(m, ct);
+            await using (m.Meter.Watch("dump", CapsuleFootprint.ResidentBytes(c.Pid)))
+                m.Frozen = await DumpStreamingAsync(m, ct);
         }
         r.Times.CriuDumpMs = criuClock.ElapsedMilliseconds;
         journal.Write(m.Record(MoveStep.Frozen, m.Holds!.Holders));
@@ -143,7 +145,9 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         await progress("transfer", $"sending the image to {m.Target.Name}");
         await m.Prepared!;
         if (m.PostCopy) await OpenPagesAsync(m, ct);
-        var reply = await SendAsync(m, ct);
+        ReceiveReply reply;
+        await using (m.Meter.Watch("transfer", TransferEstimate(m)))
+            reply = await SendAsync(m, ct);
         r.Times.FreezeMs = criuClock.ElapsedMilliseconds;
         r.Times.RestoreMs = reply.RestoreMs;
         r.Times.CriuRestoreMs = reply.CriuMs;
@@ -164,6 +168,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         r.Ok = m.TailFailure is null;
         r.Error = m.TailFailure ?? r.Error;
         r.Host = m.Target.Name;
+        r.Flows.AddRange(FlowReports.Build(m.Sockets, m.HeldAt, reply.Sockets, HostNames(state)));
         LogMigrated(log, c.Name, m.Target.Name, r.Times.TotalMs, r.ImageBytes, r.Held);
         return r;
     }
@@ -177,6 +182,7 @@ internal sealed partial class MigrationSource(CapsuleRuntime runtime, IDirectory
         {
             var tally = await m.Holds!.ReleaseAsync(m.Target.Underlay);
             Add(m.Result, tally);
+            m.HeldAt.AddRange(tally.Holders);
         }
         catch (Exception e)
         {

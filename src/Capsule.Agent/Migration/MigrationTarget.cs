@@ -117,6 +117,7 @@ internal sealed partial class MigrationTarget(CapsuleRuntime runtime, DataPlaneH
             return new ReceiveReply
             {
                 Pid = r.Value.Pid, RestoreMs = r.Value.Ms, Bytes = image.Received, CriuMs = r.Value.CriuMs,
+                Sockets = { CapsuleSockets.Read(r.Value.Pid) },
             };
         }
         finally

@@ -36,7 +36,7 @@ internal sealed class StagedFiles
     /// Sends the settled files of <paramref name="dir"/> to the target's Stage, checksummed; returns what it sent.
     /// </summary>
     public static async Task<StagedFiles> SendAsync(HostAgent.HostAgentClient target, string name, string dir,
-        RootFs? root, CancellationToken ct)
+        RootFs? root, TransferMeter meter, CancellationToken ct)
     {
         // Stamped before reading: a write during the read changes the stamp, and the file goes again at the freeze.
         var settledBefore = DateTimeOffset.UtcNow - Settled;
@@ -45,10 +45,14 @@ internal sealed class StagedFiles
             if (FileStamp.Of(path) is { Regular: true } s && s.Changed < settledBefore)
                 sent[Path.GetRelativePath(dir, path)] = s;
         if (sent.Count == 0) return None;
+        await using var watch = meter.Watch("stage", sent.Values.Sum(s => (long)s.Size));
         using var call = target.Stage(cancellationToken: ct);
         await call.RequestStream.WriteAsync(new ImageChunk { Name = name, RootFs = root }, ct);
-        await using var stream = new ChunkStream((data, token) =>
-            call.RequestStream.WriteAsync(new ImageChunk { Data = ByteString.CopyFrom(data.Span) }, token));
+        await using var stream = new ChunkStream(async (data, token) =>
+        {
+            await meter.SendingAsync(data.Length, token);
+            await call.RequestStream.WriteAsync(new ImageChunk { Data = ByteString.CopyFrom(data.Span) }, token);
+        });
         await ImageArchive.WriteFilesAsync(stream, dir, sent.Keys, ct);
         var sha = await stream.FinishAsync(ct);
         await call.RequestStream.WriteAsync(new ImageChunk { Sha256 = sha }, ct);
