@@ -64,6 +64,30 @@ public sealed class DnsTests(DnsLabFixture lab) : IClassFixture<DnsLabFixture>
     }
 
     [Fact]
+    public async Task A_container_capsule_resolves_by_name_from_its_own_resolv_conf_and_hosts_also_after_a_move()
+    {
+        try
+        {
+            var (peer, _) = await lab.Create("peer", "h1", "sleep", "infinity");
+            var (own, _) = await lab.CreateWith("ctr", "h2", ["--rootfs", "/"], "sleep", "infinity");
+            var conf = (await lab.InCapsule("ctr", "cat", "/etc/resolv.conf")).Ok().Out;
+            Assert.Contains("search capsule.internal", conf);
+            // Its own name from its hosts file, another's from its agent.
+            Assert.Contains(own, (await lab.InCapsule("ctr", "getent", "hosts", "ctr")).Ok().Out);
+            Assert.Contains(peer, (await lab.InCapsule("ctr", "getent", "hosts", "peer")).Ok().Out);
+            var m = await lab.Migrate("ctr", "h3");
+            Assert.True(m.GetProperty("ok").GetBoolean(), m.ToString());
+            Assert.Contains(own, (await lab.InCapsule("ctr", "getent", "hosts", "ctr")).Ok().Out);
+            Assert.Contains(peer, (await lab.InCapsule("ctr", "getent", "hosts", "peer")).Ok().Out);
+        }
+        finally
+        {
+            await lab.Run("rm", "ctr");
+            await lab.Run("rm", "peer");
+        }
+    }
+
+    [Fact]
     public async Task Python_http_server_in_a_capsule_answers_within_a_second_of_create()
     {
         try

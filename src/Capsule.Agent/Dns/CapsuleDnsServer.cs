@@ -38,7 +38,17 @@ internal sealed partial class CapsuleDnsServer(AgentOptions options, DataPlaneHo
             LogFailed(log, e.Exception.Message);
             return Task.CompletedTask;
         };
-        _server.Start();
+        try
+        {
+            _server.Start();
+        }
+        catch (System.Net.Sockets.SocketException e)
+        {
+            // The agent still carries its capsules' traffic; only their names go unanswered.
+            var where = string.Join(", ", endpoints);
+            LogFailed(log, $"cannot listen on {where}: {e.Message}; capsule names go unanswered");
+            return Task.CompletedTask;
+        }
         LogListening(log, string.Join(", ", endpoints), Domain, _forwarders.Describe());
         return Task.CompletedTask;
     }

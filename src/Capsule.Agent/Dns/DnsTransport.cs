@@ -13,7 +13,8 @@ namespace Capsule.Agent.Dns;
 /// </summary>
 internal sealed class DnsTransport(IPEndPoint bind, DnsCounters counters) : IServerTransport
 {
-    const int IpFreebind = 15; // linux/in.h
+    const int SolIp = 0; // linux/in.h
+    const int IpFreebind = 15;
     readonly Socket _socket = new(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
     readonly DnsCounters _counters = counters;
 
@@ -25,7 +26,8 @@ internal sealed class DnsTransport(IPEndPoint bind, DnsCounters counters) : ISer
 
     public void Bind()
     {
-        _socket.SetSocketOption(SocketOptionLevel.IP, (SocketOptionName)IpFreebind, true);
+        // Raw: .NET names no IP_FREEBIND, and refuses option numbers it does not know.
+        _socket.SetRawSocketOption(SolIp, IpFreebind, BitConverter.GetBytes(1));
         _socket.Bind(bind);
     }
 
@@ -47,8 +49,20 @@ internal sealed class DnsTransport(IPEndPoint bind, DnsCounters counters) : ISer
                 continue;
             }
             var from = (IPEndPoint)got.RemoteEndPoint;
-            return new Connection(this, new DnsReceivedRawPackage(query, from, bind));
+            return new Connection(this, new DnsReceivedRawPackage(WithLength(query), from, bind));
         }
+    }
+
+    /// <summary>
+    /// The library keeps a message as TCP frames it, after a 2-byte length (what a raw package's array must
+    /// hold), and hands UDP the bytes after it.
+    /// </summary>
+    static byte[] WithLength(byte[] message)
+    {
+        var framed = new byte[message.Length + 2];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(framed, (ushort)message.Length);
+        message.CopyTo(framed, 2);
+        return framed;
     }
 
     /// <summary>The header checks, then whether the library can read it at all.</summary>
