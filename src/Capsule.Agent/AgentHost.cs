@@ -47,6 +47,8 @@ public static class AgentHost
         builder.Services.AddSingleton<DataPlane.KeyExchange>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<DataPlane.KeyExchange>());
         builder.Services.AddHostedService<Migration.MigrationRecovery>();
+        builder.Services.AddSingleton<Dns.CapsuleDnsServer>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Dns.CapsuleDnsServer>());
         var app = builder.Build();
         app.MapGrpcService<AgentService>();
         if (options.Metrics.Length > 0) Metrics.MetricsEndpoint.Map(app, options.Metrics);

@@ -185,7 +185,9 @@ internal sealed class CapsuleRuntime(AgentOptions options, IDirectory directory,
         // Its network namespace is its own user namespace's, so it exists only once its first process
         // does: the launcher holds that process until the network is built from outside.
         var upper = OwnRoot.Upper(c.Dir);
-        if (c.Root.Lower == "/" && !Directory.Exists(upper)) HostSecrets.Seed(c.Root, upper);
+        var fresh = !Directory.Exists(upper);
+        if (c.Root.Lower == "/" && fresh) HostSecrets.Seed(c.Root, upper);
+        if (fresh) CapsuleNames.Seed(c.Root, upper, c.Name, c.Locator);
         await Launcher.MountAsync(c.Root, upper, mounts, ct);
         var masked = c.Root.Lower == "/" ? HostSecrets.Masked(options.StateDir) : [];
         return await Launcher.RunAsync(c.Root, mounts, c.Name, c.Command, masked,

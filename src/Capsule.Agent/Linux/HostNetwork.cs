@@ -77,6 +77,8 @@ internal static class HostNetwork
     // pool_from_underlay: a packet for a capsule that arrives on the underlay as itself, not inside an overlay
     // datagram, comes from no agent: anyone on the underlay could inject it. served_to_underlay: a gateway
     // carries its ordinary hosts' traffic into the overlay (the TUN) only, never onto other networks.
+    // dns: a capsule's DNS, to whichever nameserver its resolv.conf names, is answered by this host's agent
+    // on the capsules' next hop (Dns/CapsuleDnsServer.cs); the only thing on the host a capsule reaches.
     static string Ruleset(string tun, Prefix pool, string underlayIf, string? servedIf)
     {
         var leavesOverlay = $"oifname != \"{tun}\" oifname != \"{CapsuleIfPrefix}*\"";
@@ -98,8 +100,13 @@ internal static class HostNetwork
             iifname "{{CapsuleIfPrefix}}*" iifname . ip saddr != @locators counter name spoofed_source drop
             iifname "{{underlayIf}}" ip daddr {{pool}} counter name pool_from_underlay drop
           }
+          chain dns {
+            type nat hook prerouting priority dstnat; policy accept;
+            iifname "{{CapsuleIfPrefix}}*" udp dport 53 dnat to {{CapsuleGateway}}
+          }
           chain input {
             type filter hook input priority filter; policy accept;
+            iifname "{{CapsuleIfPrefix}}*" ip daddr {{CapsuleGateway}} udp dport 53 accept
             iifname "{{CapsuleIfPrefix}}*" counter name capsule_to_host drop
           }
           chain forward {

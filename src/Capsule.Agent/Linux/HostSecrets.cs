@@ -55,7 +55,7 @@ internal static class HostSecrets
         }
     }
 
-    static void MakeFolderLike(OwnRoot root, string dest, string lower)
+    internal static void MakeFolderLike(OwnRoot root, string dest, string lower)
     {
         Directory.CreateDirectory(dest);
         Own(root, dest, lower);
@@ -71,6 +71,6 @@ internal static class HostSecrets
         Native.ThrowIfFailed(Native.chmod(dest, st.Mode & 0xFFFu), $"set the mode of {dest}");
     }
 
-    static void Chown(string path, uint uid, uint gid) =>
+    internal static void Chown(string path, uint uid, uint gid) =>
         Native.ThrowIfFailed(Native.lchown(path, uid, gid), $"set the owner of {path}");
 }

@@ -21,13 +21,15 @@ internal sealed class AgentMetrics
     readonly DataPlaneHost _dataPlane;
     readonly CapsuleRuntime _runtime;
     readonly List<(ICounter Counter, Func<Engine, long> Read)> _counters = [];
+    readonly List<(ICounter Counter, Func<long> Read)> _dnsCounters = [];
     readonly Gauge _holdsActive, _holdPackets, _routes, _capsules, _flows;
     readonly Counter _migrations;
     readonly Histogram _phases;
 
     public CollectorRegistry Registry { get; }
 
-    public AgentMetrics(AgentOptions options, DataPlaneHost dataPlane, CapsuleRuntime runtime)
+    public AgentMetrics(AgentOptions options, DataPlaneHost dataPlane, CapsuleRuntime runtime,
+        Capsule.Agent.Dns.CapsuleDnsServer dns)
     {
         _dataPlane = dataPlane;
         _runtime = runtime;
@@ -36,6 +38,7 @@ internal sealed class AgentMetrics
         Registry.SetStaticLabels(new Dictionary<string, string> { ["host"] = options.Host });
         var f = Prometheus.Metrics.WithCustomRegistry(Registry);
         DataPlaneCounters(f);
+        DnsServerCounters(f, dns.Counters);
         _holdsActive = f.CreateGauge(P + "holds_active", "Holds this host keeps now (capsules moving or suspended)");
         _holdPackets = f.CreateGauge(P + "holds_packets", "Packets this host's holds keep now");
         _routes = f.CreateGauge(P + "translation_table_routes", "Remote capsules in this host's translation table");
@@ -117,10 +120,25 @@ internal sealed class AgentMetrics
 
     void Add(ICounter counter, Func<Engine, long> read) => _counters.Add((counter, read));
 
+    void DnsServerCounters(IMetricFactory f, DnsCounters dns)
+    {
+        var answers = f.CreateCounter(P + "dns_queries_total", "DNS questions answered, by what the answer was",
+            ["answer"]);
+        foreach (var kind in DnsCounters.Kinds)
+            _dnsCounters.Add((answers.WithLabels(DnsCounters.Key(kind)), () => dns[kind]));
+        var drops = f.CreateCounter(P + "dns_drops_total", "DNS datagrams dropped unanswered, by reason", ["reason"]);
+        foreach (var reason in DnsCounters.Reasons)
+            _dnsCounters.Add((drops.WithLabels(DnsCounters.Key(reason)), () => dns[reason]));
+        _dnsCounters.Add((f.CreateCounter(P + "dns_truncated_total",
+            "DNS answers cut to a truncated header: larger than MaxAmplification times their query"),
+            () => dns.Truncations));
+    }
+
     /// <summary>On each scrape, before the registry is written out.</summary>
     async Task ReadAsync(CancellationToken ct)
     {
         _capsules.Set(_runtime.All.Count);
+        foreach (var (counter, read) in _dnsCounters) counter.IncTo(read());
         // The engine exists once the data plane is up; until then its counters are not there to read.
         if (!_dataPlane.Ready.IsCompleted) return;
         var engine = _dataPlane.Engine;
