@@ -38,6 +38,44 @@ public sealed class DnsTests(DnsLabFixture lab) : IClassFixture<DnsLabFixture>
         }
     }
 
+    /// <summary>Only DNS to nameservers outside the pool goes to the agent: a capsule may serve DNS itself.</summary>
+    [Fact]
+    public async Task A_query_to_another_capsules_port_53_reaches_that_capsule_not_the_agent()
+    {
+        try
+        {
+            var (ns, _) = await lab.Create("udp53", "h1", "python3", "-c", """
+                import socket
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(("0.0.0.0", 53))
+                while True:
+                    data, peer = s.recvfrom(512)
+                    s.sendto(b"capsule:" + data, peer)
+                """);
+            await lab.Create("ask53", "h2", "sleep", "infinity");
+            var probe = $"""
+                import socket
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.settimeout(1)
+                s.sendto(b"ping", ("{ns}", 53))
+                print(s.recvfrom(512)[0].decode())
+                """;
+            var answer = "";
+            await LabFixture.Until(async () =>
+            {
+                var r = await lab.InCapsule("ask53", "python3", "-c", probe);
+                answer = r.Out.Trim();
+                return r.Code == 0;
+            }, "the capsule's UDP server on port 53 to answer", seconds: 30);
+            Assert.Equal("capsule:ping", answer);
+        }
+        finally
+        {
+            await lab.Run("rm", "ask53");
+            await lab.Run("rm", "udp53");
+        }
+    }
+
     [Fact]
     public async Task An_ordinary_host_resolves_a_capsule_and_reaches_it_through_the_gateway()
     {

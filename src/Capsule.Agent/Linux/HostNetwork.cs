@@ -78,7 +78,8 @@ internal static class HostNetwork
     // datagram, comes from no agent: anyone on the underlay could inject it. served_to_underlay: a gateway
     // carries its ordinary hosts' traffic into the overlay (the TUN) only, never onto other networks.
     // dns: a capsule's DNS, to whichever nameserver its resolv.conf names, is answered by this host's agent
-    // on the capsules' next hop (Dns/CapsuleDnsServer.cs); the only thing on the host a capsule reaches.
+    // on the capsules' next hop (Dns/CapsuleDnsServer.cs); the only thing on the host a capsule reaches. A
+    // query to another capsule (a locator: it may serve DNS itself) goes on to it untouched.
     static string Ruleset(string tun, Prefix pool, string underlayIf, string? servedIf)
     {
         var leavesOverlay = $"oifname != \"{tun}\" oifname != \"{CapsuleIfPrefix}*\"";
@@ -102,7 +103,7 @@ internal static class HostNetwork
           }
           chain dns {
             type nat hook prerouting priority dstnat; policy accept;
-            iifname "{{CapsuleIfPrefix}}*" udp dport 53 dnat to {{CapsuleGateway}}
+            iifname "{{CapsuleIfPrefix}}*" ip daddr != {{pool}} udp dport 53 dnat to {{CapsuleGateway}}
           }
           chain input {
             type filter hook input priority filter; policy accept;
