@@ -23,7 +23,9 @@ internal static class ListCapsules
     {
         var state = await s.Directory.SnapshotAsync(ct);
         var live = wide ? await AskAgentsAsync(s, state, ct) : [];
-        var rows = state.Capsules.Values.Select(c => Row(state, c, wide, live.GetValueOrDefault(c.Name))).ToList();
+        var rows = state.Capsules.Values
+            .Select(c => Row(state, c, wide, live.GetValueOrDefault((c.Host, c.Name))))
+            .ToList();
         if (json)
         {
             Output.WriteJson(rows, CliJson.Default.ListCapsuleRowJson);
@@ -41,7 +43,7 @@ internal static class ListCapsules
                 t.AddRow(r.Name, r.Locator, r.Host, r.State, note);
                 continue;
             }
-            var known = live.ContainsKey(r.Name);
+            var known = live.ContainsKey((r.Host, r.Name));
             t.AddRow(r.Name, r.Locator, r.Host, r.State, Markup.Escape(known ? r.Users ?? "host's" : "?"),
                 Markup.Escape(known ? r.Root ?? "host's" : "?"),
                 Markup.Escape(!known ? "?" : r.Limits is { } l ? InspectCapsule.Limits(l.MemoryBytes, l.CpuMillis,
@@ -72,9 +74,12 @@ internal static class ListCapsules
         };
     }
 
-    /// <summary>Every host's agent at once, each given a few seconds; one that does not answer is left out.</summary>
-    static async Task<Dictionary<string, CapsuleInfo>> AskAgentsAsync(Session s, DirectoryState state,
-        CancellationToken ct)
+    /// <summary>
+    /// Every host's agent at once, each given a few seconds; one that does not answer is left out. Keyed by host
+    /// and name: in the middle of a move two agents may both hold a capsule, and the directory says whose it is.
+    /// </summary>
+    static async Task<Dictionary<(string Host, string Name), CapsuleInfo>> AskAgentsAsync(Session s,
+        DirectoryState state, CancellationToken ct)
     {
         var hosts = state.Capsules.Values.Where(c => c.State != CoreState.Suspended).Select(c => c.Host).Distinct();
         var replies = await Task.WhenAll(hosts.Select(async h =>
@@ -90,6 +95,6 @@ internal static class ListCapsules
                 return [];
             }
         }));
-        return replies.SelectMany(r => r).ToDictionary(i => i.Name);
+        return replies.SelectMany(r => r).ToDictionary(i => (i.Host, i.Name));
     }
 }

@@ -93,7 +93,10 @@ public sealed class ContainerFaultTests(LabFixture lab)
         }
     }
 
-    async Task AssertNothingOn(string host, string name)
+    Task AssertNothingOn(string host, string name) => AssertNothingOn(lab, host, name);
+
+    /// <summary>No folder, root mount or network namespace of the container capsule is left on the host.</summary>
+    internal static async Task AssertNothingOn(LabFixture lab, string host, string name)
     {
         var paths = new LabPaths(lab.Name);
         var state = paths.HostStateDir(host);

@@ -51,7 +51,7 @@ public sealed class ContainerSuspendTests(LabFixture lab) : IDisposable
                 Assert.Equal(40, meta.GetProperty("limits").GetProperty("pids").GetInt32());
             }
             Assert.Contains("own: / below its writable layer", (await lab.Run("inspect", file)).Ok().Out);
-            await AssertGoneFrom("h1", name);
+            await ContainerFaultTests.AssertNothingOn(lab, "h1", name);
             Assert.False(Directory.Exists(cgroup), $"{name}'s cgroup is left on h1");
 
             var r = (await lab.Run("resume", file, "--on", "h3", "--json")).Ok();
@@ -82,18 +82,6 @@ public sealed class ContainerSuspendTests(LabFixture lab) : IDisposable
     }
 
     static string Squeeze(string s) => string.Join(' ', s.Split(' ', StringSplitOptions.RemoveEmptyEntries));
-
-    /// <summary>Suspended: no folder, root mount, namespace or cgroup of it is left on its old host.</summary>
-    async Task AssertGoneFrom(string host, string name)
-    {
-        var paths = new LabPaths(lab.Name);
-        var state = paths.HostStateDir(host);
-        Assert.False(Directory.Exists(Path.Combine(state, "capsules", name)), $"{name}'s folder is left on {host}");
-        Assert.False(Directory.Exists(Path.Combine(state, "roots", name)), $"{name}'s root is left on {host}");
-        Assert.False(File.Exists($"/run/netns/{lab.Name}-{host}-c-{name}"), $"{name}'s namespace is left on {host}");
-        var agent = (await File.ReadAllTextAsync(paths.AgentPidFile(host))).Trim();
-        Assert.DoesNotContain($"/roots/{name}/", await File.ReadAllTextAsync($"/proc/{agent}/mountinfo"));
-    }
 
     /// <summary>The folder of a process's cgroup in the pids hierarchy (the capsule's own, named after it).</summary>
     static string PidsCgroup(int pid)
