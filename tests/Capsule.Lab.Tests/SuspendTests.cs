@@ -141,6 +141,19 @@ public sealed class SuspendTests(LabFixture lab) : IDisposable
             Assert.Equal(1, r.Code);
             Assert.Contains("not a capsule suspend file", r.Err);
 
+            // A cordoned host (draining, or kept for maintenance) takes no capsule, also not from a file.
+            (await lab.Run("cordon", "h2")).Ok();
+            try
+            {
+                r = await lab.Run("resume", file, "--on", "h2");
+                Assert.Equal(1, r.Code);
+                Assert.Contains("cordoned", r.Err);
+            }
+            finally
+            {
+                (await lab.Run("uncordon", "h2")).Ok();
+            }
+
             Assert.Equal(before, (await lab.Run("ls", "--json")).Ok().Out);
             Assert.False(File.Exists($"/run/netns/{lab.Name}-h2-c-sleepy"));
 

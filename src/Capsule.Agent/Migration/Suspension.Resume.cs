@@ -179,6 +179,9 @@ internal sealed partial class Suspension
         if (runtime.Find(meta.Name) is not null)
             throw new InvalidOperationException($"capsule '{meta.Name}' already runs on {O.Host}");
         if (O.Serves.Length > 0) throw new ArgumentException($"{O.Host} is a gateway; capsules run on hosts");
+        // The directory would refuse the claim too, but only after the restore: refused here, nothing is built.
+        if (state.Hosts.GetValueOrDefault(O.Host) is { Cordoned: true })
+            throw new InvalidOperationException(DirectoryState.CordonedError(O.Host, "nothing was resumed"));
         return rec;
     }
 
