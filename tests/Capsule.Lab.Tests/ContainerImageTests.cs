@@ -57,10 +57,13 @@ public sealed class ContainerImageTests(LabFixture lab) : IDisposable
                 "8080", "-h", "/www");
             await lab.Create("bbget", "h3", "sleep", "infinity");
             await lab.WaitForPort("bbget", web, 8080);
-            // The image's files and the capsule's own mounts; not the host's /etc, /usr or /home.
-            var top = (await lab.InCapsule("bbweb", "/bin/ls", "/")).Ok().Out.Split('\n',
-                StringSplitOptions.RemoveEmptyEntries);
-            Assert.Equal(["bin", "dev", "proc", "sys", "www"], top.Order());
+            // The image's files, the capsule's own mounts and its own name files (docs/dns.md); not the host's
+            // /usr or /home, nor the host's /etc.
+            static async Task<string[]> Ls(LabFixture lab, string dir) =>
+                (await lab.InCapsule("bbweb", "/bin/ls", dir)).Ok().Out.Split('\n',
+                    StringSplitOptions.RemoveEmptyEntries);
+            Assert.Equal(["bin", "dev", "etc", "proc", "sys", "www"], (await Ls(lab, "/")).Order());
+            Assert.Equal(["hosts", "resolv.conf"], (await Ls(lab, "/etc")).Order());
             Assert.Equal("0\n", (await lab.InCapsule("bbweb", "/bin/id", "-u")).Ok().Out);
 
             var get = lab.InCapsule("bbget", "curl", "-sS", "--fail", "--limit-rate", "10M", "-o", got,

@@ -40,7 +40,23 @@ internal sealed class DnsTransport(IPEndPoint bind, DnsCounters counters) : ISer
         var buffer = new byte[CapsuleDns.MaxQuery + 1];
         while (true)
         {
-            var got = await _socket.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), token);
+            SocketReceiveFromResult got;
+            // The library's accept loop is an async void: an exception out of here would end the agent. On a
+            // stop (cancelled, socket closed) null tells the loop to look at its token and end.
+            try
+            {
+                got = await _socket.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0),
+                    token);
+            }
+            catch (Exception e) when (token.IsCancellationRequested || e is ObjectDisposedException)
+            {
+                return null;
+            }
+            catch (SocketException)
+            {
+                // A transient error of this one datagram (ICMP news of an earlier answer): wait on the next.
+                continue;
+            }
             var query = buffer.AsSpan(0, got.ReceivedBytes).ToArray();
             var drop = Screen(query);
             if (drop != DnsDrop.None)
