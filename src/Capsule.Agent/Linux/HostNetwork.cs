@@ -79,7 +79,10 @@ internal static class HostNetwork
     // carries its ordinary hosts' traffic into the overlay (the TUN) only, never onto other networks.
     // dns: a capsule's DNS, to whichever nameserver its resolv.conf names, is answered by this host's agent
     // on the capsules' next hop (Dns/CapsuleDnsServer.cs); the only thing on the host a capsule reaches. A
-    // query to another capsule (a locator: it may serve DNS itself) goes on to it untouched.
+    // query to another capsule (a locator: it may serve DNS itself) goes on to it untouched. The DNAT needs
+    // connection tracking, and a nat chain turns it on for every packet of the host: only those queries and the
+    // agent's answers to them are tracked (notrack in the raw chains), so the data plane carries no
+    // conntrack state or cost.
     static string Ruleset(string tun, Prefix pool, string underlayIf, string? servedIf)
     {
         var leavesOverlay = $"oifname != \"{tun}\" oifname != \"{CapsuleIfPrefix}*\"";
@@ -100,6 +103,13 @@ internal static class HostNetwork
             type filter hook prerouting priority raw; policy accept;
             iifname "{{CapsuleIfPrefix}}*" iifname . ip saddr != @locators counter name spoofed_source drop
             iifname "{{underlayIf}}" ip daddr {{pool}} counter name pool_from_underlay drop
+            iifname "{{CapsuleIfPrefix}}*" ip daddr != {{pool}} udp dport 53 accept
+            notrack
+          }
+          chain output {
+            type filter hook output priority raw; policy accept;
+            ip saddr {{CapsuleGateway}} udp sport 53 accept
+            notrack
           }
           chain dns {
             type nat hook prerouting priority dstnat; policy accept;
