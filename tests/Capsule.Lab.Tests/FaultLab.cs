@@ -16,11 +16,15 @@ public static class FaultLab
     internal static void EnableForEveryLab() =>
         Environment.SetEnvironmentVariable(Agent.Faults.FaultInjector.EnvironmentSwitch, "1");
 
-    /// <summary>Arms <paramref name="point"/> (see FaultPoints) on <paramref name="host"/>'s agent.</summary>
-    public static async Task Arm(LabFixture lab, string host, string point, string action, int delayMs = 0)
+    /// <summary>
+    /// Arms <paramref name="point"/> (see FaultPoints) on <paramref name="host"/>'s agent, for its next
+    /// <paramref name="times"/> hits.
+    /// </summary>
+    public static async Task Arm(LabFixture lab, string host, string point, string action, int delayMs = 0,
+        int times = 1)
     {
         var client = new Faults.FaultsClient(Channels.For(new LabPaths(lab.Name).AgentEndpoint(host)));
-        await client.ArmAsync(new ArmRequest { Point = point, Action = action, Times = 1, DelayMs = delayMs });
+        await client.ArmAsync(new ArmRequest { Point = point, Action = action, Times = times, DelayMs = delayMs });
     }
 
     /// <summary>

@@ -134,6 +134,28 @@ public sealed class PeerKeysTests
     }
 
     [Fact]
+    public void A_peer_that_lost_our_key_gets_nothing_sealed_with_it_until_a_new_one_is_acknowledged()
+    {
+        Exchange(7);
+        Assert.True(_h1.CanSealTowards(H2));
+        // H2 restarted: it pushed its own key and asked for one of ours, so ours is dead to it.
+        _h1.DropSend(H2);
+        Assert.False(_h1.CanSealTowards(H2));
+        Assert.False(_h1.CanSealTowards(H2));
+        var d = new byte[Wire.HeaderSize + Inner.Length + Wire.TagSize];
+        Assert.Equal(DropReason.NoSendKey, _h1.Seal(H2, d, Inner.Length, 9, out _));
+        Assert.Equal([(H2, false)], _asks1); // asked for once, rate-limited like a failed seal
+        var restarted = new PeerKeys(Wire.Mode.Encrypted, lanes: 2);
+        var key = Aead.NewKey();
+        restarted.InstallReceive(H1, 8, key);
+        _h1.InstallSend(H2, 8, key);
+        Assert.True(_h1.CanSealTowards(H2));
+        var fresh = Sealed();
+        Assert.Equal(DropReason.None, Wire.TryReadHeader(fresh, out Wire.Header h));
+        Assert.Equal(DropReason.None, restarted.Open(H1, h, fresh));
+    }
+
+    [Fact]
     public void The_previous_key_opens_what_was_in_flight_during_a_rotation()
     {
         Exchange(7);

@@ -58,10 +58,12 @@ public sealed class PostCopyTests(LabFixture lab)
 
     /// <summary>
     /// target.post-copy-tail: the target's agent dies just after the restore, its lazy-pages daemon
-    /// still short of 200 MB (no relay moves that in the microseconds between). Its wrapper kills the
-    /// restored tree; the source, its relay gone after the commit, reports the capsule lost and marks it
-    /// stopped. source.post-copy-tail: the source's agent dies after the switch; the target's daemon
-    /// loses its pages' server, the target kills the capsule and marks it stopped, with why.
+    /// still short of 200 MB. Its wrapper kills the restored tree; the source, its relay gone after the
+    /// commit, reports the capsule lost and marks it stopped. source.post-copy-tail: the source's agent
+    /// dies after the switch; the target's daemon loses its pages' server, the target kills the capsule
+    /// and marks it stopped, with why. In both the source's relay waits 10 ms before each chunk
+    /// (source.post-copy-pages), so the tail lasts seconds: unpaced, the daemon can have every page before
+    /// the restore even returns (seen: "every page arrived, 0 ms after it resumed"), and nothing is lost.
     /// </summary>
     [Theory]
     [InlineData("h2", "target.post-copy-tail", "h1")]
@@ -74,6 +76,8 @@ public sealed class PostCopyTests(LabFixture lab)
         try
         {
             await lab.WaitForLog(name, "WROTE passes=1");
+            // 200 MB is 800 chunks of 256 KiB or more: at least 8 s of tail, far longer than the switch takes.
+            await FaultLab.Arm(lab, "h1", "source.post-copy-pages", "delay", delayMs: 10, times: 100_000);
             await FaultLab.Arm(lab, killed, point, "crash");
             var r = await lab.Run("migrate", name, "--to", "h2", "--memory", "post-copy", "--json");
             Assert.NotEqual(0, r.Code);
@@ -100,6 +104,7 @@ public sealed class PostCopyTests(LabFixture lab)
         {
             // The killed agent is back (its supervisor restarts it) before the next test asks it for anything.
             await LabFixture.Until(async () => (await lab.Run("stats", killed)).Code == 0, $"{killed}'s agent back");
+            await FaultLab.Clear(lab, "h1");
             await lab.Run("rm", name);
         }
     }

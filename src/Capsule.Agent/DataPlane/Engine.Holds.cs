@@ -24,6 +24,12 @@ internal sealed unsafe partial class Engine
     /// <summary>About 1 ms between bursts (8 to 64 packets each: 8k to 64k packets/s).</summary>
     static readonly long BurstGap = Stopwatch.Frequency / 1000;
 
+    /// <summary>
+    /// How long a drain towards another host waits for a key to seal with (its agent restarted and has none of
+    /// ours yet) before it sends anyway, and what cannot be sealed is dropped and counted.
+    /// </summary>
+    static readonly long KeyPatience = Stopwatch.Frequency * 5;
+
     /// <summary>Longest lease accepted (keeps deadline arithmetic far from overflow).</summary>
     public static readonly TimeSpan MaxLease = TimeSpan.FromDays(1);
 
@@ -254,6 +260,13 @@ internal sealed unsafe partial class Engine
     /// </summary>
     void DrainBurst(Hold hold, long now)
     {
+        // Sealed with no key the receiver has, the held packets would be lost there, and the TCP data among them
+        // was acknowledged in the capsule's name: its senders never send it again. So the drain waits for a key.
+        if (!hold.DrainsToSelf && now - hold.DrainBegan < KeyPatience && !_keys.CanSealTowards(hold.DrainTo))
+        {
+            hold.NextBurst = now + BurstGap;
+            return;
+        }
         // Under the hold's lock: another lane may be adding at the back; none adds once the hold has ended.
         lock (hold.Gate)
         {

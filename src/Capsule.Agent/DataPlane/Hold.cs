@@ -35,6 +35,9 @@ internal sealed class Hold(Locator locator, HoldBuffer buffer, long deadline, bo
     /// <summary>Stopwatch timestamp of the drain's next burst.</summary>
     public long NextBurst { get; set; }
 
+    /// <summary>Stopwatch timestamp at which the drain began.</summary>
+    public long DrainBegan { get; private set; }
+
     public long Flushed { get; set; }
 
     /// <summary>Releases waiting for the drain to end, with (flushed, dropped).</summary>
@@ -70,6 +73,7 @@ internal sealed class Hold(Locator locator, HoldBuffer buffer, long deadline, bo
         DrainTo = host;
         DrainsToSelf = self;
         NextBurst = now;
+        DrainBegan = now;
         Buffer.Draining = true;
     }
 

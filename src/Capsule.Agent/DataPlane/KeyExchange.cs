@@ -167,7 +167,13 @@ internal sealed partial class KeyExchange(AgentOptions options, DataPlaneHost da
         if (!state.Hosts.TryGetValue(fromHost, out var host) || fromHost == options.Host)
             throw new KeyNotFoundException($"host '{fromHost}' is not in this agent's directory (yet)");
         Keys.InstallReceive(host.Underlay, keyId, key);
-        if (sendYours) _asks.Writer.TryWrite((host.Underlay, false));
+        if (!sendYours) return;
+        // It has no key of ours (it restarted, or lost ours): sealing on with the old one would lose every datagram
+        // to it, a held flush among them (whose TCP segments were acknowledged in its capsule's name, so never
+        // sent again), and with a send key in place no failed push would be retried. Until a new one is acked,
+        // nothing is sealed towards it, and a drain towards it waits (Engine.Holds.cs).
+        Keys.DropSend(host.Underlay);
+        _asks.Writer.TryWrite((host.Underlay, false));
     }
 
     [LoggerMessage(EventId = 130, Level = LogLevel.Debug, Message = "data-plane key {KeyId:x8} in use towards {Host}")]

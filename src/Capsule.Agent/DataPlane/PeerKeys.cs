@@ -196,6 +196,27 @@ internal sealed class PeerKeys(Wire.Mode mode, int lanes = 1)
     }
 
     public bool HasSendKey(Locator host) => _peers.TryGetValue(host.Value, out var p) && p.Send is not null;
+
+    /// <summary>
+    /// Egress: whether a datagram to <paramref name="host"/> can be sealed now; if not, its key is asked for (as a
+    /// failed seal would ask).
+    /// </summary>
+    public bool CanSealTowards(Locator host)
+    {
+        var peer = PeerOf(host);
+        if (peer.Send is { } key && key.Next(0) < RejectAfterPackets) return true;
+        Ask(host, ref peer.NextSendAskMs, back: false);
+        return false;
+    }
+
+    /// <summary>
+    /// Control: <paramref name="host"/> has none of our keys (it restarted): what we seal with towards it would be
+    /// dropped there as unknown, so it is dropped here, until a new key is acknowledged.
+    /// </summary>
+    public void DropSend(Locator host)
+    {
+        if (_peers.TryGetValue(host.Value, out var p)) p.Send = null;
+    }
     public bool HasReceiveKey(Locator host) => _peers.TryGetValue(host.Value, out var p) && p.Receive is not null;
 
     /// <summary>Control: the peer acknowledged this key; the next packet to it is sealed with it.</summary>

@@ -28,6 +28,11 @@ public static class FaultPoints
     public const string TargetAfterRestore = "target.after-restore";
     /// <summary>Source, post-copy: switched and flushed; the target has not said it has every page.</summary>
     public const string SourcePostCopyTail = "source.post-copy-tail";
+    /// <summary>
+    /// Source, post-copy: a chunk of memory is about to go to the target's lazy-pages daemon (delay lengthens the
+    /// tail, so that a fault in it meets pages still to come).
+    /// </summary>
+    public const string SourcePostCopyPages = "source.post-copy-pages";
     /// <summary>Target, post-copy: the capsule runs here, restored before its memory came.</summary>
     public const string TargetPostCopyTail = "target.post-copy-tail";
     /// <summary>Source, skip: no peer is asked to hold (a benchmark's comparison run).</summary>
@@ -39,7 +44,7 @@ public static class FaultPoints
     [
         SourceAfterSync, SourceDump, SourceAfterDump, SourceTransfer, SourceBeforeSwitch,
         TargetStage, TargetPages, TargetTransfer, TargetRestore, TargetAfterRestore,
-        SourcePostCopyTail, TargetPostCopyTail,
+        SourcePostCopyTail, SourcePostCopyPages, TargetPostCopyTail,
         NoHold, NoPause,
     ];
 }

@@ -112,7 +112,9 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
         Locator loc, Locator to)
     {
         var tally = new HoldTally();
-        await ReleasePeersAsync(peers, loc, to, tally);
+        var holders = peers.ToList();
+        if (to == dataPlane.Engine.Table.Self) await KeysFromAsync(holders.Select(p => p.Addr));
+        await ReleasePeersAsync(holders, loc, to, tally);
         if (!to.IsNone) dataPlane.Pin(loc, to);
         var held = await dataPlane.Engine.HoldContentsAsync(loc);
         var own = await dataPlane.Engine.ReleaseAsync(loc, to);
@@ -121,6 +123,21 @@ internal sealed partial class HoldCoordinator(AgentOptions options, DataPlaneHos
         tally.Holders.Add(new HolderReport(self, FlowReports.Reply(own.Flushed, own.Dropped, held), !to.IsNone));
         return tally;
     }
+
+    /// <summary>
+    /// Before holders flush to this host: it must open what they send. An agent that restarted has none of their
+    /// keys until each has pushed a fresh one (KeyExchange; its own push tells them they are needed), and a flush
+    /// sealed with a key no longer known here is lost, the held TCP data with it, which was acknowledged in the
+    /// capsule's name and is never sent again. Bounded: past it the holders flush anyway.
+    /// </summary>
+    async Task KeysFromAsync(IEnumerable<Locator> holders)
+    {
+        var sw = Stopwatch.StartNew();
+        var keys = dataPlane.Keys;
+        while (holders.Any(h => !keys.HasReceiveKey(h)) && sw.Elapsed < KeyWait) await Task.Delay(10);
+    }
+
+    static readonly TimeSpan KeyWait = TimeSpan.FromSeconds(5);
 
     async Task ReleasePeersAsync(IEnumerable<(Locator Addr, HostAgent.HostAgentClient Agent)> peers,
         Locator loc, Locator to, HoldTally tally)

@@ -34,6 +34,7 @@ internal sealed partial class MigrationSource
         {
             await PageRelay.SocketToStreamAsync(socket, async b =>
             {
+                await faults.HitAsync(Faults.FaultPoints.SourcePostCopyPages);
                 await call.RequestStream.WriteAsync(b, token);
                 Interlocked.Add(ref m.RelayedBytes, b.Data.Length);
             }, token);
