@@ -32,15 +32,15 @@ internal static class EventOutput
             if (e.Locator.Length > 0) w.WriteString("locator", e.Locator);
             if (e.Peer.Length > 0) w.WriteString("peer", e.Peer);
             if (e.Outcome != MigrationOutcome.Unspecified) w.WriteString("outcome", EventNames.Outcome(e.Outcome));
-            if (e.Kind is EventKind.DrainStarted or EventKind.DrainEnded) WriteDrain(w, e);
-            else if (e.Error.Length > 0) w.WriteString("error", e.Error);
+            if (e.Drain is not null) WriteDrain(w, e);
+            if (e.Error.Length > 0) w.WriteString("error", e.Error);
             if (EndsSomething(e.Kind))
             {
                 w.WriteNumber("flushed", e.Packets);
                 w.WriteNumber("dropped", e.Dropped);
                 w.WriteNumber("duration_ms", e.DurationMs);
             }
-            else if (e.Packets > 0 && e.Kind is not (EventKind.DrainStarted or EventKind.DrainEnded))
+            else if (e.Packets > 0)
                 w.WriteNumber("packets", e.Packets);
             if (e.Flows.Count > 0) WriteFlows(w, e);
             w.WriteEndObject();
@@ -51,14 +51,12 @@ internal static class EventOutput
     /// <summary>A drain's start and end carry their own fields (see EventLog.DrainStarted and DrainEnded).</summary>
     static void WriteDrain(Utf8JsonWriter w, AgentEvent e)
     {
-        if (e.Kind == EventKind.DrainStarted)
-        {
-            w.WriteNumber("capsules", e.Packets);
-            return;
-        }
-        w.WriteString("state", e.Error);
-        w.WriteNumber("moved", e.Packets);
-        w.WriteNumber("not_moved", e.Dropped);
+        var d = e.Drain;
+        w.WriteNumber("capsules", d.Capsules);
+        if (e.Kind != EventKind.DrainEnded) return;
+        w.WriteString("state", EventNames.DrainState(d.State));
+        w.WriteNumber("moved", d.Moved);
+        w.WriteNumber("not_moved", d.NotMoved);
         w.WriteNumber("duration_ms", e.DurationMs);
     }
 
@@ -132,9 +130,10 @@ internal static class EventOutput
                 : $"holds the packets for {capsule} ({e.Locator}{(e.Peer.Length > 0 ? ", on " + e.Peer : "")})"),
             EventKind.HoldReleased => ("grey", $"hold for {capsule} released after {e.DurationMs} ms: {Ended(e)}"),
             EventKind.HoldExpired => ("yellow", $"hold for {capsule} expired after {e.DurationMs} ms: {Ended(e)}"),
-            EventKind.DrainStarted => ("blue", $"drain of {e.Host} started: {e.Packets} capsules to move"),
-            EventKind.DrainEnded => (e.Dropped == 0 ? "green" : "yellow",
-                $"drain of {e.Host} {e.Error} after {e.DurationMs} ms: {e.Packets} moved, {e.Dropped} not moved"),
+            EventKind.DrainStarted => ("blue", $"drain of {e.Host} started: {e.Drain?.Capsules} capsules to move"),
+            EventKind.DrainEnded => (e.Drain?.NotMoved == 0 ? "green" : "yellow",
+                $"drain of {e.Host} {EventNames.DrainState(e.Drain?.State ?? DrainState.None)} after " +
+                $"{e.DurationMs} ms: {e.Drain?.Moved} moved, {e.Drain?.NotMoved} not moved"),
             _ => ("default", $"event {e.Kind}"),
         };
     }

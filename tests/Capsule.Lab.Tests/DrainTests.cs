@@ -175,10 +175,12 @@ public sealed class DrainStopTests(LabFixture lab)
             Assert.Equal(left.Count, done.RootElement.GetProperty("moved").GetInt32());
             Assert.Empty(await OnH1Async());
 
-            var events = (await lab.Run("events", "--json")).Ok().Out.Split('\n')
-                .Where(l => l.Contains("\"drain_ended\"")).ToList();
+            var all = (await lab.Run("events", "--json")).Ok().Out.Split('\n');
+            var events = all.Where(l => l.Contains("\"drain_ended\"")).ToList();
             Assert.Contains(events, e => e.Contains("\"state\":\"stopped\""));
-            Assert.Contains(events, e => e.Contains("\"state\":\"done\""));
+            Assert.Contains(events, e => e.Contains("\"state\":\"done\"") && e.Contains("\"not_moved\":0")
+                && e.Contains($"\"moved\":{left.Count}"));
+            Assert.Contains(all, e => e.Contains("\"drain_started\"") && e.Contains($"\"capsules\":{left.Count}"));
         }
         finally
         {

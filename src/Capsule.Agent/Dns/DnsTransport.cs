@@ -38,6 +38,7 @@ internal sealed class DnsTransport(IPEndPoint bind, DnsCounters counters) : ISer
     public async Task<IServerConnection?> AcceptConnectionAsync(CancellationToken token)
     {
         var buffer = new byte[CapsuleDns.MaxQuery + 1];
+        var errors = 0;
         while (true)
         {
             SocketReceiveFromResult got;
@@ -54,9 +55,13 @@ internal sealed class DnsTransport(IPEndPoint bind, DnsCounters counters) : ISer
             }
             catch (SocketException)
             {
-                // A transient error of this one datagram (ICMP news of an earlier answer): wait on the next.
+                // Mostly a transient error of one datagram (ICMP news of an earlier answer): wait on the next. Errors
+                // in a row mean a socket that keeps failing: they back off (4 ms, doubling, up to about a second) rather
+                // than spin this loop.
+                if (++errors > 1 && !await BackOffAsync(errors, token)) return null;
                 continue;
             }
+            errors = 0;
             var query = buffer.AsSpan(0, got.ReceivedBytes).ToArray();
             var drop = Screen(query);
             if (drop != DnsDrop.None)
@@ -66,6 +71,20 @@ internal sealed class DnsTransport(IPEndPoint bind, DnsCounters counters) : ISer
             }
             var from = (IPEndPoint)got.RemoteEndPoint;
             return new Connection(this, new DnsReceivedRawPackage(WithLength(query), from, bind));
+        }
+    }
+
+    /// <summary>False when the wait was cut short by a stop (nothing may be thrown to the library's loop).</summary>
+    static async Task<bool> BackOffAsync(int errors, CancellationToken token)
+    {
+        try
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(1 << Math.Min(errors, 10)), token);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
         }
     }
 

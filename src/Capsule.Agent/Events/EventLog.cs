@@ -106,12 +106,15 @@ internal sealed class EventLog(AgentOptions options, IHostApplicationLifetime li
         });
 
     public void DrainStarted(int capsules) =>
-        Add(new AgentEvent { Kind = EventKind.DrainStarted, Packets = capsules });
+        Add(new AgentEvent { Kind = EventKind.DrainStarted, Drain = new DrainEvent { Capsules = capsules } });
 
     public void DrainEnded(DrainReport r) => Add(new AgentEvent
     {
-        Kind = EventKind.DrainEnded, Packets = r.Moved, Dropped = r.Items.Count - r.Moved, DurationMs = r.ElapsedMs,
-        Error = EventNames.DrainState(r.State),
+        Kind = EventKind.DrainEnded, DurationMs = r.ElapsedMs,
+        Drain = new DrainEvent
+        {
+            Capsules = r.Items.Count, State = r.State, Moved = r.Moved, NotMoved = r.Items.Count - r.Moved,
+        },
     });
 
     /// <summary>
