@@ -55,9 +55,9 @@ internal sealed class DnsTransport(IPEndPoint bind, DnsCounters counters) : ISer
             }
             catch (SocketException)
             {
-                // Mostly a transient error of one datagram (ICMP news of an earlier answer): wait on the next. Errors
-                // in a row mean a socket that keeps failing: they back off (4 ms, doubling, up to about a second) rather
-                // than spin this loop.
+                // Mostly a transient error of one datagram (ICMP news of an earlier answer): wait on the next.
+                // Errors in a row mean a socket that keeps failing: they back off (4 ms, doubling, up to about a
+                // second) rather than spin this loop.
                 if (++errors > 1 && !await BackOffAsync(errors, token)) return null;
                 continue;
             }
