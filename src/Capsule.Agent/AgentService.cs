@@ -221,7 +221,7 @@ internal sealed partial class AgentService(AgentOptions options, CapsuleRuntime 
     public override Task<PeerKeyReply> PeerKey(PeerKeyRequest request, ServerCallContext context) => Guard(() =>
     {
         peers.PeerKey(context, request.FromHost);
-        keys.Accept(request.FromHost, request.KeyId, request.Key.Span, request.SendYours);
+        keys.Accept(request.FromHost, request.KeyId, request.Key.Span, request.SendYours, request.HasNone);
         return Task.FromResult(new PeerKeyReply());
     });
 

@@ -125,6 +125,7 @@ internal sealed partial class KeyExchange(AgentOptions options, DataPlaneHost da
             {
                 FromHost = options.Host, KeyId = id, Key = UnsafeByteOperations.UnsafeWrap(key),
                 SendYours = back || !Keys.HasReceiveKey(host.Underlay),
+                HasNone = !Keys.HasReceiveKey(host.Underlay),
             };
             var agent = new HostAgent.HostAgentClient(Channels.For(host.AgentEndpoint));
             await agent.PeerKeyAsync(request, deadline: DateTime.UtcNow + CallTimeout, cancellationToken: stop);
@@ -159,7 +160,7 @@ internal sealed partial class KeyExchange(AgentOptions options, DataPlaneHost da
     /// A peer's send key, pushed to this host: installed for opening what <paramref name="fromHost"/>
     /// sends; when it asks, a fresh key of ours goes back to it.
     /// </summary>
-    public void Accept(string fromHost, uint keyId, ReadOnlySpan<byte> key, bool sendYours)
+    public void Accept(string fromHost, uint keyId, ReadOnlySpan<byte> key, bool sendYours, bool hasNone)
     {
         if (key.Length != Aead.KeySize) throw new ArgumentException($"key must be {Aead.KeySize} bytes");
         if (keyId == 0) throw new ArgumentException("key_id must not be 0");
@@ -168,11 +169,12 @@ internal sealed partial class KeyExchange(AgentOptions options, DataPlaneHost da
             throw new KeyNotFoundException($"host '{fromHost}' is not in this agent's directory (yet)");
         Keys.InstallReceive(host.Underlay, keyId, key);
         if (!sendYours) return;
-        // It has no key of ours (it restarted, or lost ours): sealing on with the old one would lose every datagram
-        // to it, a held flush among them (whose TCP segments were acknowledged in its capsule's name, so never
-        // sent again), and with a send key in place no failed push would be retried. Until a new one is acked,
-        // nothing is sealed towards it, and a drain towards it waits (Engine.Holds.cs).
-        Keys.DropSend(host.Underlay);
+        // It has no key of ours (it restarted): sealing on with the old one would lose every datagram to it, a held
+        // flush among them (whose TCP segments were acknowledged in its capsule's name, so never sent again), and
+        // with a send key in place no failed push would be retried. Until a new one is acked, nothing is sealed
+        // towards it, and a drain towards it waits (Engine.Holds.cs). Only then: an unknown key id alone (its
+        // other reason to ask) can be a stray or forged datagram, and must not cut a working key.
+        if (hasNone) Keys.DropSend(host.Underlay);
         _asks.Writer.TryWrite((host.Underlay, false));
     }
 
