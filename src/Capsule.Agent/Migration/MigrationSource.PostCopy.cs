@@ -125,6 +125,9 @@ internal sealed partial class MigrationSource
         {
             if (m.Holds is not null) Add(r, await m.Holds.ReleaseAsync(Core.Locator.None));
             await m.Frozen!.CommitAsync();
+            // The lazy dump ends the tree once it has served every page; cut short, the dump fails, and a failed
+            // dump resumes its tree (seen: the old copy of a lost capsule ran on here). No copy may run.
+            await Linux.Netns.KillAllAsync(m.Capsule.Netns);
             await runtime.MarkStoppedAsync(m.Capsule.Name, $"lost in its post-copy move: {Describe(e)}");
             journal.Remove(m.Capsule.Name);
         }
